@@ -1,0 +1,338 @@
+"""Typed view of params.yaml.
+
+Every section of params.yaml has a model here; unknown keys are errors, and every error names
+the YAML key path and the rule it broke (``train.lr: must be greater than 0, got -1``).
+Params are loaded once by the caller and passed down; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bigmodel_core.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data
+class Source(_Section):
+    name: str = Field(description="Short name of the source, used in row ids, reports and errors.")
+    path: str = Field(
+        description="Local path or fsspec URL (glob allowed); 'builtin:demo' is the built-in demo corpus."
+    )
+    format: Literal["csv", "tsv", "parquet", "jsonl", "folder", "demo"] = Field(
+        description="File format. 'folder': one file per row, label = parent folder (a folder or a .tar.gz)."
+    )
+    text: list[str] = Field(
+        default_factory=lambda: ["text"],
+        description="Column(s) that make the text; several are joined with text_separator.",
+    )
+    text_separator: str = Field(default=" ", description="String put between several text columns.")
+    label: str = Field(default="label", description="Column that holds the label (ignored for 'folder').")
+    columns: list[str] | None = Field(
+        default=None, description="Column names for csv/tsv files without a header row; null = first row is a header."
+    )
+    label_map: dict[str, str] | None = Field(
+        default=None, description="Maps raw label values to class names; for 'folder', also selects the folders read."
+    )
+    split: Literal["train", "test"] | None = Field(
+        default=None, description="Fixed split for every row of this source; null = assigned by the split stage."
+    )
+    file_glob: str = Field(default="*.txt", description="For 'folder': which files are rows.")
+    rows: int = Field(default=3000, gt=0, description="For 'demo': how many rows to generate.")
+    seed: int = Field(default=7, description="For 'demo': generator seed.")
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_as_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name at least one column")
+        return v
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map_keys_as_str(cls, v: Any) -> Any:
+        # YAML reads `1: World` with an int key; raw labels are compared as strings.
+        if isinstance(v, dict):
+            return {str(k): str(val) for k, val in v.items()}
+        return v
+
+
+class DataParams(_Section):
+    sources: list[Source] = Field(min_length=1, description="Where the rows come from; all sources are concatenated.")
+    labels: list[str] | None = Field(
+        default=None,
+        description="The label set; rows with another label are quarantined. null = every label seen is valid.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "DataParams":
+        names = [s.name for s in self.sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"source names must be unique, repeated: {sorted(dup)}")
+        return self
+
+
+# --------------------------------------------------------------------------- clean
+class CleanParams(_Section):
+    unescape_html: bool = Field(default=True, description="Turn HTML entities (&amp;, &#39;) into characters.")
+    repair_entities: bool = Field(
+        default=True, description="Also repair entities that lost their '&' (AG News: '#39;', 'quot;')."
+    )
+    strip_html: bool = Field(default=True, description="Replace HTML tags with a space.")
+    normalize_whitespace: bool = Field(default=True, description="Collapse runs of whitespace, trim the ends.")
+    lowercase: bool = Field(default=False, description="Lowercase the text (the tokenizer may lowercase anyway).")
+    max_chars: int = Field(default=4000, gt=0, description="Truncate longer texts to this many characters.")
+
+
+# --------------------------------------------------------------------------- validate
+RULES = ("empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate")
+
+
+class Rule(_Section):
+    policy: Literal["quarantine", "fail", "warn"] = Field(
+        default="quarantine",
+        description="quarantine: move rows aside; fail: any hit stops the run; warn: keep rows, report them.",
+    )
+    max_fraction: float = Field(
+        default=1.0, ge=0, le=1, description="Gate: the run stops when more than this fraction of rows hit the rule."
+    )
+
+
+class ValidateParams(_Section):
+    rules: dict[str, Rule] = Field(
+        default_factory=lambda: {r: Rule() for r in RULES},
+        description=f"Policy and threshold per rule; rules: {', '.join(RULES)}.",
+    )
+    max_quarantine_fraction: float = Field(
+        default=0.3, ge=0, le=1, description="Gate: the run stops when more than this fraction of all rows is quarantined."
+    )
+    min_rows: int = Field(default=50, ge=1, description="Gate: fewest rows that must pass.")
+    min_rows_per_class: int = Field(default=5, ge=1, description="Gate: fewest passing rows per class.")
+    examples: int = Field(default=3, ge=0, le=50, description="Example rows shown per rule in reports and errors.")
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, v: dict[str, Rule]) -> dict[str, Rule]:
+        unknown = sorted(set(v) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown rule(s) {unknown}; known rules: {list(RULES)}")
+        return {r: v.get(r, Rule()) for r in RULES}
+
+
+# --------------------------------------------------------------------------- augment
+class AugmentParams(_Section):
+    enabled: bool = Field(default=True, description="Make extra train-only variants of training rows.")
+    copies: int = Field(default=1, ge=0, le=10, description="Variants per training row.")
+    word_dropout: float = Field(default=0.1, ge=0, lt=1, description="Probability of dropping each word.")
+    swap_prob: float = Field(default=0.1, ge=0, le=1, description="Probability of swapping each pair of neighbours.")
+    seed: int = Field(default=13, description="Seed; each variant's randomness also depends on its row id.")
+
+
+# --------------------------------------------------------------------------- split
+class SplitParams(_Section):
+    val_fraction: float = Field(default=0.1, gt=0, lt=1, description="Share of non-test rows that go to validation.")
+    test_fraction: float = Field(default=0.15, gt=0, lt=1, description="Share of rows without a fixed split that go to test.")
+    salt: str = Field(default="bigmodel-split-v1", description="Hash salt; changing it reshuffles every row.")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SplitParams":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be < 1")
+        return self
+
+
+# --------------------------------------------------------------------------- tokenizer / model / train
+class TokenizerParams(_Section):
+    kind: Literal["wordpiece", "bpe"] = Field(default="wordpiece", description="Subword algorithm (tokenizers library).")
+    vocab_size: int = Field(default=8000, ge=100, description="Target vocabulary size.")
+    min_frequency: int = Field(default=2, ge=1, description="Fewest occurrences for a merge or piece.")
+    lowercase: bool = Field(default=True, description="Lowercase and strip accents before tokenizing.")
+    max_length: int = Field(default=128, ge=8, description="Tokens per text after truncation.")
+
+
+class ModelParams(_Section):
+    kind: Literal["transformer", "bag"] = Field(
+        default="transformer", description="transformer: encoder from scratch; bag: mean of token embeddings (baseline)."
+    )
+    d_model: int = Field(default=128, ge=8, description="Hidden size.")
+    n_layers: int = Field(default=2, ge=1, description="Encoder layers.")
+    n_heads: int = Field(default=4, ge=1, description="Attention heads; must divide d_model.")
+    d_ff: int = Field(default=256, ge=8, description="Feed-forward size.")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout rate.")
+    pooling: Literal["mean", "cls"] = Field(default="mean", description="How token states become one vector.")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelParams":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        return self
+
+
+class TrainParams(_Section):
+    epochs: int = Field(default=4, ge=1, description="Passes over the training split.")
+    batch_size: int = Field(default=32, ge=1, description="Rows per optimizer step.")
+    lr: float = Field(default=1e-3, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of steps with linear warm-up; then linear decay.")
+    grad_clip: float = Field(default=1.0, ge=0, description="Clip the gradient norm to this (0 = off).")
+    patience: int = Field(default=2, ge=0, description="Stop after this many epochs without a better val macro-F1 (0 = off).")
+    seed: int = Field(default=42, description="Seed for weights and batch order.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="auto = cuda when available, else cpu.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto = bf16 autocast on CUDA, fp32 elsewhere.")
+    num_threads: int = Field(default=0, ge=0, description="CPU threads for torch (0 = torch's default).")
+
+
+class EvaluateParams(_Section):
+    min_accuracy: float = Field(default=0.5, ge=0, le=1, description="Gate: lowest test accuracy that may be promoted.")
+    min_macro_f1: float = Field(default=0.5, ge=0, le=1, description="Gate: lowest test macro-F1 that may be promoted.")
+    max_regression: float = Field(
+        default=0.01, ge=0, le=1, description="Gate: how much lower than the champion's macro-F1 (same test rows) is allowed."
+    )
+    batch_size: int = Field(default=128, ge=1, description="Rows per inference batch.")
+
+
+class DeployParams(_Section):
+    model_name: str = Field(default="bigmodel-text-classifier", min_length=1, description="Registered model name.")
+    champion_alias: str = Field(default="champion", description="Alias moved to a version that passes the gate.")
+    challenger_alias: str = Field(default="challenger", description="Alias given to every newly registered version.")
+
+
+class TrackingParams(_Section):
+    uri: str = Field(
+        default="sqlite:///mlflow.db", description="MLflow tracking URI; the MLFLOW_TRACKING_URI variable overrides it."
+    )
+    experiment: str = Field(default="bigmodel", description="MLflow experiment name.")
+    artifact_root: str = Field(default="mlartifacts", description="Where a new experiment keeps artifacts (local path).")
+
+
+class FlowParams(_Section):
+    retries: int = Field(default=1, ge=0, description="Retries of a stage that failed for a reason other than bad input or a gate.")
+    retry_delay_seconds: float = Field(default=5, ge=0, description="Wait between retries.")
+
+
+class Params(_Section):
+    data: DataParams
+    clean: CleanParams = CleanParams()
+    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    augment: AugmentParams = AugmentParams()
+    split: SplitParams = SplitParams()
+    tokenizer: TokenizerParams = TokenizerParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    deploy: DeployParams = DeployParams()
+    tracking: TrackingParams = TrackingParams()
+    flow: FlowParams = FlowParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+
+    @property
+    def validate(self) -> ValidateParams:  # type: ignore[override]
+        return self.validate_
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+# --------------------------------------------------------------------------- loading
+def _format_error(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
+        loc = loc.replace("validate_", "validate")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in e and e["type"] not in ("value_error",):
+            msg = f"{msg}, got {e['input']!r}"
+        lines.append(f"{origin}: {loc or '<root>'}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_params(raw: dict[str, Any], origin: str = "params.yaml") -> Params:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: top level must be a mapping of sections")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, origin)) from None
+
+
+def read_params_file(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return raw
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None = None) -> Params:
+    """Read, override and validate params; overrides use `dvc exp run -S` syntax (key.path=yaml_value)."""
+    raw = read_params_file(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return parse_params(raw, str(path))
+
+
+def parse_override(item: str) -> tuple[list[str | int], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value (for example train.epochs=5)")
+    key, _, value = item.partition("=")
+    key = key.strip()
+    if key.startswith("params.yaml:"):
+        key = key[len("params.yaml:"):]
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+    path: list[str | int] = []
+    for part in key.split("."):
+        path.append(int(part) if part.isdigit() else part)
+    return path, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of raw with each override set; the key must exist in the schema (checked on parse)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        node: Any = out
+        for i, part in enumerate(path[:-1]):
+            nxt = path[i + 1]
+            if isinstance(node, list):
+                if not isinstance(part, int) or part >= len(node):
+                    raise ConfigError(f"override {item!r}: index {part} out of range")
+                node = node[part]
+                continue
+            if part not in node or node[part] is None:
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+        last = path[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or last >= len(node):
+                raise ConfigError(f"override {item!r}: index {last} out of range")
+        node[last] = value
+    return out

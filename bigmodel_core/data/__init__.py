@@ -1,0 +1,1 @@
+"""Pure data functions: readers, cleaning, schemas, quality rules, augmentation, splitting."""

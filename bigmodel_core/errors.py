@@ -1,0 +1,31 @@
+"""Errors that end a command with a one-line message and a known exit code."""
+
+from __future__ import annotations
+
+
+class BigmodelError(Exception):
+    """An error the user can act on; the CLI prints its message on one line."""
+
+    exit_code = 1
+
+
+class ConfigError(BigmodelError):
+    """params.yaml or an override is wrong (names the key and the rule)."""
+
+    exit_code = 2
+
+
+class DataError(BigmodelError):
+    """An input file is missing, empty or malformed (names the file, column or row)."""
+
+    exit_code = 2
+
+
+class GateFailed(BigmodelError):
+    """A quality gate stopped the pipeline (names the rule, the count and examples)."""
+
+    exit_code = 3
+
+
+#: Exit codes that mean "retrying will not help": bad input and closed gates.
+PERMANENT_EXIT_CODES = frozenset({ConfigError.exit_code, DataError.exit_code, GateFailed.exit_code})

@@ -1,0 +1,109 @@
+"""Atomic file output and schema-checked Parquet tables.
+
+Every stage writes through these helpers: a crash or a bad table never leaves a half-written
+file behind, and a table that breaks its schema is not written at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to target; on success it is renamed over target."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it replaces target (old copy removed last)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(data: Any, target: str | Path) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_table(df: pd.DataFrame, target: str | Path, schema: Any | None = None) -> None:
+    """Check df against a pandera schema, then write it as Parquet atomically."""
+    if schema is not None:
+        df = check_table(df, schema, f"output {target}")
+    with atomic_path(target) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def read_table(path: str | Path, schema: Any | None = None) -> pd.DataFrame:
+    """Read a Parquet table written by an earlier stage and check it against its schema."""
+    from bigmodel_core.errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: input table not found (run the stage that makes it first)")
+    df = pd.read_parquet(path)
+    if schema is not None:
+        df = check_table(df, schema, f"input {path}")
+    return df
+
+
+def check_table(df: pd.DataFrame, schema: Any, what: str) -> pd.DataFrame:
+    import pandera.errors as pe
+
+    from bigmodel_core.errors import DataError
+
+    try:
+        return schema.validate(df, lazy=True)
+    except pe.SchemaErrors as e:
+        cases = e.failure_cases.head(5)
+        detail = "; ".join(
+            f"column {r.get('column')!s}: {r.get('check')!s} (index {r.get('index')!s}, value {r.get('failure_case')!r})"
+            for r in cases.to_dict("records")
+        )
+        raise DataError(f"{what} breaks schema {schema.name}: {detail}") from None

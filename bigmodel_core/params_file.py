@@ -1,0 +1,42 @@
+"""Write `-S key=value` overrides into params.yaml, keeping its comments and layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bigmodel_core.config import parse_override
+from bigmodel_core.errors import ConfigError
+from bigmodel_core.io import atomic_path
+
+
+def persist_overrides(path: Path, overrides: list[str]) -> list[str]:
+    """Apply overrides to the file in place (atomically); return one line per change for the user."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    doc = yaml.load(path.read_text())
+    changes = []
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = doc
+        for k in keys[:-1]:
+            try:
+                node = node[k]
+            except (KeyError, IndexError, TypeError):
+                node[k] = {}
+                node = node[k]
+        last = keys[-1]
+        try:
+            old = node[last]
+        except (KeyError, IndexError, TypeError):
+            old = "<unset>"
+        try:
+            node[last] = value
+        except (TypeError, IndexError) as e:
+            raise ConfigError(f"override {item!r}: cannot set: {e}") from None
+        changes.append(f"{'.'.join(map(str, keys))} = {value!r} (was {old!r}) written to {path}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            yaml.dump(doc, f)
+    return changes

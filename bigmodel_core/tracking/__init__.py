@@ -1,0 +1,1 @@
+"""The only package that imports mlflow: runs, lineage tags, the registry and pyfunc packaging."""

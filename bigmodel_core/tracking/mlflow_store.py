@@ -1,0 +1,188 @@
+"""MLflow runs and registry for the pipeline.
+
+The tracking URI comes from params (`tracking.uri`, default a SQLite file in the workspace)
+unless MLFLOW_TRACKING_URI is set. SQLite is switched to WAL with a busy timeout so that the
+UI and a running pipeline can share it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from bigmodel_core.config import Params
+
+
+def tracking_uri(params: Params, root: Path) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    if uri.startswith("sqlite:///"):
+        db = uri[len("sqlite:///"):].split("?", 1)[0]
+        db_path = Path(db) if Path(db).is_absolute() else root / db
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(db_path, timeout=30) as con:
+            con.execute("PRAGMA journal_mode=WAL")
+        uri = f"sqlite:///{db_path}" + ("" if "?" in uri else "?timeout=30")
+    return uri
+
+
+def _setup(params: Params, root: Path):
+    import logging
+
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri(params, root))
+    return mlflow
+
+
+def _experiment_id(mlflow, params: Params, root: Path) -> str:
+    exp = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    art = Path(params.tracking.artifact_root)
+    art = art if art.is_absolute() else root / art
+    art.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(params.tracking.experiment, artifact_location=art.resolve().as_uri())
+
+
+def champion_bundle(params: Params, root: Path) -> tuple[str, Path] | None:
+    """Download the bundle of the version that holds the champion alias; None when there is none."""
+    mlflow = _setup(params, root)
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(params.deploy.model_name, params.deploy.champion_alias)
+    except MlflowException:
+        return None
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{params.deploy.model_name}/{mv.version}"))
+    bundle = _bundle_path(local)
+    return (mv.version, bundle) if bundle is not None else None
+
+
+def _bundle_path(model_dir: Path) -> Path | None:
+    """Where the pyfunc keeps the 'bundle' artifact, as its MLmodel file says."""
+    import yaml
+
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.exists():
+        return None
+    flavor = (yaml.safe_load(mlmodel.read_text()).get("flavors") or {}).get("python_function") or {}
+    entry = (flavor.get("artifacts") or {}).get("bundle")
+    if not entry:
+        return None
+    path = model_dir / entry["path"]
+    return path if path.exists() else None
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    elif isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        for i, v in enumerate(d):
+            out.update(_flatten(v, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = json.dumps(d) if isinstance(d, (list, dict)) else str(d)
+    return out
+
+
+def _requirements() -> list[str]:
+    reqs = []
+    for pkg in ("mlflow", "torch", "tokenizers", "pandas", "numpy", "pydantic", "pyyaml"):
+        try:
+            v = importlib.metadata.version(pkg).split("+")[0]
+            reqs.append(f"{pkg}=={v}")
+        except importlib.metadata.PackageNotFoundError:
+            reqs.append(pkg)
+    return reqs
+
+
+def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: list[dict], eval_metrics: dict,
+                     decision: dict, quality: dict, artifacts: list[Path], tags: dict[str, str],
+                     example_texts: list[str]) -> dict:
+    """One MLflow run: params, per-epoch metrics, reports, plots and the pyfunc model; register and alias it."""
+    mlflow = _setup(params, root)
+    import warnings
+
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    import bigmodel_core
+    from bigmodel_core.models.bundle import Predictor
+    from bigmodel_core.tracking.pyfunc import output_frame
+
+    exp_id = _experiment_id(mlflow, params, root)
+    client = mlflow.MlflowClient()
+    name = params.deploy.model_name
+    with mlflow.start_run(experiment_id=exp_id, run_name=tags.get("bigmodel.run_name")) as run:
+        mlflow.set_tags(tags)
+        flat = _flatten(params.as_dict())
+        mlflow.log_params({k: v[:6000] for k, v in flat.items()})
+        for row in history:
+            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        test = {"test_accuracy": eval_metrics["accuracy"], "test_macro_f1": eval_metrics["macro_f1"]}
+        test.update({f"test_f1_{lab}": m["f1"] for lab, m in eval_metrics["per_class"].items()})
+        test.update({
+            "data_rows_in": quality["rows_in"],
+            "data_rows_out": quality["rows_out"],
+            "data_rows_quarantined": quality["rows_quarantined"],
+        })
+        mlflow.log_metrics(test)
+        mlflow.log_dict(quality, "reports/data_quality.json")
+        mlflow.log_dict(decision, "reports/decision.json")
+        for path in artifacts:
+            if path.exists():
+                mlflow.log_artifact(str(path), artifact_path="reports" if path.suffix != ".png" else "plots")
+        predictor = Predictor(bundle_dir)
+        example = pd.DataFrame({"text": example_texts[:3]})
+        signature = infer_signature(example, output_frame(predictor.labels, predictor.predict_proba(example_texts[:3])))
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            artifacts={"bundle": str(bundle_dir)},
+            code_paths=[str(Path(bigmodel_core.__file__).parent)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=_requirements(),
+            registered_model_name=name,
+        )
+        version = str(info.registered_model_version)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_model_version_tag(name, version, "bigmodel.gate", "passed" if decision["promote"] else "failed")
+        client.set_registered_model_alias(name, params.deploy.challenger_alias, version)
+        aliases = [params.deploy.challenger_alias]
+        if decision["promote"]:
+            client.set_registered_model_alias(name, params.deploy.champion_alias, version)
+            aliases.append(params.deploy.champion_alias)
+        run_id = run.info.run_id
+    return {
+        "run_id": run_id,
+        "experiment_id": exp_id,
+        "model_name": name,
+        "version": version,
+        "aliases": aliases,
+        "promoted": bool(decision["promote"]),
+        "model_uri": f"models:/{name}@{params.deploy.champion_alias}" if decision["promote"] else f"models:/{name}/{version}",
+    }
+
+
+def load_pyfunc(params: Params, root: Path, model_uri: str | None = None):
+    """Load a registered model as pyfunc (default: the champion)."""
+    mlflow = _setup(params, root)
+    from mlflow.exceptions import MlflowException
+
+    from bigmodel_core.errors import BigmodelError
+
+    uri = model_uri or f"models:/{params.deploy.model_name}@{params.deploy.champion_alias}"
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except MlflowException as e:
+        raise BigmodelError(f"{uri}: cannot load model: {e.message}") from None

@@ -1,0 +1,80 @@
+"""Run one dvc.yaml stage through DVC, so DVC decides whether it is stale and records dvc.lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+
+from bigmodel_core.errors import PERMANENT_EXIT_CODES
+
+
+class StageFailed(Exception):
+    """A stage exited non-zero; the message is the stage's own one-line error."""
+
+    def __init__(self, stage: str, exit_code: int, message: str) -> None:
+        super().__init__(f"stage {stage!r} failed (exit {exit_code}): {message}")
+        self.stage, self.exit_code, self.message = stage, exit_code, message
+
+
+def _stage_exit_code(output: str, dvc_code: int) -> int:
+    # DVC exits 255/1 on any stage failure; the stage's own code is in its message.
+    for line in reversed(output.splitlines()):
+        if "exited with" in line:
+            try:
+                return int(line.rsplit("exited with", 1)[1].strip().rstrip(".").split()[0])
+            except (ValueError, IndexError):
+                break
+    return dvc_code
+
+
+def _last_error(output: str) -> str:
+    for line in reversed(output.splitlines()):
+        if line.startswith("error: "):
+            return line[len("error: "):]
+    tail = [l for l in output.splitlines() if l.strip()]
+    return tail[-1] if tail else "no output"
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Retry only failures that may pass on a second try (not bad input, not a closed gate)."""
+    try:
+        state.result()
+    except StageFailed as e:
+        return e.exit_code not in PERMANENT_EXIT_CODES
+    except Exception:
+        return True
+    return False
+
+
+@task(name="dvc-stage", tags=["dvc"], retry_condition_fn=retry_if_transient, task_run_name="{stage}")
+def run_stage(stage: str, root: str, force: bool = False) -> dict:
+    """`dvc repro --single-item STAGE`; returns whether it ran or was up to date, and how long it took."""
+    logger = get_run_logger()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1",
+           "BIGMODEL_FLOW_RUN_ID": str(flow_run.get_id() or "none")}
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        lines.append(line)
+        if line.strip():
+            logger.info("%s | %s", stage, line)
+            if line.startswith(("epoch ", "train: ", "error: ")):
+                print(f"    {line}", flush=True)  # the console shows training progress even with quiet logs
+    code = proc.wait()
+    output = "\n".join(lines)
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise StageFailed(stage, _stage_exit_code(output, code), _last_error(output))
+    ran = f"Running stage '{stage}'" in output
+    return {"stage": stage, "ran": ran, "seconds": round(seconds, 2)}
