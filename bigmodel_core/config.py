@@ -159,7 +159,11 @@ class SplitParams(_Section):
 
 # --------------------------------------------------------------------------- tokenizer / model / train
 class TokenizerParams(_Section):
-    kind: Literal["wordpiece", "bpe"] = Field(default="wordpiece", description="Subword algorithm (tokenizers library).")
+    kind: Literal["bpe", "wordpiece"] = Field(
+        default="bpe",
+        description="Subword algorithm (tokenizers library). bpe trains deterministically; wordpiece's vocabulary "
+        "can differ between runs on the same data (tokenizers issue 1794), so it breaks exact reproduction.",
+    )
     vocab_size: int = Field(default=8000, ge=100, description="Target vocabulary size.")
     min_frequency: int = Field(default=2, ge=1, description="Fewest occurrences for a merge or piece.")
     lowercase: bool = Field(default=True, description="Lowercase and strip accents before tokenizing.")

@@ -75,7 +75,7 @@ def _table_to_raw(df: pd.DataFrame, src: Source, file: str) -> pd.DataFrame:
     else:
         joined = []
         for values in zip(*parts):
-            present = [str(v) for v in values if v is not None]
+            present = [str(v) for v in values if v is not None and str(v) != ""]
             joined.append(src.text_separator.join(present) if present else None)
         text = pd.Series(joined, index=df.index, dtype="object")
     label = df[src.label].astype("object").map(lambda v: None if v is None or pd.isna(v) or str(v).strip() == "" else str(v).strip())

@@ -61,7 +61,7 @@ def champion_bundle(params: Params, root: Path) -> tuple[str, Path] | None:
         return None
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{params.deploy.model_name}/{mv.version}"))
     bundle = _bundle_path(local)
-    return (mv.version, bundle) if bundle is not None else None
+    return (str(mv.version), bundle) if bundle is not None else None
 
 
 def _bundle_path(model_dir: Path) -> Path | None:

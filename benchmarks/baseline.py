@@ -1,0 +1,243 @@
+"""Compare bigmodel's transformer with a TF-IDF + logistic-regression baseline on the same split.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/baseline.py --dataset all
+    .venv/bin/python benchmarks/baseline.py --dataset sms_spam --dataset ag_news --out /tmp/results.json
+
+For each dataset (demo, imdb, ag_news, sms_spam) it makes a fresh temporary workspace, writes the
+dataset's params there as params.yaml (demo: the repo's params.yaml; the others: examples/NAME.yaml),
+copies data/sources/, and runs the stages ingest -> evaluate in-process (not deploy), with
+MLFLOW_TRACKING_URI pointing at a SQLite file inside that workspace. The example params read
+`../shared/datasets/...`; the workspace gets a `../shared/datasets` link to --datasets-dir
+(default: ../shared/datasets next to the repo), so the params are used exactly as written.
+
+Then, on the same split files (data/split/{train,test}.parquet), it fits the baseline:
+TfidfVectorizer(word 1-2 grams, sublinear_tf, min_df=2) + LogisticRegression(max_iter=1000),
+trained on the train split's original rows only (is_augmented == False, no validation rows), and
+scored on the test split with sklearn.metrics.
+
+Times are wall-clock seconds on this machine, measured as they come (other load included):
+ours = the train stage + the evaluate stage (tokenizer training, the fit loop, saving the bundle,
+test inference, the MLflow champion lookup); baseline = vectorizer + model fit + test predict.
+
+Prints a markdown table per dataset and writes every figure to --out as JSON (entries of datasets
+run earlier and not run now are kept). A real dataset whose files are missing is skipped with a
+message: exit status 0 when it came from 'all', 2 when it was asked for by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DATASETS = ("demo", "imdb", "ag_news", "sms_spam")
+# What must exist under --datasets-dir for each real dataset.
+REQUIRED = {
+    "imdb": ["imdb/aclImdb_v1_labeled.tar.gz"],
+    "ag_news": ["ag_news/test.csv", "ag_news/hf_format_train_subset/train.csv"],
+    "sms_spam": ["sms_spam/SMSSpamCollection"],
+}
+PREP_STAGES = ("ingest", "clean", "validate", "augment", "split")
+OURS, BASELINE = "bigmodel (transformer)", "TF-IDF + LR baseline"
+
+
+def params_file(dataset: str) -> Path:
+    return REPO / "params.yaml" if dataset == "demo" else REPO / "examples" / f"{dataset}.yaml"
+
+
+def missing_files(dataset: str, datasets_dir: Path) -> list[str]:
+    return [p for p in REQUIRED.get(dataset, []) if not (datasets_dir / p).exists()]
+
+
+@contextmanager
+def env(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def make_workspace(tmp: Path, dataset: str, datasets_dir: Path) -> Path:
+    """tmp/main is the workspace (params.yaml, data/sources); tmp/shared/datasets links to the data."""
+    work = tmp / "main"
+    (work / "data").mkdir(parents=True)
+    shutil.copy2(params_file(dataset), work / "params.yaml")
+    if (REPO / "data" / "sources").is_dir():
+        shutil.copytree(REPO / "data" / "sources", work / "data" / "sources")
+    (tmp / "shared").mkdir()
+    if datasets_dir.exists():
+        (tmp / "shared" / "datasets").symlink_to(datasets_dir.resolve(), target_is_directory=True)
+    return work
+
+
+def run_pipeline(work: Path) -> dict:
+    """Run ingest..evaluate in-process; return each stage's report and the wall time of each."""
+    from bigmodel_core import stages
+    from bigmodel_core.config import load_params
+    from bigmodel_core.paths import Paths
+
+    params = load_params(work / "params.yaml")
+    paths = Paths(work)
+    reports, seconds = {}, {}
+    with env(MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}"):
+        for name in (*PREP_STAGES, "train", "evaluate"):
+            print(f"  stage {name} ...", flush=True)
+            t0 = time.perf_counter()
+            reports[name] = stages.get(name).run(params, paths)
+            seconds[name] = time.perf_counter() - t0
+            print(f"  stage {name} done in {seconds[name]:.1f}s", flush=True)
+    return {"reports": reports, "seconds": seconds, "labels": json.loads(paths.eval_metrics.read_text())["labels"]}
+
+
+def sklearn_scores(y_true, y_pred, labels: list[str]) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))}
+
+
+def run_baseline(work: Path, labels: list[str]) -> dict:
+    import pandas as pd
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    train = pd.read_parquet(work / "data/split/train.parquet")
+    test = pd.read_parquet(work / "data/split/test.parquet")
+    train = train[~train["is_augmented"]]
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+                          LogisticRegression(max_iter=1000))
+    t0 = time.perf_counter()
+    model.fit(train["text"].tolist(), train["label"].tolist())
+    pred = model.predict(test["text"].tolist())
+    seconds = time.perf_counter() - t0
+    return {**sklearn_scores(test["label"].tolist(), pred, labels), "train_rows": len(train),
+            "test_rows": len(test), "seconds": seconds}
+
+
+def check_our_scores(work: Path, ours: dict, labels: list[str]) -> None:
+    """Recompute our scores with sklearn from plots/confusion.csv (actual,predicted per test row)."""
+    import pandas as pd
+
+    conf = pd.read_csv(work / "plots/confusion.csv", dtype=str, keep_default_na=False)
+    again = sklearn_scores(conf["actual"].tolist(), conf["predicted"].tolist(), labels)
+    for k in ("accuracy", "macro_f1"):
+        if abs(again[k] - ours[k]) > 1e-9:
+            print(f"  WARNING: evaluate's {k} {ours[k]:.6f} != sklearn's {again[k]:.6f}", flush=True)
+
+
+def benchmark(dataset: str, datasets_dir: Path, keep: bool) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bigmodel-bench-{dataset}-"))
+    try:
+        work = make_workspace(tmp, dataset, datasets_dir)
+        print(f"[{dataset}] workspace {work} (params: {params_file(dataset).relative_to(REPO)})", flush=True)
+        pipe = run_pipeline(work)
+        rep, sec, labels = pipe["reports"], pipe["seconds"], pipe["labels"]
+        train_m, eval_r = rep["train"], rep["evaluate"]
+        ours = {"accuracy": eval_r["accuracy"], "macro_f1": eval_r["macro_f1"],
+                "train_rows": train_m["train_rows"], "augmented_train_rows": rep["split"]["augmented_in_train"],
+                "test_rows": rep["split"]["rows"]["test"], "seconds": sec["train"] + sec["evaluate"],
+                "train_stage_seconds": sec["train"], "evaluate_stage_seconds": sec["evaluate"],
+                "fit_loop_seconds": train_m["seconds"], "epochs_run": train_m["epochs_run"],
+                "best_epoch": train_m["best_epoch"], "parameters": train_m["parameters"], "device": train_m["device"]}
+        check_our_scores(work, ours, labels)
+        print(f"[{dataset}] baseline ...", flush=True)
+        base = run_baseline(work, labels)
+        quality = rep["validate"]
+        return {
+            "dataset": dataset,
+            "params_file": str(params_file(dataset).relative_to(REPO)),
+            "finished_at": dt.datetime.now().isoformat(timespec="seconds"),
+            "labels": labels,
+            "ours": ours,
+            "baseline": base,
+            "ratio": {k: ours[k] / base[k] if base[k] else None for k in ("accuracy", "macro_f1", "seconds")},
+            "data": {
+                "rows_in": quality["rows_in"], "rows_out": quality["rows_out"],
+                "quarantined": {rule: r["rows"] for rule, r in quality["rules"].items()},
+                "quarantine_fraction": quality["quarantine_fraction"],
+                "split_rows": rep["split"]["rows"],
+                "prep_seconds": {s: round(sec[s], 3) for s in PREP_STAGES},
+            },
+        }
+    finally:
+        if keep:
+            print(f"[{dataset}] kept workspace {tmp}", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def table(r: dict) -> str:
+    o, b, q = r["ours"], r["baseline"], r["ratio"]
+    aug = f" (incl. {o['augmented_train_rows']:,} augmented)" if o["augmented_train_rows"] else ""
+    lines = [
+        f"### {r['dataset']}  ({r['params_file']}, {len(r['labels'])} classes)",
+        "",
+        "| model | accuracy | macro-F1 | train rows | test rows | wall s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| {OURS} | {o['accuracy']:.4f} | {o['macro_f1']:.4f} | {o['train_rows']:,}{aug} | {o['test_rows']:,} | {o['seconds']:.1f} |",
+        f"| {BASELINE} | {b['accuracy']:.4f} | {b['macro_f1']:.4f} | {b['train_rows']:,} (non-augmented) | {b['test_rows']:,} | {b['seconds']:.1f} |",
+        "",
+        f"ours / baseline: accuracy {q['accuracy']:.3f}, macro-F1 {q['macro_f1']:.3f}, time {q['seconds']:.1f}x",
+        "",
+        f"ours: train stage {o['train_stage_seconds']:.1f}s (fit loop {o['fit_loop_seconds']:.1f}s, "
+        f"{o['epochs_run']} epoch(s), best {o['best_epoch']}, {o['parameters']:,} params, {o['device']}), "
+        f"evaluate stage {o['evaluate_stage_seconds']:.1f}s; baseline: fit + predict. "
+        f"Quarantined {sum(r['data']['quarantined'].values()):,} of {r['data']['rows_in']:,} rows: "
+        + ", ".join(f"{k} {v}" for k, v in r["data"]["quarantined"].items()) + ".",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", action="append", choices=[*DATASETS, "all"], required=True,
+                    help="dataset to run; repeat for several, or 'all'")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json", help="JSON results file")
+    ap.add_argument("--datasets-dir", type=Path, default=REPO.parent / "shared" / "datasets",
+                    help="folder holding imdb/, ag_news/, sms_spam/ (default: ../shared/datasets)")
+    ap.add_argument("--keep", action="store_true", help="keep each temporary workspace (its path is printed)")
+    args = ap.parse_args(argv)
+
+    explicit = {d for d in args.dataset if d != "all"}
+    wanted = list(DATASETS) if "all" in args.dataset else [d for d in DATASETS if d in explicit]
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    status = 0
+    for dataset in wanted:
+        missing = missing_files(dataset, args.datasets_dir)
+        if missing:
+            print(f"[{dataset}] SKIPPED: missing {', '.join(str(args.datasets_dir / m) for m in missing)} "
+                  f"(set --datasets-dir)", flush=True)
+            if dataset in explicit:
+                status = 2
+            continue
+        r = benchmark(dataset, args.datasets_dir, args.keep)
+        r["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+        results[dataset] = r
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print("\n" + table(r) + "\n", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+import pandas as pd
+import pytest
+
+from bigmodel_core.config import CleanParams, Rule, ValidateParams
+from bigmodel_core.data import demo
+from bigmodel_core.data.cleaning import clean_text
+from bigmodel_core.data.quality import check
+
+
+def test_clean_text_repairs_entities_tags_and_whitespace():
+    p = CleanParams(max_chars=40)
+    assert clean_text("<p>Tom&amp;Jerry&#39;s  <b>show</b></p>", p) == "Tom&Jerry's show"
+    assert clean_text("Haiti #39;s straits quot;x quot;", p) == "Haiti 's straits \"x \""
+    assert clean_text("&lt;b&gt;bold&lt;/b&gt; end", p) == "bold end"
+    assert clean_text("  \t ", p) == ""
+    assert clean_text(None, p) is None
+    assert len(clean_text("word " * 100, p)) == 40
+    assert clean_text("A<B and C>D", p) == "A D"  # tag-like span: stripped, documented behaviour
+
+
+def _frame(rows):
+    df = pd.DataFrame(rows, columns=["text", "label"])
+    n = len(df)
+    return pd.DataFrame({
+        "row_id": [f"r{i}" for i in range(n)], "source": "t", "source_file": "f.csv",
+        "source_row": pd.Series(range(1, n + 1), dtype="int64"),
+        "text": pd.Series(df["text"], dtype="str"), "label": pd.Series(df["label"], dtype="str"),
+        "fixed_split": pd.Series([None] * n, dtype="str"),
+    })
+
+
+LOOSE = ValidateParams(min_rows=1, min_rows_per_class=1, max_quarantine_fraction=1.0)
+
+
+def test_each_rule_quarantines_with_reason_and_rows_balance():
+    df = _frame([
+        ("good a", "x"), ("good b", "y"), ("", "x"), ("no label", None), ("odd", "z"),
+        ("Same text", "x"), ("same  TEXT", "y"), ("dup", "x"), ("dup", "x"), ("dup", "x"),
+    ])
+    r = check(df, LOOSE, ["x", "y"])
+    by_rule = r.quarantined.groupby("rule")["row_id"].apply(list).to_dict()
+    assert by_rule == {"empty_text": ["r2"], "missing_label": ["r3"], "unknown_label": ["r4"],
+                       "conflicting_labels": ["r5", "r6"], "duplicate": ["r8", "r9"]}
+    assert r.passed["row_id"].tolist() == ["r0", "r1", "r7"]
+    assert r.report["rows_in"] == r.report["rows_out"] + r.report["rows_quarantined"] == 10
+    assert "not one of ['x', 'y']" in r.quarantined.set_index("row_id").loc["r4", "reason"]
+    assert r.ok
+
+
+def test_thresholds_and_policies_close_the_gate():
+    df = _frame([("a", "x"), ("b", "y"), ("c", "q"), ("d", "x")])
+    p = ValidateParams(min_rows=1, min_rows_per_class=1, rules={"unknown_label": Rule(max_fraction=0.1)})
+    r = check(df, p, ["x", "y"])
+    assert not r.ok and any("rule unknown_label: 1 row(s) = 25.0% > max_fraction 10.0%" in f and "f.csv row 3" in f for f in r.failures)
+    r = check(df, ValidateParams(min_rows=1, min_rows_per_class=1, rules={"unknown_label": Rule(policy="fail")}), ["x", "y"])
+    assert not r.ok and "policy fail" in r.failures[0]
+    r = check(df, ValidateParams(min_rows=1, min_rows_per_class=1, rules={"unknown_label": Rule(policy="warn")}), ["x", "y"])
+    assert r.ok and len(r.passed) == 4 and r.report["rules"]["unknown_label"]["rows"] == 1
+    r = check(df, ValidateParams(min_rows=1, min_rows_per_class=2, max_quarantine_fraction=1), ["x", "y"])
+    assert any("class 'y' has 1 passing row(s)" in f for f in r.failures)
+
+
+def test_demo_corpus_dirt_is_found_at_known_rates():
+    raw = demo.generate(rows=3000, seed=7)
+    df = _frame(list(zip(raw["text"], raw["label"])))
+    from bigmodel_core.data.cleaning import clean_text
+    df["text"] = pd.Series([clean_text(t, CleanParams()) for t in df["text"]], dtype="str")
+    r = check(df, LOOSE, list(demo.LABELS))
+    injected = raw["dirt"].value_counts()
+    rules = r.report["rules"]
+    assert rules["empty_text"]["rows"] == injected["empty_text"]
+    assert rules["missing_label"]["rows"] == injected["missing_label"]
+    assert rules["unknown_label"]["rows"] == injected["unknown_label"]
+    # each injected conflict quarantines itself and at least the original it contradicts
+    assert rules["conflicting_labels"]["rows"] >= 2 * injected["conflicting_labels"] - 2
+    assert rules["duplicate"]["rows"] >= injected["duplicate"] - injected["conflicting_labels"]
+    assert r.report["rows_in"] == 3000 == r.report["rows_out"] + r.report["rows_quarantined"]
+    assert set(r.passed["label"]) == set(demo.LABELS)
+    assert len(raw) == 3000

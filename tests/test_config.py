@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bigmodel_core.config import apply_overrides, load_params, parse_override, parse_params
+from bigmodel_core.errors import ConfigError
+from bigmodel_core.params_file import persist_overrides
+from tests.conftest import REPO, tiny_params_dict
+
+
+def test_repo_params_load_with_every_section():
+    p = load_params(REPO / "params.yaml")
+    assert p.data.sources[0].format == "demo"
+    assert p.validate.rules["duplicate"].policy == "quarantine"
+    assert p.train.epochs >= 1 and p.deploy.champion_alias == "champion"
+    assert set(p.as_dict()) == {"data", "clean", "validate", "augment", "split", "tokenizer", "model", "train",
+                                "evaluate", "deploy", "tracking", "flow"}
+
+
+def test_unknown_key_names_its_path():
+    raw = tiny_params_dict()
+    raw["train"]["epochz"] = 3
+    with pytest.raises(ConfigError, match=r"params.yaml: train.epochz: unknown key"):
+        parse_params(raw)
+
+
+def test_wrong_value_names_key_rule_and_value():
+    raw = tiny_params_dict()
+    raw["train"]["lr"] = -1
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    assert "train.lr" in str(e.value) and "greater than 0" in str(e.value) and "-1" in str(e.value)
+
+
+def test_source_errors_name_the_list_index():
+    raw = tiny_params_dict()
+    raw["data"]["sources"][0]["format"] = "xml"
+    with pytest.raises(ConfigError, match=r"data.sources\[0\].format"):
+        parse_params(raw)
+
+
+def test_unknown_rule_and_heads_rule():
+    raw = tiny_params_dict()
+    raw["validate"]["rules"]["spelling"] = {"policy": "warn"}
+    with pytest.raises(ConfigError, match="unknown rule"):
+        parse_params(raw)
+    raw = tiny_params_dict()
+    raw["model"].update(d_model=30, n_heads=4)
+    with pytest.raises(ConfigError, match="n_heads"):
+        parse_params(raw)
+
+
+def test_overrides_use_dvc_syntax_and_yaml_values():
+    assert parse_override("train.epochs=5") == (["train", "epochs"], 5)
+    assert parse_override("params.yaml:data.labels=[a, b]") == (["data", "labels"], ["a", "b"])
+    assert parse_override("data.sources.0.rows=10") == (["data", "sources", 0, "rows"], 10)
+    raw = apply_overrides(tiny_params_dict(), ["train.lr=0.5", "data.sources.0.rows=123"])
+    p = parse_params(raw)
+    assert p.train.lr == 0.5 and p.data.sources[0].rows == 123
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override("train.epochs")
+
+
+def test_override_of_unknown_key_is_an_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params_dict()))
+    with pytest.raises(ConfigError, match="train.nope: unknown key"):
+        load_params(path, ["train.nope=1"])
+
+
+def test_persist_overrides_keeps_comments(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    changes = persist_overrides(path, ["train.epochs=7"])
+    text = path.read_text()
+    assert "# bigmodel: the one declaration" in text
+    assert load_params(path).train.epochs == 7
+    assert changes[0].startswith("train.epochs = 7 (was 4)")
+
+
+def test_missing_params_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nothere.yaml: params file not found"):
+        load_params(tmp_path / "nothere.yaml")

@@ -1,0 +1,150 @@
+"""Stage tier: every stage in a temporary workspace, in-process, with tiny params."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from bigmodel_core import stages
+from bigmodel_core.config import parse_params
+from bigmodel_core.data import schemas
+from bigmodel_core.io import read_table
+from bigmodel_core.paths import Paths
+from tests.conftest import env_for, make_workspace, tiny_params_dict
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Run all eight stages once; tests below inspect what they left."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = make_workspace(tmp_path_factory.mktemp("stages") / "ws")
+    mp.chdir(root)
+    params = parse_params(tiny_params_dict())
+    paths = Paths(root)
+    reports = {name: stages.get(name).run(params, paths) for name in stages.STAGES}
+    yield root, params, paths, reports
+    mp.undo()
+
+
+def test_ingest_and_clean(pipeline):
+    root, params, paths, reports = pipeline
+    raw = read_table(paths.raw / "rows.parquet", schemas.RAW)
+    assert len(raw) == 800 == reports["ingest"]["rows"]
+    clean = read_table(paths.clean / "rows.parquet", schemas.CLEAN)
+    assert len(clean) == 800 and (clean["row_id"] == raw["row_id"]).all()
+    assert not clean["text"].dropna().str.contains("<p>|&amp;", regex=True).any()
+    assert clean["text"].dropna().str.len().max() <= params.clean.max_chars
+    assert reports["clean"]["truncated_to_max_chars"] >= 1
+
+
+def test_validate_balances_rows_and_keeps_reasons(pipeline):
+    root, params, paths, reports = pipeline
+    q = read_table(paths.validated / "quarantine.parquet", schemas.QUARANTINE)
+    ok = read_table(paths.validated / "rows.parquet", schemas.VALIDATED)
+    report = json.loads(paths.quality_metrics.read_text())
+    assert report["rows_in"] == 800 == len(ok) + len(q)
+    assert set(q["rule"]) <= {"empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate"}
+    assert {"empty_text", "unknown_label", "missing_label", "duplicate"} <= set(q["rule"])
+    assert q["reason"].str.len().min() > 5 and (q["source_row"] >= 1).all()
+    assert set(ok["label"]) == set(params.data.labels)
+
+
+def test_augment_and_split_keep_variants_in_train(pipeline):
+    root, params, paths, reports = pipeline
+    parts = {s: read_table(paths.split / f"{s}.parquet", schemas.SPLIT) for s in schemas.SPLITS}
+    assert parts["val"]["is_augmented"].sum() == 0 and parts["test"]["is_augmented"].sum() == 0
+    assert parts["train"]["is_augmented"].sum() == reports["augment"]["variants"] > 0
+    keys = {s: set(df["group_key"]) for s, df in parts.items()}
+    assert not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"]) and not (keys["train"] & keys["val"])
+    validated = read_table(paths.validated / "rows.parquet", schemas.VALIDATED)
+    assert sum(int((~df["is_augmented"]).sum()) for df in parts.values()) == len(validated)
+
+
+def test_train_writes_bundle_metrics_and_plot(pipeline):
+    root, params, paths, reports = pipeline
+    assert {p.name for p in paths.model.iterdir()} == {"model.pt", "model.json", "tokenizer.json"}
+    m = json.loads(paths.train_metrics.read_text())
+    assert m["epochs_run"] == 2 and len(m["history"]) == 2 and m["device"] == "cpu"
+    lines = paths.training_plot.read_text().splitlines()
+    assert lines[0] == "epoch,train_loss,val_loss,val_accuracy,val_macro_f1" and len(lines) == 3
+    meta = json.loads((paths.model / "model.json").read_text())
+    assert meta["labels"] == list(params.data.labels)
+
+
+def test_evaluate_and_deploy_register_champion(pipeline):
+    root, params, paths, reports = pipeline
+    ev = json.loads(paths.eval_metrics.read_text())
+    assert 0.3 <= ev["accuracy"] <= 1 and ev["champion"] is None and ev["promote"] is True
+    assert (paths.evaluation / "confusion_matrix.png").stat().st_size > 1000
+    conf = pd.read_csv(paths.confusion_plot)
+    assert list(conf.columns) == ["actual", "predicted"] and len(conf) == ev["n_test"]
+    d = json.loads(paths.deployment.read_text())
+    assert d["version"] == "1" and d["aliases"] == ["challenger", "champion"] and d["promoted"]
+
+    import mlflow
+    from bigmodel_core.tracking.mlflow_store import tracking_uri
+    mlflow.set_tracking_uri(tracking_uri(params, root))
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias("tiny-model", "champion")
+    assert str(mv.version) == "1" and mv.tags["bigmodel.gate"] == "passed"
+    run = client.get_run(d["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2"
+    assert len(client.get_metric_history(d["run_id"], "val_macro_f1")) == 2
+    assert run.data.metrics["data_rows_in"] == 800
+    arts = {a.path for a in client.list_artifacts(d["run_id"], "reports")}
+    assert "reports/data_quality.json" in arts and "reports/quarantine.parquet" in arts
+    assert {a.path for a in client.list_artifacts(d["run_id"], "plots")} >= {"plots/confusion_matrix.png"}
+
+
+def test_champion_loads_in_a_fresh_process_from_raw_text(pipeline):
+    root, params, paths, reports = pipeline
+    code = (
+        "import mlflow, pandas as pd\n"
+        "m = mlflow.pyfunc.load_model('models:/tiny-model@champion')\n"
+        "out = m.predict(pd.DataFrame({'text': ['<b>The striker scored a goal</b>', 'Shares and profit rose', '']}))\n"
+        "print(out.to_json(orient='records'))\n"
+    )
+    env = env_for(root)
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(rows) == 3
+    for r in rows:
+        assert r["label"] in params.data.labels
+        probs = [r[f"prob_{l}"] for l in params.data.labels]
+        assert abs(sum(probs) - 1) < 1e-4 and r[f"prob_{r['label']}"] == max(probs)
+
+
+def test_pyfunc_matches_evaluate_predictions(pipeline):
+    """Parity: the served model gives the evaluated predictions on the test split."""
+    root, params, paths, reports = pipeline
+    from bigmodel_core.tracking.mlflow_store import load_pyfunc
+    test = read_table(paths.split / "test.parquet", schemas.SPLIT)
+    served = load_pyfunc(params, root).predict(pd.DataFrame({"text": test["text"]}))
+    evaluated = pd.read_csv(paths.confusion_plot)["predicted"].astype(str).tolist()
+    assert served["label"].tolist() == evaluated
+
+
+def test_gate_failure_registers_but_keeps_champion(pipeline):
+    root, params, paths, reports = pipeline
+    raw = tiny_params_dict()
+    raw["train"].update(epochs=1, lr=1e-7)  # a model that has learned nothing
+    raw["evaluate"].update(min_accuracy=0.9, min_macro_f1=0.9)
+    strict = parse_params(raw)
+    stages.get("train").run(strict, paths)
+    ev = stages.get("evaluate").run(strict, paths)
+    assert ev["promote"] is False and ev["champion"]["version"] == "1"
+    assert any(r.startswith("min_accuracy") for r in ev["reasons"]) and any(r.startswith("vs_champion") for r in ev["reasons"])
+    d = stages.get("deploy").run(strict, paths)
+    assert d["version"] == "2" and d["aliases"] == ["challenger"] and not d["promoted"]
+    import mlflow
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("tiny-model", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("tiny-model", "challenger").version) == "2"
