@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder holding imdb/, ag_news/, sms_spam/ (default: ../shared/datasets)")
     ap.add_argument("--keep", action="store_true", help="keep each temporary workspace (its path is printed)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so a killed run still removes its workspace
 
     explicit = {d for d in args.dataset if d != "all"}
     wanted = list(DATASETS) if "all" in args.dataset else [d for d in DATASETS if d in explicit]

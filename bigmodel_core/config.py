@@ -48,7 +48,7 @@ class Source(_Section):
         default=None, description="Fixed split for every row of this source; null = assigned by the split stage."
     )
     file_glob: str = Field(default="*.txt", description="For 'folder': which files are rows.")
-    rows: int = Field(default=3000, gt=0, description="For 'demo': how many rows to generate.")
+    rows: int = Field(default=3000, ge=100, description="For 'demo': how many rows to generate (at least 100).")
     seed: int = Field(default=7, description="For 'demo': generator seed.")
 
     @field_validator("text", mode="before")

@@ -1,0 +1,96 @@
+"""End-to-end tier: the Prefect flow runs the dvc.yaml DAG through DVC; the CLI applies -S overrides."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import dvc, run_cmd
+from tests.test_e2e_dvc import registry_versions
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """One workspace for the whole module: each test continues from the state the previous one left."""
+    from tests.conftest import make_workspace
+
+    root = make_workspace(tmp_path_factory.mktemp("flow") / "ws")
+    dvc(root, "init", "--no-scm", "-q")
+    return root
+
+
+def ran(result):
+    return [s["stage"] for s in result["stages"] if s["ran"]]
+
+
+def test_flow_runs_stale_stages_only_and_leaves_dvc_clean(ws, harness):
+    from flows.retrain import retrain
+
+    root = ws
+    first = retrain(root=str(root))
+    assert ran(first) == ["ingest", "clean", "validate", "augment", "split", "train", "evaluate", "deploy"]
+    assert "up to date" in dvc(root, "status").stdout
+    assert dvc(root, "repro").stdout.count("Running stage") == 0
+
+    second = retrain(root=str(root))
+    assert ran(second) == []
+    versions, client = registry_versions(root)
+    assert versions == [1]
+    mv = client.get_model_version_by_alias("tiny-model", "champion")
+    run = client.get_run(mv.run_id)
+    assert run.data.tags["bigmodel.flow_run_id"] not in ("", "none")
+
+    from bigmodel_core.params_file import persist_overrides
+    persist_overrides(root / "params.yaml", ["train.epochs=3"])
+    third = retrain(root=str(root))
+    assert ran(third) == ["train", "evaluate", "deploy"]
+    assert registry_versions(root)[0] == [1, 2]
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 3
+    assert client.get_run(client.get_model_version("tiny-model", "2").run_id).data.params["train.epochs"] == "3"
+
+
+def test_cli_run_with_override_persists_it_and_reruns_train_onward(ws):
+    root = ws
+    proc = run_cmd([sys.executable, "-m", "bigmodel_core.cli", "run", "-S", "train.epochs=1"], root)
+    assert "params: train.epochs = 1 (was 3) written to params.yaml" in proc.stdout
+    lines = [l.split() for l in proc.stdout.splitlines() if l.startswith("  ") and l.split()[:1] and l.split()[0] in
+             ("ingest", "clean", "validate", "augment", "split", "train", "evaluate", "deploy")]
+    status = {parts[0]: parts[1] for parts in lines}
+    assert status == {"ingest": "skipped", "clean": "skipped", "validate": "skipped", "augment": "skipped",
+                      "split": "skipped", "train": "ran", "evaluate": "ran", "deploy": "ran"}
+    assert "registered tiny-model version 3" in proc.stdout and "flow time:" in proc.stdout
+    assert yaml.safe_load((root / "params.yaml").read_text())["train"]["epochs"] == 1
+    assert "up to date" in dvc(root, "status").stdout
+    again = run_cmd([sys.executable, "-m", "bigmodel_core.cli", "run"], root)
+    assert "nothing to do: every stage is up to date" in again.stdout
+    assert registry_versions(root)[0] == [1, 2, 3]
+
+
+def test_flow_stops_at_failing_stage_with_its_error(ws, harness):
+    from flows.retrain import StageFailed, retrain
+
+    root = ws
+    before = registry_versions(root)[0]
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["validate"]["min_rows"] = 10_000
+    raw["flow"]["retries"] = 2  # a closed gate is not retried all the same
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(StageFailed) as e:
+        retrain(root=str(root))
+    assert e.value.stage == "validate" and e.value.exit_code == 3
+    assert "data gate failed" in e.value.message and "min_rows is 10000" in e.value.message
+    assert registry_versions(root)[0] == before
