@@ -108,3 +108,13 @@ def test_demo_source_is_deterministic(tmp_path):
     a, b = read_source(s, tmp_path), read_source(s, tmp_path)
     assert len(a) == 500
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_fsspec_url_with_glob(tmp_path):
+    for i in range(2):
+        (tmp_path / f"part{i}.csv").write_text(f"text,label\nrow {i},x\n")
+    df = read_source(src(path=f"file://{tmp_path}/part*.csv"), tmp_path / "elsewhere")
+    assert df["text"].tolist() == ["row 0", "row 1"]
+    assert df["source_file"].str.startswith("file://").all()
+    with pytest.raises(DataError, match="no file matches"):
+        read_source(src(path=f"file://{tmp_path}/none*.csv"), tmp_path)
