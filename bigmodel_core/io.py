@@ -38,17 +38,19 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it replaces target (old copy removed last)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)  # a crash between the two renames below: put the last good copy back
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
+        had_old = target.exists()
+        if had_old:
             if old.exists():
                 shutil.rmtree(old)
             os.replace(target, old)
         os.replace(tmp, target)
-        if old is not None:
+        if had_old:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
