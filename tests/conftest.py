@@ -98,3 +98,15 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 needs_datasets = pytest.mark.skipif(not DATASETS.exists(), reason=f"real datasets not found at {DATASETS}")
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leak():
+    """mlflow.set_tracking_uri() also sets MLFLOW_TRACKING_URI in os.environ, which every later
+    subprocess (DVC stages started by the flow) would inherit; put the variable back after each test."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

@@ -77,3 +77,11 @@ def test_demo_corpus_dirt_is_found_at_known_rates():
     assert r.report["rows_in"] == 3000 == r.report["rows_out"] + r.report["rows_quarantined"]
     assert set(r.passed["label"]) == set(demo.LABELS)
     assert len(raw) == 3000
+
+
+def test_duplicate_keeps_the_fixed_test_copy():
+    df = _frame([("same text", "x"), ("other", "y"), ("Same  text", "x")])
+    df["fixed_split"] = pd.Series(["train", "train", "test"], dtype="str")
+    r = check(df, LOOSE, ["x", "y"])
+    assert r.quarantined["row_id"].tolist() == ["r0"]
+    assert r.passed["row_id"].tolist() == ["r1", "r2"]

@@ -118,3 +118,24 @@ def test_fsspec_url_with_glob(tmp_path):
     assert df["source_file"].str.startswith("file://").all()
     with pytest.raises(DataError, match="no file matches"):
         read_source(src(path=f"file://{tmp_path}/none*.csv"), tmp_path)
+
+
+def test_row_ids_do_not_depend_on_where_the_workspace_is(tmp_path):
+    for ws in ("a", "b"):
+        (tmp_path / ws).mkdir()
+        (tmp_path / ws / "d.csv").write_text("text,label\nx,1\n")
+    a = read_source(src(path="d.csv"), tmp_path / "a")
+    b = read_source(src(path="d.csv"), tmp_path / "b")
+    assert a["row_id"].tolist() == b["row_id"].tolist() and a["source_file"].tolist() == ["d.csv"]
+
+
+def test_jsonl_edge_cases(tmp_path):
+    (tmp_path / "u.jsonl").write_text(json.dumps({"text": "a\u2028b", "label": 1}, ensure_ascii=False) + "\r\n")
+    df = read_source(src(path="u.jsonl", format="jsonl"), tmp_path)
+    assert df["text"].tolist() == ["a\u2028b"]
+    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "\xff", "label": 1}\n')
+    with pytest.raises(DataError, match="bad.jsonl: not UTF-8"):
+        read_source(src(path="bad.jsonl", format="jsonl"), tmp_path)
+    (tmp_path / "gap.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": null}\n')
+    df = read_source(src(path="gap.jsonl", format="jsonl", label_map={"1": "World"}), tmp_path)
+    assert df["label"].iloc[0] == "World" and pd.isna(df["label"].iloc[1])

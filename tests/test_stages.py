@@ -123,11 +123,14 @@ def test_champion_loads_in_a_fresh_process_from_raw_text(pipeline):
 
 
 def test_pyfunc_matches_evaluate_predictions(pipeline):
-    """Parity: the served model gives the evaluated predictions on the test split."""
+    """Parity: the served model, given the raw texts, predicts what evaluate predicted on the cleaned test split."""
     root, params, paths, reports = pipeline
     from bigmodel_core.tracking.mlflow_store import load_pyfunc
     test = read_table(paths.split / "test.parquet", schemas.SPLIT)
-    served = load_pyfunc(params, root).predict(pd.DataFrame({"text": test["text"]}))
+    raw = read_table(paths.raw / "rows.parquet", schemas.RAW).set_index("row_id")
+    raw_texts = raw.loc[test["row_id"], "text"].tolist()  # what a user sends: uncleaned text
+    assert raw_texts != test["text"].tolist()  # some test rows had HTML or extra whitespace
+    served = load_pyfunc(params, root).predict(pd.DataFrame({"text": raw_texts}))
     evaluated = pd.read_csv(paths.confusion_plot)["predicted"].astype(str).tolist()
     assert served["label"].tolist() == evaluated
 

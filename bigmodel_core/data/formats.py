@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import os
 import hashlib
 import io
 import json
@@ -51,6 +52,14 @@ def resolve_paths(src: Source, base: Path) -> list[str]:
     return paths
 
 
+def display_name(path: str, base: Path) -> str:
+    """How a file is named in row ids and reports: relative to the workspace, so that ids (and
+    everything seeded from them) do not change when the checkout moves. URLs stay as they are."""
+    if "://" in path:
+        return path
+    return os.path.relpath(path, base)
+
+
 def _open_bytes(path: str) -> bytes:
     if "://" in path:
         import fsspec
@@ -58,6 +67,15 @@ def _open_bytes(path: str) -> bytes:
         with fsspec.open(path, "rb") as f:
             return f.read()
     return Path(path).read_bytes()
+
+
+def _label_str(v) -> str | None:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))  # a numeric column with gaps reads as float: 1.0 means label "1"
+    v = str(v).strip()
+    return v or None
 
 
 def _table_to_raw(df: pd.DataFrame, src: Source, file: str) -> pd.DataFrame:
@@ -78,7 +96,7 @@ def _table_to_raw(df: pd.DataFrame, src: Source, file: str) -> pd.DataFrame:
             present = [str(v) for v in values if v is not None and str(v) != ""]
             joined.append(src.text_separator.join(present) if present else None)
         text = pd.Series(joined, index=df.index, dtype="object")
-    label = df[src.label].astype("object").map(lambda v: None if v is None or pd.isna(v) or str(v).strip() == "" else str(v).strip())
+    label = df[src.label].astype("object").map(_label_str)
     if src.label_map is not None:
         # Values missing from the map are kept as they are: validate quarantines them as unknown labels.
         label = label.map(lambda v: src.label_map.get(v, v) if v is not None else None)
@@ -121,8 +139,13 @@ def _read_delimited(path: str, src: Source) -> pd.DataFrame:
 
 def _read_jsonl(path: str, src: Source) -> pd.DataFrame:
     records = []
-    text = _open_bytes(path).decode("utf-8", errors="strict")
-    for n, line in enumerate(text.splitlines(), start=1):
+    try:
+        text = _open_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text at byte {e.start} (source {src.name!r})") from None
+    # split on newlines only: U+2028 and friends are legal inside JSON strings
+    for n, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         try:
@@ -166,7 +189,7 @@ def _folder_members(path: str, src: Source) -> Iterator[tuple[str, bytes]]:
             yield p.relative_to(root).as_posix(), p.read_bytes()
 
 
-def _read_folder(path: str, src: Source) -> pd.DataFrame:
+def _read_folder(path: str, src: Source, name: str) -> pd.DataFrame:
     rows = []
     for member, data in _folder_members(path, src):
         parts = PurePosixPath(member).parts
@@ -183,7 +206,7 @@ def _read_folder(path: str, src: Source) -> pd.DataFrame:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DataError(f"{path}:{member}: not UTF-8 text at byte {e.start}") from None
-        rows.append((f"{path}:{member}", text, raw_label, split))
+        rows.append((f"{name}:{member}", text, raw_label, split))
     if not rows:
         raise DataError(f"{path}: no '{src.file_glob}' files inside label folders (source {src.name!r})")
     files, texts, labels, splits = zip(*rows)
@@ -213,12 +236,13 @@ def read_source(src: Source, base: Path) -> pd.DataFrame:
         return _table_to_raw(df, src.model_copy(update={"text": ["text"], "label": "label"}), "builtin:demo")
     frames = []
     for path in resolve_paths(src, base):
+        name = display_name(path, base)
         if src.format in ("csv", "tsv"):
-            frames.append(_table_to_raw(_read_delimited(path, src), src, path))
+            frames.append(_table_to_raw(_read_delimited(path, src), src, name))
         elif src.format == "jsonl":
-            frames.append(_table_to_raw(_read_jsonl(path, src), src, path))
+            frames.append(_table_to_raw(_read_jsonl(path, src), src, name))
         elif src.format == "parquet":
-            frames.append(_table_to_raw(_read_parquet(path, src), src, path))
+            frames.append(_table_to_raw(_read_parquet(path, src), src, name))
         elif src.format == "folder":
-            frames.append(_read_folder(path, src))
+            frames.append(_read_folder(path, src, name))
     return pd.concat(frames, ignore_index=True)

@@ -46,7 +46,12 @@ def _mark_rules(df: pd.DataFrame, labels: set[str] | None) -> dict[str, pd.Serie
     conflict_keys = set(n_labels[n_labels > 1].index)
     conflicting = usable & keys.isin(conflict_keys)
     dup_candidates = usable & ~conflicting
-    duplicate = dup_candidates & keys.where(dup_candidates).duplicated(keep="first") & keys.notna()
+    # Keep the first copy, but a copy in a fixed test split first of all: removing it would shrink
+    # the official test set, while the train copy is the one that would leak.
+    rank = (df["fixed_split"] != "test").astype(int)
+    order = rank.sort_values(kind="stable").index
+    dup_sorted = keys.where(dup_candidates).loc[order].duplicated(keep="first")
+    duplicate = dup_candidates & dup_sorted.reindex(df.index) & keys.notna()
     return {
         "empty_text": empty,
         "missing_label": ~empty & missing,
@@ -66,7 +71,7 @@ def _reason(rule: str, label: object, labels: set[str] | None) -> str:
         return f"label {label!r} is not one of {sorted(labels or [])}"
     if rule == "conflicting_labels":
         return "the same text appears with more than one label"
-    return "exact duplicate of an earlier row (same text and label)"
+    return "exact duplicate of another row (same text and label); the first copy, or the fixed test copy, is kept"
 
 
 def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> QualityResult:

@@ -56,13 +56,15 @@ class Predictor:
         self.device = torch.device(device)
         self.model.to(self.device).eval()
 
-    def predict_proba(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+    def predict_proba(self, texts: list[str], batch_size: int = 128, clean: bool = True) -> np.ndarray:
+        """Probabilities per class. clean=False is for texts that already went through the clean stage."""
         import torch
 
         from bigmodel_core.data.cleaning import clean_text
         from bigmodel_core.training.batching import collate
 
-        cleaned = [clean_text("" if t is None else str(t), self.clean_p) or "" for t in texts]
+        cleaned = [(clean_text(str(t), self.clean_p) if clean else str(t)) if t is not None else "" for t in texts]
+        cleaned = [t or "" for t in cleaned]
         out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float64)
         order = np.argsort([len(t) for t in cleaned], kind="stable")  # similar lengths per batch: less padding
         with torch.inference_mode():

@@ -15,7 +15,7 @@ from bigmodel_core.paths import Paths
 
 def score(predictor, texts: list[str], y_true: list[str], labels: list[str], batch_size: int) -> tuple[dict, list[str]]:
     index = {lab: i for i, lab in enumerate(labels)}
-    probs = predictor.predict_proba(texts, batch_size)
+    probs = predictor.predict_proba(texts, batch_size, clean=False)  # the split holds cleaned text already
     pred_idx = probs.argmax(1)
     true_idx = np.array([index.get(l, -1) for l in y_true])
     if (true_idx < 0).any():
