@@ -40,7 +40,7 @@ repro: $(STAMP)
 	$(BIN)/dvc repro
 
 benchmark: $(STAMP)
-	$(BIN)/python benchmarks/baseline.py
+	$(BIN)/python benchmarks/baseline.py --dataset $(or $(DATASET),demo)
 
 ui: $(STAMP)
 	@echo "MLflow UI:  http://127.0.0.1:$(MLFLOW_PORT)"
