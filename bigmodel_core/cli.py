@@ -98,12 +98,14 @@ def predict(texts: list[str] = typer.Argument(..., help="Texts to classify."),
             model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>."),
             params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     """Classify texts with a registered model (loaded through MLflow pyfunc)."""
+    import pandas as pd
+
     from bigmodel_core.config import load_params
     from bigmodel_core.tracking.mlflow_store import load_pyfunc
 
     try:
         params = load_params(params_file)
-        frame = load_pyfunc(params, Path.cwd(), model_uri).predict(__import__("pandas").DataFrame({"text": texts}))
+        frame = load_pyfunc(params, Path.cwd(), model_uri).predict(pd.DataFrame({"text": texts}))
     except BigmodelError as e:
         _fail(e)
     typer.echo(frame.to_string(index=False))

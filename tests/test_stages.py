@@ -151,3 +151,21 @@ def test_gate_failure_registers_but_keeps_champion(pipeline):
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("tiny-model", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("tiny-model", "challenger").version) == "2"
+
+
+def test_cli_predict_and_dag(pipeline):
+    from typer.testing import CliRunner
+
+    from bigmodel_core.cli import app
+
+    root, params, paths, reports = pipeline
+    runner = CliRunner()
+    res = runner.invoke(app, ["predict", "The striker scored a goal", "Shares and profit rose"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0].split()[0] == "label" and len(lines) == 3
+    assert all(l.split()[0] in params.data.labels for l in lines[1:])
+    res = runner.invoke(app, ["predict", "x", "--model-uri", "models:/tiny-model@nosuchalias"])
+    assert res.exit_code == 1 and "models:/tiny-model@nosuchalias: cannot load model" in res.output
+    res = runner.invoke(app, ["dag"])
+    assert res.exit_code == 0 and res.output.splitlines()[0].split()[0] == "ingest"

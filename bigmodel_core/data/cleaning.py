@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Iterable
-
 from bigmodel_core.config import CleanParams
 
 _TAG = re.compile(r"<[^<>]{0,200}>")
@@ -35,10 +33,6 @@ def clean_text(text: str | None, p: CleanParams) -> str | None:
     if len(t) > p.max_chars:
         t = t[: p.max_chars]
     return t
-
-
-def clean_texts(texts: Iterable[str | None], p: CleanParams) -> list[str | None]:
-    return [clean_text(t, p) for t in texts]
 
 
 def normalize_key(text: str) -> str:

@@ -22,7 +22,6 @@ import pandas as pd
 from bigmodel_core.config import Source
 from bigmodel_core.errors import DataError
 
-RAW_COLUMNS = ["row_id", "source", "source_file", "source_row", "text", "label", "fixed_split"]
 SPLIT_FOLDERS = {"train", "test"}
 
 

@@ -108,8 +108,6 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
                      example_texts: list[str]) -> dict:
     """One MLflow run: params, per-epoch metrics, reports, plots and the pyfunc model; register and alias it."""
     mlflow = _setup(params, root)
-    import warnings
-
     import pandas as pd
     from mlflow.models import infer_signature
 
@@ -142,7 +140,6 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
         predictor = Predictor(bundle_dir)
         example = pd.DataFrame({"text": example_texts[:3]})
         signature = infer_signature(example, output_frame(predictor.labels, predictor.predict_proba(example_texts[:3])))
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("pyfunc_entry.py")),

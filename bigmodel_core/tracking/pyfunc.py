@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow.pyfunc
 import pandas as pd
+
+# The signature is given explicitly when the model is logged; MLflow's hint-based inference is not used.
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")
 
 
 class TextClassifierModel(mlflow.pyfunc.PythonModel):
