@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+
 from bigmodel_core.config import CleanParams
 
 _TAG = re.compile(r"<[^<>]{0,200}>")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import csv
 import glob
-import os
 import hashlib
 import io
 import json
+import os
 import tarfile
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath

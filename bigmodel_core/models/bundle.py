@@ -63,8 +63,7 @@ class Predictor:
         from bigmodel_core.data.cleaning import clean_text
         from bigmodel_core.training.batching import collate
 
-        cleaned = [(clean_text(str(t), self.clean_p) if clean else str(t)) if t is not None else "" for t in texts]
-        cleaned = [t or "" for t in cleaned]
+        cleaned = ["" if t is None else (clean_text(str(t), self.clean_p) if clean else str(t)) or "" for t in texts]
         out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float64)
         order = np.argsort([len(t) for t in cleaned], kind="stable")  # similar lengths per batch: less padding
         with torch.inference_mode():
