@@ -41,8 +41,11 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
         report = module.run(params, Paths(Path.cwd()))
     except BigmodelError as e:
         _fail(e)
-    summary = json.dumps(report, default=str)
-    typer.echo(f"stage {name}: done in {time.perf_counter() - started:.1f}s: {summary[:600]}")
+    import os
+
+    if os.environ.get("BIGMODEL_RANK_OF_STAGE") is None:  # ranks started by the stage itself stay quiet here
+        summary = json.dumps(report, default=str)
+        typer.echo(f"stage {name}: done in {time.perf_counter() - started:.1f}s: {summary[:600]}")
 
 
 @app.command()

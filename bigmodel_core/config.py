@@ -161,45 +161,106 @@ class SplitParams(_Section):
 class TokenizerParams(_Section):
     kind: Literal["bpe", "wordpiece"] = Field(
         default="bpe",
-        description="Subword algorithm (tokenizers library). bpe trains deterministically; wordpiece's vocabulary "
-        "can differ between runs on the same data (tokenizers issue 1794), so it breaks exact reproduction.",
+        description="Subword algorithm for model.kind=transformer (tokenizers library). bpe trains deterministically; "
+        "wordpiece's vocabulary can differ between runs on the same data (tokenizers issue 1794).",
     )
-    vocab_size: int = Field(default=8000, ge=100, description="Target vocabulary size.")
-    min_frequency: int = Field(default=2, ge=1, description="Fewest occurrences for a merge or piece.")
-    lowercase: bool = Field(default=True, description="Lowercase and strip accents before tokenizing.")
-    max_length: int = Field(default=128, ge=8, description="Tokens per text after truncation.")
+    vocab_size: int = Field(default=8000, ge=100, description="Target vocabulary size (transformer).")
+    min_frequency: int = Field(default=2, ge=1, description="Fewest occurrences for a merge or piece (transformer).")
+    lowercase: bool = Field(default=True, description="Lowercase (and strip accents) before tokenizing; bag and transformer.")
+    max_length: int = Field(default=128, ge=8, description="Tokens per text after truncation (transformer, pretrained).")
+    truncation: Literal["head", "tail", "head_tail"] = Field(
+        default="head",
+        description="Which tokens a long text keeps: the first max_length, the last, or the first quarter plus the "
+        "last three quarters (head_tail; helps reviews, whose verdict is often at the end).",
+    )
 
 
 class ModelParams(_Section):
-    kind: Literal["transformer", "bag"] = Field(
-        default="transformer", description="transformer: encoder from scratch; bag: mean of token embeddings (baseline)."
+    kind: Literal["bag", "transformer", "pretrained"] = Field(
+        default="transformer",
+        description="bag: fastText-style hashed n-grams (seconds on a CPU); transformer: encoder from scratch over "
+        "the trained tokenizer; pretrained: fine-tune the Hugging Face encoder named by model.backbone.",
     )
-    d_model: int = Field(default=128, ge=8, description="Hidden size.")
-    n_layers: int = Field(default=2, ge=1, description="Encoder layers.")
-    n_heads: int = Field(default=4, ge=1, description="Attention heads; must divide d_model.")
-    d_ff: int = Field(default=256, ge=8, description="Feed-forward size.")
-    dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout rate.")
-    pooling: Literal["mean", "cls"] = Field(default="mean", description="How token states become one vector.")
+    # transformer
+    d_model: int = Field(default=128, ge=8, description="Hidden size (bag: embedding size).")
+    n_layers: int = Field(default=2, ge=1, description="Encoder layers (transformer).")
+    n_heads: int = Field(default=4, ge=1, description="Attention heads; must divide d_model (transformer).")
+    d_ff: int = Field(default=256, ge=8, description="Feed-forward size (transformer).")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout on embeddings, residual branches and the head.")
+    attention_dropout: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Dropout on attention probabilities (transformer). Above 0 it disables the fused attention "
+        "kernels: about 5x slower per step at 512 tokens.",
+    )
+    pooling: Literal["mean", "cls"] = Field(default="mean", description="How token states become one vector (transformer).")
+    # bag
+    ngrams: int = Field(default=2, ge=1, le=5, description="Word n-grams 1..ngrams are hashed into buckets (bag).")
+    char_ngrams: list[int] | None = Field(
+        default=None, description="[min, max] character n-gram lengths inside word boundaries, or null for none (bag)."
+    )
+    buckets: int = Field(default=1 << 20, ge=1024, description="Hash buckets, i.e. rows of the n-gram embedding table (bag).")
+    counts: Literal["raw", "log", "binary"] = Field(
+        default="log", description="How an n-gram's count in a text weighs: as is, 1+log(count), or 1 (bag)."
+    )
+    bag_pooling: Literal["mean", "sum"] = Field(
+        default="mean", description="Average the n-gram vectors (weights normalised to sum to 1) or add them (bag)."
+    )
+    # pretrained
+    backbone: str | None = Field(
+        default=None,
+        description="pretrained: a local directory with a Hugging Face model and tokenizer, or a hub name such as "
+        "bert-base-uncased (needs `pip install bigmodel[hf]` and, for a hub name, network access once).",
+    )
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "ModelParams":
-        if self.d_model % self.n_heads:
+    def _consistent(self) -> "ModelParams":
+        if self.kind == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        if self.char_ngrams is not None:
+            if len(self.char_ngrams) != 2 or not 1 <= self.char_ngrams[0] <= self.char_ngrams[1] <= 10:
+                raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max <= 10, got {self.char_ngrams}")
+        if self.kind == "pretrained" and not self.backbone:
+            raise ValueError("kind 'pretrained' needs model.backbone (a local directory or a hub name)")
         return self
 
 
 class TrainParams(_Section):
     epochs: int = Field(default=4, ge=1, description="Passes over the training split.")
-    batch_size: int = Field(default=32, ge=1, description="Rows per optimizer step.")
-    lr: float = Field(default=1e-3, gt=0, description="Peak learning rate (AdamW).")
-    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
-    warmup_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of steps with linear warm-up; then linear decay.")
+    batch_size: int = Field(default=32, ge=1, description="Rows per micro-batch (all processes together).")
+    token_budget: int = Field(
+        default=0, ge=0,
+        description="If > 0, micro-batches are cut by size instead: rows x longest row <= token_budget (batch_size "
+        "is then ignored).",
+    )
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step (gradient accumulation).")
+    lr: float = Field(default=1e-3, gt=0, description="Peak learning rate (AdamW; SparseAdam for the bag's n-gram table).")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not applied to embeddings, norms, biases).")
+    warmup_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of optimizer steps with linear warm-up.")
+    schedule: Literal["linear", "cosine", "constant"] = Field(
+        default="linear", description="Learning-rate decay after warm-up: linear or cosine to zero, or constant."
+    )
     grad_clip: float = Field(default=1.0, ge=0, description="Clip the gradient norm to this (0 = off).")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
+    class_weights: Literal["none", "balanced"] = Field(
+        default="none", description="balanced: weigh each class by n_rows / (n_classes * class_rows) in the loss."
+    )
     patience: int = Field(default=2, ge=0, description="Stop after this many epochs without a better val macro-F1 (0 = off).")
-    seed: int = Field(default=42, description="Seed for weights and batch order.")
+    max_steps: int = Field(default=0, ge=0, description="Stop after this many optimizer steps (0 = run every epoch).")
+    seed: int = Field(default=42, description="Seed for weights, batch order and dropout.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="auto = cuda when available, else cpu.")
     precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto = bf16 autocast on CUDA, fp32 elsewhere.")
+    compile: bool = Field(default=False, description="torch.compile the model (CUDA only; ignored on CPU).")
     num_threads: int = Field(default=0, ge=0, description="CPU threads for torch (0 = torch's default).")
+    nproc: int = Field(
+        default=1, ge=1,
+        description="Processes for data-parallel training (DDP; one per GPU, or gloo on CPU). >1: the train stage "
+        "launches torchrun itself.",
+    )
+    log_every: int = Field(default=50, ge=1, description="Report loss, lr, grad norm and tokens/s every this many steps.")
+    checkpoint_every: int = Field(
+        default=500, ge=0,
+        description="Save a resumable checkpoint every this many optimizer steps (and at each epoch end; 0 = epoch ends only).",
+    )
 
 
 class EvaluateParams(_Section):

@@ -38,9 +38,14 @@ class Paths:
     @property
     def training_plot(self) -> Path: return self.root / "plots/training.csv"
     @property
+    def training_steps_plot(self) -> Path: return self.root / "plots/training_steps.csv"
+    @property
     def confusion_plot(self) -> Path: return self.root / "plots/confusion.csv"
     @property
     def deployment(self) -> Path: return self.root / "reports/deploy.json"
-    # not a stage output: where a failed gate leaves its full report
+    # not stage outputs: the train stage's encoded data and resumable checkpoints (removed when it succeeds)
+    @property
+    def train_work(self) -> Path: return self.root / ".bigmodel/train"
+    # where a failed gate leaves its full report
     @property
     def failures(self) -> Path: return self.root / ".bigmodel/failures"

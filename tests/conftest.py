@@ -110,3 +110,40 @@ def _no_tracking_uri_leak():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def make_tiny_backbone(directory: Path) -> Path:
+    """A 2-layer, 32-wide BERT with a WordPiece vocabulary of the demo corpus' words, saved like a hub model.
+
+    Nothing can be downloaded here, so the tests build the 'pretrained' backbone themselves; it is
+    randomly initialised, which is all a test of the fine-tuning path needs.
+    """
+    import re
+
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from bigmodel_core.data.demo import generate
+
+    directory.mkdir(parents=True, exist_ok=True)
+    words = sorted({w for t in generate(600, 7)["text"].dropna() for w in re.findall(r"[a-z]+", str(t).lower())})
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+    fast.save_pretrained(str(directory))
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    return make_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert")

@@ -71,7 +71,12 @@ def test_train_writes_bundle_metrics_and_plot(pipeline):
     m = json.loads(paths.train_metrics.read_text())
     assert m["epochs_run"] == 2 and len(m["history"]) == 2 and m["device"] == "cpu"
     lines = paths.training_plot.read_text().splitlines()
-    assert lines[0] == "epoch,train_loss,val_loss,val_accuracy,val_macro_f1" and len(lines) == 3
+    assert lines[0] == "epoch,train_loss,val_loss,val_accuracy,val_macro_f1,lr,tokens_per_second" and len(lines) == 3
+    steps = pd.read_csv(paths.training_steps_plot)
+    assert list(steps.columns) == ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_second"]
+    assert steps["step"].iloc[-1] == m["steps"] and (steps["loss"] > 0).all()
+    assert 0.5 < m["padding_efficiency"] <= 1 and m["processes"] == 1 and m["resumed_from_step"] is None
+    assert not (root / ".bigmodel/train").exists()  # checkpoints and encoded data are gone after success
     meta = json.loads((paths.model / "model.json").read_text())
     assert meta["labels"] == list(params.data.labels)
 
@@ -94,6 +99,10 @@ def test_evaluate_and_deploy_register_champion(pipeline):
     assert str(mv.version) == "1" and mv.tags["bigmodel.gate"] == "passed"
     run = client.get_run(d["run_id"])
     assert run.info.status == "FINISHED"
+    # one run from training to registry: the train stage opened it, deploy finished it
+    assert json.loads(paths.train_metrics.read_text())["mlflow_run_id"] == d["run_id"]
+    assert len(client.get_metric_history(d["run_id"], "step_loss")) >= 2
+    assert run.data.metrics["best_val_macro_f1"] == json.loads(paths.train_metrics.read_text())["val_macro_f1"]
     assert run.data.params["train.epochs"] == "2"
     assert len(client.get_metric_history(d["run_id"], "val_macro_f1")) == 2
     assert run.data.metrics["data_rows_in"] == 800

@@ -1,18 +1,26 @@
-"""Model zoo: build a classifier from ModelParams."""
+"""Model zoo: build a classifier from ModelParams (model.kind: bag, transformer, pretrained).
+
+Every model maps the batch its encoder's collate() makes to logits: model(**batch).
+"""
 
 from __future__ import annotations
 
 from bigmodel_core.config import ModelParams
 
 
-def build_model(p: ModelParams, vocab_size: int, num_classes: int, max_length: int, pad_id: int = 0):
-    from bigmodel_core.models.encoder import BagOfTokens, TransformerClassifier
-
-    if p.kind == "transformer":
-        return TransformerClassifier(
-            vocab_size=vocab_size, num_classes=num_classes, d_model=p.d_model, n_heads=p.n_heads,
-            n_layers=p.n_layers, d_ff=p.d_ff, dropout=p.dropout, max_length=max_length, pooling=p.pooling, pad_id=pad_id,
-        )
+def build_model(p: ModelParams, encoder, labels: list[str], max_length: int):
     if p.kind == "bag":
-        return BagOfTokens(vocab_size=vocab_size, num_classes=num_classes, d_model=p.d_model, dropout=p.dropout, pad_id=pad_id)
-    raise ValueError(f"model.kind: unknown kind {p.kind!r}")
+        from bigmodel_core.models.bag import BagClassifier
+
+        return BagClassifier(p.buckets, len(labels), p.d_model, p.dropout)
+    if p.kind == "pretrained":
+        from bigmodel_core.models.pretrained import PretrainedClassifier
+
+        return PretrainedClassifier.from_backbone(p.backbone, labels)
+    from bigmodel_core.models.transformer import TransformerClassifier
+
+    return TransformerClassifier(
+        vocab_size=encoder.vocab_size, num_classes=len(labels), d_model=p.d_model, n_heads=p.n_heads,
+        n_layers=p.n_layers, d_ff=p.d_ff, dropout=p.dropout, max_length=max_length, pooling=p.pooling,
+        pad_id=encoder.pad_id, attention_dropout=p.attention_dropout,
+    )

@@ -1,7 +1,12 @@
-"""A trained model as a directory: weights, architecture, tokenizer, label list and cleaning rules.
+"""A trained model as a directory: weights, text encoder, label list and cleaning rules.
 
-The same Predictor is used by the evaluate stage and by the MLflow pyfunc, so what was
-evaluated is exactly what is served (cleaning included).
+    model.json       format, kind, labels, and the model/tokenizer/clean params it was built with
+    model.pt         weights (bag, transformer)
+    tokenizer.json   the trained subword tokenizer (transformer)
+    hf/              the fine-tuned Hugging Face model and its tokenizer (pretrained)
+
+The same Predictor is used by the evaluate stage and by the MLflow pyfunc, so what was evaluated is
+exactly what is served (cleaning included). Bundles of format 1 (bigmodel 0.1) still load.
 """
 
 from __future__ import annotations
@@ -13,26 +18,47 @@ import numpy as np
 
 from bigmodel_core.config import CleanParams, ModelParams, TokenizerParams
 
-WEIGHTS, META, TOKENIZER = "model.pt", "model.json", "tokenizer.json"
+WEIGHTS, META = "model.pt", "model.json"
+FORMAT = "bigmodel-bundle/2"
 
 
-def save_bundle(directory: Path, model, tokenizer, labels: list[str], model_p: ModelParams,
-                tok_p: TokenizerParams, clean_p: CleanParams) -> None:
+def save_bundle(directory: Path, model, encoder, labels: list[str], model_p: ModelParams, tok_p: TokenizerParams,
+                clean_p: CleanParams) -> None:
     import torch
 
+    import bigmodel_core
+
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, directory / WEIGHTS)
-    tokenizer.save(str(directory / TOKENIZER))
+    encoder.save(directory)
+    if model_p.kind == "pretrained":
+        model.save(directory)
+    else:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, directory / WEIGHTS)
     meta = {
-        "format": "bigmodel-bundle/1",
+        "format": FORMAT,
+        "kind": model_p.kind,
         "labels": labels,
         "model": model_p.model_dump(mode="json"),
         "tokenizer": tok_p.model_dump(mode="json"),
         "clean": clean_p.model_dump(mode="json"),
-        "vocab_size": tokenizer.get_vocab_size(),
+        "vocab_size": encoder.vocab_size,
+        "bigmodel_version": bigmodel_core.__version__,
     }
     (directory / META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_meta(directory: str | Path) -> dict:
+    return json.loads((Path(directory) / META).read_text())
+
+
+def _legacy_model(meta: dict, tok_p: TokenizerParams, pad: int):
+    from bigmodel_core.models.legacy import LegacyBagOfTokens, LegacyTransformerClassifier
+
+    m, k = meta["model"], len(meta["labels"])
+    if m["kind"] == "bag":
+        return LegacyBagOfTokens(meta["vocab_size"], k, m["d_model"], m["dropout"], pad)
+    return LegacyTransformerClassifier(meta["vocab_size"], k, m["d_model"], m["n_heads"], m["n_layers"], m["d_ff"],
+                                       m["dropout"], tok_p.max_length, m["pooling"], pad)
 
 
 class Predictor:
@@ -41,19 +67,32 @@ class Predictor:
     def __init__(self, directory: str | Path, device: str = "cpu") -> None:
         import torch
 
-        from bigmodel_core.models import build_model
-        from bigmodel_core.text.tokenizer import load_tokenizer, pad_id
+        from bigmodel_core.text.encoders import SubwordEncoder, load_encoder
 
         directory = Path(directory)
-        meta = json.loads((directory / META).read_text())
+        meta = read_meta(directory)
         self.labels: list[str] = meta["labels"]
         self.clean_p = CleanParams(**meta["clean"])
         tok_p = TokenizerParams(**meta["tokenizer"])
-        self.tokenizer = load_tokenizer(directory / TOKENIZER, tok_p.max_length)
-        self.pad = pad_id(self.tokenizer)
-        self.model = build_model(ModelParams(**meta["model"]), meta["vocab_size"], len(self.labels), tok_p.max_length, self.pad)
-        self.model.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
         self.device = torch.device(device)
+        if meta.get("format") == "bigmodel-bundle/1":
+            self.kind = "legacy-" + meta["model"]["kind"]
+            self.encoder = SubwordEncoder.load(directory, tok_p)
+            self.model = _legacy_model(meta, tok_p, self.encoder.pad_id)
+        else:
+            model_p = ModelParams(**meta["model"])
+            self.kind = model_p.kind
+            self.encoder = load_encoder(directory, model_p, tok_p)
+            if model_p.kind == "pretrained":
+                from bigmodel_core.models.pretrained import PretrainedClassifier
+
+                self.model = PretrainedClassifier.load(directory)
+            else:
+                from bigmodel_core.models import build_model
+
+                self.model = build_model(model_p, self.encoder, self.labels, tok_p.max_length)
+        if self.kind != "pretrained":
+            self.model.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
         self.model.to(self.device).eval()
 
     def predict_proba(self, texts: list[str], batch_size: int = 128, clean: bool = True) -> np.ndarray:
@@ -61,18 +100,15 @@ class Predictor:
         import torch
 
         from bigmodel_core.data.cleaning import clean_text
-        from bigmodel_core.training.batching import collate
+        from bigmodel_core.training.batching import plan_batches
 
         cleaned = ["" if t is None else (clean_text(str(t), self.clean_p) if clean else str(t)) or "" for t in texts]
+        data = self.encoder.encode(cleaned)
         out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float64)
-        order = np.argsort([len(t) for t in cleaned], kind="stable")  # similar lengths per batch: less padding
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                enc = [e.ids for e in self.tokenizer.encode_batch([cleaned[i] for i in idx])]
-                ids, mask = collate(enc, self.pad)
-                logits = self.model(ids.to(self.device), mask.to(self.device))
-                out[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
+            for rows in plan_batches(data.lengths, batch_size, shuffle=False):  # similar lengths: little padding
+                batch = {k: (v.to(self.device) if v is not None else None) for k, v in self.encoder.collate(data, rows).items()}
+                out[rows] = torch.softmax(self.model(**batch).float(), -1).cpu().numpy()
         return out
 
     def predict(self, texts: list[str], batch_size: int = 128) -> list[str]:

@@ -35,7 +35,8 @@ def run(params: Params, paths: Paths) -> dict:
     eval_metrics = read_json(paths.eval_metrics)
     decision = read_json(paths.evaluation / "decision.json")
     quality = read_json(paths.quality_metrics)
-    history = read_json(paths.train_metrics).get("history", [])
+    train_metrics = read_json(paths.train_metrics)
+    history = train_metrics.get("history", [])
     test = read_table(paths.split / "test.parquet", schemas.SPLIT)
     params_text = (paths.root / "params.yaml").read_bytes() if (paths.root / "params.yaml").exists() else b""
     tags = {
@@ -54,10 +55,12 @@ def run(params: Params, paths: Paths) -> dict:
         paths.train_metrics,
         paths.evaluation / "confusion_matrix.png",
         paths.evaluation / "training_curves.png",
+        paths.training_steps_plot,
     ]
     result = log_and_register(
         params, paths.root, bundle_dir=paths.model, history=history, eval_metrics=eval_metrics, decision=decision,
         quality=quality, artifacts=artifacts, tags=tags, example_texts=test["text"].head(3).tolist(),
+        train_run_id=train_metrics.get("mlflow_run_id"),
     )
     result["reasons"] = decision["reasons"]
     result["test_accuracy"] = eval_metrics["accuracy"]

@@ -1,47 +1,208 @@
-"""train: fit the tokenizer on the train split only, then train the classifier; keep the best epoch."""
+"""train: encode the splits, fit the model (resuming a crashed run), keep the best epoch.
+
+    bigmodel stage train          # what dvc.yaml runs; with train.nproc > 1 it starts itself under torchrun
+
+The encoder is fitted on the train split only (subword tokenizer), or is fixed (hashed n-grams, the
+backbone's tokenizer). Encoded data and checkpoints live in .bigmodel/train/ (not a DVC output),
+keyed by a fingerprint of params, data and code; they are removed when the stage succeeds.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
-from bigmodel_core.io import atomic_dir, atomic_path, read_table, write_json
+from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, write_json
 from bigmodel_core.paths import Paths
+
+# the code whose change makes an old checkpoint meaningless
+CODE_DIRS = ("training", "models", "text")
 
 
 def class_labels(params: Params, train_labels) -> list[str]:
     return list(params.data.labels) if params.data.labels is not None else sorted(set(train_labels))
 
 
-def run(params: Params, paths: Paths) -> dict:
-    from bigmodel_core.models import build_model
-    from bigmodel_core.models.bundle import save_bundle
-    from bigmodel_core.text.tokenizer import encode, pad_id, train_tokenizer
-    from bigmodel_core.training.loop import fit, seed_everything
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
+
+def fingerprint(params: Params, paths: Paths) -> str:
+    """What the training result depends on: its params, the train/val split files and the training code."""
+    import bigmodel_core
+
+    pkg = Path(bigmodel_core.__file__).parent
+    code = hashlib.sha256()
+    for path in sorted([pkg / "stages/train.py"] + [f for d in CODE_DIRS for f in (pkg / d).glob("*.py")]):
+        code.update(path.name.encode() + path.read_bytes())
+    doc = {
+        "labels": params.data.labels, "clean": params.clean.model_dump(mode="json"),
+        "tokenizer": params.tokenizer.model_dump(mode="json"), "model": params.model.model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json"), "code": code.hexdigest(), "version": bigmodel_core.__version__,
+        "data": {s: _sha256_file(paths.split / f"{s}.parquet") for s in ("train", "val")},
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- encoded data, cached
+def prepare(params: Params, paths: Paths, key: str) -> Path:
+    """Encode train/val once per fingerprint into .bigmodel/train/prepared (reused by resumes and DDP ranks)."""
+    from bigmodel_core.text.encoders import build_encoder
+
+    target = paths.train_work / "prepared"
+    if (target / "fingerprint").exists() and (target / "fingerprint").read_text().strip() == key:
+        return target
     train = read_table(paths.split / "train.parquet", schemas.SPLIT)
     val = read_table(paths.split / "val.parquet", schemas.SPLIT)
     labels = class_labels(params, train["label"])
     index = {lab: i for i, lab in enumerate(labels)}
-    seed_everything(params.train.seed)
-    tok = train_tokenizer(train["text"].tolist(), params.tokenizer)
-    train_ids, val_ids = encode(tok, train["text"].tolist()), encode(tok, val["text"].tolist())
-    y_train = train["label"].map(index).to_numpy(dtype=np.int64)
-    y_val = val["label"].map(index).to_numpy(dtype=np.int64)
-    model = build_model(params.model, tok.get_vocab_size(), len(labels), params.tokenizer.max_length, pad_id(tok))
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"train: {len(train_ids)} rows, val: {len(val_ids)} rows, {len(labels)} classes, "
-          f"vocab {tok.get_vocab_size()}, {n_params:,} parameters", flush=True)
+    unknown = sorted(set(val["label"]) - set(index))
+    if unknown:
+        from bigmodel_core.errors import DataError
 
-    def show(epoch: int, row: dict) -> None:
+        raise DataError(f"{paths.split / 'val.parquet'}: labels {unknown} are not in the label set {labels}")
+    encoder = build_encoder(params.model, params.tokenizer, train["text"].tolist())
+    with atomic_dir(target) as out:
+        encoder.save(out)
+        encoder.encode(train["text"].tolist()).save(out / "train.npz")
+        encoder.encode(val["text"].tolist()).save(out / "val.npz")
+        np.save(out / "train_y.npy", train["label"].map(index).to_numpy(dtype=np.int64))
+        np.save(out / "val_y.npy", val["label"].map(index).to_numpy(dtype=np.int64))
+        (out / "labels.json").write_text(json.dumps(labels) + "\n")
+        (out / "fingerprint").write_text(key + "\n")
+    return target
+
+
+def load_prepared(params: Params, prepared: Path):
+    from bigmodel_core.text.encoders import load_encoder
+    from bigmodel_core.training.batching import Ragged
+    from bigmodel_core.training.loop import TrainData
+
+    encoder = load_encoder(prepared, params.model, params.tokenizer)
+    labels = json.loads((prepared / "labels.json").read_text())
+    data = TrainData(train=Ragged.load(prepared / "train.npz"), train_y=np.load(prepared / "train_y.npy"),
+                     val=Ragged.load(prepared / "val.npz"), val_y=np.load(prepared / "val_y.npy"),
+                     num_classes=len(labels), collate=encoder.collate)
+    return encoder, labels, data
+
+
+# --------------------------------------------------------------------------- the stage
+class _Console:
+    """Epoch lines on stdout (the flow shows lines starting with 'epoch ' on its console)."""
+
+    def on_step(self, step: int, metrics: dict) -> None:
+        pass
+
+    def on_epoch(self, epoch: int, row: dict) -> None:
         print(f"epoch {epoch}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
               f"val_acc {row['val_accuracy']:.4f}  val_macro_f1 {row['val_macro_f1']:.4f}  "
-              f"({row['rows_per_second']:.0f} rows/s)", flush=True)
+              f"({row['tokens_per_second']:.0f} tokens/s, {row['seconds']:.1f}s)", flush=True)
 
-    model, result = fit(model, train_ids, y_train, val_ids, y_val, params.train, pad_id(tok), len(labels), callbacks=[show])
+
+def run(params: Params, paths: Paths) -> dict:
+    from bigmodel_core.training import distributed
+    from bigmodel_core.training.distributed import DistInfo
+
+    dist = DistInfo.from_env()
+    key = fingerprint(params, paths)
+    if params.train.nproc > 1 and not dist.enabled:
+        return _launch_ranks(params, paths, key)
+    try:
+        return _train(params, paths, key, dist)
+    finally:
+        distributed.shutdown()
+
+
+def _launch_ranks(params: Params, paths: Paths, key: str) -> dict:
+    """Encode once here, then start this stage on train.nproc ranks under torchrun and wait for them."""
+    from bigmodel_core.errors import BigmodelError
+    from bigmodel_core.training.distributed import launch
+
+    _reset_work_dir(paths, key)
+    prepare(params, paths, key)
+    n = params.train.nproc
+    print(f"train: starting {n} processes with torchrun (DDP)", flush=True)
+    params_file = paths.train_work / "params.yaml"  # the ranks read exactly the params validated here
+    import yaml
+
+    params_file.write_text(yaml.safe_dump(params.as_dict(), sort_keys=False))
+    code = launch(n, ["bigmodel_core.cli", "stage", "train", "--params", str(params_file)], cwd=str(paths.root))
+    if code != 0:
+        raise BigmodelError(f"distributed training failed: torchrun exited with {code} (the ranks' errors are above)")
+    metrics = read_json(paths.train_metrics)
+    return {k: v for k, v in metrics.items() if k != "history"}
+
+
+def _reset_work_dir(paths: Paths, key: str) -> None:
+    """Drop encoded data and checkpoints that belong to another fingerprint."""
+    import shutil
+
+    marker = paths.train_work / "fingerprint"
+    if paths.train_work.exists() and (not marker.exists() or marker.read_text().strip() != key):
+        if (paths.train_work / "checkpoint.pt").exists():
+            print("train: discarding the checkpoint of an earlier run (params, data or code changed)", flush=True)
+        shutil.rmtree(paths.train_work, ignore_errors=True)
+    paths.train_work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key + "\n")
+
+
+def _train(params: Params, paths: Paths, key: str, dist) -> dict:
+    from bigmodel_core.models import build_model
+    from bigmodel_core.models.bundle import save_bundle
+    from bigmodel_core.training import distributed
+    from bigmodel_core.training.batching import padding_efficiency, plan_batches
+    from bigmodel_core.training.checkpoint import Checkpoints
+    from bigmodel_core.training.device import pick_device
+    from bigmodel_core.training.loop import fit, seed_everything
+
+    p = params.train
+    if dist.is_main:
+        _reset_work_dir(paths, key)
+        prepare(params, paths, key)
+    distributed.init(dist, pick_device(p.device, dist.local_rank).type)
+    distributed.barrier(dist)  # the other ranks wait for rank 0's encoding
+    encoder, labels, data = load_prepared(params, paths.train_work / "prepared")
+    seed_everything(p.seed)  # the initial weights come from the seed
+    model = build_model(params.model, encoder, labels, params.tokenizer.max_length)
+    n_params = sum(q.numel() for q in model.parameters())
+    sequence = params.model.kind != "bag"
+    plan = plan_batches(data.train.lengths, p.batch_size, p.token_budget, p.seed, 1)
+    pad_eff = padding_efficiency(data.train.lengths, plan, multiple=8) if sequence else None
+    live = None
+    run_file = paths.train_work / "mlflow_run.json"
+    if dist.is_main:
+        print(f"train: {params.model.kind} model, {n_params:,} parameters; {len(data.train)} train rows, "
+              f"{len(data.val)} val rows, {len(labels)} classes; vocabulary {encoder.vocab_size:,}"
+              + (f"; padding efficiency {pad_eff:.3f}" if pad_eff is not None else ""), flush=True)
+        from bigmodel_core.tracking.live import MlflowLive
+
+        resume_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
+        live = MlflowLive.open(params, paths.root, resume_id)
+        if live is not None:
+            run_file.write_text(json.dumps({"run_id": live.run_id}) + "\n")
+    checkpoints = Checkpoints(paths.train_work, key, p.checkpoint_every)
+    callbacks = [_Console()] + ([live] if live is not None else [])
+    try:
+        model, result = fit(model, data, p, callbacks=callbacks, checkpoints=checkpoints, dist=dist,
+                            max_length=params.tokenizer.max_length if sequence else None)
+    except BaseException as e:
+        if live is not None:
+            live.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    if not dist.is_main:
+        distributed.barrier(dist)
+        return {}
     with atomic_dir(paths.model) as out:
-        save_bundle(out, model, tok, labels, params.model, params.tokenizer, params.clean)
+        save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean)
     metrics = {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
@@ -49,17 +210,38 @@ def run(params: Params, paths: Paths) -> dict:
         "val_accuracy": result.best_val.get("accuracy"),
         "val_macro_f1": result.best_val.get("macro_f1"),
         "val_loss": result.best_val.get("loss"),
-        "train_rows": len(train_ids),
+        "train_rows": len(data.train),
         "parameters": n_params,
-        "vocab_size": tok.get_vocab_size(),
+        "vocab_size": encoder.vocab_size,
+        "steps": result.total_steps,
+        "padding_efficiency": None if pad_eff is None else round(pad_eff, 4),
+        "tokens_per_second": round(float(np.median([h["tokens_per_second"] for h in result.history])), 1) if result.history else None,
         "device": result.device,
         "precision": result.precision,
+        "processes": dist.world,
+        "resumed_from_step": result.resumed_from_step,
         "seconds": round(result.seconds, 3),
+        "mlflow_run_id": live.run_id if live is not None else None,
         "history": result.history,
     }
     write_json(metrics, paths.train_metrics)
-    with atomic_path(paths.training_plot) as tmp:
-        cols = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1"]
-        lines = [",".join(cols)] + [",".join(f"{h[c]:.6g}" if c != "epoch" else str(h[c]) for c in cols) for h in result.history]
-        tmp.write_text("\n".join(lines) + "\n")
+    _write_csv(paths.training_plot, result.history,
+               ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"])
+    _write_csv(paths.training_steps_plot, result.steps, ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_second"])
+    if live is not None:
+        live.finish("FINISHED", {"best_epoch": result.best_epoch, "best_val_accuracy": metrics["val_accuracy"],
+                                 "best_val_macro_f1": metrics["val_macro_f1"], "best_val_loss": metrics["val_loss"]})
+    checkpoints.clear()
+    import shutil
+
+    shutil.rmtree(paths.train_work, ignore_errors=True)  # done: no checkpoint or encoded data left to resume from
+    distributed.barrier(dist)
     return {k: v for k, v in metrics.items() if k != "history"}
+
+
+def _write_csv(target: Path, rows: list[dict], cols: list[str]) -> None:
+    def fmt(v) -> str:
+        return str(v) if isinstance(v, int) else f"{v:.6g}"
+
+    with atomic_path(target) as tmp:
+        tmp.write_text("\n".join([",".join(cols)] + [",".join(fmt(r[c]) for c in cols) for r in rows]) + "\n")

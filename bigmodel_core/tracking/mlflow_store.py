@@ -92,9 +92,10 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _requirements() -> list[str]:
+def _requirements(kind: str) -> list[str]:
     reqs = []
-    for pkg in ("mlflow", "torch", "tokenizers", "pandas", "numpy", "pydantic", "pyyaml"):
+    extra = {"bag": ("scikit-learn", "scipy"), "pretrained": ("transformers", "safetensors")}.get(kind, ())
+    for pkg in ("mlflow", "torch", "tokenizers", "pandas", "numpy", "pydantic", "pyyaml", *extra):
         try:
             v = importlib.metadata.version(pkg).split("+")[0]
             reqs.append(f"{pkg}=={v}")
@@ -103,27 +104,40 @@ def _requirements() -> list[str]:
     return reqs
 
 
+def _existing_run(client, run_id: str | None):
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id)
+    except Exception:  # made in another tracking store (a copied workspace, a changed MLFLOW_TRACKING_URI)
+        return None
+
+
 def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: list[dict], eval_metrics: dict,
                      decision: dict, quality: dict, artifacts: list[Path], tags: dict[str, str],
-                     example_texts: list[str]) -> dict:
-    """One MLflow run: params, per-epoch metrics, reports, plots and the pyfunc model; register and alias it."""
+                     example_texts: list[str], train_run_id: str | None = None) -> dict:
+    """Finish the run the train stage opened (or a new one): reports, plots and the pyfunc model; register it."""
     mlflow = _setup(params, root)
     import pandas as pd
     from mlflow.models import infer_signature
 
     import bigmodel_core
-    from bigmodel_core.models.bundle import Predictor
+    from bigmodel_core.models.bundle import Predictor, read_meta
     from bigmodel_core.tracking.pyfunc import output_frame
 
     exp_id = _experiment_id(mlflow, params, root)
     client = mlflow.MlflowClient()
     name = params.deploy.model_name
-    with mlflow.start_run(experiment_id=exp_id, run_name=tags.get("bigmodel.run_name")) as run:
-        mlflow.set_tags(tags)
-        flat = _flatten(params.as_dict())
-        mlflow.log_params({k: v[:6000] for k, v in flat.items()})
-        for row in history:
-            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+    train_run = _existing_run(client, train_run_id)
+    start = {"run_id": train_run.info.run_id} if train_run is not None else {
+        "experiment_id": exp_id, "run_name": tags.get("bigmodel.run_name")}
+    with mlflow.start_run(**start) as run:
+        mlflow.set_tags({k: v for k, v in tags.items() if not (train_run is not None and k == "bigmodel.run_name")})
+        if train_run is None:  # the train stage logged these live; a run made here needs them too
+            flat = _flatten(params.as_dict())
+            mlflow.log_params({k: v[:6000] for k, v in flat.items()})
+            for row in history:
+                mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         test = {"test_accuracy": eval_metrics["accuracy"], "test_macro_f1": eval_metrics["macro_f1"]}
         test.update({f"test_f1_{lab}": m["f1"] for lab, m in eval_metrics["per_class"].items()})
         test.update({
@@ -147,7 +161,7 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
             code_paths=[str(Path(bigmodel_core.__file__).parent)],
             signature=signature,
             input_example=example,
-            pip_requirements=_requirements(),
+            pip_requirements=_requirements(read_meta(bundle_dir).get("kind", "transformer")),
             registered_model_name=name,
         )
         version = str(info.registered_model_version)

@@ -1,28 +1,62 @@
-"""The training loop: AdamW, linear warm-up and decay, clipping, early stopping on val macro-F1.
+"""The training loop, top to bottom: set up, (resume,) then per epoch: steps, validation, early stopping.
 
-Read it top to bottom: `fit` is the whole story. Tracking is injected through `callbacks`
-(called once per epoch with a metrics dict), so this module never imports a tracker.
+    model, result = fit(model, data, params.train, callbacks=[...], checkpoints=Checkpoints(...))
+
+One optimizer step = `grad_accum` micro-batches of `batch_size` rows (or of `token_budget` tokens).
+The loss of a step is the sum of per-row losses divided by the rows in the step, whatever the number
+of micro-batches or processes, so 1 process, N processes and gradient accumulation compute the same
+gradient. Everything random (batch order, dropout) comes from the seed and is checkpointed, so a run
+resumed after a crash ends with the same weights as one that never stopped (exactly, on CPU).
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
-import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bigmodel_core.config import TrainParams
+from bigmodel_core.errors import BigmodelError, ConfigError
 from bigmodel_core.evaluation.metrics import classification_metrics
-from bigmodel_core.training.batching import collate
-from bigmodel_core.training.device import autocast, pick_device, precision_name
+from bigmodel_core.training import distributed
+from bigmodel_core.training.batching import Ragged, plan_batches
+from bigmodel_core.training.checkpoint import Checkpoints, rng_state, set_rng_state
+from bigmodel_core.training.device import autocast, configure_backends, pick_device, precision_name
+from bigmodel_core.training.distributed import DistInfo
+from bigmodel_core.training.progress import Progress
 
-EpochCallback = Callable[[int, dict], None]
+
+class TrainingError(BigmodelError):
+    """Training cannot go on with these params (non-finite loss, out of memory); exit 2: change params."""
+
+    exit_code = 2
+
+
+@dataclass
+class TrainData:
+    train: Ragged
+    train_y: np.ndarray
+    val: Ragged
+    val_y: np.ndarray
+    num_classes: int
+    collate: Callable[[Ragged, np.ndarray], dict]  # rows -> the model's keyword arguments (CPU tensors)
+
+
+class Callback:
+    """Receives metrics while training runs (rank 0 only). Override what you need."""
+
+    def on_step(self, step: int, metrics: dict) -> None:
+        """Every train.log_every optimizer steps: loss, lr, grad_norm, tokens_per_second, epoch (fractional)."""
+
+    def on_epoch(self, epoch: int, row: dict) -> None:
+        """After each epoch's validation: the epoch's row of the history."""
 
 
 @dataclass
@@ -30,127 +64,333 @@ class FitResult:
     best_epoch: int
     best_val: dict
     history: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
     device: str = "cpu"
     precision: str = "fp32"
     seconds: float = 0.0
     stopped_early: bool = False
+    resumed_from_step: int | None = None
+    total_steps: int = 0
 
 
 def seed_everything(seed: int) -> None:
+    import random
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffle, then sort within windows of 50 batches so each batch holds similar lengths."""
-    idx = list(range(len(lengths)))
-    rng.shuffle(idx)
-    window = batch_size * 50
-    batches = []
-    for w in range(0, len(idx), window):
-        chunk = sorted(idx[w:w + window], key=lambda i: lengths[i])
-        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str = "linear") -> Callable[[int], float]:
+    """Multiplier of the peak lr at a step: linear warm-up, then linear or cosine decay to 0 (or constant)."""
     def f(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
-        rest = max(1, total_steps - warmup_steps)
-        return max(0.0, 1.0 - (step - warmup_steps) / rest)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
     return f
 
 
+# --------------------------------------------------------------------------- pieces of a step
+def make_optimizers(model: nn.Module, p: TrainParams, device: torch.device) -> list[torch.optim.Optimizer]:
+    """AdamW for dense weights (no decay on embeddings, norms, biases); SparseAdam for sparse tables."""
+    sparse_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse}
+    decay, no_decay, sparse = [], [], []
+    for name, q in model.named_parameters():
+        if not q.requires_grad:
+            continue
+        if id(q) in sparse_ids:
+            sparse.append(q)
+        elif q.dim() >= 2 and not _is_embedding(model, name):
+            decay.append(q)
+        else:
+            no_decay.append(q)
+    fused = device.type == "cuda"
+    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(
+        [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=p.lr, fused=fused)]
+    if sparse:
+        opts.append(torch.optim.SparseAdam(sparse, lr=p.lr))
+    return opts
+
+
+def _is_embedding(model: nn.Module, param_name: str) -> bool:
+    owner = model.get_submodule(param_name.rsplit(".", 1)[0]) if "." in param_name else model
+    return isinstance(owner, (nn.Embedding, nn.EmbeddingBag))
+
+
 @torch.no_grad()
-def evaluate_model(model: nn.Module, seqs: list[list[int]], y: np.ndarray, pad_id: int, device: torch.device,
-                   precision: str, batch_size: int = 128, num_classes: int | None = None) -> dict:
+def clip_gradients(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Total L2 norm of all gradients (dense and sparse), clipped to max_norm when max_norm > 0."""
+    dense = [q for q in params if q.grad is not None and not q.grad.is_sparse]
+    sparse = [q for q in params if q.grad is not None and q.grad.is_sparse]
+    for q in sparse:
+        q.grad = q.grad.coalesce()
+    norms = [torch.nn.utils.get_total_norm([q.grad for q in dense])] if dense else []
+    norms += [torch.linalg.vector_norm(q.grad.values()) for q in sparse]
+    if not norms:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(norms)) if len(norms) > 1 else norms[0]
+    if max_norm > 0:
+        if dense:
+            torch.nn.utils.clip_grads_with_norm_(dense, max_norm, total)
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for q in sparse:
+            q.grad = q.grad * coef
+    return total
+
+
+def row_losses(logits: torch.Tensor, y: torch.Tensor, p: TrainParams, class_weight: torch.Tensor | None) -> torch.Tensor:
+    losses = F.cross_entropy(logits.float(), y, label_smoothing=p.label_smoothing, reduction="none")
+    return losses * class_weight[y] if class_weight is not None else losses
+
+
+def balanced_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    return np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Pinned host memory and non-blocking copies on CUDA, so the copy overlaps the previous step."""
+    if device.type != "cuda":
+        return batch
+    return {k: (v.pin_memory().to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()}
+
+
+def micro_batches(data: TrainData, steps: list[list[np.ndarray]], dist: DistInfo, device: torch.device,
+                  ) -> Iterator[tuple[int, int, dict, torch.Tensor, int]]:
+    """Yield (step index in epoch, micro index, device batch, targets, real tokens), one batch ahead.
+
+    The next batch is collated and its copy started before the current one is yielded, so the host
+    work of step k+1 overlaps the device work (and the non-finite check) of step k.
+    """
+    def host(si: int, mi: int, rows: np.ndarray):
+        shard = rows[dist.rank::dist.world]
+        batch = data.collate(data.train, shard)
+        y = torch.as_tensor(data.train_y[shard])
+        tokens = int(data.train.lengths[shard].sum())
+        return si, mi, to_device(batch, device), y.to(device, non_blocking=True), tokens
+
+    order = [(si, mi, rows) for si, group in enumerate(steps) for mi, rows in enumerate(group)]
+    pending = host(*order[0]) if order else None
+    for k in range(len(order)):
+        current = pending
+        pending = host(*order[k + 1]) if k + 1 < len(order) else None
+        yield current
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, data: Ragged, y: np.ndarray, collate, device: torch.device, precision: str,
+                   batch_size: int, num_classes: int) -> dict:
+    """Loss (mean cross-entropy), accuracy and macro-F1 on a labelled set."""
+    was_training = model.training
     model.eval()
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    total, preds = 0.0, np.zeros(len(seqs), dtype=np.int64)
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        ids, mask = collate([seqs[i] for i in idx], pad_id)
-        target = torch.as_tensor(y[idx], device=device)
+    total, preds = 0.0, np.zeros(len(data), dtype=np.int64)
+    for rows in plan_batches(data.lengths, batch_size, shuffle=False):
+        batch = to_device(collate(data, rows), device)
         with autocast(device, precision):
-            logits = model(ids.to(device), mask.to(device))
-        total += float(loss_fn(logits.float(), target))
-        preds[idx] = logits.argmax(-1).cpu().numpy()
+            logits = model(**batch).float()
+        total += float(F.cross_entropy(logits, torch.as_tensor(y[rows], device=device), reduction="sum"))
+        preds[rows] = logits.argmax(-1).cpu().numpy()
+    model.train(was_training)
     m = classification_metrics(y, preds, num_classes=num_classes)
-    return {"loss": total / max(1, len(seqs)), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    return {"loss": total / max(1, len(data)), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 
-def fit(model: nn.Module, train_seqs: list[list[int]], train_y: np.ndarray, val_seqs: list[list[int]], val_y: np.ndarray,
-        p: TrainParams, pad_id: int, num_classes: int, callbacks: list[EpochCallback] | None = None,
-        progress: bool | None = None) -> tuple[nn.Module, FitResult]:
-    from tqdm.auto import tqdm
+def oom_message(p: TrainParams, max_length: int | None, step: int) -> str:
+    size = f"train.token_budget={p.token_budget}" if p.token_budget else f"train.batch_size={p.batch_size}"
+    smaller = (f"train.token_budget={max(1, p.token_budget // 2)}" if p.token_budget
+               else f"train.batch_size={max(1, p.batch_size // 2)}")
+    length = f", tokenizer.max_length={max_length}" if max_length else ""
+    return (f"CUDA out of memory at step {step} with {size}{length}, train.grad_accum={p.grad_accum}: try {smaller} "
+            f"with train.grad_accum={p.grad_accum * 2} (same rows per step)"
+            + (" or a smaller tokenizer.max_length" if max_length else ""))
 
-    seed_everything(p.seed)
+
+# --------------------------------------------------------------------------- the loop
+def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Callback] | None = None,
+        checkpoints: Checkpoints | None = None, dist: DistInfo | None = None, progress: bool | None = None,
+        max_length: int | None = None) -> tuple[nn.Module, FitResult]:
+    """Train `model` on data.train, pick the epoch with the best val macro-F1, return the model with its weights."""
+    dist = dist or DistInfo()
+    callbacks = (callbacks or []) if dist.is_main else []
+    started = time.perf_counter()
     if p.num_threads:
         torch.set_num_threads(p.num_threads)
-    device = pick_device(p.device)
+    device = pick_device(p.device, dist.local_rank)
+    configure_backends(device)
+    if dist.enabled:
+        distributed.init(dist, device.type)
+        if any(isinstance(m, nn.EmbeddingBag) and m.sparse for m in model.modules()):
+            raise ConfigError("train.nproc: the bag model trains in one process (its sparse n-gram table does not "
+                              "work with DDP); set train.nproc to 1")
     model.to(device)
-    decay = [q for n, q in model.named_parameters() if q.dim() >= 2 and "emb" not in n and "pos" not in n and "tok" not in n]
-    no_decay = [q for n, q in model.named_parameters() if not (q.dim() >= 2 and "emb" not in n and "pos" not in n and "tok" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=p.lr)
-    steps_per_epoch = math.ceil(len(train_seqs) / p.batch_size)
-    total = steps_per_epoch * p.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, int(total * p.warmup_fraction)))
-    loss_fn = nn.CrossEntropyLoss()
-    rng = random.Random(p.seed)
-    lengths = [len(s) for s in train_seqs]
-    best_state, best_f1, best_epoch, best_val, bad_epochs = None, -1.0, 0, {}, 0
-    history: list[dict] = []
-    started = time.perf_counter()
-    stopped_early = False
-    for epoch in range(1, p.epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        running, seen = 0.0, 0
-        bar = tqdm(length_bucketed_batches(lengths, p.batch_size, rng), desc=f"epoch {epoch}/{p.epochs}", unit="batch",
-                   disable=(not progress) if progress is not None else None, leave=False)
-        for batch in bar:
-            ids, mask = collate([train_seqs[i] for i in batch], pad_id)
-            target = torch.as_tensor(train_y[batch], device=device)
-            with autocast(device, p.precision):
-                logits = model(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
-            loss = loss_fn(logits.float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if p.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-            opt.step()
-            sched.step()
-            running += loss.item() * len(batch)
-            seen += len(batch)
-            bar.set_postfix(loss=f"{running / seen:.4f}")
-        val = evaluate_model(model, val_seqs, val_y, pad_id, device, p.precision, num_classes=num_classes)
-        row = {
-            "epoch": epoch,
-            "train_loss": running / max(1, seen),
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "val_macro_f1": val["macro_f1"],
-            "lr": opt.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0,
-            "rows_per_second": seen / max(1e-9, time.perf_counter() - t0),
-        }
-        history.append(row)
-        for cb in callbacks or []:
-            cb(epoch, row)
-        if val["macro_f1"] > best_f1:
-            best_f1, best_epoch, best_val, bad_epochs = val["macro_f1"], epoch, val, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        else:
-            bad_epochs += 1
-            if p.patience and bad_epochs >= p.patience:
-                stopped_early = epoch < p.epochs
+    params = [q for q in model.parameters() if q.requires_grad]
+    optimizers = make_optimizers(model, p, device)
+
+    # The whole schedule is known up front: every epoch's plan is a pure function of (seed, epoch).
+    lengths = data.train.lengths
+    def epoch_steps(epoch: int) -> list[list[np.ndarray]]:
+        """Each optimizer step's rows, cut into grad_accum micro-batches: accumulation changes memory, not results."""
+        plan = plan_batches(lengths, p.batch_size * p.grad_accum, p.token_budget * p.grad_accum, p.seed, epoch,
+                            min_rows=dist.world * p.grad_accum)
+        return [[m for m in np.array_split(rows, p.grad_accum) if len(m)] for rows in plan]
+    steps_per_epoch = [len(epoch_steps(e)) for e in range(1, p.epochs + 1)]
+    total_steps = sum(steps_per_epoch) if not p.max_steps else min(p.max_steps, sum(steps_per_epoch))
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(total_steps, int(total_steps * p.warmup_fraction), p.schedule))
+                  for o in optimizers]
+    class_weight = (torch.as_tensor(balanced_weights(data.train_y, data.num_classes), device=device)
+                    if p.class_weights == "balanced" else None)
+
+    # ---- start fresh or resume
+    state = {"epoch": 1, "steps_in_epoch": 0, "step": 0, "done": False, "stopped_early": False, "best_f1": -1.0,
+             "best_epoch": 0, "best_val": {}, "bad_epochs": 0, "history": [], "steps": [], "loss_sum": 0.0, "rows": 0}
+    best_state = None
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        for o, s in zip(optimizers, saved["optimizers"]):
+            o.load_state_dict(s)
+        for sch, s in zip(schedulers, saved["schedulers"]):
+            sch.load_state_dict(s)
+        state = {k: saved[k] for k in state}
+        best_state = saved.get("best_state")
+        set_rng_state(saved["rng"][dist.rank] if dist.rank < len(saved["rng"]) else saved["rng"][0])
+        if dist.is_main:
+            print(f"train: resumed from step {state['step']} (epoch {state['epoch']}, step {state['steps_in_epoch']} "
+                  f"of {steps_per_epoch[state['epoch'] - 1]} in it)", flush=True)
+    else:
+        torch.manual_seed(p.seed + dist.rank)  # each process its own dropout masks
+    resumed_from = state["step"] if saved is not None else None
+    raw_model = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if p.compile and device.type == "cuda":
+        model = torch.compile(model)
+
+    def checkpoint(new_best: dict | None = None) -> None:
+        if checkpoints is None:
+            return
+        rngs = distributed.all_gather_objects(rng_state(), dist)  # every rank's dropout stream
+        if not dist.is_main:
+            return
+        checkpoints.save({**state, "model": raw_model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                          "schedulers": [s.state_dict() for s in schedulers], "rng": rngs}, best_state=new_best)
+
+    bar = Progress(total_steps, initial=state["step"], enabled=dist.is_main and progress is not False)
+    model.train()
+    try:
+        for epoch in range(state["epoch"], p.epochs + 1):
+            if state["done"] or state["step"] >= total_steps:
                 break
+            state["epoch"] = epoch
+            steps = epoch_steps(epoch)
+            first = state["steps_in_epoch"]
+            todo = steps[first:]
+            if p.max_steps:
+                todo = todo[:max(0, total_steps - state["step"])]
+            rows_per_step = [sum(len(r) for r in group) for group in todo]
+            epoch_t0 = window_t0 = time.perf_counter()
+            epoch_rows = epoch_tokens = window_rows = window_tokens = 0
+            window_loss, step_loss = 0.0, torch.zeros((), device=device)
+            for si, mi, batch, y, tokens in micro_batches(data, todo, dist, device):
+                last_micro = mi == len(todo[si]) - 1
+                with (model.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext()):
+                    with autocast(device, p.precision):
+                        logits = model(**batch)
+                    losses = row_losses(logits, y, p, class_weight)
+                    (losses.sum() * (dist.world / rows_per_step[si])).backward()
+                step_loss += losses.detach().sum()
+                window_tokens += tokens
+                if not last_micro:
+                    continue
+                # ---- optimizer step: every micro-batch of this step is in
+                grad_norm = clip_gradients(params, p.grad_clip)
+                if not bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm)):
+                    what = "loss" if not torch.isfinite(step_loss) else "gradient norm"
+                    raise TrainingError(
+                        f"non-finite {what} at step {state['step'] + 1} (epoch {epoch}); the weights were not updated "
+                        f"and the last checkpoint is kept. Lower train.lr (now {p.lr:g}) or set train.grad_clip")
+                for o in optimizers:
+                    o.step()
+                for s in schedulers:
+                    s.step()
+                for o in optimizers:
+                    o.zero_grad(set_to_none=True)
+                loss_sum = _global_sum(step_loss, dist)
+                step_loss = torch.zeros((), device=device)
+                state["step"] += 1
+                state["steps_in_epoch"] = first + si + 1
+                state["loss_sum"] += loss_sum
+                state["rows"] += rows_per_step[si]
+                window_loss += loss_sum
+                window_rows += rows_per_step[si]
+                epoch_rows += rows_per_step[si]
+                bar.update(1)
+                if state["step"] % p.log_every == 0 or state["step"] == total_steps:
+                    tokens_now = _global_sum(torch.tensor(float(window_tokens)), dist)
+                    epoch_tokens += tokens_now
+                    row = {"step": state["step"], "epoch": round(epoch - 1 + state["steps_in_epoch"] / len(steps), 4),
+                           "loss": window_loss / max(1, window_rows), "lr": schedulers[0].get_last_lr()[0],
+                           "grad_norm": float(grad_norm),
+                           "tokens_per_second": tokens_now / max(1e-9, time.perf_counter() - window_t0)}
+                    state["steps"].append(row)
+                    bar.show(epoch=epoch, loss=row["loss"], tokens_per_second=row["tokens_per_second"])
+                    for cb in callbacks:
+                        cb.on_step(state["step"], row)
+                    window_t0, window_loss, window_rows, window_tokens = time.perf_counter(), 0.0, 0, 0
+                if checkpoints is not None and checkpoints.every and state["step"] % checkpoints.every == 0:
+                    checkpoint()
+            epoch_tokens += _global_sum(torch.tensor(float(window_tokens)), dist)
+
+            # ---- end of epoch: validate, keep the best, maybe stop early
+            train_seconds = time.perf_counter() - epoch_t0
+            val = evaluate_model(raw_model, data.val, data.val_y, data.collate, device, p.precision,
+                                 max(64, p.batch_size * 2), data.num_classes)
+            row = {"epoch": epoch, "step": state["step"], "train_loss": state["loss_sum"] / max(1, state["rows"]),
+                   "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                   "lr": schedulers[0].get_last_lr()[0], "seconds": time.perf_counter() - epoch_t0,
+                   "rows_per_second": epoch_rows / max(1e-9, train_seconds),
+                   "tokens_per_second": epoch_tokens / max(1e-9, train_seconds)}
+            state["history"].append(row)
+            for cb in callbacks:
+                cb.on_epoch(epoch, row)
+            new_best = None
+            if val["macro_f1"] > state["best_f1"]:
+                state.update(best_f1=val["macro_f1"], best_epoch=epoch, best_val=val, bad_epochs=0)
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in raw_model.state_dict().items()}
+                new_best = best_state
+            else:
+                state["bad_epochs"] += 1
+            state.update(epoch=epoch + 1, steps_in_epoch=0, loss_sum=0.0, rows=0)
+            if p.patience and state["bad_epochs"] >= p.patience and epoch < p.epochs:
+                state.update(stopped_early=True, done=True)
+            if state["step"] >= total_steps:
+                state["done"] = True
+            checkpoint(new_best)
+    except torch.OutOfMemoryError:
+        raise TrainingError(oom_message(p, max_length, state["step"] + 1)) from None
+    finally:
+        bar.close()
+        if checkpoints is not None:
+            checkpoints.wait()
     if best_state is not None:
-        model.load_state_dict(best_state)
-    return model, FitResult(best_epoch=best_epoch, best_val=best_val, history=history, device=str(device),
-                            precision=precision_name(device, p.precision), seconds=time.perf_counter() - started,
-                            stopped_early=stopped_early)
+        raw_model.load_state_dict(best_state)
+    result = FitResult(best_epoch=state["best_epoch"], best_val=state["best_val"], history=state["history"],
+                       steps=state["steps"], device=str(device), precision=precision_name(device, p.precision),
+                       seconds=time.perf_counter() - started, stopped_early=state["stopped_early"],
+                       resumed_from_step=resumed_from, total_steps=total_steps)
+    return raw_model, result
+
+
+def _global_sum(value: torch.Tensor, dist: DistInfo) -> float:
+    """A scalar summed over processes (the loss and token counts are per-shard)."""
+    if not dist.enabled:
+        return float(value)
+    t = value.detach().to(torch.float64).reshape(1)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() and torch.cuda.is_initialized() else torch.device("cpu")
+    return float(distributed.all_reduce_sum(t.to(device), dist)[0])
