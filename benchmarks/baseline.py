@@ -1,14 +1,16 @@
-"""Compare bigmodel's transformer with a TF-IDF + logistic-regression baseline on the same split.
+"""Compare bigmodel's models with a TF-IDF + logistic-regression baseline on the same split.
 
 Run from the repository root:
 
     .venv/bin/python benchmarks/baseline.py --dataset all
-    .venv/bin/python benchmarks/baseline.py --dataset sms_spam --dataset ag_news --out /tmp/results.json
+    .venv/bin/python benchmarks/baseline.py --dataset sms_spam --model bag --out /tmp/results.json
 
-For each dataset (demo, imdb, ag_news, sms_spam) it makes a fresh temporary workspace, writes the
-dataset's params there as params.yaml (demo: the repo's params.yaml; the others: examples/NAME.yaml),
-copies data/sources/, and runs the stages ingest -> evaluate in-process (not deploy), with
-MLFLOW_TRACKING_URI pointing at a SQLite file inside that workspace. The example params read
+For each dataset (demo, imdb, ag_news, sms_spam) and model (bag, transformer) it makes a fresh
+temporary workspace, writes the recipe there as params.yaml (demo: the repo's params.yaml, with
+model.kind=bag for the bag; the others: examples/DATASET-MODEL.yaml), copies data/sources/, and runs
+the stages ingest -> evaluate in-process (not deploy), with MLFLOW_TRACKING_URI pointing at a SQLite
+file inside that workspace. Both recipes of a dataset share their data sections, so they split the
+same rows the same way (checked: the baseline must score the same on both workspaces). The example params read
 `../shared/datasets/...`; the workspace gets a `../shared/datasets` link to --datasets-dir
 (default: ../shared/datasets next to the repo), so the params are used exactly as written.
 
@@ -52,11 +54,19 @@ REQUIRED = {
     "sms_spam": ["sms_spam/SMSSpamCollection"],
 }
 PREP_STAGES = ("ingest", "clean", "validate", "augment", "split")
-OURS, BASELINE = "bigmodel (transformer)", "TF-IDF + LR baseline"
+MODELS = ("bag", "transformer")
+BASELINE = "TF-IDF + LR baseline"
+# the demo's bag: params.yaml with these overrides (its transformer is params.yaml as it is)
+DEMO_BAG = ["model.kind=bag", "model.d_model=32", "model.char_ngrams=[3, 5]", "train.lr=0.01", "train.grad_clip=0",
+            "train.weight_decay=0", "train.epochs=5"]
 
 
-def params_file(dataset: str) -> Path:
-    return REPO / "params.yaml" if dataset == "demo" else REPO / "examples" / f"{dataset}.yaml"
+def params_file(dataset: str, model: str = "transformer") -> Path:
+    return REPO / "params.yaml" if dataset == "demo" else REPO / "examples" / f"{dataset}-{model}.yaml"
+
+
+def overrides(dataset: str, model: str) -> list[str]:
+    return DEMO_BAG if (dataset, model) == ("demo", "bag") else []
 
 
 def missing_files(dataset: str, datasets_dir: Path) -> list[str]:
@@ -77,11 +87,15 @@ def env(**values: str):
                 os.environ[k] = v
 
 
-def make_workspace(tmp: Path, dataset: str, datasets_dir: Path) -> Path:
+def make_workspace(tmp: Path, dataset: str, datasets_dir: Path, model: str = "transformer") -> Path:
     """tmp/main is the workspace (params.yaml, data/sources); tmp/shared/datasets links to the data."""
+    from bigmodel_core.params_file import persist_overrides
+
     work = tmp / "main"
     (work / "data").mkdir(parents=True)
-    shutil.copy2(params_file(dataset), work / "params.yaml")
+    shutil.copy2(params_file(dataset, model), work / "params.yaml")
+    if overrides(dataset, model):
+        persist_overrides(work / "params.yaml", overrides(dataset, model))
     if (REPO / "data" / "sources").is_dir():
         shutil.copytree(REPO / "data" / "sources", work / "data" / "sources")
     (tmp / "shared").mkdir()
@@ -146,11 +160,12 @@ def check_our_scores(work: Path, ours: dict, labels: list[str]) -> None:
             print(f"  WARNING: evaluate's {k} {ours[k]:.6f} != sklearn's {again[k]:.6f}", flush=True)
 
 
-def benchmark(dataset: str, datasets_dir: Path, keep: bool) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix=f"bigmodel-bench-{dataset}-"))
+def benchmark(dataset: str, model: str, datasets_dir: Path, keep: bool) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bigmodel-bench-{dataset}-{model}-"))
+    recipe = str(params_file(dataset, model).relative_to(REPO)) + "".join(f" -S {o}" for o in overrides(dataset, model))
     try:
-        work = make_workspace(tmp, dataset, datasets_dir)
-        print(f"[{dataset}] workspace {work} (params: {params_file(dataset).relative_to(REPO)})", flush=True)
+        work = make_workspace(tmp, dataset, datasets_dir, model)
+        print(f"[{dataset}/{model}] workspace {work} (params: {recipe})", flush=True)
         pipe = run_pipeline(work)
         rep, sec, labels = pipe["reports"], pipe["seconds"], pipe["labels"]
         train_m, eval_r = rep["train"], rep["evaluate"]
@@ -159,14 +174,17 @@ def benchmark(dataset: str, datasets_dir: Path, keep: bool) -> dict:
                 "test_rows": rep["split"]["rows"]["test"], "seconds": sec["train"] + sec["evaluate"],
                 "train_stage_seconds": sec["train"], "evaluate_stage_seconds": sec["evaluate"],
                 "fit_loop_seconds": train_m["seconds"], "epochs_run": train_m["epochs_run"],
-                "best_epoch": train_m["best_epoch"], "parameters": train_m["parameters"], "device": train_m["device"]}
+                "best_epoch": train_m["best_epoch"], "parameters": train_m["parameters"], "device": train_m["device"],
+                "tokens_per_second": train_m.get("tokens_per_second"),
+                "padding_efficiency": train_m.get("padding_efficiency")}
         check_our_scores(work, ours, labels)
-        print(f"[{dataset}] baseline ...", flush=True)
+        print(f"[{dataset}/{model}] baseline ...", flush=True)
         base = run_baseline(work, labels)
         quality = rep["validate"]
         return {
             "dataset": dataset,
-            "params_file": str(params_file(dataset).relative_to(REPO)),
+            "model": model,
+            "params_file": recipe,
             "finished_at": dt.datetime.now().isoformat(timespec="seconds"),
             "labels": labels,
             "ours": ours,
@@ -182,7 +200,7 @@ def benchmark(dataset: str, datasets_dir: Path, keep: bool) -> dict:
         }
     finally:
         if keep:
-            print(f"[{dataset}] kept workspace {tmp}", flush=True)
+            print(f"[{dataset}/{model}] kept workspace {tmp}", flush=True)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -191,11 +209,11 @@ def table(r: dict) -> str:
     o, b, q = r["ours"], r["baseline"], r["ratio"]
     aug = f" (incl. {o['augmented_train_rows']:,} augmented)" if o["augmented_train_rows"] else ""
     lines = [
-        f"### {r['dataset']}  ({r['params_file']}, {len(r['labels'])} classes)",
+        f"### {r['dataset']} / {r['model']}  ({r['params_file']}, {len(r['labels'])} classes)",
         "",
         "| model | accuracy | macro-F1 | train rows | test rows | wall s |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
-        f"| {OURS} | {o['accuracy']:.4f} | {o['macro_f1']:.4f} | {o['train_rows']:,}{aug} | {o['test_rows']:,} | {o['seconds']:.1f} |",
+        f"| bigmodel ({r['model']}) | {o['accuracy']:.4f} | {o['macro_f1']:.4f} | {o['train_rows']:,}{aug} | {o['test_rows']:,} | {o['seconds']:.1f} |",
         f"| {BASELINE} | {b['accuracy']:.4f} | {b['macro_f1']:.4f} | {b['train_rows']:,} (non-augmented) | {b['test_rows']:,} | {b['seconds']:.1f} |",
         "",
         f"ours / baseline: accuracy {q['accuracy']:.3f}, macro-F1 {q['macro_f1']:.3f}, time {q['seconds']:.1f}x",
@@ -213,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", action="append", choices=[*DATASETS, "all"], required=True,
                     help="dataset to run; repeat for several, or 'all'")
+    ap.add_argument("--model", action="append", choices=list(MODELS), default=None,
+                    help="model recipe to run; repeat for several (default: bag and transformer)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json", help="JSON results file")
     ap.add_argument("--datasets-dir", type=Path, default=REPO.parent / "shared" / "datasets",
                     help="folder holding imdb/, ag_news/, sms_spam/ (default: ../shared/datasets)")
@@ -223,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     explicit = {d for d in args.dataset if d != "all"}
     wanted = list(DATASETS) if "all" in args.dataset else [d for d in DATASETS if d in explicit]
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    models = args.model or list(MODELS)
     status = 0
     for dataset in wanted:
         missing = missing_files(dataset, args.datasets_dir)
@@ -232,13 +253,32 @@ def main(argv: list[str] | None = None) -> int:
             if dataset in explicit:
                 status = 2
             continue
-        r = benchmark(dataset, args.datasets_dir, args.keep)
-        r["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-        results[dataset] = r
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print("\n" + table(r) + "\n", flush=True)
+        for model in models:
+            r = benchmark(dataset, model, args.datasets_dir, args.keep)
+            r["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+            results[f"{dataset}/{model}"] = r
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+            print("\n" + table(r) + "\n", flush=True)
+        same = [results[f"{dataset}/{m}"]["baseline"]["accuracy"] for m in models if f"{dataset}/{m}" in results]
+        if len(set(same)) > 1:
+            print(f"[{dataset}] WARNING: the baseline differs between recipes ({same}): their splits differ", flush=True)
+    summary(results, wanted, models)
     return status
+
+
+def summary(results: dict, datasets: list[str], models: list[str]) -> None:
+    """One line per dataset: each model and the baseline (the README table)."""
+    print("| dataset | " + " | ".join(f"{m} acc / F1 / s" for m in models) + f" | {BASELINE} acc / F1 / s |")
+    print("| --- | " + " | ".join("---:" for _ in models) + " | ---: |")
+    for d in datasets:
+        rows = [results.get(f"{d}/{m}") for m in models]
+        if not any(rows):
+            continue
+        base = next(r for r in rows if r)["baseline"]
+        cells = [f"{r['ours']['accuracy']:.4f} / {r['ours']['macro_f1']:.4f} / {r['ours']['seconds']:.0f}" if r else "-"
+                 for r in rows]
+        print(f"| {d} | " + " | ".join(cells) + f" | {base['accuracy']:.4f} / {base['macro_f1']:.4f} / {base['seconds']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bigmodel_core.errors import ConfigError
@@ -342,6 +341,8 @@ def parse_params(raw: dict[str, Any], origin: str = "params.yaml") -> Params:
 
 
 def read_params_file(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    import yaml
+
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: params file not found")
@@ -361,6 +362,8 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: list[str] | None =
 
 
 def parse_override(item: str) -> tuple[list[str | int], Any]:
+    import yaml
+
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected key=value (for example train.epochs=5)")
     key, _, value = item.partition("=")

@@ -69,7 +69,7 @@ def run_stage(stage: str, root: str, force: bool = False) -> dict:
         lines.append(line)
         if line.strip():
             logger.info("%s | %s", stage, line)
-            if line.startswith(("epoch ", "train: ", "error: ")):
+            if line.startswith(("epoch ", "step ", "train: ", "error: ")):
                 print(f"    {line}", flush=True)  # the console shows training progress even with quiet logs
     code = proc.wait()
     output = "\n".join(lines)

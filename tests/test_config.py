@@ -82,3 +82,22 @@ def test_persist_overrides_keeps_comments(tmp_path):
 def test_missing_params_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nothere.yaml: params file not found"):
         load_params(tmp_path / "nothere.yaml")
+
+
+def test_every_example_recipe_parses_and_recipes_of_a_dataset_share_their_data_sections():
+    """Without the datasets: the files are only parsed and compared, not run."""
+    import glob
+
+    from bigmodel_core.config import load_params
+    from tests.conftest import REPO
+
+    recipes = {Path(f).stem: load_params(f) for f in sorted(glob.glob(str(REPO / "examples" / "*.yaml")))}
+    assert {"imdb-bag", "imdb-transformer", "imdb-bert-base", "ag_news-bag", "ag_news-transformer", "sms_spam-bag",
+            "sms_spam-transformer"} <= set(recipes)
+    assert recipes["imdb-bert-base"].model.kind == "pretrained" and recipes["imdb-bert-base"].model.backbone
+    for ds in ("imdb", "ag_news", "sms_spam"):
+        bag, tf = recipes[f"{ds}-bag"], recipes[f"{ds}-transformer"]
+        assert bag.model.kind == "bag" and tf.model.kind == "transformer"
+        for section in ("data", "clean", "validate", "augment", "split"):  # same rows, same split
+            assert getattr(bag, section) == getattr(tf, section), (ds, section)
+        assert bag.deploy.model_name != tf.deploy.model_name

@@ -14,7 +14,7 @@ pytestmark = [needs_datasets, pytest.mark.datasets]
 
 
 def read_all(name):
-    params = load_params(REPO / "examples" / f"{name}.yaml")
+    params = load_params(REPO / "examples" / f"{name}-transformer.yaml")
     import pandas as pd
 
     return params, pd.concat([read_source(s, REPO) for s in params.data.sources], ignore_index=True)
@@ -47,3 +47,19 @@ def test_imdb_tarball_keeps_train_and_test():
     assert counts == {("test", "negative"): 12500, ("test", "positive"): 12500,
                       ("train", "negative"): 12500, ("train", "positive"): 12500}
     assert df["source_file"].str.contains(r"aclImdb/(?:train|test)/(?:pos|neg)/\d+_\d+\.txt$").all()
+
+
+def test_sms_spam_bag_model_beats_tfidf_logistic_regression(tmp_path, monkeypatch):
+    """The bag recipe against the built-in baseline of benchmarks/baseline.py, on the same split files."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import baseline
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work = baseline.make_workspace(tmp_path, "sms_spam", REPO.parent / "shared" / "datasets", "bag")
+    monkeypatch.chdir(work)
+    pipe = baseline.run_pipeline(work)
+    ours, base = pipe["reports"]["evaluate"], baseline.run_baseline(work, pipe["labels"])
+    assert base["accuracy"] > 0.95  # the baseline itself is sane
+    assert ours["accuracy"] >= base["accuracy"] and ours["macro_f1"] >= base["macro_f1"]

@@ -165,3 +165,23 @@ def test_pretrained_encoder_keeps_special_tokens_when_truncating(tiny_backbone):
     tok = both.tokenizer
     assert tok.convert_ids_to_tokens(head) == ["[CLS]"] + ["league"] * 5 + ["profit"] * 3 + ["[SEP]"]
     assert tok.convert_ids_to_tokens(row) == ["[CLS]", "league", "league"] + ["profit"] * 6 + ["[SEP]"]
+
+
+def test_fingerprint_follows_params_data_and_code_only(split_ws, tmp_path):
+    import pandas as pd
+
+    from bigmodel_core.config import parse_params
+    from bigmodel_core.paths import Paths
+    from bigmodel_core.stages.train import fingerprint
+
+    ws = copy_ws(split_ws, tmp_path / "ws")
+    raw = tiny_params_dict()
+    base = fingerprint(parse_params(raw), Paths(ws))
+    assert fingerprint(parse_params(raw), Paths(ws)) == base
+    raw["evaluate"]["min_accuracy"] = 0.5  # not a training param
+    assert fingerprint(parse_params(raw), Paths(ws)) == base
+    raw["train"]["lr"] = 0.01
+    assert fingerprint(parse_params(raw), Paths(ws)) != base
+    train = pd.read_parquet(ws / "data/split/train.parquet")
+    train.iloc[:-1].to_parquet(ws / "data/split/train.parquet", index=False)  # one row fewer
+    assert fingerprint(parse_params(tiny_params_dict()), Paths(ws)) != base
