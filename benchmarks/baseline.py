@@ -58,7 +58,7 @@ MODELS = ("bag", "transformer")
 BASELINE = "TF-IDF + LR baseline"
 # the demo's bag: params.yaml with these overrides (its transformer is params.yaml as it is)
 DEMO_BAG = ["model.kind=bag", "model.d_model=32", "model.char_ngrams=[3, 5]", "train.lr=0.01", "train.grad_clip=0",
-            "train.weight_decay=0", "train.epochs=5"]
+            "train.weight_decay=0", "train.epochs=5", "train.checkpoint_every=0"]
 
 
 def params_file(dataset: str, model: str = "transformer") -> Path:

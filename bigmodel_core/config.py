@@ -191,7 +191,14 @@ class ModelParams(_Section):
         description="Dropout on attention probabilities (transformer). Above 0 it disables the fused attention "
         "kernels: about 5x slower per step at 512 tokens.",
     )
-    pooling: Literal["mean", "cls"] = Field(default="mean", description="How token states become one vector (transformer).")
+    token_dropout: float = Field(
+        default=0.0, ge=0, lt=1,
+        description="Probability that a token's embedding is zeroed in a training step (transformer): fresh word "
+        "dropout every epoch, a regulariser for small data.",
+    )
+    pooling: Literal["mean", "max", "cls"] = Field(
+        default="mean", description="How token states become one vector: their mean, their maximum, or the [CLS] state (transformer)."
+    )
     # bag
     ngrams: int = Field(default=2, ge=1, le=5, description="Word n-grams 1..ngrams are hashed into buckets (bag).")
     char_ngrams: list[int] | None = Field(
@@ -258,7 +265,8 @@ class TrainParams(_Section):
     log_every: int = Field(default=50, ge=1, description="Report loss, lr, grad norm and tokens/s every this many steps.")
     checkpoint_every: int = Field(
         default=500, ge=0,
-        description="Save a resumable checkpoint every this many optimizer steps (and at each epoch end; 0 = epoch ends only).",
+        description="Save a resumable checkpoint every this many optimizer steps and at each epoch end "
+        "(0 = no checkpoints: for runs of seconds, where writing them costs more than redoing the work).",
     )
 
 

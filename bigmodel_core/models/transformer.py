@@ -21,6 +21,20 @@ def masked_mean(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+def masked_max(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return h.amax(1)
+    return h.masked_fill(~mask.unsqueeze(-1), torch.finfo(h.dtype).min).amax(1)
+
+
+def pool(h: torch.Tensor, mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    if how == "cls":
+        return h[:, 0]
+    if how == "max":
+        return masked_max(h, mask)
+    return masked_mean(h, mask)
+
+
 class Block(nn.Module):
     """x + attention(LN(x)), then x + MLP(LN(x))."""
 
@@ -47,9 +61,9 @@ class Block(nn.Module):
 class TransformerClassifier(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int, d_model: int, n_heads: int, n_layers: int, d_ff: int,
                  dropout: float, max_length: int, pooling: str = "mean", pad_id: int = 0,
-                 attention_dropout: float = 0.0) -> None:
+                 attention_dropout: float = 0.0, token_dropout: float = 0.0) -> None:
         super().__init__()
-        self.pooling = pooling
+        self.pooling, self.token_dropout = pooling, token_dropout
         self.tok = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         self.pos = nn.Embedding(max_length, d_model)
         self.drop = nn.Dropout(dropout)
@@ -72,13 +86,16 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         pos = torch.arange(ids.size(1), device=ids.device)
-        h = self.drop(self.tok(ids) + self.pos(pos)[None])
+        tok = self.tok(ids)
+        if self.training and self.token_dropout > 0:  # whole tokens vanish (their position stays)
+            keep = torch.rand(ids.shape, device=ids.device) >= self.token_dropout
+            tok = tok * keep.unsqueeze(-1).to(tok.dtype)
+        h = self.drop(tok + self.pos(pos)[None])
         attn_mask = None if mask is None else mask[:, None, None, :]  # (batch, 1, 1, keys): True = attend
         for blk in self.blocks:
             h = blk(h, attn_mask)
         h = self.norm(h)
-        pooled = h[:, 0] if self.pooling == "cls" else masked_mean(h, mask)
-        return self.head(self.drop(pooled))
+        return self.head(self.drop(pool(h, mask, self.pooling)))
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward): 6 x non-embedding weights + attention scores."""

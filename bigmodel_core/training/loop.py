@@ -273,7 +273,7 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
         model = torch.compile(model)
 
     def checkpoint(new_best: dict | None = None) -> None:
-        if checkpoints is None:
+        if checkpoints is None or not checkpoints.every:
             return
         rngs = distributed.all_gather_objects(rng_state(), dist)  # every rank's dropout stream
         if not dist.is_main:
