@@ -204,7 +204,8 @@ class ModelParams(_Section):
     char_ngrams: list[int] | None = Field(
         default=None, description="[min, max] character n-gram lengths inside word boundaries, or null for none (bag)."
     )
-    buckets: int = Field(default=1 << 20, ge=1024, description="Hash buckets, i.e. rows of the n-gram embedding table (bag).")
+    buckets: int = Field(default=1 << 18, ge=1024,
+                         description="Hash buckets, i.e. rows of the n-gram embedding table (bag); 2^20 for big corpora.")
     counts: Literal["raw", "log", "binary"] = Field(
         default="log", description="How an n-gram's count in a text weighs: as is, 1+log(count), or 1 (bag)."
     )
