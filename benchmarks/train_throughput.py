@@ -84,11 +84,31 @@ def load_data(args) -> tuple[Ragged, int, str]:
     return data, enc.vocab_size, "IMDb train reviews"
 
 
-def make_model(args, vocab: int) -> TransformerClassifier:
+def make_model(args, vocab: int) -> torch.nn.Module:
+    """bigmodel's own encoder (model.kind transformer) or, with --arch hf, Hugging Face's BERT of the same
+    size, randomly initialised, wrapped as model.kind pretrained wraps a backbone (the cost of a fine-tune)."""
     d, h, n, ff = SIZES[args.size]
     seed_everything(0)
+    if args.arch == "hf":
+        from transformers import BertConfig, BertForSequenceClassification
+
+        from bigmodel_core.models.pretrained import PretrainedClassifier
+
+        cfg = BertConfig(vocab_size=vocab, hidden_size=d, num_hidden_layers=n, num_attention_heads=h,
+                         intermediate_size=ff, max_position_embeddings=max(512, args.max_length), num_labels=2,
+                         attn_implementation="sdpa")
+        return PretrainedClassifier(BertForSequenceClassification(cfg))
     return TransformerClassifier(vocab, 2, d_model=d, n_heads=h, n_layers=n, d_ff=ff, dropout=0.1,
                                  max_length=args.max_length)
+
+
+def flops_per_token(model: torch.nn.Module, args, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x weights outside the embedding tables + the attention score products."""
+    if isinstance(model, TransformerClassifier):
+        return model.flops_per_token(seq_len)
+    d, _, n, _ = SIZES[args.size]
+    weights = sum(p.numel() for name, p in model.named_parameters() if ".embeddings." not in name)
+    return 6.0 * weights + 12.0 * n * d * seq_len
 
 
 class Clock(Callback):
@@ -105,7 +125,7 @@ class Clock(Callback):
 
 def engine_round(args, data: TrainData, vocab: int, compile_: bool) -> dict:
     model = make_model(args, vocab)
-    p = TrainParams(epochs=1, batch_size=args.batch_size, lr=1e-4, device=args.device, precision=args.precision,
+    p = TrainParams(epochs=1, batch_size=args.batch_size, token_budget=args.token_budget, lr=1e-4, device=args.device, precision=args.precision,
                     compile=compile_, max_steps=2 * args.steps, log_every=args.steps, patience=0,
                     checkpoint_every=0, num_threads=args.threads, warmup_fraction=0.1)
     clock = Clock()
@@ -118,18 +138,18 @@ def engine_round(args, data: TrainData, vocab: int, compile_: bool) -> dict:
 
 def plan(data: TrainData, args) -> list[np.ndarray]:
     """The engine's plan for epoch 1 (same seed, same cut), so both sides see identical batches."""
-    return plan_batches(data.train.lengths, args.batch_size, 0, 42, 1)[:2 * args.steps]
+    return plan_batches(data.train.lengths, args.batch_size, args.token_budget, 42, 1)[:2 * args.steps]
 
 
 def window_tokens(data: TrainData, args, s0: int, s1: int) -> int:
     return int(sum(data.train.lengths[b].sum() for b in plan(data, args)[s0:s1]))
 
 
-def window_flops(model: TransformerClassifier, data: TrainData, args, s0: int, s1: int) -> float:
+def window_flops(model: torch.nn.Module, data: TrainData, args, s0: int, s1: int) -> float:
     total = 0.0
     for b in plan(data, args)[s0:s1]:
         lengths = data.train.lengths[b]
-        total += float(lengths.sum()) * model.flops_per_token(int(lengths.max()))
+        total += float(lengths.sum()) * flops_per_token(model, args, int(lengths.max()))
     return total
 
 
@@ -168,11 +188,39 @@ def bare_round(args, data: TrainData, vocab: int) -> dict:
             "loss": float(loss.detach())}
 
 
+def profile_engine(args, data: TrainData, vocab: int) -> dict:
+    """GPU kernel time of the engine's timed steps, grouped by kind of kernel (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        engine_round(args, data, vocab, False)
+    groups = {"matmul": ("gemm", "cutlass", "sm90_xmma", "cublas", "nvjet"),
+              "attention": ("flash", "fmha", "attention", "cudnn"),
+              "optimizer": ("adam", "multi_tensor", "foreach")}
+    shares = {k: 0.0 for k in [*groups, "elementwise, norms, other"]}
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", 0) or getattr(e, "cuda_time_total", 0)
+        if not t or e.key.startswith(("ProfilerStep", "aten::", "cuda", "Memcpy", "Memset")):
+            continue
+        name = e.key.lower()
+        kind = next((k for k, subs in groups.items() if any(x in name for x in subs)), "elementwise, norms, other")
+        shares[kind] += t
+    total = sum(shares.values()) or 1.0
+    print("engine GPU kernel time: " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in shares.items()))
+    return {k: v / total for k, v in shares.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=list(SIZES), default=None, help="model size (default: base on CUDA, tiny on CPU)")
+    ap.add_argument("--arch", choices=["bigmodel", "hf"], default="bigmodel",
+                    help="bigmodel's encoder, or Hugging Face's BERT as model.kind pretrained trains it (needs transformers)")
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=None, help="rows per step (default: 32 on CUDA, 16 on CPU)")
+    ap.add_argument("--token-budget", type=int, default=0,
+                    help="cut batches by tokens (rows x longest row <= this) instead of --batch-size rows")
+    ap.add_argument("--profile", action="store_true",
+                    help="CUDA: also print where the engine's GPU time goes (matmuls, attention, the rest)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per round (default: 30 on CUDA, 10 on CPU)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
     ap.add_argument("--rows", type=int, default=25000, help="IMDb reviews to read")
@@ -213,12 +261,18 @@ def main(argv: list[str] | None = None) -> int:
           f"(target >= 0.9: {'PASS' if eff['bucketed'] >= 0.9 else 'FAIL'})\n")
 
     d, h, n, ff = SIZES[args.size]
-    print(f"model: {args.size} (d_model {d}, {n} layers, {h} heads), batch {args.batch_size}, "
+    batching = f"token budget {args.token_budget}" if args.token_budget else f"batch {args.batch_size}"
+    print(f"model: {args.arch} {args.size} (d_model {d}, {n} layers, {h} heads), {batching}, "
           f"{args.steps} timed steps x {args.rounds} rounds, device {device_name}, "
           f"precision {'bf16' if (cuda and args.precision == 'auto') or args.precision == 'bf16' else 'fp32'}")
     results: dict[str, list[dict]] = {"engine": [], "bare": []}
     if args.compile and cuda:
         results["engine+compile"] = []
+    # one untimed round per side first: CUDA context, kernel autotuning and compilation caches warm up
+    # there, so the first timed round of each side is not penalised for coming first
+    for side in results:
+        res = bare_round(args, data, vocab) if side == "bare" else engine_round(args, data, vocab, side != "engine")
+        print(f"  warm-up {side:<15} {res['tokens_per_second']:>12,.0f} tokens/s  (not counted)", flush=True)
     for r in range(args.rounds):
         for side in results:
             res = bare_round(args, data, vocab) if side == "bare" else engine_round(args, data, vocab, side != "engine")
@@ -229,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = med["engine"] / med["bare"]
     print(f"\nmedian tokens/s: " + ", ".join(f"{s} {v:,.0f}" for s, v in med.items()))
     print(f"engine / bare loop: {ratio:.3f} (target >= 0.95: {'PASS' if ratio >= 0.95 else 'FAIL'})")
-    out = {"device": device_name, "size": args.size, "batch_size": args.batch_size, "max_length": args.max_length,
+    out = {"device": device_name, "arch": args.arch, "size": args.size, "batch_size": args.batch_size,
+           "token_budget": args.token_budget, "max_length": args.max_length,
            "data": source, "padding_efficiency": eff, "median_tokens_per_second": med, "engine_over_bare": ratio,
            "rounds": results}
     if cuda:
@@ -244,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(target >= 40%: {'PASS' if mfu >= 0.4 else 'FAIL'})" if mfu else " (unknown GPU peak: --peak-tflops)"))
         if "engine+compile" in med:
             print(f"torch.compile: {med['engine+compile'] / med['engine']:.3f}x the eager engine")
+        if args.profile:
+            out["gpu_time_shares"] = profile_engine(args, data, vocab)
     if args.out:
         args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
     return 0
