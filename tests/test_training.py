@@ -35,7 +35,9 @@ def toy_model(dropout: float = 0.1) -> TransformerClassifier:
 
 
 def params(**kw) -> TrainParams:
-    base = dict(epochs=3, batch_size=32, lr=3e-3, num_threads=1, patience=0, log_every=5, checkpoint_every=0)
+    """The CPU tier's params: device cpu even where a GPU is present (test_cuda.py covers CUDA)."""
+    base = dict(epochs=3, batch_size=32, lr=3e-3, num_threads=1, patience=0, log_every=5, checkpoint_every=0,
+                device="cpu")
     return TrainParams(**{**base, **kw})
 
 
@@ -217,6 +219,31 @@ def test_non_finite_loss_stops_before_the_optimizer_step_and_keeps_the_checkpoin
     assert same_weights(weights(model), seen[4])  # step 5 changed nothing
     state = Checkpoints(tmp_path, "fp").load()
     assert state["step"] == 3 and state["steps_in_epoch"] == 3
+
+
+@pytest.mark.parametrize("bad_step, caught_by", [(5, "the next step's check"), (6, "the checkpoint at step 6")])
+def test_deferred_non_finite_check_skips_the_bad_step_on_the_device(tmp_path, monkeypatch, bad_step, caught_by):
+    """The CUDA path (fused AdamW told found_inf, verdict read one step later) run on CPU, where it is exact."""
+    from bigmodel_core.training import loop
+
+    def fused_adamw(model, p, device):
+        return [torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay, fused=True)]
+
+    monkeypatch.setattr(loop, "make_optimizers", fused_adamw)
+    seen = {}
+    reference = toy_model()
+
+    class Snap(Callback):
+        def on_step(self, step, metrics):
+            seen[step] = weights(reference)
+
+    fit(reference, toy_data(), params(log_every=1), callbacks=[Snap()], progress=False)
+    ckpt = Checkpoints(tmp_path, "fp", every=3)
+    model = NaNAfter(toy_model(), at_call=bad_step)
+    with pytest.raises(TrainingError, match=rf"non-finite loss at step {bad_step} \(epoch 1\); the weights were not"):
+        fit(model, toy_data(), params(log_every=100), checkpoints=ckpt, progress=False)
+    assert same_weights(weights(model.inner), seen[bad_step - 1]), f"step {bad_step} changed weights ({caught_by})"
+    assert Checkpoints(tmp_path, "fp").load()["step"] == 3  # the checkpoint before the bad step survives
 
 
 def test_cuda_out_of_memory_names_the_knobs():

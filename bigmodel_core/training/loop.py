@@ -30,6 +30,7 @@ from bigmodel_core.training.batching import Ragged, plan_batches
 from bigmodel_core.training.checkpoint import Checkpoints, rng_state, set_rng_state
 from bigmodel_core.training.device import autocast, configure_backends, pick_device, precision_name
 from bigmodel_core.training.distributed import DistInfo
+from bigmodel_core.training.guard import NonFiniteGuard
 from bigmodel_core.training.progress import Progress
 
 
@@ -171,7 +172,7 @@ def micro_batches(data: TrainData, steps: list[list[np.ndarray]], dist: DistInfo
         batch = data.collate(data.train, shard)
         y = torch.as_tensor(data.train_y[shard])
         tokens = int(data.train.lengths[shard].sum())
-        return si, mi, to_device(batch, device), y.to(device, non_blocking=True), tokens
+        return si, mi, to_device(batch, device), to_device({"y": y}, device)["y"], tokens
 
     order = [(si, mi, rows) for si, group in enumerate(steps) for mi, rows in enumerate(group)]
     pending = host(*order[0]) if order else None
@@ -241,6 +242,9 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
     total_steps = sum(steps_per_epoch) if not p.max_steps else min(p.max_steps, sum(steps_per_epoch))
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(total_steps, int(total_steps * p.warmup_fraction), p.schedule))
                   for o in optimizers]
+    guard = NonFiniteGuard(optimizers, device, hint=f"Lower train.lr (now {p.lr:g}) or set train.grad_clip")
+    # Losses add up on the device (float64: the same sums as Python floats) and are read at log points.
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
     class_weight = (torch.as_tensor(balanced_weights(data.train_y, data.num_classes), device=device)
                     if p.class_weights == "balanced" else None)
 
@@ -275,6 +279,7 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
     def checkpoint(new_best: dict | None = None) -> None:
         if checkpoints is None or not checkpoints.every:
             return
+        guard.check()  # never save weights a bad step may have touched
         rngs = distributed.all_gather_objects(rng_state(), dist)  # every rank's dropout stream
         if not dist.is_main:
             return
@@ -296,7 +301,9 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
             rows_per_step = [sum(len(r) for r in group) for group in todo]
             epoch_t0 = window_t0 = time.perf_counter()
             epoch_rows = epoch_tokens = window_rows = window_tokens = 0
-            window_loss, step_loss = 0.0, torch.zeros((), device=device)
+            step_loss = torch.zeros((), device=device)
+            window_loss = torch.zeros((), dtype=acc_dtype, device=device)
+            epoch_loss = torch.tensor(state["loss_sum"], dtype=acc_dtype, device=device)
             for si, mi, batch, y, tokens in micro_batches(data, todo, dist, device):
                 last_micro = mi == len(todo[si]) - 1
                 with (model.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext()):
@@ -310,41 +317,42 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
                     continue
                 # ---- optimizer step: every micro-batch of this step is in
                 grad_norm = clip_gradients(params, p.grad_clip)
-                if not bool(torch.isfinite(step_loss) & torch.isfinite(grad_norm)):
-                    what = "loss" if not torch.isfinite(step_loss) else "gradient norm"
-                    raise TrainingError(
-                        f"non-finite {what} at step {state['step'] + 1} (epoch {epoch}); the weights were not updated "
-                        f"and the last checkpoint is kept. Lower train.lr (now {p.lr:g}) or set train.grad_clip")
+                step_total = distributed.all_reduce_sum(step_loss.to(acc_dtype).reshape(1), dist)[0]
+                guard.before_step(step_total, grad_norm, state["step"] + 1, epoch)
                 for o in optimizers:
                     o.step()
                 for s in schedulers:
                     s.step()
                 for o in optimizers:
                     o.zero_grad(set_to_none=True)
-                loss_sum = _global_sum(step_loss, dist)
                 step_loss = torch.zeros((), device=device)
                 state["step"] += 1
                 state["steps_in_epoch"] = first + si + 1
-                state["loss_sum"] += loss_sum
+                epoch_loss += step_total
                 state["rows"] += rows_per_step[si]
-                window_loss += loss_sum
+                window_loss += step_total
                 window_rows += rows_per_step[si]
                 epoch_rows += rows_per_step[si]
                 bar.update(1)
                 if state["step"] % p.log_every == 0 or state["step"] == total_steps:
+                    guard.check()
                     tokens_now = _global_sum(torch.tensor(float(window_tokens)), dist)
                     epoch_tokens += tokens_now
                     row = {"step": state["step"], "epoch": round(epoch - 1 + state["steps_in_epoch"] / len(steps), 4),
-                           "loss": window_loss / max(1, window_rows), "lr": schedulers[0].get_last_lr()[0],
+                           "loss": float(window_loss) / max(1, window_rows), "lr": schedulers[0].get_last_lr()[0],
                            "grad_norm": float(grad_norm),
                            "tokens_per_second": tokens_now / max(1e-9, time.perf_counter() - window_t0)}
                     state["steps"].append(row)
                     bar.show(epoch=epoch, loss=row["loss"], tokens_per_second=row["tokens_per_second"])
                     for cb in callbacks:
                         cb.on_step(state["step"], row)
-                    window_t0, window_loss, window_rows, window_tokens = time.perf_counter(), 0.0, 0, 0
+                    window_t0, window_rows, window_tokens = time.perf_counter(), 0, 0
+                    window_loss.zero_()
                 if checkpoints is not None and checkpoints.every and state["step"] % checkpoints.every == 0:
+                    state["loss_sum"] = float(epoch_loss)
                     checkpoint()
+            guard.check()
+            state["loss_sum"] = float(epoch_loss)
             epoch_tokens += _global_sum(torch.tensor(float(window_tokens)), dist)
 
             # ---- end of epoch: validate, keep the best, maybe stop early
