@@ -287,6 +287,29 @@ def test_resume_after_a_crash_ends_exactly_like_an_uninterrupted_run(tmp_path):
     assert [s["loss"] for s in r0.steps] == [s["loss"] for s in r1.steps]
 
 
+def test_a_checkpoint_at_the_last_step_still_validates_the_last_epoch(tmp_path):
+    """Killed after the final step's checkpoint but before the epoch-end one: the resume owes epoch 3's validation."""
+    p = params(epochs=3, lr=3e-4)
+    straight, r0 = fit(toy_model(), toy_data(), p, progress=False)
+    assert r0.best_epoch == 3  # so skipping epoch 3's validation would change the kept weights
+    every = r0.total_steps
+
+    class CrashInLastValidation(Callback):
+        def on_epoch(self, epoch, row):
+            if epoch == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(toy_model(), toy_data(), p, callbacks=[CrashInLastValidation()],
+            checkpoints=Checkpoints(tmp_path, "fp", every=every), progress=False)
+    assert Checkpoints(tmp_path, "fp").load()["step"] == every
+    resumed, r1 = fit(toy_model(), toy_data(), p, checkpoints=Checkpoints(tmp_path, "fp", every=every), progress=False)
+    assert r1.resumed_from_step == every
+    assert [h["epoch"] for h in r1.history] == [1, 2, 3] and r1.best_epoch == 3
+    assert [h["val_macro_f1"] for h in r1.history] == [h["val_macro_f1"] for h in r0.history]
+    assert same_weights(weights(straight), weights(resumed))
+
+
 def test_a_checkpoint_of_another_fingerprint_is_discarded(tmp_path, capsys):
     fit(toy_model(), toy_data(), params(epochs=1), checkpoints=Checkpoints(tmp_path, "old", every=100), progress=False)
     assert (tmp_path / "checkpoint.pt").exists() and list(tmp_path.glob("best-e*.pt"))

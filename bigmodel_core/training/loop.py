@@ -290,7 +290,7 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
     model.train()
     try:
         for epoch in range(state["epoch"], p.epochs + 1):
-            if state["done"] or state["step"] >= total_steps:
+            if state["done"]:  # not `step >= total_steps`: a checkpoint at the last step still owes its validation
                 break
             state["epoch"] = epoch
             steps = epoch_steps(epoch)
@@ -381,6 +381,7 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
                 state["done"] = True
             checkpoint(new_best)
     except torch.OutOfMemoryError:
+        guard.check()  # a bad step still in flight is the first error, not the memory it left behind
         raise TrainingError(oom_message(p, max_length, state["step"] + 1)) from None
     finally:
         bar.close()
