@@ -135,6 +135,17 @@ def test_two_gloo_processes_match_one_process(split_ws, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA, where train.device cuda is refused")
+def test_a_rank_error_keeps_its_exit_code_and_message_through_torchrun(split_ws, tmp_path):
+    """torchrun exits 1 whatever its ranks did; the stage still exits 2 (bad params: no retry) with the rank's words."""
+    ws = copy_ws(split_ws, tmp_path / "ws", train={"nproc": 2, "device": "cuda", "num_threads": 1})
+    proc = subprocess.run(train_cmd(), cwd=ws, env=env_for(ws), capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "rank 0 of 2: train.device: 'cuda' requested but torch sees no CUDA device" in out
+    assert not (ws / "models/model").exists() and not (ws / "metrics/train.json").exists()
+
+
 def test_pretrained_backbone_is_fine_tuned_and_its_bundle_serves_without_it(split_ws, tiny_backbone, tmp_path):
     from bigmodel_core.models.bundle import Predictor
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
+from bigmodel_core.errors import BigmodelError
 from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, write_json
 from bigmodel_core.paths import Paths
 
@@ -118,13 +119,17 @@ def run(params: Params, paths: Paths) -> dict:
         return _launch_ranks(params, paths, key)
     try:
         return _train(params, paths, key, dist)
+    except BigmodelError as e:
+        if dist.enabled:  # torchrun turns every rank's exit code into 1: leave ours for the launcher
+            failure = paths.train_work / f"failed-rank{dist.rank}.json"
+            failure.write_text(json.dumps({"rank": dist.rank, "exit_code": e.exit_code, "message": str(e)}) + "\n")
+        raise
     finally:
         distributed.shutdown()
 
 
 def _launch_ranks(params: Params, paths: Paths, key: str) -> dict:
     """Encode once here, then start this stage on train.nproc ranks under torchrun and wait for them."""
-    from bigmodel_core.errors import BigmodelError
     from bigmodel_core.training.distributed import launch
 
     _reset_work_dir(paths, key)
@@ -135,8 +140,16 @@ def _launch_ranks(params: Params, paths: Paths, key: str) -> dict:
     import yaml
 
     params_file.write_text(yaml.safe_dump(params.as_dict(), sort_keys=False))
+    for stale in paths.train_work.glob("failed-rank*.json"):
+        stale.unlink()
     code = launch(n, ["bigmodel_core.cli", "stage", "train", "--params", str(params_file)], cwd=str(paths.root))
     if code != 0:
+        failures = sorted((json.loads(f.read_text()) for f in paths.train_work.glob("failed-rank*.json")),
+                          key=lambda f: f["rank"])
+        if failures:  # the first rank's own error and exit code (2: change params; not worth a retry)
+            err = BigmodelError(f"rank {failures[0]['rank']} of {n}: {failures[0]['message']}")
+            err.exit_code = failures[0]["exit_code"]
+            raise err
         raise BigmodelError(f"distributed training failed: torchrun exited with {code} (the ranks' errors are above)")
     metrics = read_json(paths.train_metrics)
     return {k: v for k, v in metrics.items() if k != "history"}
