@@ -315,6 +315,13 @@ class Params(_Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
+    @model_validator(mode="after")
+    def _across_sections(self) -> "Params":
+        if self.model.kind == "bag" and self.train.nproc > 1:
+            raise ValueError(f"train.nproc is {self.train.nproc}, but model.kind bag trains in one process (its sparse "
+                             "n-gram table does not work with DDP): set train.nproc to 1")
+        return self
+
     @property
     def validate(self) -> ValidateParams:  # type: ignore[override]
         return self.validate_
@@ -334,9 +341,11 @@ def _format_error(err: ValidationError, origin: str) -> str:
             msg = "unknown key"
         elif e["type"] == "missing":
             msg = "required key is missing"
-        elif "input" in e and e["type"] not in ("value_error",):
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        elif "input" in e:
             msg = f"{msg}, got {e['input']!r}"
-        lines.append(f"{origin}: {loc or '<root>'}: {msg}")
+        lines.append(f"{origin}: {loc}: {msg}" if loc else f"{origin}: {msg}")  # a rule across sections names its keys
     return "; ".join(lines)
 
 

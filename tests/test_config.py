@@ -51,6 +51,18 @@ def test_unknown_rule_and_heads_rule():
         parse_params(raw)
 
 
+def test_a_rule_across_sections_names_both_keys_before_anything_runs():
+    raw = tiny_params_dict()
+    raw["model"]["kind"] = "bag"
+    raw["train"]["nproc"] = 2
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    assert str(e.value) == ("params.yaml: train.nproc is 2, but model.kind bag trains in one process (its sparse "
+                            "n-gram table does not work with DDP): set train.nproc to 1")
+    raw["train"]["nproc"] = 1
+    assert parse_params(raw).train.nproc == 1
+
+
 def test_overrides_use_dvc_syntax_and_yaml_values():
     assert parse_override("train.epochs=5") == (["train", "epochs"], 5)
     assert parse_override("params.yaml:data.labels=[a, b]") == (["data", "labels"], ["a", "b"])
