@@ -28,6 +28,10 @@ def test_epoch_metrics_are_in_mlflow_while_the_next_epoch_trains(tmp_path, monke
 
     fit(toy_model(), toy_data(), params(epochs=3, log_every=2), callbacks=[live, Probe()], progress=False)
     assert seen[1] == ("RUNNING", [1], 5) and seen[2][:2] == ("RUNNING", [1, 2])
+    history = lambda key: [m.step for m in live.client.get_metric_history(live.run_id, key)]  # noqa: E731
+    assert history("tokens_per_second") == [1, 2, 3]  # one point per epoch: the per-step series has its own name
+    assert history("step_tokens_per_second") == history("step_grad_norm") == history("step_lr") == list(range(2, 31, 2))
+    assert history("step_step") == history("step_epoch") == []
     assert live.client.get_run(live.run_id).data.params["train.epochs"] == "2"  # the params were logged at the start
     live.finish("FINISHED", {"best_val_macro_f1": 0.5})
     run = live.client.get_run(live.run_id)

@@ -65,7 +65,8 @@ class MlflowLive(Callback):
             self.buffer.append(Metric(prefix + k, float(v), now, step))
 
     def on_step(self, step: int, metrics: dict) -> None:
-        self._add({"step_" + k if k in ("loss", "lr") else k: v for k, v in metrics.items()}, step)
+        # step_* keys: the per-epoch rows use the same names (lr, tokens_per_second) with the epoch as step
+        self._add({"step_" + k: v for k, v in metrics.items() if k not in ("step", "epoch")}, step)
         if time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
 
