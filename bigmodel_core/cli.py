@@ -4,6 +4,8 @@
     bigmodel stage clean                   # one stage, in-process (this is what dvc.yaml calls)
     bigmodel dag                           # stage order as the flow sees it
     bigmodel predict "some text"           # score texts with the champion model
+    bigmodel predict -i in.csv -o out.parquet   # score a file in batches
+    bigmodel serve --port 5001             # the champion over HTTP (MLflow's scoring server)
 """
 
 from __future__ import annotations
@@ -97,21 +99,118 @@ def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml
 
 
 @app.command()
-def predict(texts: list[str] = typer.Argument(..., help="Texts to classify."),
+def predict(texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify (or --input FILE --output FILE)."),
             model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>."),
+            input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="Parquet, CSV or JSONL file with a 'text' column."),
+            output_file: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write input columns + predictions; format from the extension (.parquet, .csv, .jsonl)."),
+            batch_size: int = typer.Option(256, "--batch-size", min=1, help="Rows per model call with --input."),
             params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
-    """Classify texts with a registered model (loaded through MLflow pyfunc)."""
+    """Classify texts with a registered model (loaded through MLflow pyfunc).
+
+    bigmodel predict "some text" "another text"
+    bigmodel predict --input texts.csv --output scored.parquet
+    """
     import pandas as pd
 
     from bigmodel_core.config import load_params
+    from bigmodel_core.errors import ConfigError, DataError
     from bigmodel_core.tracking.mlflow_store import load_pyfunc
 
     try:
+        if (input_file is None) != (output_file is None):
+            raise ConfigError("--input and --output go together: bigmodel predict --input FILE --output FILE")
+        if input_file is not None and texts:
+            raise ConfigError("give texts on the command line or --input FILE, not both")
+        if input_file is None and not texts:
+            raise ConfigError('nothing to classify: bigmodel predict "some text" ... or --input FILE --output FILE')
         params = load_params(params_file)
+        if input_file is not None:
+            from bigmodel_core.scoring import file_format, score_file
+
+            file_format(input_file, "input")  # both names are checked before the model is loaded
+            file_format(output_file, "output")
+            if not input_file.is_file():
+                raise DataError(f"{input_file}: input file not found")
+            model = load_pyfunc(params, Path.cwd(), model_uri)
+            report = score_file(model.predict, input_file, output_file, batch_size)
+            if report["renamed"]:
+                names = ", ".join(f"{old!r} as {new!r}" for old, new in report["renamed"].items())
+                typer.echo(f"note: the model writes columns of the same name, so the input's are kept renamed: {names}")
+            typer.echo(f"scored {report['rows']:,} rows of {input_file} into {output_file} in {report['seconds']:.1f}s")
+            return
         frame = load_pyfunc(params, Path.cwd(), model_uri).predict(pd.DataFrame({"text": texts}))
     except BigmodelError as e:
         _fail(e)
     typer.echo(frame.to_string(index=False))
+
+
+@app.command()
+def serve(model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>, resolved to its version at start."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+          port: int = typer.Option(5001, "--port", "-p", help="Port to listen on."),
+          max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger request bodies get 413."),
+          max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Texts per request; more get 400."),
+          max_text_chars: int = typer.Option(100_000, "--max-text-chars", min=1, help="Characters per text; longer get 400."),
+          timeout: Optional[int] = typer.Option(None, "--timeout", min=1, help="Seconds a request may take before 504 (MLflow's default: 60)."),
+          access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One log line per request."),
+          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    """Serve the champion over HTTP with MLflow's scoring server (POST /invocations, GET /ping).
+
+    bigmodel serve --port 5001
+    """
+    from bigmodel_core.config import load_params
+    from bigmodel_core.tracking.serving import serve as run_server
+
+    try:
+        run_server(load_params(params_file), Path.cwd(), model_uri=model_uri, host=host, port=port,
+                   max_body_bytes=max_body_bytes, max_rows=max_rows, max_text_chars=max_text_chars, timeout=timeout,
+                   access_log=access_log)
+    except BigmodelError as e:
+        _fail(e)
+
+
+registry_app = typer.Typer(no_args_is_help=True, help="The model registry: promotion history.")
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("history")
+def registry_history(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    """Every promotion decision on record (pipeline and people), oldest first."""
+    from bigmodel_core.config import load_params
+    from bigmodel_core.tracking.registry import history_lines
+
+    try:
+        for line in history_lines(load_params(params_file), Path.cwd()):
+            typer.echo(line)
+    except BigmodelError as e:
+        _fail(e)
+
+
+@app.command()
+def promote(version: str = typer.Argument(..., help="Registered version to make the champion."),
+            reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
+            params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    """Move the champion alias to VERSION after loading it in a fresh process and smoke-testing it."""
+    from bigmodel_core.config import load_params
+    from bigmodel_core.tracking.registry import promote_by_hand
+
+    try:
+        typer.echo(promote_by_hand(load_params(params_file), Path.cwd(), version, reason))
+    except BigmodelError as e:
+        _fail(e)
+
+
+@app.command()
+def rollback(reason: str = typer.Option("by hand", "--reason", help="Why (kept in the promotion ledger)."),
+             params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    """Move the champion alias back to the version it held before the current one (smoke-tested first)."""
+    from bigmodel_core.config import load_params
+    from bigmodel_core.tracking.registry import rollback as do_rollback
+
+    try:
+        typer.echo(do_rollback(load_params(params_file), Path.cwd(), reason))
+    except BigmodelError as e:
+        _fail(e)
 
 
 def main() -> None:

@@ -275,8 +275,16 @@ class EvaluateParams(_Section):
     min_accuracy: float = Field(default=0.5, ge=0, le=1, description="Gate: lowest test accuracy that may be promoted.")
     min_macro_f1: float = Field(default=0.5, ge=0, le=1, description="Gate: lowest test macro-F1 that may be promoted.")
     max_regression: float = Field(
-        default=0.01, ge=0, le=1, description="Gate: how much lower than the champion's macro-F1 (same test rows) is allowed."
+        default=0.01, ge=0, le=1,
+        description="Gate: the lower bound of the bootstrap interval of macro-F1(challenger) - macro-F1(champion), on "
+        "the same test rows, must be >= -max_regression (not worse by more than this, with `confidence`).",
     )
+    min_gain: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Gate: if set, that lower bound must be >= min_gain instead (better than the champion by this much).",
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence of the bootstrap interval and of McNemar's test.")
+    bootstrap_samples: int = Field(default=1000, ge=100, description="Paired bootstrap resamples of the test rows.")
     batch_size: int = Field(default=128, ge=1, description="Rows per inference batch.")
 
 
@@ -284,6 +292,15 @@ class DeployParams(_Section):
     model_name: str = Field(default="bigmodel-text-classifier", min_length=1, description="Registered model name.")
     champion_alias: str = Field(default="champion", description="Alias moved to a version that passes the gate.")
     challenger_alias: str = Field(default="challenger", description="Alias given to every newly registered version.")
+    promote: Literal["auto", "never"] = Field(
+        default="auto", description="auto: move the champion alias when the gate passes; never: only register (move it "
+        "with `bigmodel promote`).",
+    )
+    promote_experiments: bool = Field(
+        default=False,
+        description="Experiments (runs under `dvc exp run`, or from a workspace whose code or params differ from the "
+        "last git commit) register a version tagged as an experiment and never move the champion, unless this is true.",
+    )
 
 
 class TrackingParams(_Section):

@@ -51,7 +51,8 @@ def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
         out.append(f"  test: accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f} on {ev['n_test']} rows{vs}")
     if deploy_path.exists() and "deploy" in ran:
         d = json.loads(deploy_path.read_text())
-        verdict = "promoted" if d["promoted"] else "NOT promoted: " + "; ".join(d.get("reasons", []))
+        verdict = (f"promoted ({d['note']})" if d["promoted"] and d.get("note")
+                   else "promoted" if d["promoted"] else "NOT promoted: " + (d.get("note") or "; ".join(d.get("reasons", []))))
         out.append(f"  registered {d['model_name']} version {d['version']} with alias(es) {', '.join(d['aliases'])}: {verdict}")
         out.append(f"  MLflow run {d['run_id']}")
     elif not ran:

@@ -65,15 +65,17 @@ def test_flow_runs_stale_stages_only_and_leaves_dvc_clean(ws, harness):
 
 def test_cli_run_with_override_persists_it_and_reruns_train_onward(ws):
     root = ws
-    proc = run_cmd([sys.executable, "-m", "bigmodel_core.cli", "run", "-S", "train.epochs=1"], root)
-    assert "params: train.epochs = 1 (was 3) written to params.yaml" in proc.stdout
+    # another seed; the wide max_regression lets this tiny model through the gate whatever its luck
+    proc = run_cmd([sys.executable, "-m", "bigmodel_core.cli", "run", "-S", "train.seed=7",
+                    "-S", "evaluate.max_regression=1.0"], root)
+    assert "params: train.seed = 7 (was 42) written to params.yaml" in proc.stdout
     lines = [l.split() for l in proc.stdout.splitlines() if l.startswith("  ") and l.split()[:1] and l.split()[0] in
              ("ingest", "clean", "validate", "augment", "split", "train", "evaluate", "deploy")]
     status = {parts[0]: parts[1] for parts in lines}
     assert status == {"ingest": "skipped", "clean": "skipped", "validate": "skipped", "augment": "skipped",
                       "split": "skipped", "train": "ran", "evaluate": "ran", "deploy": "ran"}
     assert "registered tiny-model version 3" in proc.stdout and "flow time:" in proc.stdout
-    assert yaml.safe_load((root / "params.yaml").read_text())["train"]["epochs"] == 1
+    assert yaml.safe_load((root / "params.yaml").read_text())["train"]["seed"] == 7
     assert "up to date" in dvc(root, "status").stdout
     again = run_cmd([sys.executable, "-m", "bigmodel_core.cli", "run"], root)
     assert "nothing to do: every stage is up to date" in again.stdout
@@ -94,3 +96,23 @@ def test_flow_stops_at_failing_stage_with_its_error(ws, harness):
     assert e.value.stage == "validate" and e.value.exit_code == 3
     assert "data gate failed" in e.value.message and "min_rows is 10000" in e.value.message
     assert registry_versions(root)[0] == before
+
+
+def test_a_closed_model_gate_fails_the_flow_with_exit_3_and_keeps_the_champion(ws, harness):
+    from flows.retrain import retrain
+
+    root = ws
+    versions, client = registry_versions(root)
+    champion_version = lambda: client.get_model_version_by_alias("tiny-model", "champion").version  # noqa: E731
+    champion = champion_version()
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["validate"]["min_rows"] = 10  # the previous test's data gate, open again
+    raw["evaluate"].update(min_accuracy=0.999, min_macro_f1=0.999)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    state = retrain(root=str(root), return_state=True)
+    assert state.is_failed()
+    assert "stage 'deploy' failed (exit 3): model gate closed: min_accuracy" in state.message
+    # the same bundle is already registered: nothing new, and the champion does not move
+    assert registry_versions(root)[0] == versions and champion_version() == champion
+    proc = run_cmd([sys.executable, "-m", "bigmodel_core.cli", "run"], root, check=False)
+    assert proc.returncode == 3 and "model gate closed: min_accuracy" in proc.stderr

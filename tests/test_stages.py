@@ -12,6 +12,7 @@ import pytest
 from bigmodel_core import stages
 from bigmodel_core.config import parse_params
 from bigmodel_core.data import schemas
+from bigmodel_core.errors import GateFailed
 from bigmodel_core.io import read_table
 from bigmodel_core.paths import Paths
 from tests.conftest import env_for, make_workspace, tiny_params_dict
@@ -153,13 +154,33 @@ def test_gate_failure_registers_but_keeps_champion(pipeline):
     stages.get("train").run(strict, paths)
     ev = stages.get("evaluate").run(strict, paths)
     assert ev["promote"] is False and ev["champion"]["version"] == "1"
-    assert any(r.startswith("min_accuracy") for r in ev["reasons"]) and any(r.startswith("vs_champion") for r in ev["reasons"])
-    d = stages.get("deploy").run(strict, paths)
+    assert any(r.startswith("min_accuracy") for r in ev["reasons"])
+    assert any(r.startswith("max_regression_vs_champion: macro-F1 difference to champion v1") for r in ev["reasons"])
+    decision = json.loads((paths.evaluation / "decision.json").read_text())
+    assert {c["rule"] for c in decision["checks"]} == {"min_accuracy", "min_macro_f1", "max_regression_vs_champion",
+                                                      "mcnemar_vs_champion"}
+    boot = decision["comparison"]["bootstrap"]
+    assert boot["low"] <= boot["difference"] <= boot["high"] < 0  # an untrained model is surely worse
+    with pytest.raises(GateFailed, match=r"model gate closed: min_accuracy.*Registered tiny-model v2 as challenger "
+                                         r"for inspection; champion stays v1"):
+        stages.get("deploy").run(strict, paths)
+    d = json.loads(paths.deployment.read_text())
     assert d["version"] == "2" and d["aliases"] == ["challenger"] and not d["promoted"]
     import mlflow
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("tiny-model", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("tiny-model", "challenger").version) == "2"
+    v2 = client.get_model_version("tiny-model", "2")
+    assert v2.tags["bigmodel.gate"] == "failed" and v2.tags["bigmodel.compared_with"] == "v1"
+    assert "gate closed: min_accuracy" in v2.description and "compared with champion v1" in v2.description
+    from bigmodel_core.tracking.registry import ledger
+
+    last = ledger(client, "tiny-model")[-1]
+    assert (last["action"], last["from"], last["to"], last["who"]) == ("kept", "1", "2", "pipeline")
+    # a retried deploy (same bundle) registers nothing new and closes the gate again
+    with pytest.raises(GateFailed):
+        stages.get("deploy").run(strict, paths)
+    assert len(client.search_model_versions("name = 'tiny-model'")) == 2
 
 
 def test_cli_predict_and_dag(pipeline):

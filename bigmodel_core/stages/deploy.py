@@ -9,6 +9,7 @@ import time
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
+from bigmodel_core.errors import GateFailed
 from bigmodel_core.io import read_json, read_table, write_json
 from bigmodel_core.paths import Paths
 
@@ -27,6 +28,28 @@ def _git_commit(root) -> str:
         return out.stdout.strip() if out.returncode == 0 else "none"
     except (OSError, subprocess.SubprocessError):
         return "none"
+
+
+# What a model depends on: a difference here from the last commit makes a run an experiment.
+WATCHED = ("params.yaml", "dvc.yaml", "bigmodel_core", "flows", "tasks")
+
+
+def experiment_reason(root) -> str | None:
+    """Why this run is an experiment (None: a committed state of the project, or no git to ask)."""
+    if os.environ.get("DVC_EXP_NAME") or os.environ.get("DVC_EXP_BASELINE_REV"):
+        return f"dvc exp run ({os.environ.get('DVC_EXP_NAME') or 'unnamed'})"
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *WATCHED], cwd=root,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:  # not a git work tree
+        return None
+    changed = sorted({line[3:].strip() for line in out.stdout.splitlines() if line.strip()})
+    if changed:
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        return f"uncommitted changes to {', '.join(changed[:5])}{more}"
+    return None
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -57,13 +80,30 @@ def run(params: Params, paths: Paths) -> dict:
         paths.evaluation / "training_curves.png",
         paths.training_steps_plot,
     ]
+    experiment = experiment_reason(paths.root)
+    if not decision["promote"]:
+        why_not = "gate closed: " + "; ".join(decision["reasons"])
+    elif params.deploy.promote == "never":
+        why_not = "deploy.promote is never: promote by hand with `bigmodel promote VERSION`"
+    elif experiment and not params.deploy.promote_experiments:
+        why_not = (f"an experiment ({experiment}) does not move the champion; commit the change, or set "
+                   "deploy.promote_experiments: true")
+    else:
+        why_not = None
     result = log_and_register(
         params, paths.root, bundle_dir=paths.model, history=history, eval_metrics=eval_metrics, decision=decision,
         quality=quality, artifacts=artifacts, tags=tags, example_texts=test["text"].head(3).tolist(),
-        train_run_id=train_metrics.get("mlflow_run_id"),
+        train_run_id=train_metrics.get("mlflow_run_id"), promote=why_not is None, experiment=experiment,
+        why_not=why_not,
     )
     result["reasons"] = decision["reasons"]
     result["test_accuracy"] = eval_metrics["accuracy"]
     result["test_macro_f1"] = eval_metrics["macro_f1"]
     write_json(result, paths.deployment)
+    if not decision["promote"]:
+        champ = decision.get("champion")
+        raise GateFailed(f"model gate closed: {'; '.join(decision['reasons'])}. Registered {result['model_name']} "
+                         f"v{result['version']} as {params.deploy.challenger_alias} for inspection; "
+                         + (f"{params.deploy.champion_alias} stays v{champ['version']}" if champ
+                            else f"no {params.deploy.champion_alias} was set"))
     return result

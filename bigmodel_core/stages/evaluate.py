@@ -34,17 +34,19 @@ def run(params: Params, paths: Paths) -> dict:
     predictor = Predictor(paths.model)
     metrics, preds = score(predictor, texts, y_true, predictor.labels, params.evaluate.batch_size)
 
-    champion = None
+    champion, champion_pred = None, None
     found = champion_bundle(params, paths.root)
     if found is not None:
         version, bundle = found
         champ = Predictor(bundle)
         if sorted(champ.labels) == sorted(predictor.labels):
-            cm, _ = score(champ, texts, y_true, champ.labels, params.evaluate.batch_size)
+            cm, champ_preds = score(champ, texts, y_true, champ.labels, params.evaluate.batch_size)
             champion = {"version": version, "accuracy": cm["accuracy"], "macro_f1": cm["macro_f1"]}
+            champion_pred = _indices(champ_preds, predictor.labels)
         else:
             champion = None  # a different label set: no like-for-like comparison is possible
-    decision = decide(metrics, champion, params.evaluate)
+    decision = decide(metrics, champion, params.evaluate, y=_indices(y_true, predictor.labels),
+                      pred=_indices(preds, predictor.labels), champion_pred=champion_pred)
     history = read_json(paths.train_metrics).get("history", [])
 
     with atomic_dir(paths.evaluation) as out:
@@ -60,7 +62,12 @@ def run(params: Params, paths: Paths) -> dict:
         rows = ["actual,predicted"] + [f"{_csv(a)},{_csv(p)}" for a, p in zip(y_true, preds)]
         tmp.write_text("\n".join(rows) + "\n")
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "champion": champion,
-            "promote": decision["promote"], "reasons": decision["reasons"]}
+            "promote": decision["promote"], "reasons": decision["reasons"], "comparison": decision["comparison"]}
+
+
+def _indices(values: list[str], labels: list[str]) -> np.ndarray:
+    index = {lab: i for i, lab in enumerate(labels)}
+    return np.array([index[v] for v in values], dtype=np.int64)
 
 
 def _csv(v: str) -> str:

@@ -7,6 +7,7 @@ UI and a running pipeline can share it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -113,10 +114,51 @@ def _existing_run(client, run_id: str | None):
         return None
 
 
+def bundle_sha256(bundle_dir: Path) -> str:
+    """One hash over the bundle's files (names and bytes): the identity of a trained model."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(bundle_dir).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(bundle_dir)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _version_with_bundle(client, name: str, digest: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.`bigmodel.bundle_sha256` = '{digest}'")
+    except MlflowException:
+        return None
+    return str(min(int(v.version) for v in found)) if found else None
+
+
+def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: str | None) -> str:
+    gate = "passed" if decision["promote"] else "closed: " + "; ".join(decision["reasons"])
+    champ = decision.get("champion")
+    lines = [f"test accuracy {eval_metrics['accuracy']:.4f}, macro-F1 {eval_metrics['macro_f1']:.4f} "
+             f"on {eval_metrics['n_test']:,} rows",
+             f"gate {gate}",
+             f"compared with champion v{champ['version']} (macro-F1 {champ['macro_f1']:.4f})" if champ
+             else "no champion to compare with",
+             f"data: {quality['rows_in']:,} rows in, {quality['rows_out']:,} kept, {quality['rows_quarantined']:,} quarantined"]
+    if experiment:
+        lines.append(f"experiment: {experiment}")
+    return "\n".join(lines)
+
+
 def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: list[dict], eval_metrics: dict,
                      decision: dict, quality: dict, artifacts: list[Path], tags: dict[str, str],
-                     example_texts: list[str], train_run_id: str | None = None) -> dict:
-    """Finish the run the train stage opened (or a new one): reports, plots and the pyfunc model; register it."""
+                     example_texts: list[str], train_run_id: str | None = None, promote: bool = False,
+                     experiment: str | None = None, why_not: str | None = None) -> dict:
+    """Finish the run the train stage opened (or a new one): reports, plots and the pyfunc model; register it.
+
+    The same bundle is registered once: a deploy retried after a crash finds its version by the bundle's
+    hash. `promote` (gate passed and policy allows) moves the champion by compare-and-set against the
+    version the gate compared with; every decision goes into the ledger.
+    """
     mlflow = _setup(params, root)
     import pandas as pd
     from mlflow.models import infer_signature
@@ -128,6 +170,13 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
     exp_id = _experiment_id(mlflow, params, root)
     client = mlflow.MlflowClient()
     name = params.deploy.model_name
+    digest = bundle_sha256(bundle_dir)
+    existing = _version_with_bundle(client, name, digest)
+    if existing is not None:
+        print(f"deploy: this model bundle is already registered as {name} v{existing} (a retried deploy): "
+              "not registering it again", flush=True)
+        return _aliases(params, root, client, name, existing, exp_id, client.get_model_version(name, existing).run_id,
+                        decision, eval_metrics, promote, experiment, why_not)
     train_run = _existing_run(client, train_run_id)
     start = {"run_id": train_run.info.run_id} if train_run is not None else {
         "experiment_id": exp_id, "run_name": tags.get("bigmodel.run_name")}
@@ -165,23 +214,53 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
             registered_model_name=name,
         )
         version = str(info.registered_model_version)
-        for key, value in tags.items():
+        champ = decision.get("champion")
+        version_tags = {**tags, "bigmodel.gate": "passed" if decision["promote"] else "failed",
+                        "bigmodel.bundle_sha256": digest,
+                        "bigmodel.compared_with": f"v{champ['version']}" if champ else "none",
+                        "bigmodel.experiment": experiment or "no"}
+        for key, value in version_tags.items():
             client.set_model_version_tag(name, version, key, value)
-        client.set_model_version_tag(name, version, "bigmodel.gate", "passed" if decision["promote"] else "failed")
-        client.set_registered_model_alias(name, params.deploy.challenger_alias, version)
-        aliases = [params.deploy.challenger_alias]
-        if decision["promote"]:
-            client.set_registered_model_alias(name, params.deploy.champion_alias, version)
-            aliases.append(params.deploy.champion_alias)
+        client.update_model_version(name, version, description=_description(eval_metrics, decision, quality, experiment))
         run_id = run.info.run_id
+    return _aliases(params, root, client, name, version, exp_id, run_id, decision, eval_metrics, promote, experiment,
+                    why_not)
+
+
+def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id: str, run_id: str | None,
+             decision: dict, eval_metrics: dict, promote: bool, experiment: str | None, why_not: str | None) -> dict:
+    """Challenger always; champion by compare-and-set when `promote`; the ledger records the decision."""
+    from bigmodel_core.tracking.registry import alias_version, append_ledger, move_champion, registry_lock
+
+    d = params.deploy
+    client.set_registered_model_alias(name, d.challenger_alias, version)
+    aliases = [d.challenger_alias]
+    figures = {"test_accuracy": round(eval_metrics["accuracy"], 6), "test_macro_f1": round(eval_metrics["macro_f1"], 6)}
+    champ = decision.get("champion")
+    expected = champ["version"] if champ else None
+    note = None
+    if promote:
+        moved, note = move_champion(client, root, name, d.champion_alias, version, expected,
+                                    why="gate passed" + (f" ({experiment})" if experiment else ""), who="pipeline",
+                                    metrics=figures)
+        if moved:
+            aliases.append(d.champion_alias)
+    else:
+        note = why_not or "not promoted"
+        with registry_lock(root):
+            append_ledger(client, name, {"action": "kept", "from": alias_version(client, name, d.champion_alias),
+                                         "to": version, "why": note, "who": "pipeline", "metrics": figures})
+    promoted = d.champion_alias in aliases
     return {
         "run_id": run_id,
         "experiment_id": exp_id,
         "model_name": name,
         "version": version,
         "aliases": aliases,
-        "promoted": bool(decision["promote"]),
-        "model_uri": f"models:/{name}@{params.deploy.champion_alias}" if decision["promote"] else f"models:/{name}/{version}",
+        "promoted": promoted,
+        "note": note,
+        "experiment": experiment,
+        "model_uri": f"models:/{name}@{d.champion_alias}" if promoted else f"models:/{name}/{version}",
     }
 
 

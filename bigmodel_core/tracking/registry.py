@@ -1,0 +1,186 @@
+"""Moving the champion alias safely, and the promotion ledger.
+
+* Compare-and-set: the alias moves only if it still points at the version the gate compared against
+  (read and written under a lock), so two runs racing cannot both promote.
+* The ledger is append-only: one registered-model tag per decision, `bigmodel.ledger.000001`, ...,
+  each a small JSON record (from, to, when, why, who, metrics). `bigmodel registry history` prints it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import time
+from pathlib import Path
+
+LEDGER_PREFIX = "bigmodel.ledger."
+
+
+@contextlib.contextmanager
+def registry_lock(root: Path):
+    """One writer of aliases and ledger at a time on this machine (a file lock beside the workspace's store)."""
+    path = root / ".bigmodel" / "registry.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def alias_version(client, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def ledger(client, name: str) -> list[dict]:
+    """Every recorded decision, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException:
+        return []
+    return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(LEDGER_PREFIX)]
+
+
+def append_ledger(client, name: str, entry: dict) -> dict:
+    """Add one record (call under registry_lock): the next sequence number, never an overwrite."""
+    seq = len(ledger(client, name)) + 1
+    record = {"seq": seq, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
+    client.set_registered_model_tag(name, f"{LEDGER_PREFIX}{seq:06d}", json.dumps(record, sort_keys=True))
+    return record
+
+
+def move_champion(client, root: Path, name: str, alias: str, to_version: str, expected: str | None, *, why: str,
+                  who: str, metrics: dict | None = None) -> tuple[bool, str]:
+    """Point `alias` at `to_version` if it still points at `expected` (None: no champion yet).
+
+    Returns (moved, message); a ledger record is written either way.
+    """
+    with registry_lock(root):
+        current = alias_version(client, name, alias)
+        if current != expected:
+            msg = (f"{alias} is v{current} now, not v{expected} as when this decision was taken: "
+                   f"left alone (another run or a person moved it)")
+            append_ledger(client, name, {"action": "refused", "from": current, "to": to_version, "why": why + "; " + msg,
+                                         "who": who, "metrics": metrics or {}})
+            return False, msg
+        client.set_registered_model_alias(name, alias, to_version)
+        append_ledger(client, name, {"action": "promote", "from": current, "to": to_version, "why": why, "who": who,
+                                     "metrics": metrics or {}})
+        return True, f"{alias}: v{current} -> v{to_version}" if current else f"{alias}: v{to_version} (first)"
+
+
+def user() -> str:
+    try:
+        return "user:" + getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return "user:unknown"
+
+
+# --------------------------------------------------------------------------- by hand: promote, rollback
+SMOKE_TEXTS = ["a short smoke test text", "another line to classify, with punctuation!"]
+
+
+def smoke_test(uri: str, tracking: str, model_uri: str) -> None:
+    """Load `model_uri` in a fresh Python process and classify two texts; raise if anything is off."""
+    import os
+    import subprocess
+    import sys
+
+    from bigmodel_core.errors import BigmodelError
+
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        "mlflow.set_tracking_uri(sys.argv[1])\n"
+        "out = mlflow.pyfunc.load_model(sys.argv[2]).predict(pd.DataFrame({'text': sys.argv[3:]}))\n"
+        "probs = out[[c for c in out.columns if c.startswith('prob_')]].to_numpy()\n"
+        "assert len(out) == len(sys.argv[3:]) and out['label'].notna().all(), out\n"
+        "assert abs(probs.sum(1) - 1).max() < 1e-4, probs\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, tracking, model_uri, *SMOKE_TEXTS], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BigmodelError(f"{model_uri}: smoke test failed in a fresh process, {uri} was not moved: {tail}")
+
+
+def promote_by_hand(params, root: Path, version: str, reason: str) -> str:
+    """`bigmodel promote VERSION --reason`: smoke-test the version, then move the champion to it."""
+    from bigmodel_core.errors import BigmodelError
+    from bigmodel_core.tracking.mlflow_store import _setup, tracking_uri
+
+    mlflow = _setup(params, root)
+    client = mlflow.MlflowClient()
+    name, alias = params.deploy.model_name, params.deploy.champion_alias
+    _check_version(client, name, version)
+    current = alias_version(client, name, alias)
+    if current == version:
+        raise BigmodelError(f"{name} v{version} is already {alias}: nothing to do")
+    smoke_test(alias, tracking_uri(params, root), f"models:/{name}/{version}")
+    moved, msg = move_champion(client, root, name, alias, version, current, why=reason, who=user())
+    if not moved:
+        raise BigmodelError(msg)
+    return msg
+
+
+def rollback(params, root: Path, reason: str) -> str:
+    """`bigmodel rollback`: back to the champion before the current one, as the ledger tells."""
+    from bigmodel_core.errors import BigmodelError
+    from bigmodel_core.tracking.mlflow_store import _setup, tracking_uri
+
+    mlflow = _setup(params, root)
+    client = mlflow.MlflowClient()
+    name, alias = params.deploy.model_name, params.deploy.champion_alias
+    current = alias_version(client, name, alias)
+    if current is None:
+        raise BigmodelError(f"{name} has no {alias}: nothing to roll back")
+    moves = [r for r in ledger(client, name) if r["action"] == "promote" and r["to"] == current]
+    previous = moves[-1]["from"] if moves else None
+    if previous is None:
+        raise BigmodelError(f"{name} v{current} is the first {alias} on record: there is no earlier version to roll "
+                            "back to (nothing changed)")
+    smoke_test(alias, tracking_uri(params, root), f"models:/{name}/{previous}")
+    moved, msg = move_champion(client, root, name, alias, previous, current, why=f"rollback: {reason}", who=user())
+    if not moved:
+        raise BigmodelError(msg)
+    return msg
+
+
+def _check_version(client, name: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from bigmodel_core.errors import BigmodelError
+
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        raise BigmodelError(f"{name} has no version {version!r} (see `bigmodel registry history` or the MLflow UI)") from None
+
+
+def history_lines(params, root: Path) -> list[str]:
+    from bigmodel_core.tracking.mlflow_store import _setup
+
+    client = _setup(params, root).MlflowClient()
+    name = params.deploy.model_name
+    rows = ledger(client, name)
+    if not rows:
+        return [f"{name}: no promotion decisions recorded yet"]
+    current = alias_version(client, name, params.deploy.champion_alias)
+    out = [f"{name}: {params.deploy.champion_alias} is v{current}" if current else f"{name}: no champion"]
+    for r in rows:
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted((r.get("metrics") or {}).items()))
+        was = f"v{r['from']}" if r["from"] else "none"
+        move = {"promote": f"{was} -> v{r['to']}", "kept": f"{was} stays (v{r['to']} not promoted)",
+                "refused": f"v{r['to']} refused ({was} now)"}.get(r["action"], f"{was} -> v{r['to']}")
+        out.append(f"{r['seq']:>4}  {r['at']}  {r['action']:<8} {move}  by {r['who']}: {r['why']}"
+                   + (f"  [{figures}]" if figures else ""))
+    return out

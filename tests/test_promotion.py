@@ -1,0 +1,255 @@
+"""Promotion safety: paired statistics with known answers, the gate's rules, experiments, compare-and-set,
+the ledger, promote and rollback by hand."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+
+from bigmodel_core import stages
+from bigmodel_core.config import EvaluateParams, parse_params
+from bigmodel_core.errors import BigmodelError
+from bigmodel_core.evaluation.gate import decide
+from bigmodel_core.evaluation.metrics import classification_metrics
+from bigmodel_core.evaluation.stats import _macro_f1_rows, mcnemar, paired_bootstrap
+from bigmodel_core.paths import Paths
+from bigmodel_core.stages.deploy import experiment_reason
+from tests.conftest import make_workspace, tiny_params_dict
+
+
+# --------------------------------------------------------------------------- statistics, known answers
+def test_mcnemar_exact_and_chi_square_match_their_formulas():
+    y = np.zeros(12, dtype=int)
+    new = np.array([0] * 10 + [1] * 2)  # right on 10 rows
+    old = np.array([1] * 10 + [0] * 2)  # right on the other 2
+    t = mcnemar(y, new, old)
+    # exact two-sided binomial: 2 * P(X <= 2), X ~ Bin(12, 1/2) = 2 * (1 + 12 + 66) / 4096
+    assert (t["new_only"], t["old_only"], t["method"]) == (10, 2, "exact")
+    assert t["p_value"] == pytest.approx(158 / 4096)
+    y = np.zeros(60, dtype=int)
+    new, old = np.array([0] * 40 + [1] * 20), np.array([1] * 40 + [0] * 20)
+    t = mcnemar(y, new, old)
+    assert t["method"] == "chi2" and t["statistic"] == pytest.approx(19 ** 2 / 60)
+    assert t["p_value"] == pytest.approx(0.014171, abs=1e-6)  # chi-square(1) survival at 6.0167
+    same = mcnemar(y, old, old)
+    assert same["p_value"] == 1.0 and same["new_only"] == same["old_only"] == 0
+
+
+def test_bootstrap_macro_f1_matches_the_metric_and_brackets_the_truth():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 2000)
+    good = np.where(rng.random(2000) < 0.9, y, rng.integers(0, 3, 2000))
+    poor = np.where(rng.random(2000) < 0.6, y, rng.integers(0, 3, 2000))
+    counts = np.bincount(y * 3 + good, minlength=9)
+    assert _macro_f1_rows(counts, 3)[0] == pytest.approx(classification_metrics(y, good, 3)["macro_f1"])
+    r = paired_bootstrap(y, good, poor, 3, samples=500)
+    truth = classification_metrics(y, good, 3)["macro_f1"] - classification_metrics(y, poor, 3)["macro_f1"]
+    assert r["difference"] == pytest.approx(truth)
+    assert 0 < r["low"] < truth < r["high"] and r["high"] - r["low"] < 0.1
+    tie = paired_bootstrap(y, good, good, 3, samples=200)
+    assert tie["low"] == tie["high"] == tie["difference"] == 0.0
+    # two equally good models that err on different rows: the interval must contain 0
+    other = np.where(rng.random(2000) < 0.9, y, rng.integers(0, 3, 2000))
+    r = paired_bootstrap(y, good, other, 3, samples=500)
+    assert r["low"] < 0 < r["high"]
+    assert paired_bootstrap(y, good, poor, 3, samples=300, seed=7) == paired_bootstrap(y, good, poor, 3, samples=300, seed=7)
+
+
+def _gate(y, new, old, **rules):
+    p = EvaluateParams(min_accuracy=0.0, min_macro_f1=0.0, bootstrap_samples=300, **rules)
+    m = classification_metrics(y, new, 2)
+    champion = {"version": "1", "accuracy": 0.0, "macro_f1": classification_metrics(y, old, 2)["macro_f1"]}
+    return decide(m, champion, p, y=y, pred=new, champion_pred=old)
+
+
+def test_the_gate_decides_on_the_interval_not_the_point_estimate():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    old = np.where(rng.random(400) < 0.85, y, 1 - y)
+    flip = rng.choice(400, 6, replace=False)  # 6 more errors: a point estimate a hair below the champion
+    new = old.copy()
+    new[flip] = 1 - y[flip]
+    d = _gate(y, new, old, max_regression=0.05)
+    rule = next(c for c in d["checks"] if c["rule"] == "max_regression_vs_champion")
+    assert rule["difference"] < 0 and rule["value"] >= -0.05 and d["promote"]
+    d = _gate(y, new, old, max_regression=0.0)  # no regression allowed: the interval's low end is below 0
+    assert not d["promote"] and d["reasons"][0].startswith("max_regression_vs_champion")
+    # min_gain: a better point estimate is not enough if the interval reaches below the required gain
+    d = _gate(y, old, new, min_gain=0.02)
+    rule = next(c for c in d["checks"] if c["rule"] == "min_gain_vs_champion")
+    assert rule["difference"] > 0 and not rule["passed"]
+
+
+def test_mcnemar_rule_fails_a_challenger_with_significantly_more_errors():
+    y = np.zeros(200, dtype=int)
+    old = np.zeros(200, dtype=int)
+    new = old.copy()
+    new[:30] = 1  # wrong on 30 rows the champion gets right, right on none it gets wrong
+    d = _gate(y, new, old, max_regression=1.0)  # the interval rule lets anything through here
+    mc = next(c for c in d["checks"] if c["rule"] == "mcnemar_vs_champion")
+    assert (mc["old_only"], mc["new_only"]) == (30, 0) and not mc["passed"] and not d["promote"]
+    assert "wrong on 30 rows the champion gets right" in d["reasons"][0]
+
+
+# --------------------------------------------------------------------------- experiments
+def test_experiments_are_recognised(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    assert experiment_reason(tmp_path) is None  # not a git work tree: nothing to compare with
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    git("add", "params.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert experiment_reason(tmp_path) is None
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert experiment_reason(tmp_path) == "uncommitted changes to params.yaml"
+    monkeypatch.setenv("DVC_EXP_NAME", "lucky-lr")
+    assert experiment_reason(tmp_path) == "dvc exp run (lucky-lr)"
+
+
+# --------------------------------------------------------------------------- registry
+@pytest.fixture(scope="module")
+def registry_ws(tmp_path_factory):
+    """The tiny pipeline run once: v1 is the champion."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for var in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        mp.delenv(var, raising=False)
+    root = make_workspace(tmp_path_factory.mktemp("registry") / "ws")
+    mp.chdir(root)
+    params = parse_params(tiny_params_dict())
+    for name in stages.STAGES:
+        stages.get(name).run(params, Paths(root))
+    yield root, params
+    mp.undo()
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _retrain_and_deploy(root, seed: int, **deploy):
+    raw = tiny_params_dict()
+    raw["train"]["seed"] = seed
+    raw["evaluate"]["max_regression"] = 1.0  # any retrained model passes the comparison
+    raw["deploy"].update(deploy)
+    params = parse_params(raw)
+    for name in ("train", "evaluate", "deploy"):
+        out = stages.get(name).run(params, Paths(root))
+    return out
+
+
+def test_policy_experiments_and_never_register_without_promoting(registry_ws, monkeypatch):
+    from bigmodel_core.tracking.registry import alias_version, ledger
+
+    root, params = registry_ws
+    client = _client()
+    assert alias_version(client, "tiny-model", "champion") == "1"
+    monkeypatch.setenv("DVC_EXP_NAME", "try-seed-5")
+    d = _retrain_and_deploy(root, seed=5)
+    assert not d["promoted"] and d["experiment"] == "dvc exp run (try-seed-5)" and "does not move the champion" in d["note"]
+    assert client.get_model_version("tiny-model", d["version"]).tags["bigmodel.experiment"] == "dvc exp run (try-seed-5)"
+    assert alias_version(client, "tiny-model", "champion") == "1"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    d = _retrain_and_deploy(root, seed=6, promote="never")
+    assert not d["promoted"] and "deploy.promote is never" in d["note"]
+    assert alias_version(client, "tiny-model", "champion") == "1"
+    assert [r["action"] for r in ledger(client, "tiny-model")][-2:] == ["kept", "kept"]
+
+
+def test_compare_and_set_lets_one_of_two_racing_runs_promote(registry_ws):
+    from bigmodel_core.tracking.registry import alias_version, ledger, move_champion
+
+    root, params = registry_ws
+    client = _client()
+    before = alias_version(client, "tiny-model", "champion")
+    versions = sorted(int(v.version) for v in client.search_model_versions("name = 'tiny-model'"))
+    a, b = str(versions[-1]), str(versions[-2])
+    results = []
+
+    def race(version):
+        import mlflow
+
+        results.append(move_champion(mlflow.MlflowClient(), root, "tiny-model", "champion", version, before,
+                                     why="race", who="pipeline"))
+
+    threads = [threading.Thread(target=race, args=(v,)) for v in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(moved for moved, _ in results) == [False, True]
+    winner = alias_version(client, "tiny-model", "champion")
+    assert winner in (a, b) and winner != before
+    refused = next(msg for moved, msg in results if not moved)
+    assert f"champion is v{winner} now, not v{before}" in refused
+    assert sorted(r["action"] for r in ledger(client, "tiny-model")[-2:]) == ["promote", "refused"]
+
+
+def test_promote_rollback_and_history_by_hand(registry_ws):
+    from typer.testing import CliRunner
+
+    from bigmodel_core.cli import app
+    from bigmodel_core.tracking.registry import alias_version
+
+    root, params = registry_ws
+    client = _client()
+    runner = CliRunner()
+    current = alias_version(client, "tiny-model", "champion")
+    res = runner.invoke(app, ["promote", "1", "--reason", "back to the first model"])
+    assert res.exit_code == 0, res.output
+    assert alias_version(client, "tiny-model", "champion") == "1"
+    res = runner.invoke(app, ["rollback", "--reason", "v1 was a mistake"])
+    assert res.exit_code == 0, res.output
+    assert f"champion: v1 -> v{current}" in res.output and alias_version(client, "tiny-model", "champion") == current
+    res = runner.invoke(app, ["promote", "99", "--reason", "x"])
+    assert res.exit_code == 1 and "tiny-model has no version '99'" in res.output
+    res = runner.invoke(app, ["registry", "history"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[0] == f"tiny-model: champion is v{current}"
+    assert "promote  v" in lines[-2] and "-> v1  by user:" in lines[-2] and "back to the first model" in lines[-2]
+    assert f"v1 -> v{current}  by user:" in lines[-1] and "rollback: v1 was a mistake" in lines[-1]
+    assert "promote  none -> v1  by pipeline: gate passed" in lines[1]
+
+
+def test_rollback_without_an_earlier_champion_refuses_and_changes_nothing(tmp_path, monkeypatch):
+    from bigmodel_core.tracking.mlflow_store import _setup
+    from bigmodel_core.tracking.registry import ledger, move_champion, rollback
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = parse_params({**tiny_params_dict(), "tracking": {"uri": f"sqlite:///{tmp_path}/m.db"}})
+    client = _setup(params, tmp_path).MlflowClient()
+    client.create_registered_model("tiny-model")
+    with pytest.raises(BigmodelError, match="tiny-model has no champion: nothing to roll back"):
+        rollback(params, tmp_path, "x")
+    client.create_model_version("tiny-model", source=str(tmp_path))
+    assert move_champion(client, tmp_path, "tiny-model", "champion", "1", None, why="first", who="pipeline")[0]
+    with pytest.raises(BigmodelError, match="v1 is the first champion on record: there is no earlier version"):
+        rollback(params, tmp_path, "x")
+    assert str(client.get_model_version_by_alias("tiny-model", "champion").version) == "1"
+    assert len(ledger(client, "tiny-model")) == 1
+
+
+def test_a_broken_version_fails_the_smoke_test_and_the_alias_stays(tmp_path, monkeypatch):
+    from bigmodel_core.tracking.mlflow_store import _setup
+    from bigmodel_core.tracking.registry import ledger, move_champion, promote_by_hand
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = parse_params({**tiny_params_dict(), "tracking": {"uri": f"sqlite:///{tmp_path}/m.db"}})
+    client = _setup(params, tmp_path).MlflowClient()
+    client.create_registered_model("tiny-model")
+    for _ in range(2):
+        client.create_model_version("tiny-model", source=str(tmp_path / "nothing-here"))
+    move_champion(client, tmp_path, "tiny-model", "champion", "1", None, why="first", who="pipeline")
+    with pytest.raises(BigmodelError, match=r"models:/tiny-model/2: smoke test failed in a fresh process, champion "
+                                            r"was not moved"):
+        promote_by_hand(params, tmp_path, "2", "try it")
+    assert str(client.get_model_version_by_alias("tiny-model", "champion").version) == "1"
+    assert len(ledger(client, "tiny-model")) == 1
