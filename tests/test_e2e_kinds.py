@@ -30,11 +30,12 @@ def serve(root, version: str) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory):
+@pytest.fixture
+def ws(tmp_path):
+    """A workspace (and registry) per kind: each run is judged by the floors alone, not against another kind."""
     raw = tiny_params_dict()
     raw["train"].update(epochs=3)
-    root = make_workspace(tmp_path_factory.mktemp("kinds") / "ws", raw)
+    root = make_workspace(tmp_path / "ws", raw)
     dvc(root, "init", "--no-scm", "-q")
     return root
 
