@@ -120,7 +120,8 @@ def run_pipeline(work: Path) -> dict:
             reports[name] = stages.get(name).run(params, paths)
             seconds[name] = time.perf_counter() - t0
             print(f"  stage {name} done in {seconds[name]:.1f}s", flush=True)
-    return {"reports": reports, "seconds": seconds, "labels": json.loads(paths.eval_metrics.read_text())["labels"]}
+    labels = json.loads((paths.evaluation / "per_class.json").read_text())["labels"]
+    return {"reports": reports, "seconds": seconds, "labels": labels}
 
 
 def sklearn_scores(y_true, y_pred, labels: list[str]) -> dict:

@@ -286,6 +286,42 @@ class EvaluateParams(_Section):
     confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence of the bootstrap interval and of McNemar's test.")
     bootstrap_samples: int = Field(default=1000, ge=100, description="Paired bootstrap resamples of the test rows.")
     batch_size: int = Field(default=128, ge=1, description="Rows per inference batch.")
+    slice_columns: list[str] = Field(
+        default_factory=list,
+        description="Test-split columns to slice by (one slice per value), besides the text-length quartiles and source.",
+    )
+    min_slice_rows: int = Field(default=30, ge=1, description="Gate: slices with fewer test rows are reported, not judged.")
+    max_slice_regression: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Gate: on every slice, macro-F1(challenger) must be >= macro-F1(champion) - this; null = report only.",
+    )
+    baseline: bool = Field(
+        default=True, description="Train TF-IDF (word 1-2 grams) + logistic regression on the non-augmented train rows "
+        "and score it on the same test rows.",
+    )
+    min_gain_over_baseline: float | None = Field(
+        default=None, ge=-1, le=1,
+        description="Gate: macro-F1(model) - macro-F1(baseline) must be >= this (may be negative); null = report only.",
+    )
+    max_latency_p95_ms: float | None = Field(
+        default=None, gt=0, description="Gate: highest p95 latency of a one-text prediction, in ms; null = report only."
+    )
+    max_model_mb: float | None = Field(
+        default=None, gt=0, description="Gate: largest model bundle on disk, in MB (10^6 bytes); null = report only."
+    )
+
+    @field_validator("slice_columns")
+    @classmethod
+    def _distinct_columns(cls, v: list[str]) -> list[str]:
+        if any(not c for c in v) or len(set(v)) != len(v):
+            raise ValueError(f"slice_columns must be distinct, non-empty column names, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _baseline_for_its_rule(self) -> "EvaluateParams":
+        if self.min_gain_over_baseline is not None and not self.baseline:
+            raise ValueError("min_gain_over_baseline is set but baseline is false: the rule needs the baseline")
+        return self
 
 
 class DeployParams(_Section):

@@ -42,6 +42,12 @@ class Paths:
     @property
     def confusion_plot(self) -> Path: return self.root / "plots/confusion.csv"
     @property
+    def roc_plot(self) -> Path: return self.root / "plots/roc.csv"
+    @property
+    def pr_plot(self) -> Path: return self.root / "plots/pr.csv"
+    @property
+    def calibration_plot(self) -> Path: return self.root / "plots/calibration.csv"
+    @property
     def deployment(self) -> Path: return self.root / "reports/deploy.json"
     # not stage outputs: the train stage's encoded data and resumable checkpoints (removed when it succeeds)
     @property

@@ -12,7 +12,7 @@ import pytest
 from bigmodel_core import stages
 from bigmodel_core.config import parse_params
 from bigmodel_core.data import schemas
-from bigmodel_core.errors import GateFailed
+from bigmodel_core.errors import ConfigError, GateFailed
 from bigmodel_core.io import read_table
 from bigmodel_core.paths import Paths
 from tests.conftest import env_for, make_workspace, tiny_params_dict
@@ -85,10 +85,52 @@ def test_train_writes_bundle_metrics_and_plot(pipeline):
 def test_evaluate_and_deploy_register_champion(pipeline):
     root, params, paths, reports = pipeline
     ev = json.loads(paths.eval_metrics.read_text())
-    assert 0.3 <= ev["accuracy"] <= 1 and ev["champion"] is None and ev["promote"] is True
-    assert (paths.evaluation / "confusion_matrix.png").stat().st_size > 1000
+    assert 0.3 <= ev["accuracy"] <= 1 and ev["champion_version"] is None and ev["promote"] is True
+    # a flat file of scalars for `dvc metrics show/diff`; tables live under reports/evaluate/
+    assert all(v is None or isinstance(v, (int, float, str, bool)) for v in ev.values())
+    assert {"n_test", "ece", "latency_p50_ms", "latency_p95_ms", "rows_per_second", "model_mb", "parameters",
+            "baseline_accuracy", "baseline_macro_f1", "champion_macro_f1"} <= set(ev)
+    assert "roc_auc" not in ev and "positive_class" not in ev  # four classes: no binary curves
+    assert 0 <= ev["ece"] <= 1 and 0 < ev["latency_p50_ms"] <= ev["latency_p95_ms"] and ev["rows_per_second"] > 0
+    model_bytes = sum(f.stat().st_size for f in paths.model.iterdir())
+    assert ev["model_mb"] == round(model_bytes / 1e6, 4)
+    assert ev["parameters"] == json.loads(paths.train_metrics.read_text())["parameters"]
+    assert 0.3 <= ev["baseline_macro_f1"] <= 1
+    for name in ("confusion_matrix", "calibration", "training_curves"):
+        assert (paths.evaluation / f"{name}.png").stat().st_size > 1000
+    assert not (paths.evaluation / "roc_curve.png").exists()
+    per_class = json.loads((paths.evaluation / "per_class.json").read_text())
+    assert per_class["labels"] == list(params.data.labels) and set(per_class["per_class"]) == set(params.data.labels)
+    assert sum(map(sum, per_class["confusion_matrix"])) == ev["n_test"]
     conf = pd.read_csv(paths.confusion_plot)
     assert list(conf.columns) == ["actual", "predicted"] and len(conf) == ev["n_test"]
+    assert (conf["actual"] == conf["predicted"]).mean() == pytest.approx(ev["accuracy"])
+    # slices: text-length quartiles (edges recorded) and source, each covering every test row once
+    slices = json.loads((paths.evaluation / "slices.json").read_text())["dimensions"]
+    assert list(slices) == ["length", "source"] and len(slices["length"]["edges"]) == 3
+    for dim in slices.values():
+        assert sum(s["rows"] for s in dim["slices"]) == ev["n_test"]
+    assert [s["slice"] for s in slices["source"]["slices"]] == ["demo"]
+    assert slices["source"]["slices"][0]["macro_f1"] == pytest.approx(ev["macro_f1"])
+    base = json.loads((paths.evaluation / "baseline.json").read_text())
+    test_rows = read_table(paths.split / "test.parquet", schemas.SPLIT)
+    train = read_table(paths.split / "train.parquet", schemas.SPLIT)
+    assert base["train_rows"] == int((~train["is_augmented"]).sum()) and base["test_rows"] == len(test_rows)
+    assert base["macro_f1"] == ev["baseline_macro_f1"]
+    runtime = json.loads((paths.evaluation / "runtime.json").read_text())
+    assert runtime["latency"]["rows"] == min(200, len(test_rows)) and runtime["size"]["bytes"] == model_bytes
+    calib = json.loads((paths.evaluation / "calibration.json").read_text())
+    assert len(calib["bins"]) == 15 and sum(b["rows"] for b in calib["bins"]) == ev["n_test"]
+    plot = pd.read_csv(paths.calibration_plot)
+    assert list(plot.columns) == ["bin", "lower", "upper", "rows", "confidence", "accuracy"]
+    assert plot["rows"].sum() == ev["n_test"]
+    assert (plot["accuracy"] * plot["rows"]).sum() == pytest.approx(ev["accuracy"] * ev["n_test"])
+    assert paths.roc_plot.read_text() == "fpr,tpr,threshold\n" and paths.pr_plot.read_text() == "recall,precision,threshold\n"
+    decision = json.loads((paths.evaluation / "decision.json").read_text())
+    checks = {c["rule"]: c for c in decision["checks"]}
+    assert {"min_gain_over_baseline", "max_latency_p95_ms", "max_model_mb"} <= set(checks)
+    assert "max_slice_regression" not in checks  # no champion yet
+    assert checks["max_model_mb"]["value"] == ev["model_mb"] and not checks["max_model_mb"]["enforced"]
     d = json.loads(paths.deployment.read_text())
     assert d["version"] == "1" and d["aliases"] == ["challenger", "champion"] and d["promoted"]
 
@@ -109,7 +151,14 @@ def test_evaluate_and_deploy_register_champion(pipeline):
     assert run.data.metrics["data_rows_in"] == 800
     arts = {a.path for a in client.list_artifacts(d["run_id"], "reports")}
     assert "reports/data_quality.json" in arts and "reports/quarantine.parquet" in arts
-    assert {a.path for a in client.list_artifacts(d["run_id"], "plots")} >= {"plots/confusion_matrix.png"}
+    assert {a.path for a in client.list_artifacts(d["run_id"], "plots")} >= {"plots/confusion_matrix.png",
+                                                                             "plots/calibration.png"}
+    assert {"reports/per_class.json", "reports/slices.json", "reports/baseline.json"} <= arts
+    for key in ("ece", "latency_p95_ms", "model_mb", "baseline_macro_f1"):
+        assert run.data.metrics[f"test_{key}"] == pytest.approx(ev[key])
+    assert run.data.metrics[f"test_f1_{params.data.labels[0]}"] == per_class["per_class"][params.data.labels[0]]["f1"]
+    mv_desc = client.get_model_version("tiny-model", "1").description
+    assert f"TF-IDF + LR baseline macro-F1 {ev['baseline_macro_f1']:.4f}" in mv_desc
 
 
 def test_champion_loads_in_a_fresh_process_from_raw_text(pipeline):
@@ -145,6 +194,33 @@ def test_pyfunc_matches_evaluate_predictions(pipeline):
     assert served["label"].tolist() == evaluated
 
 
+def test_evaluate_budget_rules_close_the_gate_and_bad_slice_column_stops_it(pipeline):
+    root, params, paths, reports = pipeline
+    before = paths.eval_metrics.read_bytes()
+    raw = tiny_params_dict()
+    raw["evaluate"]["slice_columns"] = ["region"]
+    with pytest.raises(ConfigError, match="evaluate.slice_columns: column 'region' is not in the test split"):
+        stages.get("evaluate").run(parse_params(raw), paths)
+    assert paths.eval_metrics.read_bytes() == before  # stopped before writing anything
+    raw = tiny_params_dict()
+    raw["evaluate"].update(slice_columns=["source_file"], max_model_mb=0.001, max_latency_p95_ms=1e-6,
+                           min_gain_over_baseline=0.9, max_regression=1.0)
+    ev = stages.get("evaluate").run(parse_params(raw), paths)  # the champion (v1) is this very model
+    assert not ev["promote"] and ev["champion"]["version"] == "1"
+    assert [r.split(":")[0] for r in ev["reasons"]] == ["min_gain_over_baseline", "max_latency_p95_ms", "max_model_mb"]
+    slices = json.loads((paths.evaluation / "slices.json").read_text())["dimensions"]
+    assert list(slices) == ["length", "source", "source_file"]
+    checks = {c["rule"]: c for c in json.loads((paths.evaluation / "decision.json").read_text())["checks"]}
+    assert checks["max_slice_regression"]["value"] == 0 and not checks["max_slice_regression"]["enforced"]
+    raw = tiny_params_dict()
+    raw["evaluate"]["baseline"] = False
+    ev = stages.get("evaluate").run(parse_params(raw), paths)
+    assert ev["baseline"] is None and json.loads(paths.eval_metrics.read_text())["baseline_macro_f1"] is None
+    assert json.loads((paths.evaluation / "baseline.json").read_text()) == {"enabled": False}
+    decision = json.loads((paths.evaluation / "decision.json").read_text())
+    assert "min_gain_over_baseline" not in {c["rule"] for c in decision["checks"]}
+
+
 def test_gate_failure_registers_but_keeps_champion(pipeline):
     root, params, paths, reports = pipeline
     raw = tiny_params_dict()
@@ -157,8 +233,16 @@ def test_gate_failure_registers_but_keeps_champion(pipeline):
     assert any(r.startswith("min_accuracy") for r in ev["reasons"])
     assert any(r.startswith("max_regression_vs_champion: macro-F1 difference to champion v1") for r in ev["reasons"])
     decision = json.loads((paths.evaluation / "decision.json").read_text())
-    assert {c["rule"] for c in decision["checks"]} == {"min_accuracy", "min_macro_f1", "max_regression_vs_champion",
-                                                      "mcnemar_vs_champion"}
+    assert {c["rule"] for c in decision["checks"]} == {
+        "min_accuracy", "min_macro_f1", "max_regression_vs_champion", "mcnemar_vs_champion",
+        "max_slice_regression", "min_gain_over_baseline", "max_latency_p95_ms", "max_model_mb"}
+    assert [c["rule"] for c in decision["checks"] if not c["passed"]] == [
+        "min_accuracy", "min_macro_f1", "max_regression_vs_champion", "mcnemar_vs_champion"]  # the others report only
+    ev_file = json.loads(paths.eval_metrics.read_text())
+    assert ev_file["champion_version"] == "1" and ev_file["champion_macro_f1"] == ev["champion"]["macro_f1"]
+    slices = json.loads((paths.evaluation / "slices.json").read_text())
+    assert slices["champion_version"] == "1"
+    assert all("champion_macro_f1" in s for dim in slices["dimensions"].values() for s in dim["slices"])
     boot = decision["comparison"]["bootstrap"]
     assert boot["low"] <= boot["difference"] <= boot["high"] < 0  # an untrained model is surely worse
     with pytest.raises(GateFailed, match=r"model gate closed: min_accuracy.*Registered tiny-model v2 as challenger "
@@ -181,6 +265,33 @@ def test_gate_failure_registers_but_keeps_champion(pipeline):
     with pytest.raises(GateFailed):
         stages.get("deploy").run(strict, paths)
     assert len(client.search_model_versions("name = 'tiny-model'")) == 2
+
+
+def test_binary_curves_and_plot_files(tmp_path):
+    """Two classes: ROC and PR of the second label, written as CSV for `dvc plots` (values checked by scikit-learn)."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from bigmodel_core.evaluation.metrics import calibration
+    from bigmodel_core.stages.evaluate import _binary_curves, _write_plots
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 300)
+    p1 = np.clip(0.3 * y + 0.7 * rng.random(300), 0, 1)
+    probs = np.stack([1 - p1, p1], 1)
+    b = _binary_curves(y, probs, ["ham", "spam"])
+    assert b["positive"] == "spam"
+    assert b["roc"]["auc"] == pytest.approx(roc_auc_score(y, p1)) and b["pr"]["ap"] == pytest.approx(average_precision_score(y, p1))
+    paths = Paths(tmp_path)
+    labels = np.array(["ham", "spam"])
+    _write_plots(paths, labels[y].tolist(), labels[probs.argmax(1)].tolist(), b, calibration(probs.max(1), probs.argmax(1) == y))
+    roc, pr = pd.read_csv(paths.roc_plot), pd.read_csv(paths.pr_plot)
+    assert (roc.iloc[0]["fpr"], roc.iloc[0]["tpr"], roc.iloc[-1]["fpr"], roc.iloc[-1]["tpr"]) == (0, 0, 1, 1)
+    assert roc["fpr"].is_monotonic_increasing and roc["tpr"].is_monotonic_increasing
+    area = float(((roc["fpr"].diff().fillna(0)) * (roc["tpr"] + roc["tpr"].shift().fillna(0)) / 2).sum())
+    assert area == pytest.approx(b["roc"]["auc"])  # every point kept (300 rows < the 1,001-point cap)
+    assert pr.iloc[0]["recall"] == 0 and pr.iloc[-1]["recall"] == 1 and pr["recall"].is_monotonic_increasing
+    assert pd.read_csv(paths.calibration_plot)["rows"].sum() == 300
 
 
 def test_cli_predict_and_dag(pipeline):

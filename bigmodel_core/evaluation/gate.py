@@ -4,6 +4,10 @@ Every rule gives one entry in `checks` with its figures and verdict; the decisio
 evaluate is this dict. The comparison with the champion is decided on the paired bootstrap interval
 of the macro-F1 difference (its lower bound), with McNemar's test as a second, independent check that
 the challenger does not make significantly more errors on the rows where the two disagree.
+
+The budget rules (per-slice regression against the champion, gain over the built-in baseline, p95
+latency, model size) always report their figures; each judges only when its param is set
+(`enforced: false` and `passed: true` otherwise).
 """
 
 from __future__ import annotations
@@ -14,12 +18,19 @@ from bigmodel_core.config import EvaluateParams
 from bigmodel_core.evaluation.stats import mcnemar, paired_bootstrap
 
 
+_EPS = 1e-9  # a difference that equals its bound up to float rounding passes
+
+
 def decide(metrics: dict, champion: dict | None, p: EvaluateParams, *, y: np.ndarray | None = None,
-           pred: np.ndarray | None = None, champion_pred: np.ndarray | None = None) -> dict:
+           pred: np.ndarray | None = None, champion_pred: np.ndarray | None = None, slices: dict | None = None,
+           baseline: dict | None = None, runtime: dict | None = None) -> dict:
     """Return {'promote', 'checks', 'reasons', 'champion', 'comparison'} for a challenger's test metrics.
 
     champion: None, or {'version', 'accuracy', 'macro_f1'} measured on the same test rows; y, pred and
-    champion_pred (class indices in one label order) give the paired tests.
+    champion_pred (class indices in one label order) give the paired tests. slices: slice_metrics() output
+    (with the champion's figures when there is a champion); baseline: {'accuracy', 'macro_f1'} or
+    {'error': why it could not be trained}; runtime: {'latency_p95_ms', 'model_mb'}. A rule whose input
+    is not given is left out.
     """
     checks = [
         {"rule": "min_accuracy", "value": metrics["accuracy"], "threshold": p.min_accuracy,
@@ -46,9 +57,56 @@ def decide(metrics: dict, champion: dict | None, p: EvaluateParams, *, y: np.nda
         worse = test["old_only"] > test["new_only"] and test["p_value"] < 1 - p.confidence
         checks.append({"rule": "mcnemar_vs_champion", "value": test["p_value"], "threshold": 1 - p.confidence,
                        "new_only": test["new_only"], "old_only": test["old_only"], "passed": not worse})
+    if champion is not None and slices is not None:
+        checks.append(_slice_check(slices, champion, p))
+    if baseline is not None:
+        checks.append(_baseline_check(metrics, baseline, p.min_gain_over_baseline))
+    if runtime is not None:
+        checks.append(_budget("max_latency_p95_ms", runtime.get("latency_p95_ms"), p.max_latency_p95_ms))
+        checks.append(_budget("max_model_mb", runtime.get("model_mb"), p.max_model_mb))
     failed = [c for c in checks if not c["passed"]]
     return {"promote": not failed, "checks": checks, "reasons": [describe(c) for c in failed],
             "champion": champion, "comparison": comparison}
+
+
+def _slice_check(slices: dict, champion: dict, p: EvaluateParams) -> dict:
+    """Every slice with >= min_slice_rows rows: macro-F1 difference to the champion there, and the worst one."""
+    judged, small = [], 0
+    for dim, spec in slices.items():
+        for s in spec["slices"]:
+            if s.get("champion_macro_f1") is None:
+                continue
+            if s["rows"] < p.min_slice_rows:
+                small += 1
+                continue
+            judged.append({"dimension": dim, "slice": s["slice"], "rows": s["rows"], "macro_f1": s["macro_f1"],
+                           "champion_macro_f1": s["champion_macro_f1"],
+                           "difference": s["macro_f1"] - s["champion_macro_f1"]})
+    threshold = None if p.max_slice_regression is None else -p.max_slice_regression
+    for s in judged:
+        s["passed"] = threshold is None or s["difference"] >= threshold - _EPS
+    worst = min(judged, key=lambda s: s["difference"], default=None)
+    return {"rule": "max_slice_regression", "value": worst["difference"] if worst else None, "threshold": threshold,
+            "enforced": threshold is not None, "worst": worst, "champion_version": champion["version"],
+            "min_slice_rows": p.min_slice_rows, "slices_judged": len(judged), "slices_too_small": small,
+            "failed_slices": [s for s in judged if not s["passed"]], "slices": judged,
+            "passed": all(s["passed"] for s in judged)}
+
+
+def _baseline_check(metrics: dict, baseline: dict, threshold: float | None) -> dict:
+    if "error" in baseline:  # no figures to judge: an enforced rule fails, with the reason
+        return {"rule": "min_gain_over_baseline", "value": None, "threshold": threshold,
+                "enforced": threshold is not None, "error": baseline["error"], "passed": threshold is None}
+    gain = metrics["macro_f1"] - baseline["macro_f1"]
+    return {"rule": "min_gain_over_baseline", "value": gain, "threshold": threshold, "enforced": threshold is not None,
+            "macro_f1": metrics["macro_f1"], "baseline_macro_f1": baseline["macro_f1"],
+            "baseline_accuracy": baseline["accuracy"], "passed": threshold is None or gain >= threshold - _EPS}
+
+
+def _budget(rule: str, value: float | None, limit: float | None) -> dict:
+    """A ceiling: value <= limit (a missing figure fails an enforced rule)."""
+    return {"rule": rule, "value": value, "threshold": limit, "enforced": limit is not None,
+            "passed": limit is None or (value is not None and value <= limit)}
 
 
 def describe(check: dict) -> str:
@@ -61,4 +119,25 @@ def describe(check: dict) -> str:
     if rule == "mcnemar_vs_champion":
         return (f"{rule}: the challenger is wrong on {check['old_only']} rows the champion gets right and right on "
                 f"{check['new_only']} it gets wrong (p = {check['value']:.4g} < {check['threshold']:.4g})")
+    if rule == "max_slice_regression":
+        w, bad = check["worst"], check["failed_slices"]
+        return (f"{rule}: macro-F1 on slice {w['dimension']}={w['slice']} ({w['rows']} rows) is {w['macro_f1']:.4f} "
+                f"against champion v{check['champion_version']}'s {w['champion_macro_f1']:.4f} "
+                f"({w['difference']:+.4f}); it must be >= {check['threshold']:+.4f} on every slice of at least "
+                f"{check['min_slice_rows']} rows ({len(bad)} of {check['slices_judged']} fail)")
+    if rule == "min_gain_over_baseline":
+        if check["value"] is None:
+            return f"{rule}: the baseline could not be scored ({check['error']})"
+        return (f"{rule}: macro-F1 {check['macro_f1']:.4f} is {check['value']:+.4f} over the TF-IDF + LR baseline's "
+                f"{check['baseline_macro_f1']:.4f}; it must be >= {check['threshold']:+.4f}")
+    if rule == "max_latency_p95_ms":
+        return (f"{rule}: p95 latency of a one-text prediction is {_fmt(check['value'], '.2f')} ms, "
+                f"above the budget of {check['threshold']:g} ms")
+    if rule == "max_model_mb":
+        return (f"{rule}: the model bundle is {_fmt(check['value'], '.2f')} MB, "
+                f"above the budget of {check['threshold']:g} MB")
     return f"{rule}: {check['value']:.4f} < {check['threshold']:.4f}"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "unknown" if value is None else format(value, spec)

@@ -34,3 +34,65 @@ def classification_metrics(y_true, y_pred, num_classes: int | None = None, label
         },
         "confusion_matrix": cm.tolist(),
     }
+
+
+# --------------------------------------------------------------------------- scores of probabilities
+def _ranked_counts(y_true, score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative false and true positives at each distinct score, from the highest down (ties move together)."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last row of each run of equal scores
+    tps = np.cumsum(y)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    return fps, tps, s[last]
+
+
+def roc_curve(y_true, score) -> dict | None:
+    """ROC points (fpr, tpr, threshold) and the area under them; None when y_true holds one class only."""
+    fps, tps, thresholds = _ranked_counts(y_true, score)
+    if len(tps) == 0 or tps[-1] == 0 or fps[-1] == 0:
+        return None
+    fpr, tpr = np.r_[0.0, fps / fps[-1]], np.r_[0.0, tps / tps[-1]]
+    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # trapezoids: ties count half, as in the U statistic
+    return {"fpr": fpr, "tpr": tpr, "threshold": np.r_[np.inf, thresholds], "auc": auc}
+
+
+def pr_curve(y_true, score) -> dict | None:
+    """Precision-recall points and average precision (sum over thresholds of recall gained x precision there,
+    the step-wise area scikit-learn's average_precision_score computes); None without positive rows."""
+    fps, tps, thresholds = _ranked_counts(y_true, score)
+    if len(tps) == 0 or tps[-1] == 0:
+        return None
+    precision, recall = tps / (tps + fps), tps / tps[-1]
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return {"recall": np.r_[0.0, recall], "precision": np.r_[1.0, precision], "threshold": np.r_[np.inf, thresholds],
+            "average_precision": ap}
+
+
+def calibration(confidence, correct, bins: int = 15) -> dict:
+    """Expected calibration error over `bins` equal-width bins of the top-class confidence, and the bins.
+
+    A row with confidence c falls in the bin (lower, upper] that holds c (c = 0 in the first); ECE is the
+    row-weighted mean of |accuracy - mean confidence| over the bins.
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    rows = np.bincount(which, minlength=bins)
+    conf_sum = np.bincount(which, weights=conf, minlength=bins)
+    hit_sum = np.bincount(which, weights=hit, minlength=bins)
+    ece = float(np.abs(hit_sum - conf_sum).sum() / len(conf)) if len(conf) else 0.0
+    table = [{"bin": i, "lower": float(edges[i]), "upper": float(edges[i + 1]), "rows": int(rows[i]),
+              "confidence": float(conf_sum[i] / rows[i]) if rows[i] else None,
+              "accuracy": float(hit_sum[i] / rows[i]) if rows[i] else None} for i in range(bins)]
+    return {"ece": ece, "bins": table}
+
+
+def thin(curve: dict, keys: tuple[str, ...], points: int = 1001) -> list[dict]:
+    """At most `points` rows of a curve (evenly spaced, both ends kept) for plots; areas use every point."""
+    n = len(curve[keys[0]])
+    idx = np.arange(n) if n <= points else np.unique(np.round(np.linspace(0, n - 1, points)).astype(int))
+    return [{k: float(curve[k][i]) for k in keys} for i in idx]

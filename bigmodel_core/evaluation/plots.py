@@ -51,3 +51,51 @@ def history_png(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curve_png(x: list[float], y: list[float], path: Path, *, title: str, xlabel: str, ylabel: str,
+              diagonal: bool = False) -> None:
+    """A ROC or precision-recall curve (a dashed chance line for ROC)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=110)
+    if diagonal:
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.plot(x, y, drawstyle="steps-post" if not diagonal else "default")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def reliability_png(bins: list[dict], ece: float, path: Path) -> None:
+    """Accuracy per confidence bin (bars span the bins, dots sit at their mean confidence); diagonal = calibrated."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=110)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    full = [b for b in bins if b["rows"]]
+    ax.bar([b["lower"] for b in full], [b["accuracy"] for b in full], width=[b["upper"] - b["lower"] for b in full],
+           align="edge", edgecolor="black", alpha=0.7, label="accuracy of the bin")
+    ax.plot([b["confidence"] for b in full], [b["accuracy"] for b in full], "o", color="black", markersize=3,
+            label="at the bin's mean confidence")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence of the predicted class")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability (test), ECE {ece:.4f}", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

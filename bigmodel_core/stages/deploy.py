@@ -57,6 +57,7 @@ def run(params: Params, paths: Paths) -> dict:
 
     eval_metrics = read_json(paths.eval_metrics)
     decision = read_json(paths.evaluation / "decision.json")
+    per_class = read_json(paths.evaluation / "per_class.json")["per_class"]
     quality = read_json(paths.quality_metrics)
     train_metrics = read_json(paths.train_metrics)
     history = train_metrics.get("history", [])
@@ -76,8 +77,9 @@ def run(params: Params, paths: Paths) -> dict:
         paths.split / "report.json",
         paths.eval_metrics,
         paths.train_metrics,
-        paths.evaluation / "confusion_matrix.png",
-        paths.evaluation / "training_curves.png",
+        *(paths.evaluation / f"{name}.json" for name in ("per_class", "slices", "baseline", "runtime", "calibration")),
+        *(paths.evaluation / f"{name}.png" for name in ("confusion_matrix", "training_curves", "calibration",
+                                                        "roc_curve", "pr_curve")),  # ROC and PR: binary tasks only
         paths.training_steps_plot,
     ]
     experiment = experiment_reason(paths.root)
@@ -91,8 +93,8 @@ def run(params: Params, paths: Paths) -> dict:
     else:
         why_not = None
     result = log_and_register(
-        params, paths.root, bundle_dir=paths.model, history=history, eval_metrics=eval_metrics, decision=decision,
-        quality=quality, artifacts=artifacts, tags=tags, example_texts=test["text"].head(3).tolist(),
+        params, paths.root, bundle_dir=paths.model, history=history, eval_metrics=eval_metrics, per_class=per_class,
+        decision=decision, quality=quality, artifacts=artifacts, tags=tags, example_texts=test["text"].head(3).tolist(),
         train_run_id=train_metrics.get("mlflow_run_id"), promote=why_not is None, experiment=experiment,
         why_not=why_not,
     )

@@ -140,6 +140,7 @@ def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: 
     champ = decision.get("champion")
     lines = [f"test accuracy {eval_metrics['accuracy']:.4f}, macro-F1 {eval_metrics['macro_f1']:.4f} "
              f"on {eval_metrics['n_test']:,} rows",
+             *_cost_line(eval_metrics),
              f"gate {gate}",
              f"compared with champion v{champ['version']} (macro-F1 {champ['macro_f1']:.4f})" if champ
              else "no champion to compare with",
@@ -149,11 +150,31 @@ def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: 
     return "\n".join(lines)
 
 
+def _cost_line(ev: dict) -> list[str]:
+    """Baseline, latency and size figures of metrics/eval.json, where present, as one line."""
+    parts = []
+    if ev.get("baseline_macro_f1") is not None:
+        parts.append(f"TF-IDF + LR baseline macro-F1 {ev['baseline_macro_f1']:.4f}")
+    if ev.get("latency_p95_ms") is not None:
+        parts.append(f"p95 latency {ev['latency_p95_ms']:.2f} ms per text")
+    if ev.get("model_mb") is not None:
+        parts.append(f"model {ev['model_mb']:.2f} MB")
+    return ["; ".join(parts)] if parts else []
+
+
+# metrics/eval.json keys that are not test figures to chart in MLflow
+_NOT_LOGGED = {"promote", "champion_version", "positive_class"}
+
+
 def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: list[dict], eval_metrics: dict,
                      decision: dict, quality: dict, artifacts: list[Path], tags: dict[str, str],
                      example_texts: list[str], train_run_id: str | None = None, promote: bool = False,
-                     experiment: str | None = None, why_not: str | None = None) -> dict:
+                     experiment: str | None = None, why_not: str | None = None,
+                     per_class: dict | None = None) -> dict:
     """Finish the run the train stage opened (or a new one): reports, plots and the pyfunc model; register it.
+
+    eval_metrics: metrics/eval.json (scalars; each number is logged as test_<key>); per_class: the
+    per-class table of reports/evaluate/per_class.json (logged as test_f1_<label>).
 
     The same bundle is registered once: a deploy retried after a crash finds its version by the bundle's
     hash. `promote` (gate passed and policy allows) moves the champion by compare-and-set against the
@@ -187,8 +208,9 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
             mlflow.log_params({k: v[:6000] for k, v in flat.items()})
             for row in history:
                 mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        test = {"test_accuracy": eval_metrics["accuracy"], "test_macro_f1": eval_metrics["macro_f1"]}
-        test.update({f"test_f1_{lab}": m["f1"] for lab, m in eval_metrics["per_class"].items()})
+        test = {f"test_{k}": float(v) for k, v in eval_metrics.items()
+                if k not in _NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        test.update({f"test_f1_{lab}": m["f1"] for lab, m in (per_class or {}).items()})
         test.update({
             "data_rows_in": quality["rows_in"],
             "data_rows_out": quality["rows_out"],
