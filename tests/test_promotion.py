@@ -105,8 +105,13 @@ def test_experiments_are_recognised(tmp_path, monkeypatch):
     git("add", "params.yaml")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     assert experiment_reason(tmp_path) is None
+    (tmp_path / "params.yaml").write_text("# a comment and another layout, same values\na:   1\n")
+    assert experiment_reason(tmp_path) is None
     (tmp_path / "params.yaml").write_text("a: 2\n")
     assert experiment_reason(tmp_path) == "uncommitted changes to params.yaml"
+    (tmp_path / "bigmodel_core").mkdir()
+    (tmp_path / "bigmodel_core" / "new_model.py").write_text("x = 1\n")  # new code, not yet in git
+    assert experiment_reason(tmp_path) == "uncommitted changes to params.yaml, bigmodel_core/"
     monkeypatch.setenv("DVC_EXP_NAME", "lucky-lr")
     assert experiment_reason(tmp_path) == "dvc exp run (lucky-lr)"
 
@@ -128,10 +133,15 @@ def registry_ws(tmp_path_factory):
     mp.undo()
 
 
-def _client():
+def _client(root=None):
+    """The workspace's store, named explicitly: another test may have pointed mlflow's global URI elsewhere."""
     import mlflow
 
-    return mlflow.MlflowClient()
+    from bigmodel_core.tracking.mlflow_store import tracking_uri
+
+    if root is None:
+        return mlflow.MlflowClient()
+    return mlflow.MlflowClient(tracking_uri(parse_params(tiny_params_dict()), root))
 
 
 def _retrain_and_deploy(root, seed: int, **deploy):
@@ -149,7 +159,7 @@ def test_policy_experiments_and_never_register_without_promoting(registry_ws, mo
     from bigmodel_core.tracking.registry import alias_version, ledger
 
     root, params = registry_ws
-    client = _client()
+    client = _client(root)
     assert alias_version(client, "tiny-model", "champion") == "1"
     monkeypatch.setenv("DVC_EXP_NAME", "try-seed-5")
     d = _retrain_and_deploy(root, seed=5)
@@ -167,16 +177,14 @@ def test_compare_and_set_lets_one_of_two_racing_runs_promote(registry_ws):
     from bigmodel_core.tracking.registry import alias_version, ledger, move_champion
 
     root, params = registry_ws
-    client = _client()
+    client = _client(root)
     before = alias_version(client, "tiny-model", "champion")
     versions = sorted(int(v.version) for v in client.search_model_versions("name = 'tiny-model'"))
     a, b = str(versions[-1]), str(versions[-2])
     results = []
 
     def race(version):
-        import mlflow
-
-        results.append(move_champion(mlflow.MlflowClient(), root, "tiny-model", "champion", version, before,
+        results.append(move_champion(_client(root), root, "tiny-model", "champion", version, before,
                                      why="race", who="pipeline"))
 
     threads = [threading.Thread(target=race, args=(v,)) for v in (a, b)]
@@ -199,7 +207,7 @@ def test_promote_rollback_and_history_by_hand(registry_ws):
     from bigmodel_core.tracking.registry import alias_version
 
     root, params = registry_ws
-    client = _client()
+    client = _client(root)
     runner = CliRunner()
     current = alias_version(client, "tiny-model", "champion")
     res = runner.invoke(app, ["promote", "1", "--reason", "back to the first model"])
@@ -253,3 +261,67 @@ def test_a_broken_version_fails_the_smoke_test_and_the_alias_stays(tmp_path, mon
         promote_by_hand(params, tmp_path, "2", "try it")
     assert str(client.get_model_version_by_alias("tiny-model", "champion").version) == "1"
     assert len(ledger(client, "tiny-model")) == 1
+
+
+def test_rollback_walks_back_through_the_champions_and_refuses_an_alias_moved_elsewhere(tmp_path, monkeypatch):
+    from bigmodel_core.tracking import registry
+    from bigmodel_core.tracking.mlflow_store import _setup
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(registry, "smoke_test", lambda *a, **k: None)  # the versions here have no model files
+    params = parse_params({**tiny_params_dict(), "tracking": {"uri": f"sqlite:///{tmp_path}/m.db"}})
+    client = _setup(params, tmp_path).MlflowClient()
+    client.create_registered_model("tiny-model")
+    for _ in range(4):
+        client.create_model_version("tiny-model", source=str(tmp_path))
+    for old, new in ((None, "1"), ("1", "2"), ("2", "3")):
+        assert registry.move_champion(client, tmp_path, "tiny-model", "champion", new, old, why="gate", who="pipeline")[0]
+    assert registry.rollback(params, tmp_path, "bad") == "champion: v3 -> v2"
+    assert registry.rollback(params, tmp_path, "worse") == "champion: v2 -> v1"  # not back to v3
+    with pytest.raises(BigmodelError, match="v1 is the first champion on record"):
+        registry.rollback(params, tmp_path, "again")
+    client.set_registered_model_alias("tiny-model", "champion", "4")  # by hand, in the MLflow UI
+    with pytest.raises(BigmodelError, match=r"v4 became champion outside bigmodel \(the ledger ends at v1\)"):
+        registry.rollback(params, tmp_path, "x")
+    assert registry.alias_version(client, "tiny-model", "champion") == "4"
+    assert [r["action"] for r in registry.ledger(client, "tiny-model")] == ["promote"] * 3 + ["rollback"] * 2
+    assert (tmp_path / "m.db.bigmodel-lock").exists()  # the lock lives beside the shared store
+
+
+def test_a_champion_with_other_labels_closes_the_gate_with_a_reason():
+    y = np.array([0, 1, 0, 1])
+    m = classification_metrics(y, y, 2)
+    d = decide(m, None, EvaluateParams(min_accuracy=0, min_macro_f1=0), y=y, pred=y,
+               champion_with_other_labels={"version": "4", "labels": ["ham", "spam", "promo"]}, labels=["ham", "spam"])
+    assert not d["promote"]
+    assert d["reasons"] == ["same_labels_as_champion: this model's labels ['ham', 'spam'] differ from champion v4's "
+                            "['ham', 'promo', 'spam'], so the two cannot be compared; if the change is intended, "
+                            "promote it by hand with `bigmodel promote VERSION --reason ...`"]
+
+
+def test_a_retried_deploy_stands_by_the_earlier_decision_after_a_rollback(registry_ws):
+    """Deploy re-run on an already registered bundle (a crash, a tracking-code change) must not undo a rollback."""
+    import json
+
+    from bigmodel_core.tracking.registry import alias_version, ledger, move_champion
+
+    root, _ = registry_ws
+    client = _client(root)
+    raw = tiny_params_dict()
+    raw["train"]["seed"] = 11
+    params, paths = parse_params(raw), Paths(root)
+    stages.get("train").run(params, paths)
+    stages.get("evaluate").run(params, paths)
+    before = alias_version(client, "tiny-model", "champion")
+    decision_file = paths.evaluation / "decision.json"
+    decision = json.loads(decision_file.read_text())
+    decision.update(promote=True, reasons=[])  # this test is about deploy: let the gate pass whatever the luck
+    decision_file.write_text(json.dumps(decision))
+    new = stages.get("deploy").run(params, paths)
+    assert new["promoted"] and alias_version(client, "tiny-model", "champion") == new["version"] != before
+    assert move_champion(client, root, "tiny-model", "champion", before, new["version"], why="rollback: test",
+                         who="user:test", action="rollback")[0]
+    entries = len(ledger(client, "tiny-model"))
+    again = stages.get("deploy").run(params, paths)
+    assert again["version"] == new["version"] and not again["promoted"] and "was decided on before" in again["note"]
+    assert alias_version(client, "tiny-model", "champion") == before and len(ledger(client, "tiny-model")) == entries

@@ -23,7 +23,8 @@ _EPS = 1e-9  # a difference that equals its bound up to float rounding passes
 
 def decide(metrics: dict, champion: dict | None, p: EvaluateParams, *, y: np.ndarray | None = None,
            pred: np.ndarray | None = None, champion_pred: np.ndarray | None = None, slices: dict | None = None,
-           baseline: dict | None = None, runtime: dict | None = None) -> dict:
+           baseline: dict | None = None, runtime: dict | None = None, champion_with_other_labels: dict | None = None,
+           labels: list[str] | None = None) -> dict:
     """Return {'promote', 'checks', 'reasons', 'champion', 'comparison'} for a challenger's test metrics.
 
     champion: None, or {'version', 'accuracy', 'macro_f1'} measured on the same test rows; y, pred and
@@ -39,6 +40,10 @@ def decide(metrics: dict, champion: dict | None, p: EvaluateParams, *, y: np.nda
          "passed": metrics["macro_f1"] >= p.min_macro_f1},
     ]
     comparison = None
+    if champion_with_other_labels is not None:  # the gate cannot say the new model is as good: a person must
+        other = champion_with_other_labels
+        checks.append({"rule": "same_labels_as_champion", "value": sorted(labels or []), "threshold": sorted(other["labels"]),
+                       "champion_version": other["version"], "passed": False})
     if champion is not None:
         if y is None or pred is None or champion_pred is None:
             raise ValueError("a champion comparison needs the paired predictions (y, pred, champion_pred)")
@@ -112,6 +117,10 @@ def _budget(rule: str, value: float | None, limit: float | None) -> dict:
 def describe(check: dict) -> str:
     """One line a person reads: the rule, the figure and the bound it missed."""
     rule = check["rule"]
+    if rule == "same_labels_as_champion":
+        return (f"{rule}: this model's labels {check['value']} differ from champion v{check['champion_version']}'s "
+                f"{check['threshold']}, so the two cannot be compared; if the change is intended, promote it by hand "
+                "with `bigmodel promote VERSION --reason ...`")
     if rule in ("min_gain_vs_champion", "max_regression_vs_champion"):
         lo, hi = check["interval"]
         return (f"{rule}: macro-F1 difference to champion v{check['champion_version']} is {check['difference']:+.4f} "

@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import time
+from pathlib import Path
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
@@ -31,21 +32,36 @@ def _git_commit(root) -> str:
 
 
 # What a model depends on: a difference here from the last commit makes a run an experiment.
-WATCHED = ("params.yaml", "dvc.yaml", "bigmodel_core", "flows", "tasks")
+WATCHED_CODE = ("dvc.yaml", "bigmodel_core", "flows", "tasks")
+
+
+def _git(root, *args: str) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def experiment_reason(root) -> str | None:
-    """Why this run is an experiment (None: a committed state of the project, or no git to ask)."""
+    """Why this run is an experiment (None: a committed state of the project, or no git to ask).
+
+    Code and dvc.yaml count as changed if git sees them modified or new (ignored files aside);
+    params.yaml only if its values differ from the committed file's (`-S` rewrites the file's layout).
+    """
+    import yaml
+
     if os.environ.get("DVC_EXP_NAME") or os.environ.get("DVC_EXP_BASELINE_REV"):
         return f"dvc exp run ({os.environ.get('DVC_EXP_NAME') or 'unnamed'})"
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *WATCHED], cwd=root,
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
+    out = _git(root, "status", "--porcelain", "--", *WATCHED_CODE)
+    if out is None or out.returncode != 0:  # no git, or not a work tree
         return None
-    if out.returncode != 0:  # not a git work tree
-        return None
-    changed = sorted({line[3:].strip() for line in out.stdout.splitlines() if line.strip()})
+    changed = sorted({line[3:].strip().strip('"') for line in out.stdout.splitlines() if line.strip()})
+    params = Path(root) / "params.yaml"
+    head = _git(root, "show", "HEAD:params.yaml")
+    if params.exists():
+        committed = yaml.safe_load(head.stdout) if head is not None and head.returncode == 0 else None
+        if committed != yaml.safe_load(params.read_text()):
+            changed.insert(0, "params.yaml")
     if changed:
         more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
         return f"uncommitted changes to {', '.join(changed[:5])}{more}"
@@ -103,9 +119,8 @@ def run(params: Params, paths: Paths) -> dict:
     result["test_macro_f1"] = eval_metrics["macro_f1"]
     write_json(result, paths.deployment)
     if not decision["promote"]:
-        champ = decision.get("champion")
         raise GateFailed(f"model gate closed: {'; '.join(decision['reasons'])}. Registered {result['model_name']} "
                          f"v{result['version']} as {params.deploy.challenger_alias} for inspection; "
-                         + (f"{params.deploy.champion_alias} stays v{champ['version']}" if champ
+                         + (f"{params.deploy.champion_alias} stays v{result['champion']}" if result.get("champion")
                             else f"no {params.deploy.champion_alias} was set"))
     return result

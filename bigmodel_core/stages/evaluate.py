@@ -61,7 +61,7 @@ def run(params: Params, paths: Paths) -> dict:
     calib = calibration(probs.max(1), pred == y, ECE_BINS)
     runtime = _runtime(predictor, paths, texts, scoring_seconds, p.batch_size)
 
-    champion, champion_pred = None, None
+    champion, champion_pred, other_labels = None, None, None
     found = champion_bundle(params, paths.root)
     if found is not None:
         version, bundle = found
@@ -71,10 +71,11 @@ def run(params: Params, paths: Paths) -> dict:
             champion = {"version": version, "accuracy": cm["accuracy"], "macro_f1": cm["macro_f1"]}
             champion_pred = _indices(champ_preds, labels)
         else:
-            champion = None  # a different label set: no like-for-like comparison is possible
+            other_labels = {"version": version, "labels": list(champ.labels)}  # no like-for-like comparison
     slices = slice_metrics(slice_groups(test, p.slice_columns), y, pred, len(labels), champion_pred)
     base = _baseline(paths, texts, y, labels) if p.baseline else None
     decision = decide(metrics, champion, p, y=y, pred=pred, champion_pred=champion_pred, slices=slices,
+                      champion_with_other_labels=other_labels, labels=labels,
                       baseline=base, runtime={"latency_p95_ms": runtime["latency"]["p95_ms"],
                                               "model_mb": runtime["size"]["mb"]})
     history = read_json(paths.train_metrics).get("history", [])

@@ -197,7 +197,7 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
         print(f"deploy: this model bundle is already registered as {name} v{existing} (a retried deploy): "
               "not registering it again", flush=True)
         return _aliases(params, root, client, name, existing, exp_id, client.get_model_version(name, existing).run_id,
-                        decision, eval_metrics, promote, experiment, why_not)
+                        decision, eval_metrics, promote, experiment, why_not, retried=True)
     train_run = _existing_run(client, train_run_id)
     start = {"run_id": train_run.info.run_id} if train_run is not None else {
         "experiment_id": exp_id, "run_name": tags.get("bigmodel.run_name")}
@@ -233,16 +233,15 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
             signature=signature,
             input_example=example,
             pip_requirements=_requirements(read_meta(bundle_dir).get("kind", "transformer")),
-            registered_model_name=name,
         )
-        version = str(info.registered_model_version)
         champ = decision.get("champion")
         version_tags = {**tags, "bigmodel.gate": "passed" if decision["promote"] else "failed",
                         "bigmodel.bundle_sha256": digest,
                         "bigmodel.compared_with": f"v{champ['version']}" if champ else "none",
                         "bigmodel.experiment": experiment or "no"}
-        for key, value in version_tags.items():
-            client.set_model_version_tag(name, version, key, value)
+        # the version and its tags (the bundle hash among them) are created in one call: a deploy that dies
+        # right after registering still leaves a version that a retry finds
+        version = str(mlflow.register_model(info.model_uri, name, tags=version_tags).version)
         client.update_model_version(name, version, description=_description(eval_metrics, decision, quality, experiment))
         run_id = run.info.run_id
     return _aliases(params, root, client, name, version, exp_id, run_id, decision, eval_metrics, promote, experiment,
@@ -250,9 +249,14 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
 
 
 def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id: str, run_id: str | None,
-             decision: dict, eval_metrics: dict, promote: bool, experiment: str | None, why_not: str | None) -> dict:
-    """Challenger always; champion by compare-and-set when `promote`; the ledger records the decision."""
-    from bigmodel_core.tracking.registry import alias_version, append_ledger, move_champion, registry_lock
+             decision: dict, eval_metrics: dict, promote: bool, experiment: str | None, why_not: str | None,
+             retried: bool = False) -> dict:
+    """Challenger always; champion by compare-and-set when `promote`; the ledger records the decision.
+
+    retried: the version existed already. If the pipeline decided about it before, that decision stands (the
+    evaluation it rests on may be stale: the champion may have been rolled back since), nothing is re-decided.
+    """
+    from bigmodel_core.tracking.registry import alias_version, append_ledger, ledger, move_champion, registry_lock
 
     d = params.deploy
     client.set_registered_model_alias(name, d.challenger_alias, version)
@@ -261,7 +265,15 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
     champ = decision.get("champion")
     expected = champ["version"] if champ else None
     note = None
-    if promote:
+    earlier = [r for r in ledger(client, name) if r["to"] == version and r["who"] == "pipeline"] if retried else []
+    current = alias_version(client, name, d.champion_alias)
+    if current == version:
+        aliases.append(d.champion_alias)
+        note = f"v{version} is already {d.champion_alias}"
+    elif earlier:
+        note = (f"v{version} was decided on before ({earlier[-1]['action']} at {earlier[-1]['at']}: "
+                f"{earlier[-1]['why']}); not deciding again")
+    elif promote:
         moved, note = move_champion(client, root, name, d.champion_alias, version, expected,
                                     why="gate passed" + (f" ({experiment})" if experiment else ""), who="pipeline",
                                     metrics=figures)
@@ -269,11 +281,12 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
             aliases.append(d.champion_alias)
     else:
         note = why_not or "not promoted"
-        with registry_lock(root):
+        with registry_lock(root, client):
             append_ledger(client, name, {"action": "kept", "from": alias_version(client, name, d.champion_alias),
                                          "to": version, "why": note, "who": "pipeline", "metrics": figures})
     promoted = d.champion_alias in aliases
     return {
+        "champion": alias_version(client, name, d.champion_alias),
         "run_id": run_id,
         "experiment_id": exp_id,
         "model_name": name,

@@ -2,8 +2,12 @@
 
 * Compare-and-set: the alias moves only if it still points at the version the gate compared against
   (read and written under a lock), so two runs racing cannot both promote.
-* The ledger is append-only: one registered-model tag per decision, `bigmodel.ledger.000001`, ...,
-  each a small JSON record (from, to, when, why, who, metrics). `bigmodel registry history` prints it.
+* The ledger is append-only: one registered-model tag per decision, keyed by time and a random suffix
+  (`bigmodel.ledger.<ns>.<hex>`, so two writers never overwrite each other), each a small JSON record
+  (from, to, when, why, who, metrics). `bigmodel registry history` prints it.
+
+The lock sits beside the SQLite store when there is one (every workspace sharing that database shares
+the lock), else in the workspace; a remote tracking server gets the compare-and-set check alone.
 """
 
 from __future__ import annotations
@@ -13,15 +17,26 @@ import fcntl
 import getpass
 import json
 import time
+import uuid
 from pathlib import Path
 
 LEDGER_PREFIX = "bigmodel.ledger."
 
 
+def _lock_path(root: Path, client=None) -> Path:
+    import mlflow
+
+    uri = str(getattr(client, "tracking_uri", None) or mlflow.get_tracking_uri())
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+        return db.with_name(db.name + ".bigmodel-lock")
+    return root / ".bigmodel" / "registry.lock"
+
+
 @contextlib.contextmanager
-def registry_lock(root: Path):
-    """One writer of aliases and ledger at a time on this machine (a file lock beside the workspace's store)."""
-    path = root / ".bigmodel" / "registry.lock"
+def registry_lock(root: Path, client=None):
+    """One writer of aliases and ledger at a time (a file lock beside the SQLite store, or in the workspace)."""
+    path = _lock_path(root, client)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -48,25 +63,42 @@ def ledger(client, name: str) -> list[dict]:
         tags = client.get_registered_model(name).tags
     except MlflowException:
         return []
-    return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(LEDGER_PREFIX)]
+    rows = [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(LEDGER_PREFIX)]
+    return [{**r, "seq": i} for i, r in enumerate(rows, 1)]
 
 
 def append_ledger(client, name: str, entry: dict) -> dict:
-    """Add one record (call under registry_lock): the next sequence number, never an overwrite."""
-    seq = len(ledger(client, name)) + 1
-    record = {"seq": seq, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
-    client.set_registered_model_tag(name, f"{LEDGER_PREFIX}{seq:06d}", json.dumps(record, sort_keys=True))
+    """Add one record: a key of its own (time, then random), never an overwrite of another writer's."""
+    record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
+    key = f"{LEDGER_PREFIX}{time.time_ns():020d}.{uuid.uuid4().hex[:8]}"
+    client.set_registered_model_tag(name, key, json.dumps(record, sort_keys=True))
     return record
 
 
+def champion_stack(rows: list[dict]) -> list[str]:
+    """The champions in the order they took over, as promotions push and rollbacks pop them."""
+    stack: list[str] = []
+    for r in rows:
+        if r["action"] == "promote":
+            stack.append(r["to"])
+        elif r["action"] == "rollback":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != r["to"]:
+                stack.append(r["to"])
+    return stack
+
+
 def move_champion(client, root: Path, name: str, alias: str, to_version: str, expected: str | None, *, why: str,
-                  who: str, metrics: dict | None = None) -> tuple[bool, str]:
+                  who: str, metrics: dict | None = None, action: str = "promote") -> tuple[bool, str]:
     """Point `alias` at `to_version` if it still points at `expected` (None: no champion yet).
 
-    Returns (moved, message); a ledger record is written either way.
+    Returns (moved, message); a ledger record is written either way (not when it points there already).
     """
-    with registry_lock(root):
+    with registry_lock(root, client):
         current = alias_version(client, name, alias)
+        if current == to_version:
+            return True, f"{alias} is v{to_version} already: nothing moved"
         if current != expected:
             msg = (f"{alias} is v{current} now, not v{expected} as when this decision was taken: "
                    f"left alone (another run or a person moved it)")
@@ -74,7 +106,7 @@ def move_champion(client, root: Path, name: str, alias: str, to_version: str, ex
                                          "who": who, "metrics": metrics or {}})
             return False, msg
         client.set_registered_model_alias(name, alias, to_version)
-        append_ledger(client, name, {"action": "promote", "from": current, "to": to_version, "why": why, "who": who,
+        append_ledger(client, name, {"action": action, "from": current, "to": to_version, "why": why, "who": who,
                                      "metrics": metrics or {}})
         return True, f"{alias}: v{current} -> v{to_version}" if current else f"{alias}: v{to_version} (first)"
 
@@ -143,13 +175,17 @@ def rollback(params, root: Path, reason: str) -> str:
     current = alias_version(client, name, alias)
     if current is None:
         raise BigmodelError(f"{name} has no {alias}: nothing to roll back")
-    moves = [r for r in ledger(client, name) if r["action"] == "promote" and r["to"] == current]
-    previous = moves[-1]["from"] if moves else None
-    if previous is None:
+    stack = champion_stack(ledger(client, name))
+    if stack and stack[-1] != current:
+        raise BigmodelError(f"{name} v{current} became {alias} outside bigmodel (the ledger ends at v{stack[-1]}): "
+                            "choose the version yourself with `bigmodel promote VERSION --reason ...` (nothing changed)")
+    if len(stack) < 2:
         raise BigmodelError(f"{name} v{current} is the first {alias} on record: there is no earlier version to roll "
                             "back to (nothing changed)")
+    previous = stack[-2]
     smoke_test(alias, tracking_uri(params, root), f"models:/{name}/{previous}")
-    moved, msg = move_champion(client, root, name, alias, previous, current, why=f"rollback: {reason}", who=user())
+    moved, msg = move_champion(client, root, name, alias, previous, current, why=f"rollback: {reason}", who=user(),
+                               action="rollback")
     if not moved:
         raise BigmodelError(msg)
     return msg
