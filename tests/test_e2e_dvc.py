@@ -57,3 +57,27 @@ def test_dvc_repro_runs_dag_then_only_what_changed(dvc_workspace):
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 3
     assert lock["stages"]["clean"]["params"]["params.yaml"]["clean"]["lowercase"] is True
+
+
+def test_dvc_exp_run_registers_an_experiment_and_never_sets_the_champion(workspace):
+    from tests.conftest import run_cmd
+
+    root = workspace
+    git = lambda *a: run_cmd(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], root)  # noqa: E731
+    git("init", "-q")
+    (root / ".gitignore").write_text("mlflow.db*\nmlartifacts/\n.bigmodel/\n.prefect/\n")
+    dvc(root, "init", "-q")
+    dvc(root, "config", "core.analytics", "false")
+    git("add", "-A")
+    git("commit", "-qm", "a committed project")
+    out = dvc(root, "exp", "run", "-n", "try-it")
+    assert ran(out.stdout)[-1] == "deploy"
+    versions, client = registry_versions(root)
+    assert versions == [1]  # registered for inspection ...
+    mv = client.get_model_version("tiny-model", "1")
+    assert mv.tags["bigmodel.experiment"].startswith("dvc exp run") and "experiment: dvc exp run" in mv.description
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):  # ... but no champion, although the gate passed
+        client.get_model_version_by_alias("tiny-model", "champion")
+    assert mv.tags["bigmodel.gate"] == "passed"
