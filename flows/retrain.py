@@ -49,15 +49,10 @@ def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
         vs = (f" (champion v{ev['champion_version']}: macro-F1 {ev['champion_macro_f1']:.4f})"
               if ev.get("champion_version") is not None else "")
         out.append(f"  test: accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f} on {ev['n_test']} rows{vs}")
-        cost = []
-        if ev.get("baseline_macro_f1") is not None:
-            cost.append(f"baseline (TF-IDF + LR) macro-F1 {ev['baseline_macro_f1']:.4f}")
-        if ev.get("latency_p95_ms") is not None:
-            cost.append(f"p95 latency {ev['latency_p95_ms']:.2f} ms/text")
-        if ev.get("model_mb") is not None:
-            cost.append(f"model {ev['model_mb']:.2f} MB")
-        if cost:
-            out.append("  " + ", ".join(cost))
+        from bigmodel_core.evaluation.runtime import cost_line
+
+        if cost_line(ev):
+            out.append("  " + cost_line(ev))
     if deploy_path.exists() and "deploy" in ran:
         d = json.loads(deploy_path.read_text())
         verdict = (f"promoted ({d['note']})" if d["promoted"] and d.get("note")

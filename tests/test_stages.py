@@ -158,7 +158,7 @@ def test_evaluate_and_deploy_register_champion(pipeline):
         assert run.data.metrics[f"test_{key}"] == pytest.approx(ev[key])
     assert run.data.metrics[f"test_f1_{params.data.labels[0]}"] == per_class["per_class"][params.data.labels[0]]["f1"]
     mv_desc = client.get_model_version("tiny-model", "1").description
-    assert f"TF-IDF + LR baseline macro-F1 {ev['baseline_macro_f1']:.4f}" in mv_desc
+    assert f"baseline (TF-IDF + LR) macro-F1 {ev['baseline_macro_f1']:.4f}" in mv_desc
 
 
 def test_champion_loads_in_a_fresh_process_from_raw_text(pipeline):

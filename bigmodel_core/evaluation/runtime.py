@@ -38,3 +38,15 @@ def latency(predict_one: Callable[[str], object], texts: list[str]) -> dict:
 def directory_bytes(path: str | Path) -> int:
     """Bytes of every file under path (the model bundle as it is stored and shipped)."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def cost_line(ev: dict) -> str | None:
+    """The baseline, latency and size figures of metrics/eval.json that are present, as one line."""
+    parts = []
+    if ev.get("baseline_macro_f1") is not None:
+        parts.append(f"baseline (TF-IDF + LR) macro-F1 {ev['baseline_macro_f1']:.4f}")
+    if ev.get("latency_p95_ms") is not None:
+        parts.append(f"p95 latency {ev['latency_p95_ms']:.2f} ms/text")
+    if ev.get("model_mb") is not None:
+        parts.append(f"model {ev['model_mb']:.2f} MB")
+    return ", ".join(parts) or None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bigmodel_core.config import Params
+from bigmodel_core.evaluation.runtime import cost_line
 
 
 def tracking_uri(params: Params, root: Path) -> str:
@@ -140,7 +141,7 @@ def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: 
     champ = decision.get("champion")
     lines = [f"test accuracy {eval_metrics['accuracy']:.4f}, macro-F1 {eval_metrics['macro_f1']:.4f} "
              f"on {eval_metrics['n_test']:,} rows",
-             *_cost_line(eval_metrics),
+             *([cost_line(eval_metrics)] if cost_line(eval_metrics) else []),
              f"gate {gate}",
              f"compared with champion v{champ['version']} (macro-F1 {champ['macro_f1']:.4f})" if champ
              else "no champion to compare with",
@@ -150,16 +151,6 @@ def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: 
     return "\n".join(lines)
 
 
-def _cost_line(ev: dict) -> list[str]:
-    """Baseline, latency and size figures of metrics/eval.json, where present, as one line."""
-    parts = []
-    if ev.get("baseline_macro_f1") is not None:
-        parts.append(f"TF-IDF + LR baseline macro-F1 {ev['baseline_macro_f1']:.4f}")
-    if ev.get("latency_p95_ms") is not None:
-        parts.append(f"p95 latency {ev['latency_p95_ms']:.2f} ms per text")
-    if ev.get("model_mb") is not None:
-        parts.append(f"model {ev['model_mb']:.2f} MB")
-    return ["; ".join(parts)] if parts else []
 
 
 # metrics/eval.json keys that are not test figures to chart in MLflow
