@@ -132,22 +132,17 @@ def sklearn_scores(y_true, y_pred, labels: list[str]) -> dict:
 
 
 def run_baseline(work: Path, labels: list[str]) -> dict:
+    """The product's own baseline recipe (bigmodel_core.evaluation.baseline), scored here with sklearn."""
     import pandas as pd
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+
+    from bigmodel_core.evaluation.baseline import fit_predict
 
     train = pd.read_parquet(work / "data/split/train.parquet")
     test = pd.read_parquet(work / "data/split/test.parquet")
     train = train[~train["is_augmented"]]
-    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
-                          LogisticRegression(max_iter=1000))
-    t0 = time.perf_counter()
-    model.fit(train["text"].tolist(), train["label"].tolist())
-    pred = model.predict(test["text"].tolist())
-    seconds = time.perf_counter() - t0
+    pred, info = fit_predict(train["text"].tolist(), train["label"].tolist(), test["text"].tolist())
     return {**sklearn_scores(test["label"].tolist(), pred, labels), "train_rows": len(train),
-            "test_rows": len(test), "seconds": seconds}
+            "test_rows": len(test), "seconds": info["seconds"]}
 
 
 def check_our_scores(work: Path, ours: dict, labels: list[str]) -> None:

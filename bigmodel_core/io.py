@@ -7,6 +7,7 @@ file behind, and a table that breaks its schema is not written at all.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -109,3 +110,12 @@ def check_table(df: pd.DataFrame, schema: Any, what: str) -> pd.DataFrame:
             for r in cases.to_dict("records")
         )
         raise DataError(f"{what} breaks schema {schema.name}: {detail}") from None
+
+
+def sha256_file(path: str | Path, into: "hashlib._Hash | None" = None) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks; with `into`, feed that running hash instead."""
+    h = into if into is not None else hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -11,16 +11,8 @@ from pathlib import Path
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.errors import GateFailed
-from bigmodel_core.io import read_json, read_table, write_json
+from bigmodel_core.io import read_json, read_table, sha256_file, write_json
 from bigmodel_core.paths import Paths
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _git_commit(root) -> str:
@@ -86,7 +78,7 @@ def run(params: Params, paths: Paths) -> dict:
         "bigmodel.flow_run_id": os.environ.get("BIGMODEL_FLOW_RUN_ID", "none"),
     }
     for s in schemas.SPLITS:
-        tags[f"bigmodel.data.{s}_sha256"] = _sha256(paths.split / f"{s}.parquet")
+        tags[f"bigmodel.data.{s}_sha256"] = sha256_file(paths.split / f"{s}.parquet")
     artifacts = [
         paths.root / "params.yaml",
         paths.validated / "quarantine.parquet",

@@ -18,7 +18,7 @@ import numpy as np
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.errors import BigmodelError
-from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, write_json
+from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, sha256_file, write_json
 from bigmodel_core.paths import Paths
 
 # the code whose change makes an old checkpoint meaningless
@@ -27,14 +27,6 @@ CODE_DIRS = ("training", "models", "text")
 
 def class_labels(params: Params, train_labels) -> list[str]:
     return list(params.data.labels) if params.data.labels is not None else sorted(set(train_labels))
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fingerprint(params: Params, paths: Paths) -> str:
@@ -49,7 +41,7 @@ def fingerprint(params: Params, paths: Paths) -> str:
         "labels": params.data.labels, "clean": params.clean.model_dump(mode="json"),
         "tokenizer": params.tokenizer.model_dump(mode="json"), "model": params.model.model_dump(mode="json"),
         "train": params.train.model_dump(mode="json"), "code": code.hexdigest(), "version": bigmodel_core.__version__,
-        "data": {s: _sha256_file(paths.split / f"{s}.parquet") for s in ("train", "val")},
+        "data": {s: sha256_file(paths.split / f"{s}.parquet") for s in ("train", "val")},
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from bigmodel_core.config import Params
 from bigmodel_core.evaluation.runtime import cost_line
+from bigmodel_core.io import sha256_file
 
 
 def tracking_uri(params: Params, root: Path) -> str:
@@ -120,9 +121,7 @@ def bundle_sha256(bundle_dir: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in Path(bundle_dir).rglob("*") if p.is_file()):
         h.update(str(f.relative_to(bundle_dir)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        sha256_file(f, into=h)
     return h.hexdigest()
 
 
@@ -139,9 +138,10 @@ def _version_with_bundle(client, name: str, digest: str) -> str | None:
 def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: str | None) -> str:
     gate = "passed" if decision["promote"] else "closed: " + "; ".join(decision["reasons"])
     champ = decision.get("champion")
+    cost = cost_line(eval_metrics)
     lines = [f"test accuracy {eval_metrics['accuracy']:.4f}, macro-F1 {eval_metrics['macro_f1']:.4f} "
              f"on {eval_metrics['n_test']:,} rows",
-             *([cost_line(eval_metrics)] if cost_line(eval_metrics) else []),
+             *([cost] if cost else []),
              f"gate {gate}",
              f"compared with champion v{champ['version']} (macro-F1 {champ['macro_f1']:.4f})" if champ
              else "no champion to compare with",
@@ -149,8 +149,6 @@ def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: 
     if experiment:
         lines.append(f"experiment: {experiment}")
     return "\n".join(lines)
-
-
 
 
 # metrics/eval.json keys that are not test figures to chart in MLflow
