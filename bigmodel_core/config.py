@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from bigmodel_core.errors import ConfigError
 
@@ -352,6 +353,42 @@ class FlowParams(_Section):
     retry_delay_seconds: float = Field(default=5, ge=0, description="Wait between retries.")
 
 
+def _apprise_url(url: str) -> str:
+    # Apprise is imported only when a URL is configured: loading its plugins costs about half a second.
+    from bigmodel_core.notify import url_problem
+
+    problem = url_problem(url)
+    if problem:
+        raise ValueError(problem)
+    return url
+
+
+class NotifyParams(_Section):
+    urls: list[Annotated[str, AfterValidator(_apprise_url)]] = Field(
+        default_factory=list,
+        description="Apprise URLs that get a message (json://host:port/path, slack://..., mailto://...); ${VAR} is "
+        "read from the environment when sending, so secrets stay out of params.yaml; empty = no notifications.",
+    )
+    on: list[Literal["gate_closed", "failure", "promotion"]] = Field(
+        default_factory=lambda: ["gate_closed", "failure", "promotion"],
+        description="Events that send a message: a quality gate stopped the run, a run failed, a model was promoted.",
+    )
+    timeout_seconds: float = Field(
+        default=10, gt=0, description="Per URL: longest wait to connect, and again for the reply (Apprise cto/rto)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_on_key(cls, v: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads an unquoted `on:` key as the boolean true. Take it as `on`; if both are there,
+        # the string key came from an override (-S notify.on=...) and wins.
+        if isinstance(v, dict) and True in v:
+            v = dict(v)
+            bare = v.pop(True)
+            v.setdefault("on", bare)
+        return v
+
+
 class Params(_Section):
     data: DataParams
     clean: CleanParams = CleanParams()
@@ -365,6 +402,7 @@ class Params(_Section):
     deploy: DeployParams = DeployParams()
     tracking: TrackingParams = TrackingParams()
     flow: FlowParams = FlowParams()
+    notify: NotifyParams = NotifyParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 

@@ -15,7 +15,7 @@ def test_repo_params_load_with_every_section():
     assert p.validate.rules["duplicate"].policy == "quarantine"
     assert p.train.epochs >= 1 and p.deploy.champion_alias == "champion"
     assert set(p.as_dict()) == {"data", "clean", "validate", "augment", "split", "tokenizer", "model", "train",
-                                "evaluate", "deploy", "tracking", "flow"}
+                                "evaluate", "deploy", "tracking", "flow", "notify"}
 
 
 def test_unknown_key_names_its_path():
