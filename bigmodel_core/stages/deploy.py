@@ -1,11 +1,15 @@
-"""deploy: one MLflow run with everything, register the model, move the aliases the gate allows."""
+"""deploy: one MLflow run with everything, register the model, move the aliases the gate allows.
+
+The run is the pipeline's (see tracking/pipeline_run.py): the flow's, or under plain `dvc repro` the one
+the train stage opened. A closed model gate still registers the challenger, then marks a run that no flow
+owns FAILED with the gate's reason and exits 3.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import subprocess
-import time
 from pathlib import Path
 
 from bigmodel_core.config import Params
@@ -62,6 +66,7 @@ def experiment_reason(root) -> str | None:
 
 def run(params: Params, paths: Paths) -> dict:
     from bigmodel_core.tracking.mlflow_store import log_and_register
+    from bigmodel_core.tracking.pipeline_run import close_run, default_run_name, flow_run_id
 
     eval_metrics = read_json(paths.eval_metrics)
     decision = read_json(paths.evaluation / "decision.json")
@@ -72,7 +77,6 @@ def run(params: Params, paths: Paths) -> dict:
     test = read_table(paths.split / "test.parquet", schemas.SPLIT)
     params_text = (paths.root / "params.yaml").read_bytes() if (paths.root / "params.yaml").exists() else b""
     tags = {
-        "bigmodel.run_name": f"retrain-{time.strftime('%Y%m%d-%H%M%S')}",
         "bigmodel.git_commit": _git_commit(paths.root),
         "bigmodel.params_sha256": hashlib.sha256(params_text).hexdigest(),
         "bigmodel.flow_run_id": os.environ.get("BIGMODEL_FLOW_RUN_ID", "none"),
@@ -104,15 +108,21 @@ def run(params: Params, paths: Paths) -> dict:
         params, paths.root, bundle_dir=paths.model, history=history, eval_metrics=eval_metrics, per_class=per_class,
         decision=decision, quality=quality, artifacts=artifacts, tags=tags, example_texts=test["text"].head(3).tolist(),
         train_run_id=train_metrics.get("mlflow_run_id"), promote=why_not is None, experiment=experiment,
-        why_not=why_not,
+        why_not=why_not, train_summary={k: v for k, v in train_metrics.items() if k != "history"},
+        split_dir=paths.split, quarantine=paths.validated / "quarantine.parquet", run_name=default_run_name(),
     )
     result["reasons"] = decision["reasons"]
     result["test_accuracy"] = eval_metrics["accuracy"]
     result["test_macro_f1"] = eval_metrics["macro_f1"]
     write_json(result, paths.deployment)
     if not decision["promote"]:
-        raise GateFailed(f"model gate closed: {'; '.join(decision['reasons'])}. Registered {result['model_name']} "
-                         f"v{result['version']} as {params.deploy.challenger_alias} for inspection; "
-                         + (f"{params.deploy.champion_alias} stays v{result['champion']}" if result.get("champion")
-                            else f"no {params.deploy.champion_alias} was set"))
+        message = (f"model gate closed: {'; '.join(decision['reasons'])}. Registered {result['model_name']} "
+                   f"v{result['version']} as {params.deploy.challenger_alias} for inspection; "
+                   + (f"{params.deploy.champion_alias} stays v{result['champion']}" if result.get("champion")
+                      else f"no {params.deploy.champion_alias} was set"))
+        # under the flow, the flow closes its run; a run whose own verdict was "passed" (an earlier deploy of this
+        # same bundle) is not this stop's
+        if flow_run_id() is None and result.get("run_id") and result.get("run_gate") == "failed":
+            close_run(params, paths.root, result["run_id"], "FAILED", reason=message, stopped_by="model gate")
+        raise GateFailed(message)
     return result

@@ -189,11 +189,17 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
               f"{len(data.val)} val rows, {len(labels)} classes; vocabulary {encoder.vocab_size:,}"
               + (f"; padding efficiency {pad_eff:.3f}" if pad_eff is not None else ""), flush=True)
         from bigmodel_core.tracking.live import MlflowLive
+        from bigmodel_core.tracking.pipeline_run import log_split_datasets
 
         resume_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
         live = MlflowLive.open(params, paths.root, resume_id)
         if live is not None:
-            run_file.write_text(json.dumps({"run_id": live.run_id}) + "\n")
+            if live.owns_run:  # a crashed training resumed by plain `dvc repro` continues its run
+                run_file.write_text(json.dumps({"run_id": live.run_id}) + "\n")
+            try:
+                log_split_datasets(live.client, live.run_id, paths.split)
+            except Exception as e:
+                print(f"train: could not log the split datasets to MLflow ({type(e).__name__}: {e})", flush=True)
     checkpoints = Checkpoints(paths.train_work, key, p.checkpoint_every)
     callbacks = [_Console()] + ([live] if live is not None else [])
     try:
@@ -201,7 +207,9 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
                             max_length=params.tokenizer.max_length if sequence else None)
     except BaseException as e:
         if live is not None:
-            live.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            killed = isinstance(e, KeyboardInterrupt)
+            live.finish("KILLED" if killed else "FAILED",
+                        reason="training interrupted" if killed else f"train: {type(e).__name__}: {e}")
         raise
     if not dist.is_main:
         distributed.barrier(dist)
@@ -234,8 +242,10 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
                ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"])
     _write_csv(paths.training_steps_plot, result.steps, ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_second"])
     if live is not None:
-        live.finish("FINISHED", {"best_epoch": result.best_epoch, "best_val_accuracy": metrics["val_accuracy"],
-                                 "best_val_macro_f1": metrics["val_macro_f1"], "best_val_loss": metrics["val_loss"]})
+        from bigmodel_core.tracking.pipeline_run import summary_metrics
+
+        figures, sentence = summary_metrics(metrics)
+        live.finish("FINISHED", figures, summary_step=result.best_epoch, tags={"bigmodel.summary": sentence})
     checkpoints.clear()
     import shutil
 

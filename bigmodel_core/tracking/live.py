@@ -1,13 +1,13 @@
 """Training metrics into MLflow while training runs, so the curves can be watched in the MLflow UI.
 
-The train stage opens the pipeline's MLflow run (deploy later adds the test metrics and the model to
-the same run). Metrics are buffered and sent with `log_batch` at most every `flush_seconds` and at
-each epoch end: no round trip per step. A tracking failure is reported once and never stops training.
+The train stage logs into the pipeline's MLflow run: the flow's (BIGMODEL_MLFLOW_RUN_ID), or under plain
+`dvc repro` one it opens itself (deploy later adds the test metrics and the model to the same run).
+Metrics are buffered and sent with `log_batch` at most every `flush_seconds` and at each epoch end:
+no round trip per step. A tracking failure is reported once and never stops training.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -18,38 +18,46 @@ MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 class MlflowLive(Callback):
-    def __init__(self, client, run_id: str, flush_seconds: float = 10.0) -> None:
+    def __init__(self, client, run_id: str, flush_seconds: float = 10.0, owns_run: bool = True) -> None:
         self.client, self.run_id, self.flush_seconds = client, run_id, flush_seconds
+        # False: the run is the flow's (BIGMODEL_MLFLOW_RUN_ID); the flow sets its status and end time
+        self.owns_run = owns_run
         self.buffer: list = []
         self.last_flush = time.monotonic()
         self.failed = False
 
     @classmethod
-    def open(cls, params: Params, root: Path, resume_run_id: str | None = None, flush_seconds: float = 10.0
-             ) -> "MlflowLive | None":
-        """Continue `resume_run_id` (a resumed training) or start the run; None if tracking is unreachable."""
+    def open(cls, params: Params, root: Path, resume_run_id: str | None = None, flush_seconds: float = 10.0,
+             run_name: str | None = None) -> "MlflowLive | None":
+        """Log into the flow's run (BIGMODEL_MLFLOW_RUN_ID), else continue `resume_run_id` (a resumed training),
+        else open the pipeline's run; None if tracking is unreachable."""
         try:
-            from mlflow.entities import Param
+            from mlflow.exceptions import MlflowException
 
-            from bigmodel_core.tracking.mlflow_store import _experiment_id, _flatten, _setup
+            from bigmodel_core.tracking import pipeline_run
+            from bigmodel_core.tracking.mlflow_store import _setup
 
             mlflow = _setup(params, root)
             client = mlflow.MlflowClient()
-            if resume_run_id:
+            flow_run = pipeline_run.flow_run_id()
+            if flow_run:
+                try:
+                    client.get_run(flow_run)
+                    return cls(client, flow_run, flush_seconds, owns_run=False)
+                except MlflowException as e:
+                    if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                        raise
+                    print(f"train: the flow's MLflow run {flow_run} is not in this tracking store; "
+                          "opening a run of its own", flush=True)
+            elif resume_run_id:
                 try:
                     client.update_run(resume_run_id, status="RUNNING")
+                    pipeline_run.clear_stop(client, resume_run_id)
                     return cls(client, resume_run_id, flush_seconds)
                 except Exception:
                     pass  # the run is gone (another tracking store): start a new one
-            exp_id = _experiment_id(mlflow, params, root)
-            name = f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
-            tags = {"mlflow.runName": name, "bigmodel.run_name": name,
-                    "bigmodel.flow_run_id": os.environ.get("BIGMODEL_FLOW_RUN_ID", "none")}
-            run = client.create_run(exp_id, tags=tags, run_name=name)
-            flat = [Param(k, v[:6000]) for k, v in _flatten(params.as_dict()).items()]
-            for i in range(0, len(flat), 100):  # at most 100 params per call
-                client.log_batch(run.info.run_id, params=flat[i:i + 100])
-            return cls(client, run.info.run_id, flush_seconds)
+            run_id = pipeline_run.create_run(mlflow, client, params, root, run_name or pipeline_run.default_run_name())
+            return cls(client, run_id, flush_seconds)
         except Exception as e:  # ImportError, a server that is down, a locked database ...
             print(f"train: MLflow tracking unavailable, metrics only go to metrics/ and plots/ ({type(e).__name__}: "
                   f"{str(e).splitlines()[0] if str(e) else ''})", flush=True)
@@ -87,13 +95,24 @@ class MlflowLive(Callback):
         self.buffer.clear()
         self.last_flush = time.monotonic()
 
-    def finish(self, status: str = "FINISHED", summary: dict | None = None) -> None:
-        """Flush, log summary metrics (best epoch's), and close the run with `status`."""
+    def finish(self, status: str = "FINISHED", summary: dict | None = None, summary_step: int = 0,
+               tags: dict[str, str] | None = None, reason: str | None = None) -> None:
+        """Flush, log the summary metrics (the best epoch's, at step `summary_step`) and `tags`; close the run
+        with `status` (and `reason`, when it failed) unless the flow owns it."""
         if summary:
-            self._add(summary, 0)
+            self._add(summary, summary_step)
         self.flush()
-        if not self.failed:
-            try:
+        if self.failed:
+            return
+        from bigmodel_core.tracking import pipeline_run
+
+        try:
+            extra = dict(tags or {})
+            if self.owns_run and status != "FINISHED":
+                extra.update(pipeline_run.stop_tags(status, reason))
+            if extra:
+                pipeline_run.set_tags(self.client, self.run_id, extra)
+            if self.owns_run:
                 self.client.set_terminated(self.run_id, status=status)
-            except Exception:
-                pass
+        except Exception as e:
+            print(f"train: could not close the MLflow run {self.run_id} ({type(e).__name__}: {e})", flush=True)

@@ -159,15 +159,25 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
                      decision: dict, quality: dict, artifacts: list[Path], tags: dict[str, str],
                      example_texts: list[str], train_run_id: str | None = None, promote: bool = False,
                      experiment: str | None = None, why_not: str | None = None,
-                     per_class: dict | None = None) -> dict:
-    """Finish the run the train stage opened (or a new one): reports, plots and the pyfunc model; register it.
+                     per_class: dict | None = None, train_summary: dict | None = None,
+                     split_dir: Path | None = None, quarantine: Path | None = None,
+                     run_name: str | None = None) -> dict:
+    """Finish the pipeline's run: test figures, reports, plots, datasets and the pyfunc model; register it.
+
+    The run: the flow's (BIGMODEL_MLFLOW_RUN_ID); else the run the train stage opened (`train_run_id`) unless an
+    earlier deploy finished it already (the train stage was up to date: this execution gets a run of its own,
+    named `run_name`). A run the model was not trained in gets the training curves and best-epoch summary from
+    `history` and `train_summary` (metrics/train.json) and the tag bigmodel.trained_in_run.
 
     eval_metrics: metrics/eval.json (scalars; each number is logged as test_<key>); per_class: the
-    per-class table of reports/evaluate/per_class.json (logged as test_f1_<label>).
+    per-class table of reports/evaluate/per_class.json (logged as test_f1_<label>); split_dir: the split
+    parquet files, logged as the run's datasets; quarantine: the quarantined rows shown in the data-quality page.
 
     The same bundle is registered once: a deploy retried after a crash finds its version by the bundle's
-    hash. `promote` (gate passed and policy allows) moves the champion by compare-and-set against the
-    version the gate compared with; every decision goes into the ledger.
+    hash (under the flow, the flow's run still gets this execution's evaluation and the tag
+    bigmodel.model_version). The result's run_gate is the gate verdict recorded on its run. `promote` (gate
+    passed and policy allows) moves the champion by compare-and-set against the version the gate compared
+    with; every decision goes into the ledger.
     """
     mlflow = _setup(params, root)
     import pandas as pd
@@ -175,6 +185,7 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
 
     import bigmodel_core
     from bigmodel_core.models.bundle import Predictor, read_meta
+    from bigmodel_core.tracking import pipeline_run
     from bigmodel_core.tracking.pyfunc import output_frame
 
     exp_id = _experiment_id(mlflow, params, root)
@@ -182,35 +193,29 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
     name = params.deploy.model_name
     digest = bundle_sha256(bundle_dir)
     existing = _version_with_bundle(client, name, digest)
+    evaluation = dict(train_run_id=train_run_id, history=history, train_summary=train_summary,
+                      tags=tags, eval_metrics=eval_metrics, per_class=per_class, quality=quality,
+                      quarantine=quarantine, split_dir=split_dir, decision=decision, experiment=experiment,
+                      artifacts=artifacts)
     if existing is not None:
         print(f"deploy: this model bundle is already registered as {name} v{existing} (a retried deploy): "
               "not registering it again", flush=True)
-        return _aliases(params, root, client, name, existing, exp_id, client.get_model_version(name, existing).run_id,
-                        decision, eval_metrics, promote, experiment, why_not, retried=True)
-    train_run = _existing_run(client, train_run_id)
-    start = {"run_id": train_run.info.run_id} if train_run is not None else {
-        "experiment_id": exp_id, "run_name": tags.get("bigmodel.run_name")}
-    with mlflow.start_run(**start) as run:
-        mlflow.set_tags({k: v for k, v in tags.items() if not (train_run is not None and k == "bigmodel.run_name")})
-        if train_run is None:  # the train stage logged these live; a run made here needs them too
-            flat = _flatten(params.as_dict())
-            mlflow.log_params({k: v[:6000] for k, v in flat.items()})
-            for row in history:
-                mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        test = {f"test_{k}": float(v) for k, v in eval_metrics.items()
-                if k not in _NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        test.update({f"test_f1_{lab}": m["f1"] for lab, m in (per_class or {}).items()})
-        test.update({
-            "data_rows_in": quality["rows_in"],
-            "data_rows_out": quality["rows_out"],
-            "data_rows_quarantined": quality["rows_quarantined"],
-        })
-        mlflow.log_metrics(test)
-        mlflow.log_dict(quality, "reports/data_quality.json")
-        mlflow.log_dict(decision, "reports/decision.json")
-        for path in artifacts:
-            if path.exists():
-                mlflow.log_artifact(str(path), artifact_path="reports" if path.suffix != ".png" else "plots")
+        run_id = client.get_model_version(name, existing).run_id
+        flow_run = pipeline_run.flow_run_id()
+        if flow_run and flow_run != run_id and _existing_run(client, flow_run) is not None:
+            # the flow's run still records this execution's evaluation, and which version holds the model
+            with mlflow.start_run(run_id=flow_run):
+                _log_evaluation(mlflow, client, flow_run, **evaluation)
+                pipeline_run.set_tags(client, flow_run, {"bigmodel.model_version": f"{name} v{existing}",
+                                                         "bigmodel.model_run": run_id or "none"})
+            run_id = flow_run
+        result = _aliases(params, root, client, name, existing, exp_id, run_id, decision, eval_metrics, promote,
+                          experiment, why_not, retried=True)
+        result["run_gate"] = _run_gate(client, run_id)
+        return result
+    run_id = _pipeline_run(mlflow, client, params, root, train_run_id, tags, run_name)
+    with mlflow.start_run(run_id=run_id):
+        _log_evaluation(mlflow, client, run_id, **evaluation)
         predictor = Predictor(bundle_dir)
         example = pd.DataFrame({"text": example_texts[:3]})
         signature = infer_signature(example, output_frame(predictor.labels, predictor.predict_proba(example_texts[:3])))
@@ -224,7 +229,8 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
             pip_requirements=_requirements(read_meta(bundle_dir).get("kind", "transformer")),
         )
         champ = decision.get("champion")
-        version_tags = {**tags, "bigmodel.gate": "passed" if decision["promote"] else "failed",
+        version_tags = {**tags, "bigmodel.run_name": client.get_run(run_id).data.tags.get("bigmodel.run_name", ""),
+                        "bigmodel.gate": "passed" if decision["promote"] else "failed",
                         "bigmodel.bundle_sha256": digest,
                         "bigmodel.compared_with": f"v{champ['version']}" if champ else "none",
                         "bigmodel.experiment": experiment or "no"}
@@ -232,9 +238,87 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
         # right after registering still leaves a version that a retry finds
         version = str(mlflow.register_model(info.model_uri, name, tags=version_tags).version)
         client.update_model_version(name, version, description=_description(eval_metrics, decision, quality, experiment))
-        run_id = run.info.run_id
-    return _aliases(params, root, client, name, version, exp_id, run_id, decision, eval_metrics, promote, experiment,
-                    why_not)
+        client.set_tag(run_id, "bigmodel.model_version", f"{name} v{version}")
+    result = _aliases(params, root, client, name, version, exp_id, run_id, decision, eval_metrics, promote, experiment,
+                      why_not)
+    result["run_gate"] = _run_gate(client, run_id)
+    return result
+
+
+def _run_gate(client, run_id: str | None) -> str | None:
+    run = _existing_run(client, run_id)
+    return run.data.tags.get("bigmodel.gate") if run is not None else None
+
+
+def _log_evaluation(mlflow, client, run_id: str, *, train_run_id: str | None, history: list[dict],
+                    train_summary: dict | None, tags: dict[str, str], eval_metrics: dict, per_class: dict | None,
+                    quality: dict, quarantine: Path | None, split_dir: Path | None, decision: dict,
+                    experiment: str | None, artifacts: list[Path]) -> None:
+    """Everything deploy records in the (active) run but the model: training curves when the model was trained in
+    another run, test figures, data quality, datasets, reports and plots, the gate's verdict."""
+    from bigmodel_core.tracking import pipeline_run
+
+    mlflow.set_tags({k: v for k, v in tags.items() if k != "bigmodel.run_name"})
+    if run_id != train_run_id:  # the train stage logged these live into another run (or none)
+        if train_run_id:
+            mlflow.set_tag("bigmodel.trained_in_run", train_run_id)
+        for row in history:
+            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        if train_summary and train_summary.get("best_epoch") is not None:
+            figures, sentence = pipeline_run.summary_metrics(train_summary)
+            mlflow.log_metrics(figures, step=int(train_summary["best_epoch"]))
+            mlflow.set_tag("bigmodel.summary", sentence)
+    test = {f"test_{k}": float(v) for k, v in eval_metrics.items()
+            if k not in _NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    test.update({f"test_f1_{lab}": m["f1"] for lab, m in (per_class or {}).items()})
+    test.update({
+        "data_rows_in": quality["rows_in"],
+        "data_rows_out": quality["rows_out"],
+        "data_rows_quarantined": quality["rows_quarantined"],
+    })
+    mlflow.log_metrics(test)
+    pipeline_run.attach_data_quality(client, run_id, quality, _read_quarantine(quarantine))
+    if split_dir is not None:
+        pipeline_run.log_split_datasets(client, run_id, split_dir)
+    mlflow.log_dict(decision, "reports/decision.json")
+    for path in artifacts:
+        if path.exists():
+            mlflow.log_artifact(str(path), artifact_path="reports" if path.suffix != ".png" else "plots")
+    pipeline_run.set_tags(client, run_id, {
+        "bigmodel.gate": "passed" if decision["promote"] else "failed",
+        "bigmodel.outcome": _description(eval_metrics, decision, quality, experiment)})
+
+
+def _pipeline_run(mlflow, client, params: Params, root: Path, train_run_id: str | None, tags: dict[str, str],
+                  run_name: str | None) -> str:
+    """The run deploy logs into: the flow's, the train stage's (when no deploy has finished it yet), or a new one."""
+    from bigmodel_core.tracking import pipeline_run
+
+    flow_run = pipeline_run.flow_run_id()
+    if flow_run:
+        if _existing_run(client, flow_run) is not None:
+            return flow_run
+        print(f"deploy: the flow's MLflow run {flow_run} is not in this tracking store; opening a run of its own",
+              flush=True)
+    else:
+        train_run = _existing_run(client, train_run_id)
+        if train_run is not None and "bigmodel.gate" not in train_run.data.tags:
+            pipeline_run.clear_stop(client, train_run.info.run_id)
+            return train_run.info.run_id
+    new_tags = {k: v for k, v in tags.items() if k != "bigmodel.run_name"}
+    return pipeline_run.create_run(mlflow, client, params, root, run_name or tags.get("bigmodel.run_name")
+                                   or pipeline_run.default_run_name(), new_tags)
+
+
+def _read_quarantine(path: Path | None):
+    if path is None or not Path(path).exists():
+        return None
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception:  # the page is still worth having without the sample rows
+        return None
 
 
 def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id: str, run_id: str | None,

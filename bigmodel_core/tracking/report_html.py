@@ -1,0 +1,173 @@
+"""Small self-contained HTML pages for the MLflow UI: the data-quality report and the run card.
+
+The MLflow artifact viewer shows HTML and images inline but JSON only as raw text, so the reports a
+person reads after a run (above all after a gate stopped it) are rendered here. No templates and no
+dependencies: inline CSS, every value escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#1f2328;max-width:70em}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.4em;border-bottom:1px solid #d0d7de}
+h3{font-size:1.05em}table{border-collapse:collapse;margin:.5em 0 1em}
+th,td{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top;font-size:.92em}
+th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}.muted{color:#656d76}
+code,pre{background:#f6f8fa;border-radius:4px;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
+code{padding:.1em .3em}pre{padding:.7em;overflow-x:auto}
+"""
+
+
+def page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+
+
+def _cell(value, numeric: bool = False) -> str:
+    if value is None:
+        text = "<span class=\"muted\">–</span>"
+    elif isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = f"{value:,}"
+    else:
+        text = html.escape(str(value))
+    return f"<td class=\"num\">{text}</td>" if numeric else f"<td>{text}</td>"
+
+
+def table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(_cell(v, i in numeric) for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# --------------------------------------------------------------------------- data quality
+def data_quality_html(report: dict, quarantine=None, note: str | None = None, max_quarantine_rows: int = 50) -> str:
+    """The validate stage's report (metrics/data_quality.json) as a page: verdict, failed rules, every rule's
+    counts and examples, class counts, and a sample of the quarantined rows (a DataFrame with rule and reason)."""
+    passed = bool(report.get("passed", not report.get("failures")))
+    verdict = ("<span class=\"ok\">PASSED</span>" if passed else "<span class=\"bad\">FAILED</span>")
+    parts = [f"<h1>Data quality: {verdict}</h1>"]
+    if note:
+        parts.append(f"<p class=\"muted\">{html.escape(note)}</p>")
+    parts.append(table(["rows in", "rows kept", "rows quarantined", "quarantine fraction"],
+                       [[report.get("rows_in"), report.get("rows_out"), report.get("rows_quarantined"),
+                         _pct(report.get("quarantine_fraction"))]], numeric={0, 1, 2, 3}))
+    failures = report.get("failures") or []
+    if failures:
+        items = "".join(f"<li>{html.escape(str(f))}</li>" for f in failures)
+        parts.append(f"<h2>Why the gate closed</h2><ul class=\"bad\">{items}</ul>")
+    rules = report.get("rules") or {}
+    if rules:
+        rows = [[name, r.get("policy"), r.get("rows"), _pct(r.get("fraction")), _pct(r.get("max_fraction"))]
+                for name, r in rules.items()]
+        parts.append("<h2>Rules</h2>" + table(["rule", "policy", "rows", "fraction", "max fraction"], rows,
+                                              numeric={2, 3, 4}))
+        for name, r in rules.items():
+            examples = r.get("examples") or []
+            if examples:
+                parts.append(f"<h3>{html.escape(name)}: examples</h3>" + table(
+                    ["source file", "row", "text", "label"],
+                    [[e.get("source_file"), e.get("source_row"), e.get("text"), e.get("label")] for e in examples],
+                    numeric={1}))
+    counts = report.get("class_counts") or {}
+    if counts:
+        parts.append("<h2>Rows per class (kept)</h2>" + table(["class", "rows"], [[k, v] for k, v in counts.items()],
+                                                               numeric={1}))
+    if quarantine is not None and len(quarantine):
+        cols = [c for c in ("rule", "reason", "source_file", "source_row", "text", "label") if c in quarantine.columns]
+        sample = quarantine[cols].head(max_quarantine_rows)
+        more = len(quarantine) - len(sample)
+        rows = [[_py(v) for v in r] for r in sample.itertuples(index=False, name=None)]
+        parts.append(f"<h2>Quarantined rows ({len(quarantine):,})</h2>" + table(cols, rows, numeric={3})
+                     + (f"<p class=\"muted\">… and {more:,} more.</p>" if more > 0 else ""))
+    return page("Data quality", "\n".join(parts))
+
+
+def _pct(x) -> str | None:
+    return None if x is None else f"{float(x):.2%}"
+
+
+def _py(v):
+    """numpy scalars and pandas NA as plain values."""
+    try:
+        import pandas as pd
+
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return v.item() if hasattr(v, "item") else v
+
+
+# --------------------------------------------------------------------------- markdown (the run card)
+_INLINE = [
+    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
+    (re.compile(r"\*\*([^*]+)\*\*"), r"<strong>\1</strong>"),
+    (re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)"), r'<a href="\2">\1</a>'),
+]
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text)
+    for pattern, repl in _INLINE:
+        out = pattern.sub(repl, out)
+    return out
+
+
+def _row_cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def markdown_html(markdown: str, title: str = "Run card") -> str:
+    """The subset of Markdown a run card uses: headings, paragraphs, lists, pipe tables, code blocks, and
+    inline code, bold and http(s) links. Anything else shows as plain (escaped) text."""
+    out: list[str] = []
+    lines = markdown.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if not stripped:
+            i += 1
+        elif stripped.startswith("```"):
+            block = []
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith("```"):
+                block.append(lines[i])
+                i += 1
+            i += 1
+            out.append(f"<pre>{html.escape(chr(10).join(block))}</pre>")
+        elif m := re.match(r"(#{1,6})\s+(.*)", stripped):
+            level = len(m.group(1))
+            out.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
+            i += 1
+        elif stripped.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                rows.append(_row_cells(lines[i]))
+                i += 1
+            body = [r for r in rows[1:] if not all(re.fullmatch(r":?-{2,}:?", c) for c in r)]
+            head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
+            trs = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body)
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+        elif re.match(r"([-*]|\d+\.)\s+", stripped):
+            ordered = bool(re.match(r"\d+\.", stripped))
+            items = []
+            while i < len(lines) and (m := re.match(r"\s*(?:[-*]|\d+\.)\s+(.*)", lines[i])):
+                items.append(f"<li>{_inline(m.group(1))}</li>")
+                i += 1
+            tag = "ol" if ordered else "ul"
+            out.append(f"<{tag}>{''.join(items)}</{tag}>")
+        else:
+            para = []
+            while i < len(lines) and lines[i].strip() and not re.match(r"(#{1,6}\s|```|\||[-*]\s|\d+\.\s)",
+                                                                         lines[i].strip()):
+                para.append(_inline(lines[i].strip()))
+                i += 1
+            out.append(f"<p>{' '.join(para)}</p>")
+    return page(title, "\n".join(out))
