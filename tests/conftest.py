@@ -48,10 +48,27 @@ def make_workspace(root: Path, raw: dict | None = None) -> Path:
     return root
 
 
+# Variables that would point a test at the user's own Prefect or MLflow: a server, a profile, a database.
+USER_STATE_VARS = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "PREFECT_API_URL",
+    "PREFECT_API_KEY",
+    "PREFECT_PROFILE",
+    "PREFECT_UI_API_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+)
+
+
 def env_for(root: Path) -> dict:
+    """The environment of a command run in workspace `root`: its Prefect state stays in `root/.prefect`
+    and MLflow falls back to the workspace's params (sqlite:///mlflow.db under `root`)."""
     env = dict(os.environ)
+    for name in USER_STATE_VARS:
+        env.pop(name, None)
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env["PREFECT_HOME"] = str(Path(root).resolve() / ".prefect")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["DVC_NO_ANALYTICS"] = "1"
     return env
@@ -100,16 +117,48 @@ def snapshot(root: Path) -> dict[str, bytes]:
 needs_datasets = pytest.mark.skipif(not DATASETS.exists(), reason=f"real datasets not found at {DATASETS}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_from_user_state(tmp_path_factory):
+    """Tests never write into the user's Prefect database or mlflow.db.
+
+    `make run` and a user's shell may export PREFECT_HOME (the repo's .prefect/), MLFLOW_TRACKING_URI
+    or PREFECT_API_URL; for the whole session this process gets a throwaway PREFECT_HOME and none of
+    those variables, and `env_for` gives each workspace's commands a PREFECT_HOME of their own.
+    Prefect reads its settings when it is imported (test modules import flows at collection), so
+    its global settings are refreshed after the change and again after it is undone.
+    """
+    saved = {name: os.environ.get(name) for name in (*USER_STATE_VARS, "PREFECT_HOME")}
+    for name in USER_STATE_VARS:
+        os.environ.pop(name, None)
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    _refresh_prefect_settings()
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _refresh_prefect_settings()
+
+
+def _refresh_prefect_settings() -> None:
+    if "prefect.context" in sys.modules:
+        sys.modules["prefect.context"].refresh_global_settings_context()
+
+
 @pytest.fixture(autouse=True)
 def _no_tracking_uri_leak():
-    """mlflow.set_tracking_uri() also sets MLFLOW_TRACKING_URI in os.environ, which every later
-    subprocess (DVC stages started by the flow) would inherit; put the variable back after each test."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    """mlflow.set_tracking_uri() / set_registry_uri() also set MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
+    in os.environ, which every later subprocess (DVC stages started by the flow) would inherit; put the
+    variables back after each test."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
     yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def make_tiny_backbone(directory: Path) -> Path:
