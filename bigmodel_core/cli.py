@@ -1,6 +1,7 @@
 """The `bigmodel` command.
 
     bigmodel run [-S train.epochs=5 ...]   # the retraining flow (Prefect), stages through DVC
+    bigmodel schedule --cron "0 3 * * 1"   # the same flow, served on a schedule
     bigmodel stage clean                   # one stage, in-process (this is what dvc.yaml calls)
     bigmodel dag                           # stage order as the flow sees it
     bigmodel predict "some text"           # score texts with the champion model
@@ -36,11 +37,15 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
     from bigmodel_core.config import load_params
     from bigmodel_core.paths import Paths
 
+    from bigmodel_core.workspace import exclusive
+
     try:
         module = stages.get(name)
         params = load_params(params_file)
         started = time.perf_counter()
-        report = module.run(params, Paths(Path.cwd()))
+        # run by `dvc repro` on its own: hold the workspace (under `bigmodel run` the run already holds it)
+        with exclusive(Path.cwd(), f"dvc repro (stage {name})", wait=False):
+            report = module.run(params, Paths(Path.cwd()))
     except BigmodelError as e:
         _fail(e)
     import os
@@ -53,37 +58,100 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
 @app.command()
 def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help="Override a param (key.path=value), as `dvc exp run -S`; written to params.yaml."),
         force: bool = typer.Option(False, "--force", help="Re-run every stage even when DVC says it is up to date."),
-        params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file (must be the one dvc.yaml reads)."),
-        verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's INFO logs (every line of every stage).")) -> None:
-    """Run the retraining flow: every stale stage of dvc.yaml, in order, through DVC."""
+        wait: bool = typer.Option(True, "--wait/--no-wait", help="When another run holds this workspace: wait for it (default) or stop at once (exit 4)."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's INFO logs on the console too (the Prefect UI always has them).")) -> None:
+    """Run the retraining flow: every stale stage of dvc.yaml, in order, through DVC (params: ./params.yaml)."""
     import os
 
-    # Embedded defaults: Prefect keeps its database in the workspace (so `make ui` shows these runs)
-    # unless the user points it at a server or a home of their own.
-    if "PREFECT_API_URL" not in os.environ:
-        os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ["PREFECT_LOGGING_LEVEL"] = "INFO" if verbose else os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING")
+    from bigmodel_core import workspace
     from bigmodel_core.config import load_params
-    from bigmodel_core.params_file import persist_overrides
+    from bigmodel_core.orchestration import configure
 
-    try:
-        if set_:
-            load_params(params_file, set_)  # validate everything before touching the file
-            for line in persist_overrides(params_file, set_):
-                typer.echo(f"params: {line}")
-        load_params(params_file)
-    except BigmodelError as e:
-        _fail(e)
-    from flows.retrain import StageFailed, print_summary, retrain
-
+    root = Path.cwd()
     started = time.perf_counter()
     try:
-        result = retrain(root=str(Path.cwd()), force=force)
-    except StageFailed as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code or 1)
-    print_summary(result, Path.cwd(), time.perf_counter() - started)
+        load_params(Path("params.yaml"), set_ or None)  # every param and override is checked before anything starts
+    except BigmodelError as e:
+        _fail(e)
+    server = configure(root, verbose)
+    try:
+        with workspace.exclusive(root, "bigmodel run", wait=wait):
+            if not set_ and not force and "PREFECT_API_URL" not in os.environ:
+                # no server to record in: answer "nothing to do" without starting one
+                if not workspace.dvc_status(root):
+                    typer.echo(f"nothing to do: every stage is up to date (raw data, params and code unchanged since "
+                               f"dvc.lock); checked in {time.perf_counter() - started:.1f}s. No flow run recorded: "
+                               "with `make ui` running, runs (no-op ones too) go to its Prefect server.")
+                    return
+            typer.echo(f"prefect: {server}")
+            from flows.retrain import StageFailed, print_summary, retrain
+
+            try:
+                result = retrain(root=str(root), force=force, set_params=set_ or None, wait=wait)
+            except StageFailed as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(e.exit_code or 1)
+    except BigmodelError as e:
+        _fail(e)
+    print_summary(result, root, time.perf_counter() - started)
+
+
+def _interval_seconds(text: str) -> float:
+    from bigmodel_core.errors import ConfigError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise ConfigError(f"--interval {text!r}: give seconds (3600) or a number with s, m, h or d (30m, 6h, 1d)") from None
+    if value < 60:
+        raise ConfigError(f"--interval {text!r}: at least 60 seconds between retraining runs")
+    return value
+
+
+@app.command()
+def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expression, e.g. "0 3 * * 1" (Mondays 03:00).'),
+             interval: Optional[str] = typer.Option(None, "--interval", help="Every N seconds, or 30m / 6h / 1d."),
+             timezone: Optional[str] = typer.Option(None, "--timezone", help="IANA time zone of --cron (default UTC)."),
+             name: str = typer.Option("scheduled", "--name", help="Deployment name: retrain/NAME in the Prefect UI."),
+             set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help="Param override applied at every scheduled run (a deployment parameter)."),
+             verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's INFO logs on the console too.")) -> None:
+    """Serve the retraining flow on a schedule until Ctrl-C (a Prefect deployment, retrain/NAME).
+
+    bigmodel schedule --cron "0 3 * * 1"
+    bigmodel schedule --interval 6h -S train.epochs=3
+    """
+    from bigmodel_core.config import load_params
+    from bigmodel_core.errors import ConfigError
+    from bigmodel_core.orchestration import configure
+
+    root = Path.cwd()
+    try:
+        if (cron is None) == (interval is None):
+            raise ConfigError("give one of --cron EXPR or --interval EVERY")
+        params = load_params(Path("params.yaml"), set_ or None)
+        seconds = _interval_seconds(interval) if interval is not None else None
+        server = configure(root, verbose)
+        from prefect.schedules import Cron, Interval
+
+        try:
+            when = Cron(cron, timezone=timezone or "UTC") if cron is not None else Interval(seconds)
+        except Exception as e:
+            raise ConfigError(f"--cron {cron!r}: {str(e).splitlines()[0]}") from None
+    except BigmodelError as e:
+        _fail(e)
+    from prefect.flows import EntrypointType
+
+    from flows.retrain import retrain
+
+    typer.echo(f"prefect: {server}")
+    typer.echo(f"serving retrain/{name} on {'cron ' + repr(cron) if cron else f'every {seconds:g}s'} for {root}; "
+               "runs appear in the Prefect UI (make ui). Ctrl-C stops serving and pauses the schedule.")
+    retrain.serve(name=name, schedules=[when], parameters={"root": str(root), "set_params": set_ or [], "force": False},
+                  tags=["bigmodel", f"model:{params.deploy.model_name}"], limit=1, print_starting_message=verbose,
+                  entrypoint_type=EntrypointType.MODULE_PATH,
+                  description=f"bigmodel retraining of {params.deploy.model_name} in {root}")
 
 
 @app.command()

@@ -27,5 +27,11 @@ class GateFailed(BigmodelError):
     exit_code = 3
 
 
+class WorkspaceBusy(BigmodelError):
+    """Another run holds the workspace (names it); nothing was changed."""
+
+    exit_code = 4
+
+
 #: Exit codes that mean "retrying will not help": bad input and closed gates.
 PERMANENT_EXIT_CODES = frozenset({ConfigError.exit_code, DataError.exit_code, GateFailed.exit_code})

@@ -9,8 +9,9 @@ from bigmodel_core.errors import ConfigError
 from bigmodel_core.io import atomic_path
 
 
-def persist_overrides(path: Path, overrides: list[str]) -> list[str]:
-    """Apply overrides to the file in place (atomically); return one line per change for the user."""
+def persist_overrides(path: Path, overrides: list[str], shown: str | None = None) -> list[str]:
+    """Apply overrides to the file in place (atomically); return one line per change for the user
+    (naming the file as `shown`, default: the path as given)."""
     from ruamel.yaml import YAML
 
     yaml = YAML()
@@ -35,7 +36,7 @@ def persist_overrides(path: Path, overrides: list[str]) -> list[str]:
             node[last] = value
         except (TypeError, IndexError) as e:
             raise ConfigError(f"override {item!r}: cannot set: {e}") from None
-        changes.append(f"{'.'.join(map(str, keys))} = {value!r} (was {old!r}) written to {path}")
+        changes.append(f"{'.'.join(map(str, keys))} = {value!r} (was {old!r}) written to {shown or path}")
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             yaml.dump(doc, f)

@@ -1,50 +1,237 @@
 """The retraining flow: every stage of dvc.yaml, in dependency order, each run through DVC.
 
     bigmodel run                  # what `make run` calls
+    bigmodel schedule --cron ...  # the same flow served on a schedule
     python -m flows.retrain       # the same flow without the CLI's summary
+
+One run per workspace (a second one waits). When nothing changed since dvc.lock the flow says so and
+ends after one `dvc status`. Otherwise it opens one MLflow run for the whole execution, runs the stages,
+and ends with a run card (a Prefect markdown artifact, also attached to the MLflow run), the MLflow run's
+final status, and notifications (params `notify`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
-from bigmodel_core.config import load_params
+from bigmodel_core.config import Params, load_params
 from bigmodel_core.dag import load_dag
-from tasks.dvc_stage import StageFailed, run_stage
+from bigmodel_core.errors import GateFailed
+from bigmodel_core.workspace import exclusive
+from tasks.dvc_stage import StageFailed, check_stale, run_stage
 
-__all__ = ["retrain", "print_summary", "StageFailed"]
+__all__ = ["retrain", "print_summary", "StageFailed", "run_name"]
 
 
-@flow(name="retrain")
-def retrain(root: str = ".", force: bool = False) -> dict:
+def run_name() -> str:
+    """retrain-<first 8 hex of the params (file and overrides)>-<local time>: what a run does and when."""
+    parameters = flow_run.parameters or {}
+    root = Path(parameters.get("root") or ".")
+    h = hashlib.sha256()
+    try:
+        h.update((root / "params.yaml").read_bytes())
+    except OSError:
+        pass
+    h.update(json.dumps(parameters.get("set_params") or []).encode())
+    return f"retrain-{h.hexdigest()[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _tag_run(params: Params) -> None:
+    """Tag the flow run with the model it trains (a scheduled run also carries its deployment's tags)."""
+    run_id = flow_run.get_id()
+    if not run_id:
+        return
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            tags = set(client.read_flow_run(run_id).tags or [])
+            client.update_flow_run(run_id, tags=sorted(tags | {"bigmodel", f"model:{params.deploy.model_name}"}))
+    except Exception as e:  # tags are a convenience: never fail a run for them
+        get_run_logger().warning("could not tag the flow run: %s", e)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+    get_run_logger().info(message)
+
+
+@flow(name="retrain", flow_run_name=run_name, log_prints=False)
+def retrain(root: str = ".", force: bool = False, set_params: list[str] | None = None, wait: bool = True) -> dict:
+    """Retrain: clean, validate, augment, split, train, evaluate, gate and deploy (only what is stale)."""
     rootp = Path(root).resolve()
-    params = load_params(rootp / "params.yaml")
-    stage_task = run_stage.with_options(retries=params.flow.retries, retry_delay_seconds=params.flow.retry_delay_seconds)
     started = time.perf_counter()
-    stages = load_dag(rootp / "dvc.yaml")
-    results = []
-    for i, stage in enumerate(stages, start=1):
-        print(f"[{i}/{len(stages)}] {stage.name} ...", flush=True)
-        res = stage_task(stage.name, str(rootp), force)
-        print(f"[{i}/{len(stages)}] {stage.name}: {'ran' if res['ran'] else 'up to date, skipped'} ({res['seconds']:.1f}s)", flush=True)
-        results.append(res)
-    return {"stages": results, "seconds": round(time.perf_counter() - started, 2)}
+    name = flow_run.name or run_name()
+    with exclusive(rootp, f"flow run {name}", wait=wait, say=_say):
+        if set_params:
+            from bigmodel_core.params_file import persist_overrides
+
+            load_params(rootp / "params.yaml", set_params)  # every override is checked before the file changes
+            for line in persist_overrides(rootp / "params.yaml", set_params, "params.yaml"):
+                _say(f"params: {line}")
+        params = load_params(rootp / "params.yaml")
+        _tag_run(params)
+        stages = load_dag(rootp / "dvc.yaml")
+        stale = check_stale(str(rootp))
+        if not stale and not force:
+            seconds = round(time.perf_counter() - started, 2)
+            _say(f"nothing to do: every stage is up to date (raw data, params and code unchanged) - {seconds:.1f}s")
+            result = {"name": name, "noop": True, "seconds": seconds, "status": "up to date",
+                      "stages": [{"stage": s.name, "ran": False, "seconds": 0.0} for s in stages]}
+            _card(result, rootp, params, None)
+            return result
+        return _execute(rootp, params, stages, stale, force, name, started)
+
+
+def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name: str, started: float) -> dict:
+    from bigmodel_core.tracking.pipeline_run import close_run, open_run
+
+    flow_url = getattr(flow_run, "ui_url", None) or ""
+    mlflow_run = open_run(params, root, name, {"bigmodel.flow_run_id": str(flow_run.get_id() or "none"),
+                                               "bigmodel.flow_run_url": flow_url})
+    env = {"BIGMODEL_FLOW_RUN_NAME": name, "BIGMODEL_FLOW_RUN_URL": flow_url}
+    if mlflow_run:
+        env["BIGMODEL_MLFLOW_RUN_ID"] = mlflow_run
+    stage_task = run_stage.with_options(retries=params.flow.retries, retry_delay_seconds=params.flow.retry_delay_seconds)
+    # stages before the first stale one are up to date by DVC's own verdict: no need to ask DVC again
+    first = 0 if force else next(i for i, s in enumerate(stages) if s.name in stale)
+    results = [{"stage": s.name, "ran": False, "seconds": 0.0} for s in stages[:first]]
+    result = {"name": name, "noop": False, "stages": results, "mlflow_run_id": mlflow_run}
+    status, reason, error = "FINISHED", None, None
+    try:
+        for i, stage in enumerate(stages[first:], start=first + 1):
+            print(f"[{i}/{len(stages)}] {stage.name} ...", flush=True)
+            res = stage_task(stage.name, str(root), force, env)
+            print(f"[{i}/{len(stages)}] {stage.name}: {'ran' if res['ran'] else 'up to date, skipped'} "
+                  f"({res['seconds']:.1f}s)", flush=True)
+            results.append(res)
+    except StageFailed as e:
+        status, reason, error = "FAILED", e.message, e
+        result["failed"] = {"stage": e.stage, "exit_code": e.exit_code, "message": e.message}
+    except BaseException as e:
+        status, reason, error = ("KILLED", "interrupted", e) if isinstance(e, KeyboardInterrupt) else ("FAILED", str(e), e)
+        result["failed"] = {"stage": "flow", "exit_code": 1, "message": reason}
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    gate = error is not None and getattr(error, "exit_code", None) == GateFailed.exit_code
+    result["status"] = ("gate closed" if gate else "failed") if status != "FINISHED" else "completed"
+    card = _card(result, root, params, mlflow_run)
+    if mlflow_run:
+        close_run(params, root, mlflow_run, status, reason, card)
+    _notify(result, root, params, gate)
+    if error is not None:
+        raise error
+    return result
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _mlflow_link(params: Params, root: Path, run_id: str | None) -> str | None:
+    if not run_id:
+        return None
+    base = os.environ.get("BIGMODEL_MLFLOW_UI_URL") or f"http://127.0.0.1:{os.environ.get('MLFLOW_PORT', '5000')}"
+    try:
+        from bigmodel_core.tracking.mlflow_store import _setup
+
+        exp = _setup(params, root).MlflowClient().get_run(run_id).info.experiment_id
+        return f"{base}/#/experiments/{exp}/runs/{run_id}"
+    except Exception:
+        return f"{base}/#/runs/{run_id}"
+
+
+def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | None) -> str:
+    """The run card: what ran, the data, the model against the champion, the verdict and where to look."""
+    ran = {s["stage"] for s in result["stages"] if s["ran"]}
+    lines = [f"# {result['name']}: {result['status']}", "", f"Workspace `{root}`, {result['seconds']:.1f}s in all.", "",
+             "| stage | result | seconds |", "| --- | --- | ---: |"]
+    for s in result["stages"]:
+        lines.append(f"| {s['stage']} | {'ran' if s['ran'] else 'up to date'} | {s['seconds']:.1f} |")
+    failed = result.get("failed")
+    if failed:
+        lines.append(f"| {failed['stage']} | **stopped (exit {failed['exit_code']})** | |")
+        lines += ["", f"**Stopped:** {failed['message']}"]
+    quality = _read(root / "metrics/data_quality.json")
+    if quality:
+        lines += ["", "## Data", "",
+                  f"{quality.get('rows_in', '?'):,} rows in, {quality.get('rows_out', '?'):,} passed, "
+                  f"{quality.get('rows_quarantined', '?'):,} quarantined"
+                  + ("" if "validate" in ran else " (from the last validate run)") + "."]
+        by_rule = {k: r.get("rows", 0) for k, r in (quality.get("rules") or {}).items() if r.get("rows")}
+        if by_rule:
+            lines.append("By rule: " + ", ".join(f"{k} {v:,} ({(quality.get('rules') or {})[k].get('policy')})"
+                                                 for k, v in by_rule.items()) + ".")
+        lines += [f"- data gate: {f}" for f in quality.get("failures") or []]
+    ev = _read(root / "metrics/eval.json")
+    if ev and "evaluate" in ran:
+        lines += ["", "## Model", "", "| metric | this run | champion |", "| --- | ---: | ---: |"]
+        champ = ev.get("champion_version")
+        for key in ("accuracy", "macro_f1"):
+            other = ev.get(f"champion_{key}")
+            lines.append(f"| test {key} | {ev[key]:.4f} | {f'{other:.4f} (v{champ})' if other is not None else '-'} |")
+        decision = _read(root / "reports/evaluate/decision.json") or {}
+        verdict = "passed" if decision.get("promote") else "closed"
+        lines += ["", f"**Gate:** {verdict}"]
+        lines += [f"- {r}" for r in decision.get("reasons", [])]
+    deploy = _read(root / "reports/deploy.json")
+    if deploy and "deploy" in ran:
+        lines += ["", f"**Registered:** {deploy['model_name']} version {deploy['version']}, aliases "
+                      f"{', '.join(deploy.get('aliases') or []) or 'none'}; "
+                      + ("promoted" if deploy.get("promoted") else f"not promoted ({deploy.get('note') or 'gate closed'})")]
+    link = _mlflow_link(params, root, mlflow_run)
+    if link:
+        lines += ["", f"**MLflow run:** [{mlflow_run}]({link})"]
+    return "\n".join(lines) + "\n"
+
+
+def _card(result: dict, root: Path, params: Params, mlflow_run: str | None) -> str:
+    text = card_markdown(result, root, params, mlflow_run)
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(markdown=text, key="run-card", description=f"{result['name']}: {result['status']}")
+    except Exception as e:
+        get_run_logger().warning("could not save the run card artifact: %s", e)
+    return text
+
+
+def _notify(result: dict, root: Path, params: Params, gate: bool) -> None:
+    from bigmodel_core.notify import send
+
+    model = params.deploy.model_name
+    failed = result.get("failed")
+    if failed:
+        event = "gate_closed" if gate else "failure"
+        title = f"{model}: {'gate closed' if gate else 'retraining failed'} at {failed['stage']} ({result['name']})"
+        send(params, event, title, failed["message"])
+        return
+    deploy = _read(root / "reports/deploy.json")
+    ran = {s["stage"] for s in result["stages"] if s["ran"]}
+    if deploy and "deploy" in ran and deploy.get("promoted"):
+        ev = _read(root / "metrics/eval.json") or {}
+        send(params, "promotion", f"{model}: version {deploy['version']} is the new champion ({result['name']})",
+             f"test accuracy {ev.get('accuracy', float('nan')):.4f}, macro-F1 {ev.get('macro_f1', float('nan')):.4f}"
+             + (f"; the champion before was v{ev['champion_version']}" if ev.get("champion_version") else ""))
 
 
 def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
     """What happened, per stage, and where to look next."""
-    out = []
-    out.append("")
-    out.append("== bigmodel retrain ==")
+    out = ["", f"== bigmodel retrain: {result.get('name', '')} =="]
     for s in result["stages"]:
         out.append(f"  {s['stage']:<9} {'ran    ' if s['ran'] else 'skipped'} {s['seconds']:7.1f}s")
     ran = [s["stage"] for s in result["stages"] if s["ran"]]
     eval_path, deploy_path = root / "metrics/eval.json", root / "reports/deploy.json"
-    if eval_path.exists():
+    if eval_path.exists() and ran:
         ev = json.loads(eval_path.read_text())
         vs = (f" (champion v{ev['champion_version']}: macro-F1 {ev['champion_macro_f1']:.4f})"
               if ev.get("champion_version") is not None else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from bigmodel_core.errors import PERMANENT_EXIT_CODES
+from bigmodel_core.workspace import dvc_status, wait_for_dvc
 
 
 class StageFailed(Exception):
@@ -52,15 +54,53 @@ def retry_if_transient(task, task_run, state) -> bool:
     return False
 
 
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1",
+            "BIGMODEL_FLOW_RUN_ID": str(flow_run.get_id() or "none"), **(extra or {})}
+
+
+@task(name="dvc-status", tags=["dvc"])
+def check_stale(root: str) -> dict:
+    """Which stages DVC would run; logged so the Prefect UI shows why a run did (or did not) work."""
+    logger = get_run_logger()
+    stale = dvc_status(Path(root))
+    if stale:
+        for name, changes in stale.items():
+            logger.info("%s is stale: %s", name, json.dumps(changes)[:500])
+    else:
+        logger.info("every stage is up to date: raw data, params and code unchanged since dvc.lock")
+    return stale
+
+
+# DVC's own lock message advises deleting the lock file, which would break the run that holds it
+_DVC_LOCKED = "Unable to acquire lock"
+
+
 @task(name="dvc-stage", tags=["dvc"], retry_condition_fn=retry_if_transient, task_run_name="{stage}")
-def run_stage(stage: str, root: str, force: bool = False) -> dict:
+def run_stage(stage: str, root: str, force: bool = False, env: dict[str, str] | None = None) -> dict:
     """`dvc repro --single-item STAGE`; returns whether it ran or was up to date, and how long it took."""
     logger = get_run_logger()
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1",
-           "BIGMODEL_FLOW_RUN_ID": str(flow_run.get_id() or "none")}
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
     started = time.perf_counter()
+    for attempt in range(120):
+        wait_for_dvc(Path(root), logger.info)
+        code, output = _run_logged(cmd, root, _env(env), stage, logger)
+        if code == 0 or _DVC_LOCKED not in output:
+            break
+        time.sleep(1.0)  # another DVC command took the lock between our check and our start
+    seconds = time.perf_counter() - started
+    if code != 0:
+        message = _last_error(output)
+        if _DVC_LOCKED in output:
+            message = "another DVC command kept this workspace locked for two minutes (.dvc/tmp/lock); nothing was changed"
+        raise StageFailed(stage, _stage_exit_code(output, code), message)
+    ran = f"Running stage '{stage}'" in output
+    return {"stage": stage, "ran": ran, "seconds": round(seconds, 2)}
+
+
+def _run_logged(cmd: list[str], root: str, env: dict, stage: str, logger) -> tuple[int, str]:
+    """Run `cmd`, sending every line to the task's log (the Prefect UI) and progress lines to the console."""
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
     assert proc.stdout is not None
@@ -71,10 +111,4 @@ def run_stage(stage: str, root: str, force: bool = False) -> dict:
             logger.info("%s | %s", stage, line)
             if line.startswith(("epoch ", "step ", "train: ", "error: ")):
                 print(f"    {line}", flush=True)  # the console shows training progress even with quiet logs
-    code = proc.wait()
-    output = "\n".join(lines)
-    seconds = time.perf_counter() - started
-    if code != 0:
-        raise StageFailed(stage, _stage_exit_code(output, code), _last_error(output))
-    ran = f"Running stage '{stage}'" in output
-    return {"stage": stage, "ran": ran, "seconds": round(seconds, 2)}
+    return proc.wait(), "\n".join(lines)
