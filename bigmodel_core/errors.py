@@ -33,5 +33,6 @@ class WorkspaceBusy(BigmodelError):
     exit_code = 4
 
 
-#: Exit codes that mean "retrying will not help": bad input and closed gates.
-PERMANENT_EXIT_CODES = frozenset({ConfigError.exit_code, DataError.exit_code, GateFailed.exit_code})
+#: Exit codes that mean "retrying will not help": bad input, closed gates, a workspace held by another run.
+PERMANENT_EXIT_CODES = frozenset({ConfigError.exit_code, DataError.exit_code, GateFailed.exit_code,
+                                  WorkspaceBusy.exit_code})

@@ -10,6 +10,7 @@ import yaml
 
 from tests.conftest import dvc, run_cmd
 from tests.test_e2e_dvc import registry_versions
+from tests.test_notify import receiver  # noqa: F401  (a webhook on 127.0.0.1, as a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -63,11 +64,12 @@ def test_flow_runs_stale_stages_only_and_leaves_dvc_clean(ws, harness):
     assert client.get_run(client.get_model_version("tiny-model", "2").run_id).data.params["train.epochs"] == "3"
 
 
-def test_cli_run_with_override_persists_it_and_reruns_train_onward(ws):
+def test_cli_run_with_override_persists_it_and_reruns_train_onward(ws, receiver):
     root = ws
+    port, received = receiver
     # another seed; the wide max_regression lets this tiny model through the gate whatever its luck
     proc = run_cmd([sys.executable, "-m", "bigmodel_core.cli", "run", "-S", "train.seed=7",
-                    "-S", "evaluate.max_regression=1.0"], root)
+                    "-S", "evaluate.max_regression=1.0", "-S", f"notify.urls=[json://127.0.0.1:{port}/hook]"], root)
     assert "params: train.seed = 7 (was 42) written to params.yaml" in proc.stdout
     lines = [l.split() for l in proc.stdout.splitlines() if l.startswith("  ") and l.split()[:1] and l.split()[0] in
              ("ingest", "clean", "validate", "augment", "split", "train", "evaluate", "deploy")]
@@ -80,14 +82,19 @@ def test_cli_run_with_override_persists_it_and_reruns_train_onward(ws):
     again = run_cmd([sys.executable, "-m", "bigmodel_core.cli", "run"], root)
     assert "nothing to do: every stage is up to date" in again.stdout
     assert registry_versions(root)[0] == [1, 2, 3]
+    # the promotion was announced once (the no-op run after it sent nothing)
+    assert [(path, body["type"]) for path, body in received] == [("/hook", "success")]
+    assert received[0][1]["title"].startswith("tiny-model: version 3 is the new champion (retrain-")
 
 
-def test_flow_stops_at_failing_stage_with_its_error(ws, harness):
+def test_flow_stops_at_failing_stage_with_its_error(ws, harness, receiver):
     from flows.retrain import StageFailed, retrain
 
     root = ws
+    port, received = receiver
     before = registry_versions(root)[0]
     raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["notify"] = {"urls": [f"json://127.0.0.1:{port}/hook"]}
     raw["validate"]["min_rows"] = 10_000
     raw["flow"]["retries"] = 2  # a closed gate is not retried all the same
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -96,6 +103,8 @@ def test_flow_stops_at_failing_stage_with_its_error(ws, harness):
     assert e.value.stage == "validate" and e.value.exit_code == 3
     assert "data gate failed" in e.value.message and "min_rows is 10000" in e.value.message
     assert registry_versions(root)[0] == before
+    assert len(received) == 1 and received[0][1]["type"] == "warning"  # gate_closed
+    assert "gate closed at validate" in received[0][1]["title"] and "min_rows is 10000" in received[0][1]["message"]
 
 
 def test_a_closed_model_gate_fails_the_flow_with_exit_3_and_keeps_the_champion(ws, harness):
