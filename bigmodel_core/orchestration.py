@@ -5,8 +5,9 @@ In order: PREFECT_API_URL when the user set one (a team server); else the worksp
 second server starts; else a temporary server on the workspace's database (.prefect/prefect.db) with a
 start-up timeout sized for a loaded 2-core machine (Prefect's default of 20 s is not).
 
-Logs: every stage line goes to the Prefect API at INFO (the UI shows it under each task run); the
-console shows warnings only, unless --verbose.
+Logs: every stage line goes to the Prefect API at INFO (the UI shows it under each task run). The
+console gets only the flow's own progress lines and the command's one-line `error:`; Prefect's records
+(a failed task's traceback among them) stay in the UI, or show on the console too with --verbose.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def configure(root: Path, verbose: bool = False) -> str:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO" if verbose else os.environ.get(
-        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     if os.environ.get("PREFECT_API_URL"):
         return f"Prefect server {os.environ['PREFECT_API_URL']} (PREFECT_API_URL)"
     os.environ.setdefault("PREFECT_HOME", str(Path(root).resolve() / ".prefect"))

@@ -101,7 +101,7 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
         env["BIGMODEL_MLFLOW_RUN_ID"] = mlflow_run
     stage_task = run_stage.with_options(retries=params.flow.retries, retry_delay_seconds=params.flow.retry_delay_seconds)
     # stages before the first stale one are up to date by DVC's own verdict: no need to ask DVC again
-    first = 0 if force else next(i for i, s in enumerate(stages) if s.name in stale)
+    first = 0 if force else next((i for i, s in enumerate(stages) if s.name in stale), 0)
     results = [{"stage": s.name, "ran": False, "seconds": 0.0} for s in stages[:first]]
     result = {"name": name, "noop": False, "stages": results, "mlflow_run_id": mlflow_run}
     status, reason, error = "FINISHED", None, None
