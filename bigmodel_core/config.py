@@ -338,6 +338,11 @@ class DeployParams(_Section):
         description="Experiments (runs under `dvc exp run`, or from a workspace whose code or params differ from the "
         "last git commit) register a version tagged as an experiment and never move the champion, unless this is true.",
     )
+    allow_new_registry: bool = Field(
+        default=False,
+        description="Start a new, empty registry when the tracking database (sqlite) is missing although "
+        "reports/deploy.json records a version registered in it (a deleted or moved mlflow.db). Off: stop with an error.",
+    )
 
 
 class TrackingParams(_Section):

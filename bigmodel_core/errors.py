@@ -27,6 +27,12 @@ class GateFailed(BigmodelError):
     exit_code = 3
 
 
+class RegistryMissing(BigmodelError):
+    """The tracking database is gone although this workspace registered versions in it."""
+
+    exit_code = 2
+
+
 class WorkspaceBusy(BigmodelError):
     """Another run holds the workspace (names it); nothing was changed."""
 

@@ -91,3 +91,21 @@ def test_run_has_no_params_option_that_other_runners_would_ignore(ws):
     proc = run_cmd([BIGMODEL, "run", "--params", "other.yaml"], ws, check=False)
     assert proc.returncode == 2
     assert "No such option: --params" in proc.stderr
+
+
+def test_a_deleted_registry_is_not_replaced_by_an_empty_one_silently(ws):
+    """Runs last in this module: it deletes the workspace's mlflow.db."""
+    assert json.loads((ws / "reports/deploy.json").read_text())["version"] == "1"
+    for f in ws.glob("mlflow.db*"):
+        f.unlink()
+    proc = run_cmd([BIGMODEL, "run", "--force"], ws, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert "tracking database mlflow.db is missing, but reports/deploy.json records tiny-model v1" in errors[0]
+    assert "deploy.allow_new_registry: true" in errors[0]
+    assert not (ws / "mlflow.db").exists()  # no empty registry was created on the way
+    assert json.loads((ws / "reports/deploy.json").read_text())["version"] == "1"
+    # said on purpose, a new registry starts at version 1
+    proc = run_cmd([BIGMODEL, "run", "-S", "deploy.allow_new_registry=true"], ws)
+    assert registry_versions(ws)[0] == [1]

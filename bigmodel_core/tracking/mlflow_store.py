@@ -25,11 +25,32 @@ def tracking_uri(params: Params, root: Path) -> str:
     if uri.startswith("sqlite:///"):
         db = uri[len("sqlite:///"):].split("?", 1)[0]
         db_path = Path(db) if Path(db).is_absolute() else root / db
+        if not db_path.exists():
+            _refuse_silent_new_registry(params, root, db)
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(db_path, timeout=30) as con:
             con.execute("PRAGMA journal_mode=WAL")
         uri = f"sqlite:///{db_path}" + ("" if "?" in uri else "?timeout=30")
     return uri
+
+
+def _refuse_silent_new_registry(params: Params, root: Path, db: str) -> None:
+    """A missing sqlite database would be created empty; refuse when this workspace registered versions before."""
+    record = Path(root) / "reports/deploy.json"
+    if params.deploy.allow_new_registry or not record.exists():
+        return
+    try:
+        last = json.loads(record.read_text())
+        version, name = last["version"], last["model_name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    from bigmodel_core.errors import RegistryMissing
+
+    raise RegistryMissing(
+        f"tracking database {db} is missing, but reports/deploy.json records {name} v{version} registered in it: "
+        "the registry's history (versions, champion, ledger) would be lost and a new one started silently. "
+        "Restore the database (or point MLFLOW_TRACKING_URI at it), or set deploy.allow_new_registry: true "
+        "to start a new registry on purpose")
 
 
 def _setup(params: Params, root: Path):
