@@ -24,6 +24,20 @@ from bigmodel_core.errors import BigmodelError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, gate and ship text classifiers.")
 
 
+def describe_exception(e: BaseException) -> str:
+    """One line for an unexpected exception; a file it names is given relative to the working directory."""
+    import os
+
+    if isinstance(e, OSError) and e.filename:
+        name = str(e.filename)
+        if os.path.isabs(name):
+            rel = os.path.relpath(name)
+            name = rel if not rel.startswith("..") else name
+        what = (e.strerror or str(e)).rstrip(".")
+        return f"{what[:1].lower() + what[1:]}: {name} ({type(e).__name__})"
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}"
+
+
 def _fail(err: BigmodelError) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(err.exit_code)
@@ -37,17 +51,28 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
     from bigmodel_core.config import load_params
     from bigmodel_core.paths import Paths
 
+    from bigmodel_core.interrupts import Interrupted, raise_on_signals
     from bigmodel_core.workspace import exclusive
 
     try:
-        module = stages.get(name)
-        params = load_params(params_file)
-        started = time.perf_counter()
-        # run by `dvc repro` on its own: hold the workspace (under `bigmodel run` the run already holds it)
-        with exclusive(Path.cwd(), f"dvc repro (stage {name})", wait=False):
-            report = module.run(params, Paths(Path.cwd()))
+        with raise_on_signals():
+            module = stages.get(name)
+            params = load_params(params_file)
+            started = time.perf_counter()
+            # run by `dvc repro` on its own: hold the workspace (under `bigmodel run` the run already holds it)
+            with exclusive(Path.cwd(), f"dvc repro (stage {name})", wait=False):
+                report = module.run(params, Paths(Path.cwd()))
     except BigmodelError as e:
         _fail(e)
+    except Interrupted as e:
+        typer.echo(f"error: stage {name} interrupted by {e.signame}: stopped; its last good outputs are unchanged", err=True)
+        raise typer.Exit(e.exit_code)
+    except Exception as e:  # not bad input: an environment fault (permissions, disk, memory) or a bug
+        import traceback
+
+        traceback.print_exc()  # the whole story for the Prefect task log and `dvc repro`'s console
+        typer.echo(f"error: stage {name}: {describe_exception(e)}", err=True)
+        raise typer.Exit(1)
     import os
 
     if os.environ.get("BIGMODEL_RANK_OF_STAGE") is None:  # ranks started by the stage itself stay quiet here
@@ -65,7 +90,8 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
 
     from bigmodel_core import workspace
     from bigmodel_core.config import load_params
-    from bigmodel_core.orchestration import configure
+    from bigmodel_core.interrupts import as_interrupted, message, raise_on_signals
+    from bigmodel_core.orchestration import api_server, configure
 
     root = Path.cwd()
     started = time.perf_counter()
@@ -75,7 +101,7 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
         _fail(e)
     server = configure(root, verbose)
     try:
-        with workspace.exclusive(root, "bigmodel run", wait=wait):
+        with raise_on_signals(), workspace.exclusive(root, "bigmodel run", wait=wait):
             if not set_ and not force and "PREFECT_API_URL" not in os.environ:
                 # no server to record in: answer "nothing to do" without starting one
                 if not workspace.dvc_status(root):
@@ -84,15 +110,30 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
                                "with `make ui` running, runs (no-op ones too) go to its Prefect server.")
                     return
             typer.echo(f"prefect: {server}")
-            from flows.retrain import StageFailed, print_summary, retrain
+            with api_server(root):
+                from flows.retrain import StageFailed, print_summary, retrain
 
-            try:
-                result = retrain(root=str(root), force=force, set_params=set_ or None, wait=wait)
-            except StageFailed as e:
-                typer.echo(f"error: {e}", err=True)
-                raise typer.Exit(e.exit_code or 1)
+                try:
+                    result = retrain(root=str(root), force=force, set_params=set_ or None, wait=wait)
+                except StageFailed as e:
+                    typer.echo(f"error: {e}", err=True)
+                    raise typer.Exit(e.exit_code or 1)
     except BigmodelError as e:
         _fail(e)
+    except typer.Exit:
+        raise
+    except BaseException as e:
+        stopped = as_interrupted(e)
+        if stopped is not None:
+            typer.echo(f"error: {message(stopped, 'bigmodel run')}", err=True)
+            raise typer.Exit(stopped.exit_code)
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        typer.echo(f"error: the retraining flow failed: {describe_exception(e)} (the traceback is in the Prefect UI; "
+                   "-v shows it here)", err=True)
+        raise typer.Exit(1)
     print_summary(result, root, time.perf_counter() - started)
 
 
@@ -145,13 +186,21 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
 
     from flows.retrain import retrain
 
+    from bigmodel_core.orchestration import api_server
+
     typer.echo(f"prefect: {server}")
     typer.echo(f"serving retrain/{name} on {'cron ' + repr(cron) if cron else f'every {seconds:g}s'} for {root}; "
                "runs appear in the Prefect UI (make ui). Ctrl-C stops serving and pauses the schedule.")
-    retrain.serve(name=name, schedules=[when], parameters={"root": str(root), "set_params": set_ or [], "force": False},
-                  tags=["bigmodel", f"model:{params.deploy.model_name}"], limit=1, print_starting_message=verbose,
-                  entrypoint_type=EntrypointType.MODULE_PATH,
-                  description=f"bigmodel retraining of {params.deploy.model_name} in {root}")
+    try:
+        with api_server(root, services=True):  # a temporary server needs its scheduler to create the runs
+            retrain.serve(name=name, schedules=[when], parameters={"root": str(root), "set_params": set_ or [], "force": False},
+                          tags=["bigmodel", f"model:{params.deploy.model_name}"], limit=1, print_starting_message=verbose,
+                          entrypoint_type=EntrypointType.MODULE_PATH,
+                          description=f"bigmodel retraining of {params.deploy.model_name} in {root}")
+    except BigmodelError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        typer.echo("stopped serving (Ctrl-C)")
 
 
 @app.command()

@@ -2,8 +2,9 @@
 
 In order: PREFECT_API_URL when the user set one (a team server); else the workspace's own server that
 `make ui` started (it records itself in .prefect/ui-server.json), so runs show up there live and no
-second server starts; else a temporary server on the workspace's database (.prefect/prefect.db) with a
-start-up timeout sized for a loaded 2-core machine (Prefect's default of 20 s is not).
+second server starts; else a temporary server on the workspace's database (.prefect/prefect.db), started by the command in a
+process group of its own (a terminal's Ctrl-C does not kill it while the run records its end), with a
+start-up timeout sized for a loaded 2-core machine, and stopped when the command ends, however it ends.
 
 Logs: every stage line goes to the Prefect API at INFO (the UI shows it under each task run). The
 console gets only the flow's own progress lines and the command's one-line `error:`; Prefect's records
@@ -12,10 +13,18 @@ console gets only the flow's own progress lines and the command's one-line `erro
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 #: seconds a temporary Prefect server may take to start (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins)
 STARTUP_TIMEOUT = 180
@@ -60,6 +69,98 @@ def configure(root: Path, verbose: bool = False) -> str:
     if url:
         os.environ["PREFECT_API_URL"] = url
         return f"the workspace's Prefect server {url} (make ui)"
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(STARTUP_TIMEOUT))
     return (f"a temporary Prefect server on {os.environ['PREFECT_HOME']}/prefect.db (start-up timeout "
-            f"{os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']}s)")
+            f"{_startup_timeout():g}s)")
+
+
+def _startup_timeout() -> float:
+    return float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or STARTUP_TIMEOUT)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _refresh_prefect_settings() -> None:
+    if "prefect.context" in sys.modules:  # Prefect read its settings at import: make it see the new URL
+        sys.modules["prefect.context"].refresh_global_settings_context()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    from bigmodel_core.interrupts import stop_group
+
+    stop_group(proc, first=signal.SIGTERM)
+
+
+@contextmanager
+def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
+    """Within the block Prefect talks to a server: the configured one, or a temporary one started here.
+
+    The temporary one is `prefect server start` (API only; with `services` the scheduler too, which a
+    served schedule needs) on a free loopback port, in a session of its own, logging to
+    .prefect/server.log; it is stopped on the way out (and at exit, should the block be skipped)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    home = Path(os.environ.get("PREFECT_HOME") or Path(root).resolve() / ".prefect")
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    cmd = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "server", "start", "--host", "127.0.0.1",
+           "--port", str(port), "--no-ui", "--log-level", "ERROR", *([] if services else ["--no-services"])]
+    if not Path(cmd[0]).exists():
+        cmd[0:1] = [sys.executable, "-m", "prefect"]
+    log_path = home / "server.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PREFECT_HOME": str(home)}, start_new_session=True)
+    atexit.register(_stop, proc)
+    try:
+        _wait_healthy(proc, url, log_path)
+        os.environ["PREFECT_API_URL"] = url
+        _refresh_prefect_settings()
+        yield url
+    finally:
+        _drain_prefect()  # logs and events still queued go to the server before it stops
+        os.environ.pop("PREFECT_API_URL", None)
+        _refresh_prefect_settings()
+        _stop(proc)
+        atexit.unregister(_stop)
+
+
+def _drain_prefect(timeout: float = 10.0) -> None:
+    if "prefect.logging.handlers" in sys.modules:
+        try:
+            sys.modules["prefect.logging.handlers"].APILogWorker.drain_all(timeout=timeout)
+        except Exception:
+            pass
+    if "prefect.events.worker" in sys.modules:
+        try:
+            sys.modules["prefect.events.worker"].EventsWorker.drain_all(timeout=timeout)
+        except Exception:
+            pass
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
+    from bigmodel_core.errors import BigmodelError
+
+    timeout = _startup_timeout()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise BigmodelError(f"the temporary Prefect server exited with {proc.returncode} while starting: "
+                                f"{tail[0]} (log: {log_path})")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise BigmodelError(f"the temporary Prefect server did not answer {url}/health within {timeout:g}s "
+                        f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS raises it; log: {log_path})")

@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 from bigmodel_core.config import Params, load_params
 from bigmodel_core.dag import load_dag
 from bigmodel_core.errors import GateFailed
+from bigmodel_core.interrupts import as_interrupted, doing
 from bigmodel_core.workspace import exclusive
 from tasks.dvc_stage import StageFailed, check_stale, run_stage
 
@@ -104,23 +105,32 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
     first = 0 if force else next((i for i, s in enumerate(stages) if s.name in stale), 0)
     results = [{"stage": s.name, "ran": False, "seconds": 0.0} for s in stages[:first]]
     result = {"name": name, "noop": False, "stages": results, "mlflow_run_id": mlflow_run}
-    status, reason, error = "FINISHED", None, None
+    status, reason, error, running = "FINISHED", None, None, None
     try:
         for i, stage in enumerate(stages[first:], start=first + 1):
             print(f"[{i}/{len(stages)}] {stage.name} ...", flush=True)
+            running = stage.name
+            doing(f"stage {stage.name!r}")
             res = stage_task(stage.name, str(root), force, env)
             print(f"[{i}/{len(stages)}] {stage.name}: {'ran' if res['ran'] else 'up to date, skipped'} "
                   f"({res['seconds']:.1f}s)", flush=True)
             results.append(res)
+        doing(None)
     except StageFailed as e:
         status, reason, error = "FAILED", e.message, e
         result["failed"] = {"stage": e.stage, "exit_code": e.exit_code, "message": e.message}
     except BaseException as e:
-        status, reason, error = ("KILLED", "interrupted", e) if isinstance(e, KeyboardInterrupt) else ("FAILED", str(e), e)
-        result["failed"] = {"stage": "flow", "exit_code": 1, "message": reason}
+        stopped = as_interrupted(e)
+        if stopped is not None:  # Ctrl-C or SIGTERM: record it (the MLflow run is KILLED), then go on stopping
+            where = f"stage {running!r}" if running else "the flow"
+            status, reason, error = "KILLED", f"interrupted by {stopped.signame} during {where}", e
+            result["failed"] = {"stage": running or "flow", "exit_code": stopped.exit_code, "message": reason}
+        else:
+            status, reason, error = "FAILED", f"{type(e).__name__}: {e}", e
+            result["failed"] = {"stage": "flow", "exit_code": 1, "message": reason}
     result["seconds"] = round(time.perf_counter() - started, 2)
     gate = error is not None and getattr(error, "exit_code", None) == GateFailed.exit_code
-    result["status"] = ("gate closed" if gate else "failed") if status != "FINISHED" else "completed"
+    result["status"] = {"FINISHED": "completed", "KILLED": "interrupted"}.get(status, "gate closed" if gate else "failed")
     card = _card(result, root, params, mlflow_run)
     if mlflow_run:
         close_run(params, root, mlflow_run, status, reason, card)
@@ -244,7 +254,9 @@ def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
         d = json.loads(deploy_path.read_text())
         verdict = (f"promoted ({d['note']})" if d["promoted"] and d.get("note")
                    else "promoted" if d["promoted"] else "NOT promoted: " + (d.get("note") or "; ".join(d.get("reasons", []))))
-        out.append(f"  registered {d['model_name']} version {d['version']} with alias(es) {', '.join(d['aliases'])}: {verdict}")
+        what = ("already registered as {} v{} (the same model bundle byte for byte: not registered again)"
+                if d.get("already_registered") else "registered {} version {}").format(d["model_name"], d["version"])
+        out.append(f"  {what} with alias(es) {', '.join(d['aliases'])}: {verdict}")
         out.append(f"  MLflow run {d['run_id']}")
     elif not ran:
         out.append("  nothing to do: every stage is up to date (no new model version)")

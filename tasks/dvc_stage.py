@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from bigmodel_core.errors import PERMANENT_EXIT_CODES
+from bigmodel_core.interrupts import stop_group
 from bigmodel_core.workspace import dvc_status, wait_for_dvc
 
 
@@ -44,11 +45,12 @@ def _last_error(output: str) -> str:
 
 
 def retry_if_transient(task, task_run, state) -> bool:
-    """Retry only failures that may pass on a second try (not bad input, not a closed gate)."""
+    """Retry only failures that may pass on a second try (not bad input, not a closed gate, not a stage
+    someone interrupted: 130 and 143 are SIGINT and SIGTERM)."""
     try:
         state.result()
     except StageFailed as e:
-        return e.exit_code not in PERMANENT_EXIT_CODES
+        return e.exit_code not in PERMANENT_EXIT_CODES | {130, 143}
     except Exception:
         return True
     return False
@@ -101,15 +103,25 @@ def run_stage(stage: str, root: str, force: bool = False, env: dict[str, str] | 
 
 
 def _run_logged(cmd: list[str], root: str, env: dict, stage: str, logger) -> tuple[int, str]:
-    """Run `cmd`, sending every line to the task's log (the Prefect UI) and progress lines to the console."""
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    """Run `cmd`, sending every line to the task's log (the Prefect UI) and progress lines to the console.
+
+    The command leads a process group of its own, so a terminal's Ctrl-C reaches only `bigmodel run`;
+    when that is interrupted (Ctrl-C, SIGTERM) the whole group is stopped, SIGINT first (DVC's graceful
+    path), before the interruption goes on."""
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, start_new_session=True)
     lines = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip("\n")
-        lines.append(line)
-        if line.strip():
-            logger.info("%s | %s", stage, line)
-            if line.startswith(("epoch ", "step ", "train: ", "error: ")):
-                print(f"    {line}", flush=True)  # the console shows training progress even with quiet logs
-    return proc.wait(), "\n".join(lines)
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            if line.strip():
+                logger.info("%s | %s", stage, line)
+                if line.startswith(("epoch ", "step ", "train: ", "error: ")):
+                    print(f"    {line}", flush=True)  # the console shows training progress even with quiet logs
+        return proc.wait(), "\n".join(lines)
+    except BaseException:
+        stop_group(proc)
+        logger.warning("%s | stopped: the run was interrupted", stage)
+        raise
