@@ -78,9 +78,21 @@ def _json_default(o: Any) -> Any:
 def write_table(df: pd.DataFrame, target: str | Path, schema: Any | None = None) -> None:
     """Check df against a pandera schema, then write it as Parquet atomically."""
     if schema is not None:
-        df = check_table(df, schema, f"output {target}")
+        df = check_table(df, schema, f"output {shown(target)}")
     with atomic_path(target) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+def shown(path: str | Path) -> str:
+    """A workspace file as messages name it: relative to the working directory (the workspace root)
+    when it lies inside it, as given otherwise."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return p.relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            return str(p)
+    return str(p)
 
 
 def read_table(path: str | Path, schema: Any | None = None) -> pd.DataFrame:
@@ -89,10 +101,10 @@ def read_table(path: str | Path, schema: Any | None = None) -> pd.DataFrame:
 
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: input table not found (run the stage that makes it first)")
+        raise DataError(f"{shown(path)}: input table not found (run the stage that makes it first)")
     df = pd.read_parquet(path)
     if schema is not None:
-        df = check_table(df, schema, f"input {path}")
+        df = check_table(df, schema, f"input {shown(path)}")
     return df
 
 

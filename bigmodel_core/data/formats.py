@@ -59,6 +59,14 @@ def display_name(path: str, base: Path) -> str:
     return os.path.relpath(path, base)
 
 
+def shown_name(path: str, src: Source, base: Path) -> str:
+    """How errors name a file: the way params.yaml names it (relative to the workspace when the source's
+    path is, as written otherwise)."""
+    if "://" in path or Path(src.path).is_absolute():
+        return path
+    return os.path.relpath(path, base)
+
+
 def _open_bytes(path: str) -> bytes:
     if "://" in path:
         import fsspec
@@ -77,14 +85,16 @@ def _label_str(v) -> str | None:
     return v or None
 
 
-def _table_to_raw(df: pd.DataFrame, src: Source, file: str) -> pd.DataFrame:
+def _table_to_raw(df: pd.DataFrame, src: Source, file: str, shown: str | None = None) -> pd.DataFrame:
+    """`file` goes into row ids and provenance; errors name the file as `shown` (default: `file`)."""
+    shown = shown or file
     if df.empty:
-        raise DataError(f"{file}: file has no data rows (source {src.name!r})")
+        raise DataError(f"{shown}: file has no data rows (source {src.name!r})")
     needed = list(dict.fromkeys([*src.text, src.label]))
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise DataError(
-            f"{file}: column {missing[0]!r} not found (source {src.name!r}; columns are {', '.join(map(str, df.columns))})"
+            f"{shown}: column {missing[0]!r} not found (source {src.name!r}; columns are {', '.join(map(str, df.columns))})"
         )
     parts = [df[c].astype("object").where(df[c].notna(), None) for c in src.text]
     if len(parts) == 1:
@@ -114,10 +124,10 @@ def _table_to_raw(df: pd.DataFrame, src: Source, file: str) -> pd.DataFrame:
     return out
 
 
-def _read_delimited(path: str, src: Source) -> pd.DataFrame:
+def _read_delimited(path: str, src: Source, shown: str) -> pd.DataFrame:
     data = _open_bytes(path)
     if not data.strip():
-        raise DataError(f"{path}: file is empty (source {src.name!r})")
+        raise DataError(f"{shown}: file is empty (source {src.name!r})")
     kwargs: dict = {"dtype": str, "keep_default_na": False, "na_values": []}
     if src.format == "tsv":
         kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)
@@ -126,22 +136,22 @@ def _read_delimited(path: str, src: Source) -> pd.DataFrame:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text at byte {e.start} (source {src.name!r})") from None
+        raise DataError(f"{shown}: not UTF-8 text at byte {e.start} (source {src.name!r})") from None
     try:
         df = pd.read_csv(io.StringIO(text), **kwargs)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty (source {src.name!r})") from None
+        raise DataError(f"{shown}: file is empty (source {src.name!r})") from None
     except pd.errors.ParserError as e:
-        raise DataError(f"{path}: cannot parse as {src.format}: {e} (source {src.name!r})") from None
+        raise DataError(f"{shown}: cannot parse as {src.format}: {e} (source {src.name!r})") from None
     return df
 
 
-def _read_jsonl(path: str, src: Source) -> pd.DataFrame:
+def _read_jsonl(path: str, src: Source, shown: str) -> pd.DataFrame:
     records = []
     try:
         text = _open_bytes(path).decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text at byte {e.start} (source {src.name!r})") from None
+        raise DataError(f"{shown}: not UTF-8 text at byte {e.start} (source {src.name!r})") from None
     # split on newlines only: U+2028 and friends are legal inside JSON strings
     for n, line in enumerate(text.split("\n"), start=1):
         line = line.rstrip("\r")
@@ -150,23 +160,23 @@ def _read_jsonl(path: str, src: Source) -> pd.DataFrame:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {n} is not valid JSON: {e.msg}") from None
+            raise DataError(f"{shown}: line {n} is not valid JSON: {e.msg}") from None
         if not isinstance(obj, dict):
-            raise DataError(f"{path}: line {n} is not a JSON object")
+            raise DataError(f"{shown}: line {n} is not a JSON object")
         records.append(obj)
     if not records:
-        raise DataError(f"{path}: file is empty (source {src.name!r})")
+        raise DataError(f"{shown}: file is empty (source {src.name!r})")
     return pd.DataFrame.from_records(records)
 
 
-def _read_parquet(path: str, src: Source) -> pd.DataFrame:
+def _read_parquet(path: str, src: Source, shown: str) -> pd.DataFrame:
     try:
         return pd.read_parquet(path if "://" not in path else io.BytesIO(_open_bytes(path)))
     except Exception as e:  # pyarrow raises several types for broken files
-        raise DataError(f"{path}: cannot read as Parquet: {e}") from None
+        raise DataError(f"{shown}: cannot read as Parquet: {e}") from None
 
 
-def _folder_members(path: str, src: Source) -> Iterator[tuple[str, bytes]]:
+def _folder_members(path: str, src: Source, shown: str) -> Iterator[tuple[str, bytes]]:
     """Yield (relative member path, bytes) for each file of a folder or a .tar.gz, in sorted order."""
     if path.endswith((".tar.gz", ".tgz", ".tar")):
         try:
@@ -178,19 +188,19 @@ def _folder_members(path: str, src: Source) -> Iterator[tuple[str, bytes]]:
                         assert f is not None
                         yield m.name, f.read()
         except tarfile.TarError as e:
-            raise DataError(f"{path}: cannot read archive: {e}") from None
+            raise DataError(f"{shown}: cannot read archive: {e}") from None
         return
     root = Path(path)
     if not root.is_dir():
-        raise DataError(f"{path}: format 'folder' needs a directory or a .tar.gz archive (source {src.name!r})")
+        raise DataError(f"{shown}: format 'folder' needs a directory or a .tar.gz archive (source {src.name!r})")
     for p in sorted(root.rglob(src.file_glob)):
         if p.is_file():
             yield p.relative_to(root).as_posix(), p.read_bytes()
 
 
-def _read_folder(path: str, src: Source, name: str) -> pd.DataFrame:
+def _read_folder(path: str, src: Source, name: str, shown: str) -> pd.DataFrame:
     rows = []
-    for member, data in _folder_members(path, src):
+    for member, data in _folder_members(path, src, shown):
         parts = PurePosixPath(member).parts
         if len(parts) < 2:
             continue  # a file at the top has no label folder
@@ -204,10 +214,10 @@ def _read_folder(path: str, src: Source, name: str) -> pd.DataFrame:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise DataError(f"{path}:{member}: not UTF-8 text at byte {e.start}") from None
+            raise DataError(f"{shown}:{member}: not UTF-8 text at byte {e.start}") from None
         rows.append((f"{name}:{member}", text, raw_label, split))
     if not rows:
-        raise DataError(f"{path}: no '{src.file_glob}' files inside label folders (source {src.name!r})")
+        raise DataError(f"{shown}: no '{src.file_glob}' files inside label folders (source {src.name!r})")
     files, texts, labels, splits = zip(*rows)
     if src.label_map is not None:
         labels = tuple(src.label_map[l] for l in labels)
@@ -235,13 +245,13 @@ def read_source(src: Source, base: Path) -> pd.DataFrame:
         return _table_to_raw(df, src.model_copy(update={"text": ["text"], "label": "label"}), "builtin:demo")
     frames = []
     for path in resolve_paths(src, base):
-        name = display_name(path, base)
+        name, shown = display_name(path, base), shown_name(path, src, base)
         if src.format in ("csv", "tsv"):
-            frames.append(_table_to_raw(_read_delimited(path, src), src, name))
+            frames.append(_table_to_raw(_read_delimited(path, src, shown), src, name, shown))
         elif src.format == "jsonl":
-            frames.append(_table_to_raw(_read_jsonl(path, src), src, name))
+            frames.append(_table_to_raw(_read_jsonl(path, src, shown), src, name, shown))
         elif src.format == "parquet":
-            frames.append(_table_to_raw(_read_parquet(path, src), src, name))
+            frames.append(_table_to_raw(_read_parquet(path, src, shown), src, name, shown))
         elif src.format == "folder":
-            frames.append(_read_folder(path, src, name))
+            frames.append(_read_folder(path, src, name, shown))
     return pd.concat(frames, ignore_index=True)

@@ -18,7 +18,7 @@ import numpy as np
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.errors import BigmodelError
-from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, sha256_file, write_json
+from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, sha256_file, shown, write_json
 from bigmodel_core.paths import Paths
 
 # the code whose change makes an old checkpoint meaningless
@@ -62,7 +62,7 @@ def prepare(params: Params, paths: Paths, key: str) -> Path:
     if unknown:
         from bigmodel_core.errors import DataError
 
-        raise DataError(f"{paths.split / 'val.parquet'}: labels {unknown} are not in the label set {labels}")
+        raise DataError(f"{shown(paths.split / 'val.parquet')}: labels {unknown} are not in the label set {labels}")
     encoder = build_encoder(params.model, params.tokenizer, train["text"].tolist())
     with atomic_dir(target) as out:
         encoder.save(out)
