@@ -307,6 +307,11 @@ class EvaluateParams(_Section):
     max_latency_p95_ms: float | None = Field(
         default=None, gt=0, description="Gate: highest p95 latency of a one-text prediction, in ms; null = report only."
     )
+    allow_label_change: bool = Field(
+        default=False,
+        description="Gate: a model whose label set differs from the champion's cannot be compared with it and is not "
+                    "promoted unless this is true (then the absolute thresholds alone decide).",
+    )
     max_model_mb: float | None = Field(
         default=None, gt=0, description="Gate: largest model bundle on disk, in MB (10^6 bytes); null = report only."
     )

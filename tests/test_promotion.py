@@ -295,8 +295,13 @@ def test_a_champion_with_other_labels_closes_the_gate_with_a_reason():
                champion_with_other_labels={"version": "4", "labels": ["ham", "spam", "promo"]}, labels=["ham", "spam"])
     assert not d["promote"]
     assert d["reasons"] == ["same_labels_as_champion: this model's labels ['ham', 'spam'] differ from champion v4's "
-                            "['ham', 'promo', 'spam'], so the two cannot be compared; if the change is intended, "
-                            "promote it by hand with `bigmodel promote VERSION --reason ...`"]
+                            "['ham', 'promo', 'spam'], so the two cannot be compared; if the change is intended, set "
+                            "evaluate.allow_label_change: true (or promote it by hand with `bigmodel promote VERSION "
+                            "--reason ...`)"]
+    allowed = decide(m, None, EvaluateParams(min_accuracy=0, min_macro_f1=0, allow_label_change=True), y=y, pred=y,
+                     champion_with_other_labels={"version": "4", "labels": ["ham", "spam", "promo"]}, labels=["ham", "spam"])
+    assert allowed["promote"] and allowed["reasons"] == []
+    assert [c["passed"] for c in allowed["checks"] if c["rule"] == "same_labels_as_champion"] == [True]
 
 
 def test_a_retried_deploy_stands_by_the_earlier_decision_after_a_rollback(registry_ws):

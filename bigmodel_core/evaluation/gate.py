@@ -43,7 +43,8 @@ def decide(metrics: dict, champion: dict | None, p: EvaluateParams, *, y: np.nda
     if champion_with_other_labels is not None:  # the gate cannot say the new model is as good: a person must
         other = champion_with_other_labels
         checks.append({"rule": "same_labels_as_champion", "value": sorted(labels or []), "threshold": sorted(other["labels"]),
-                       "champion_version": other["version"], "passed": False})
+                       "champion_version": other["version"], "passed": p.allow_label_change,
+                       "enforced": not p.allow_label_change})
     if champion is not None:
         if y is None or pred is None or champion_pred is None:
             raise ValueError("a champion comparison needs the paired predictions (y, pred, champion_pred)")
@@ -119,8 +120,8 @@ def describe(check: dict) -> str:
     rule = check["rule"]
     if rule == "same_labels_as_champion":
         return (f"{rule}: this model's labels {check['value']} differ from champion v{check['champion_version']}'s "
-                f"{check['threshold']}, so the two cannot be compared; if the change is intended, promote it by hand "
-                "with `bigmodel promote VERSION --reason ...`")
+                f"{check['threshold']}, so the two cannot be compared; if the change is intended, set "
+                "evaluate.allow_label_change: true (or promote it by hand with `bigmodel promote VERSION --reason ...`)")
     if rule in ("min_gain_vs_champion", "max_regression_vs_champion"):
         lo, hi = check["interval"]
         return (f"{rule}: macro-F1 difference to champion v{check['champion_version']} is {check['difference']:+.4f} "
