@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,69 @@ def tracking_uri(params: Params, root: Path) -> str:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(db_path, timeout=30) as con:
             con.execute("PRAGMA journal_mode=WAL")
+        _follow_moved_workspace(params, Path(root), db_path)
         uri = f"sqlite:///{db_path}" + ("" if "?" in uri else "?timeout=30")
     return uri
+
+
+# Columns where MLflow keeps absolute artifact paths (file:// URIs or plain paths).
+_PATH_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"),
+                 ("model_versions", "storage_location"), ("model_versions", "source"))
+
+
+def _follow_moved_workspace(params: Params, root: Path, db_path: Path) -> None:
+    """Point a moved or copied workspace's own database at its own artifacts.
+
+    MLflow stores artifact locations as absolute paths. A workspace-local database (sqlite file inside the
+    workspace, relative `tracking.artifact_root`) that was moved or copied still names the old place, so new
+    runs would write their artifacts into the other workspace. When the experiment's location is the
+    artifact root of another directory, every stored path under that directory is rewritten to this
+    workspace (one transaction), and a line says so. Without the artifacts folder here it stops instead."""
+    from urllib.parse import unquote, urlparse
+
+    art = Path(params.tracking.artifact_root)
+    here = root.resolve()
+    if art.is_absolute():
+        return
+    try:
+        db_path.resolve().relative_to(here)
+    except ValueError:
+        return  # a shared database: its paths are meant for everyone
+    with sqlite3.connect(db_path, timeout=30) as con:
+        try:
+            row = con.execute("SELECT artifact_location FROM experiments WHERE name = ?",
+                              (params.tracking.experiment,)).fetchone()
+        except sqlite3.OperationalError:
+            return  # no tables yet: a new database
+        if not row or not row[0]:
+            return
+        loc = str(row[0])
+        path = unquote(urlparse(loc).path) if loc.startswith("file:") else loc
+        tail = "/" + art.as_posix().strip("/")
+        if not path.startswith("/") or not path.rstrip("/").endswith(tail):
+            return  # not this workspace's layout (artifact_root changed since): leave it
+        old = path.rstrip("/")[: -len(tail)] or "/"
+        if Path(old) == here:
+            return
+        if not (here / art).is_dir():
+            from bigmodel_core.errors import RegistryMissing
+
+            raise RegistryMissing(
+                f"{db_path.name} stores its artifacts in {old}{tail}, which belongs to another workspace, and this "
+                f"workspace ({here}) has no {art.as_posix()}/ folder: copy {art.as_posix()}/ along with the database "
+                "(a moved or copied workspace needs both); nothing was written")
+        pairs = [(Path(old).as_uri() + "/", here.as_uri() + "/"), (old + "/", str(here) + "/")]
+        con.execute("BEGIN IMMEDIATE")
+        for table, column in _PATH_COLUMNS:
+            for before, after in pairs:
+                try:
+                    con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                f"WHERE substr({column}, 1, ?) = ?", (after, len(before) + 1, len(before), before))
+                except sqlite3.OperationalError:
+                    break  # a table this MLflow version does not have
+        con.commit()
+    print(f"tracking: this workspace was moved or copied from {old}: {db_path.name} now keeps its artifacts here, "
+          f"in {art.as_posix()}/ (nothing is written into {old})", file=sys.stderr, flush=True)
 
 
 def _refuse_silent_new_registry(params: Params, root: Path, db: str) -> None:
@@ -219,8 +281,8 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
                       quarantine=quarantine, split_dir=split_dir, decision=decision, experiment=experiment,
                       artifacts=artifacts)
     if existing is not None:
-        print(f"deploy: this model bundle is already registered as {name} v{existing} (a retried deploy): "
-              "not registering it again", flush=True)
+        print(f"deploy: this model bundle is already registered as {name} v{existing} (byte for byte: a retried "
+              "deploy, or a re-run that changed nothing): not registering it again", flush=True)
         run_id = client.get_model_version(name, existing).run_id
         flow_run = pipeline_run.flow_run_id()
         if flow_run and flow_run != run_id and _existing_run(client, flow_run) is not None:
@@ -233,6 +295,7 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
         result = _aliases(params, root, client, name, existing, exp_id, run_id, decision, eval_metrics, promote,
                           experiment, why_not, retried=True)
         result["run_gate"] = _run_gate(client, run_id)
+        result["already_registered"] = True
         return result
     run_id = _pipeline_run(mlflow, client, params, root, train_run_id, tags, run_name)
     with mlflow.start_run(run_id=run_id):
@@ -348,7 +411,9 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
     """Challenger always; champion by compare-and-set when `promote`; the ledger records the decision.
 
     retried: the version existed already. If the pipeline decided about it before, that decision stands (the
-    evaluation it rests on may be stale: the champion may have been rolled back since), nothing is re-decided.
+    evaluation it rests on may be stale: the champion may have been rolled back since), with one exception: a
+    version the gate kept out that now passes it (its thresholds were changed, say evaluate.allow_label_change)
+    is promoted when the champion is still the one this evaluation compared it with.
     """
     from bigmodel_core.tracking.registry import alias_version, append_ledger, ledger, move_champion, registry_lock
 
@@ -357,19 +422,22 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
     aliases = [d.challenger_alias]
     figures = {"test_accuracy": round(eval_metrics["accuracy"], 6), "test_macro_f1": round(eval_metrics["macro_f1"], 6)}
     champ = decision.get("champion")
-    expected = champ["version"] if champ else None
+    # the champion this evaluation saw: the one compared with, or one with another label set (not comparable)
+    other = next((c for c in decision.get("checks", []) if c.get("rule") == "same_labels_as_champion"), None)
+    expected = champ["version"] if champ else (other["champion_version"] if other else None)
     note = None
     earlier = [r for r in ledger(client, name) if r["to"] == version and r["who"] == "pipeline"] if retried else []
     current = alias_version(client, name, d.champion_alias)
     if current == version:
         aliases.append(d.champion_alias)
         note = f"v{version} is already {d.champion_alias}"
-    elif earlier:
+    elif earlier and not (promote and earlier[-1]["action"] == "kept" and current == expected):
         note = (f"v{version} was decided on before ({earlier[-1]['action']} at {earlier[-1]['at']}: "
                 f"{earlier[-1]['why']}); not deciding again")
     elif promote:
         moved, note = move_champion(client, root, name, d.champion_alias, version, expected,
-                                    why="gate passed" + (f" ({experiment})" if experiment else ""), who="pipeline",
+                                    why="gate passed" + (f" ({experiment})" if experiment else "")
+                                    + (" on a re-evaluation, after it was kept out before" if earlier else ""), who="pipeline",
                                     metrics=figures)
         if moved:
             aliases.append(d.champion_alias)
