@@ -61,12 +61,12 @@ def as_interrupted(exc: BaseException) -> Interrupted | None:
 
 @contextmanager
 def raise_on_signals() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise `Interrupted` in the main thread."""
+    """Within the block, SIGINT, SIGTERM and SIGHUP (the terminal closed) raise `Interrupted` in the main thread."""
 
     def handler(signum, frame):
         raise Interrupted(signum)
 
-    saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

@@ -271,3 +271,35 @@ def test_a_copied_or_moved_workspace_never_writes_into_the_original(done_ws, tmp
         f"this workspace ({bare}) has no mlartifacts/ folder: copy mlartifacts/ along with the database (a moved or "
         "copied workspace needs both); nothing was written"]
     assert (bare / "mlflow.db").read_bytes() == db_before
+
+
+def test_the_temporary_prefect_server_never_outlives_its_command(tmp_path):
+    """Stopped when the command ends; and when it is killed with SIGKILL (nothing can run then), the kernel
+    stops it (Linux's parent-death signal)."""
+    script = ("import sys, time\nfrom pathlib import Path\nfrom bigmodel_core.orchestration import api_server\n"
+              "with api_server(Path(sys.argv[1])) as url:\n    print(url, flush=True)\n"
+              "    sys.stdin.readline() if sys.argv[2] == 'return' else time.sleep(600)\n")
+    env = env_for(tmp_path)
+    for how in ("return", "wait"):
+        proc = subprocess.Popen([str(Path(BIN) / "python"), "-c", script, str(tmp_path), how], cwd=tmp_path, env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdin is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/api")
+        servers = _descendants(proc.pid)
+        assert servers, "no server process"
+        if how == "wait":
+            from urllib.request import urlopen
+
+            with urlopen(f"{url}/health", timeout=10) as r:
+                assert r.status == 200
+            proc.kill()
+        else:
+            proc.stdin.write("\n")  # the block ends normally
+            proc.stdin.flush()
+        proc.wait(timeout=60)
+        assert proc.returncode == (-signal.SIGKILL if how == "wait" else 0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(p) for p in servers):
+            time.sleep(0.1)
+        assert [p for p in servers if _running(p)] == [], f"server left running after the command ({how})"
