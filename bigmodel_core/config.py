@@ -48,6 +48,18 @@ class Source(_Section):
         default=None, description="Fixed split for every row of this source; null = assigned by the split stage."
     )
     file_glob: str = Field(default="*.txt", description="For 'folder': which files are rows.")
+    delimiter: str | None = Field(
+        default=None, min_length=1, max_length=1,
+        description="For csv: the field separator (default ','; tsv is always a tab).",
+    )
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of csv/tsv/jsonl files and folder members (utf-8, utf-16, latin-1, cp1252, ...).",
+    )
+    max_line_bytes: int = Field(
+        default=10_000_000, ge=1000,
+        description="A longer line stops ingest: a file without line breaks, or a quote that swallowed the rest.",
+    )
     rows: int = Field(default=3000, ge=100, description="For 'demo': how many rows to generate (at least 100).")
     seed: int = Field(default=7, description="For 'demo': generator seed.")
 
@@ -62,6 +74,16 @@ class Source(_Section):
         if not v:
             raise ValueError("must name at least one column")
         return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            return codecs.lookup(v).name
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r} (utf-8, utf-16, latin-1, cp1252, ...)") from None
 
     @field_validator("label_map", mode="before")
     @classmethod

@@ -199,11 +199,14 @@ def test_errors_name_files_the_way_params_yaml_does(tmp_path):
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     proc = run_cmd([BIGMODEL, "stage", "ingest"], root, check=False)
     assert proc.returncode == 2
-    assert error_lines(proc.stderr) == ["error: ../../corpus/bad.csv: not UTF-8 text at byte 11 (source 'mine')"]
+    hint = "if the file has another encoding, set encoding: on the source (latin-1, cp1252, utf-16, ...)"
+    assert error_lines(proc.stderr) == [f"error: ../../corpus/bad.csv: not UTF-8 text at byte 11 (line 2; source "
+                                        f"'mine'); {hint}"]
     raw["data"]["sources"][0]["path"] = str(corpus / "*.csv")  # written absolute: named absolute
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     proc = run_cmd([BIGMODEL, "stage", "ingest"], root, check=False)
-    assert error_lines(proc.stderr) == [f"error: {corpus / 'bad.csv'}: not UTF-8 text at byte 11 (source 'mine')"]
+    assert error_lines(proc.stderr) == [f"error: {corpus / 'bad.csv'}: not UTF-8 text at byte 11 (line 2; source "
+                                        f"'mine'); {hint}"]
     proc = run_cmd([BIGMODEL, "stage", "clean"], root, check=False)  # a stage's own input, relative to the workspace
     assert error_lines(proc.stderr) == ["error: data/raw/rows.parquet: input table not found (run the stage that "
                                         "makes it first)"]

@@ -125,33 +125,200 @@ def _table_to_raw(df: pd.DataFrame, src: Source, file: str, shown: str | None = 
 
 
 def _read_delimited(path: str, src: Source, shown: str) -> pd.DataFrame:
-    data = _open_bytes(path)
+    data = _file_bytes(path, src, shown)
     if not data.strip():
         raise DataError(f"{shown}: file is empty (source {src.name!r})")
-    kwargs: dict = {"dtype": str, "keep_default_na": False, "na_values": []}
+    text = _decode(data, src, shown)
+    dialect = _Dialect(src)
+    kwargs: dict = {"dtype": str, "keep_default_na": False, "na_values": [], "sep": dialect.sep}
     if src.format == "tsv":
-        kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)
+        kwargs.update(quoting=csv.QUOTE_NONE)
     if src.columns is not None:
         kwargs.update(header=None, names=src.columns)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{shown}: not UTF-8 text at byte {e.start} (source {src.name!r})") from None
+    else:
+        _check_header(text, dialect, src, shown)
     try:
         df = pd.read_csv(io.StringIO(text), **kwargs)
     except pd.errors.EmptyDataError:
         raise DataError(f"{shown}: file is empty (source {src.name!r})") from None
     except pd.errors.ParserError as e:
-        raise DataError(f"{shown}: cannot parse as {src.format}: {e} (source {src.name!r})") from None
+        problem = _first_problem(text, dialect, _expected_fields(text, dialect, src))
+        raise DataError(f"{shown}: " + (problem or f"cannot parse as {src.format}: {e}") + f" (source {src.name!r})") from None
+    _check_table(df, text, dialect, src, shown)
     return df
+
+
+class _Dialect:
+    """How a csv/tsv source splits fields, for pandas and for Python's csv module alike."""
+
+    def __init__(self, src: Source) -> None:
+        self.sep = "\t" if src.format == "tsv" else (src.delimiter or ",")
+        self.quoting = csv.QUOTE_NONE if src.format == "tsv" else csv.QUOTE_MINIMAL
+
+    def reader(self, text: str):
+        return csv.reader(io.StringIO(text), delimiter=self.sep, quoting=self.quoting, strict=True)
+
+
+def _expected_fields(text: str, dialect: _Dialect, src: Source) -> int:
+    if src.columns is not None:
+        return len(src.columns)
+    try:
+        return len(next(dialect.reader(text)))
+    except (StopIteration, csv.Error):
+        return 0
+
+
+def _rows_with_lines(text: str, dialect: _Dialect) -> Iterator[tuple[int, list[str]]]:
+    """(first line of the row, its fields) for every non-blank row; csv.Error carries on to the caller."""
+    reader = dialect.reader(text)
+    line = 1
+    for fields in reader:
+        if fields:
+            yield line, fields
+        line = reader.line_num + 1
+
+
+def _first_problem(text: str, dialect: _Dialect, expected: int) -> str | None:
+    """The first row that breaks quoting or has the wrong number of fields, said in a line."""
+    start = 1
+    reader = dialect.reader(text)
+    try:
+        for fields in reader:
+            if fields and expected and len(fields) != expected:
+                hint = "an unquoted delimiter inside the text?" if len(fields) > expected else "a line cut short?"
+                return f"line {start} has {len(fields)} field(s) where the first row has {expected}: {hint}"
+            start = reader.line_num + 1
+    except csv.Error as e:
+        if "end of data" in str(e) or "EOF" in str(e):
+            return f"line {start}: a quoted field opened here is never closed: an unbalanced quote"
+        return (f"line {start}: a quoted field opened here closes inside a field at line {reader.line_num} "
+                f"({e}): an unbalanced quote swallowed the lines between")
+    return None
+
+
+def _check_header(text: str, dialect: _Dialect, src: Source, shown: str) -> None:
+    try:
+        names = next(dialect.reader(text))
+    except (StopIteration, csv.Error):
+        return  # pandas reports these
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        if name in seen:
+            raise DataError(f"{shown}: the header names column {name!r} twice (columns {seen[name]} and {i}; "
+                            f"source {src.name!r})")
+        seen[name] = i
+    needed = [*src.text, src.label]
+    if len(names) == 1 and names[0] not in needed:
+        for other in (";", "\t", "|", ","):
+            if other != dialect.sep and other in names[0]:
+                how = "format: tsv" if other == "\t" else f"delimiter: {other!r}"
+                raise DataError(f"{shown}: the header is one column, {names[0][:80]!r}: the file looks "
+                                f"{other!r}-separated; set {how} on source {src.name!r}")
+
+
+def _check_table(df: pd.DataFrame, text: str, dialect: _Dialect, src: Source, shown: str) -> None:
+    """What pandas reads without complaint but is broken: short rows (missing fields read as NaN, while an
+    empty field reads as ''), quotes that swallowed lines, and the header repeated inside the data."""
+    expected = len(df.columns)
+    # a row cut short reads its missing trailing fields as '' (like empty ones): only then is the slow check run
+    maybe_short = bool((df.iloc[:, -1].fillna("") == "").any())
+    multiline = any(df[c].str.contains("\n", regex=False, na=False).any() for c in df.columns)
+    if maybe_short or (multiline and dialect.quoting != csv.QUOTE_NONE):
+        problem = _first_problem(text, dialect, expected)
+        if problem:
+            raise DataError(f"{shown}: {problem} (source {src.name!r})")
+    if src.columns is None:
+        header = [str(c) for c in df.columns]
+        repeated = (df.astype(str) == header).all(axis=1)
+        if repeated.any():
+            row = int(repeated.to_numpy().argmax())
+            line = next(ln for i, (ln, _) in enumerate(_rows_with_lines(text, dialect)) if i == row + 1)
+            raise DataError(f"{shown}: line {line} repeats the header row (were files concatenated?; "
+                            f"source {src.name!r})")
+
+
+def _file_bytes(path: str, src: Source, shown: str) -> bytes:
+    """The file's bytes, gunzipped when the name ends in .gz; lines longer than max_line_bytes refused."""
+    data = _open_bytes(path)
+    if path.endswith(".gz"):
+        import gzip
+        import zlib
+
+        try:
+            data = gzip.decompress(data)
+        except gzip.BadGzipFile:
+            raise DataError(f"{shown}: not gzip data (the name ends in .gz, but the file does not start with "
+                            f"gzip's signature; source {src.name!r})") from None
+        except (EOFError, zlib.error) as e:
+            raise DataError(f"{shown}: damaged or truncated gzip data ({e}; source {src.name!r})") from None
+    _check_line_lengths(data, src, shown)
+    return data
+
+
+def _check_line_lengths(data: bytes, src: Source, shown: str) -> None:
+    limit = src.max_line_bytes
+    if len(data) <= limit:
+        return
+    pos, line = 0, 1
+    while True:
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl
+        if end - pos > limit:
+            raise DataError(f"{shown}: line {line} is {end - pos:,} bytes long, more than max_line_bytes "
+                            f"({limit:,}) of source {src.name!r}: a file without line breaks, or a quote left "
+                            "open? (raise max_line_bytes if the line is real)")
+        if nl < 0:
+            return
+        pos, line = nl + 1, line + 1
+
+
+def _line_of(data: bytes | str, offset: int) -> int:
+    return data.count(b"\n" if isinstance(data, bytes) else "\n", 0, offset) + 1
+
+
+def _decode(data: bytes, src: Source, shown: str) -> str:
+    """Bytes to text in the source's encoding; UTF-16 without saying so, NUL bytes and undecodable bytes are
+    refused with the byte offset and line."""
+    hint = "if the file has another encoding, set encoding: on the source (latin-1, cp1252, utf-16, ...)"
+    if src.encoding == "utf-8":
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(data) >= 4 and data[:200].count(0) * 3 >= min(len(data), 200)):
+            raise DataError(f"{shown}: the file is UTF-16, not UTF-8; set encoding: utf-16 on source {src.name!r} "
+                            "(or save it as UTF-8)")
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            raise DataError(f"{shown}: NUL byte at byte {nul} (line {_line_of(data, nul)}): a binary or damaged "
+                            f"file (source {src.name!r})")
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]  # a UTF-8 byte-order mark is not part of the first column's name
+    try:
+        text = data.decode(src.encoding)
+    except UnicodeDecodeError as e:
+        name = "UTF-8" if src.encoding == "utf-8" else src.encoding
+        raise DataError(f"{shown}: not {name} text at byte {e.start} (line {_line_of(data, e.start)}; source "
+                        f"{src.name!r}); {hint}") from None
+    if src.encoding != "utf-8":
+        text = text.lstrip("\ufeff")
+        nul = text.find("\x00")
+        if nul >= 0:
+            raise DataError(f"{shown}: NUL character at line {_line_of(text, nul)}: a binary or damaged file "
+                            f"(source {src.name!r})")
+    return text
+
+
+def _kind(v) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "text"
+    return "list" if isinstance(v, list) else "object"
 
 
 def _read_jsonl(path: str, src: Source, shown: str) -> pd.DataFrame:
     records = []
-    try:
-        text = _open_bytes(path).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{shown}: not UTF-8 text at byte {e.start} (source {src.name!r})") from None
+    text = _decode(_file_bytes(path, src, shown), src, shown)
+    label_kinds: dict[str, int] = {}
     # split on newlines only: U+2028 and friends are legal inside JSON strings
     for n, line in enumerate(text.split("\n"), start=1):
         line = line.rstrip("\r")
@@ -160,9 +327,24 @@ def _read_jsonl(path: str, src: Source, shown: str) -> pd.DataFrame:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{shown}: line {n} is not valid JSON: {e.msg}") from None
+            raise DataError(f"{shown}: line {n} is not valid JSON: {e.msg} (column {e.colno})") from None
         if not isinstance(obj, dict):
-            raise DataError(f"{shown}: line {n} is not a JSON object")
+            raise DataError(f"{shown}: line {n} is not a JSON object (it is {_kind(obj)}; one object per line)")
+        for col in src.text:
+            v = obj.get(col)
+            if v is not None and not isinstance(v, str):
+                raise DataError(f"{shown}: line {n}: column {col!r} holds {_kind(v)} {json.dumps(v)[:40]}, not text "
+                                f"(source {src.name!r})")
+        v = obj.get(src.label)
+        if v is not None:
+            kind = _kind(v)
+            if kind in ("list", "object"):
+                raise DataError(f"{shown}: line {n}: label column {src.label!r} holds {kind}, not a label")
+            label_kinds.setdefault(kind, n)
+            if len(label_kinds) > 1:
+                (k1, l1), (k2, l2) = list(label_kinds.items())[:2]
+                raise DataError(f"{shown}: label column {src.label!r} mixes types: {k1} (line {l1}) and {k2} "
+                                f"(line {l2}); use one type for every label (source {src.name!r})")
         records.append(obj)
     if not records:
         raise DataError(f"{shown}: file is empty (source {src.name!r})")
@@ -170,10 +352,21 @@ def _read_jsonl(path: str, src: Source, shown: str) -> pd.DataFrame:
 
 
 def _read_parquet(path: str, src: Source, shown: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        return pd.read_parquet(path if "://" not in path else io.BytesIO(_open_bytes(path)))
+        table = pq.read_table(path if "://" not in path else io.BytesIO(_open_bytes(path)))
     except Exception as e:  # pyarrow raises several types for broken files
-        raise DataError(f"{shown}: cannot read as Parquet: {e}") from None
+        raise DataError(f"{shown}: cannot read as Parquet: {str(e).replace(path, shown)}") from None
+    for col in src.text:
+        if col in table.column_names:
+            t = table.schema.field(col).type
+            value = t.value_type if pa.types.is_dictionary(t) else t
+            if not (pa.types.is_string(value) or pa.types.is_large_string(value) or pa.types.is_null(value)
+                    or getattr(pa.types, "is_string_view", lambda _: False)(value)):
+                raise DataError(f"{shown}: column {col!r} is {t}, not text (source {src.name!r}); cast it to string")
+    return table.to_pandas()
 
 
 def _folder_members(path: str, src: Source, shown: str) -> Iterator[tuple[str, bytes]]:
@@ -187,8 +380,10 @@ def _folder_members(path: str, src: Source, shown: str) -> Iterator[tuple[str, b
                         f = tar.extractfile(m)
                         assert f is not None
                         yield m.name, f.read()
-        except tarfile.TarError as e:
-            raise DataError(f"{shown}: cannot read archive: {e}") from None
+        except (tarfile.TarError, EOFError, OSError) as e:
+            first = str(e).splitlines()[0].rstrip(": ") if str(e) else type(e).__name__
+            raise DataError(f"{shown}: cannot read archive: {first} (a damaged or truncated .tar.gz?; "
+                            f"source {src.name!r})") from None
         return
     root = Path(path)
     if not root.is_dir():
@@ -211,10 +406,7 @@ def _read_folder(path: str, src: Source, name: str, shown: str) -> pd.DataFrame:
         elif raw_label in SPLIT_FOLDERS:
             continue
         split = next((p for p in reversed(parts[:-2]) if p in SPLIT_FOLDERS), src.split)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{shown}:{member}: not UTF-8 text at byte {e.start}") from None
+        text = _decode(data, src, f"{shown}:{member}")
         rows.append((f"{name}:{member}", text, raw_label, split))
     if not rows:
         raise DataError(f"{shown}: no '{src.file_glob}' files inside label folders (source {src.name!r})")
