@@ -123,7 +123,17 @@ class CleanParams(_Section):
 
 
 # --------------------------------------------------------------------------- validate
-RULES = ("empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate")
+#: Row rules mark rows (policy quarantine, fail or warn); they are checked in this order and a row is
+#: counted under the first rule it breaks.
+ROW_RULES = ("empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate", "too_short", "too_long",
+             "control_chars", "html_left")
+#: Dataset rules judge the passing rows as a whole (policy fail or warn: there is no row to quarantine).
+DATASET_RULES = ("class_imbalance", "too_few_rows_per_class")
+RULES = ROW_RULES + DATASET_RULES
+
+# The settings each rule takes beyond policy and max_fraction.
+_RULE_SETTINGS = {"too_short": {"min_chars", "min_words"}, "too_long": {"max_chars", "max_words"},
+                  "class_imbalance": {"max_ratio"}}
 
 
 class Rule(_Section):
@@ -134,19 +144,54 @@ class Rule(_Section):
     max_fraction: float = Field(
         default=1.0, ge=0, le=1, description="Gate: the run stops when more than this fraction of rows hit the rule."
     )
+    min_chars: int | None = Field(default=None, ge=1, description="too_short: fewer characters than this.")
+    min_words: int | None = Field(default=None, ge=1, description="too_short: fewer words than this.")
+    max_chars: int | None = Field(default=None, ge=1, description="too_long: more characters than this (after clean).")
+    max_words: int | None = Field(default=None, ge=1, description="too_long: more words than this.")
+    max_ratio: float | None = Field(default=None, gt=1, description="class_imbalance: largest class / smallest class.")
+
+
+def default_rule(name: str) -> Rule:
+    """What a rule does when params.yaml does not mention it."""
+    return {
+        "too_short": Rule(policy="warn", min_chars=2),
+        "too_long": Rule(policy="warn", max_words=5000),
+        "control_chars": Rule(policy="quarantine"),
+        "html_left": Rule(policy="warn"),
+        "class_imbalance": Rule(policy="warn", max_ratio=20.0),
+        "too_few_rows_per_class": Rule(policy="fail"),
+    }.get(name, Rule())
 
 
 class ValidateParams(_Section):
     rules: dict[str, Rule] = Field(
-        default_factory=lambda: {r: Rule() for r in RULES},
-        description=f"Policy and threshold per rule; rules: {', '.join(RULES)}.",
+        default_factory=lambda: {r: default_rule(r) for r in RULES},
+        description=f"Policy and threshold per rule; row rules: {', '.join(ROW_RULES)}; dataset rules: "
+                    f"{', '.join(DATASET_RULES)}.",
     )
     max_quarantine_fraction: float = Field(
         default=0.3, ge=0, le=1, description="Gate: the run stops when more than this fraction of all rows is quarantined."
     )
     min_rows: int = Field(default=50, ge=1, description="Gate: fewest rows that must pass.")
-    min_rows_per_class: int = Field(default=5, ge=1, description="Gate: fewest passing rows per class.")
+    min_rows_per_class: int = Field(
+        default=5, ge=1, description="Rule too_few_rows_per_class: fewest passing rows per class (its policy decides)."
+    )
     examples: int = Field(default=3, ge=0, le=50, description="Example rows shown per rule in reports and errors.")
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _fill_defaults(cls, v: Any) -> Any:
+        # a rule named with only some keys keeps the rule's own defaults for the others
+        if isinstance(v, dict):
+            out = {}
+            for name, given in v.items():
+                if isinstance(given, dict) and name in RULES:
+                    base = default_rule(name).model_dump(exclude_none=True)
+                    out[name] = {**base, **given}
+                else:
+                    out[name] = given
+            return out
+        return v
 
     @field_validator("rules")
     @classmethod
@@ -154,7 +199,15 @@ class ValidateParams(_Section):
         unknown = sorted(set(v) - set(RULES))
         if unknown:
             raise ValueError(f"unknown rule(s) {unknown}; known rules: {list(RULES)}")
-        return {r: v.get(r, Rule()) for r in RULES}
+        for name, rule in v.items():
+            extra = {k for k in ("min_chars", "min_words", "max_chars", "max_words", "max_ratio")
+                     if getattr(rule, k) is not None} - _RULE_SETTINGS.get(name, set())
+            if extra:
+                raise ValueError(f"rule {name} takes no {', '.join(sorted(extra))} (only "
+                                 f"{', '.join(sorted(_RULE_SETTINGS.get(name, set()))) or 'policy and max_fraction'})")
+            if name in DATASET_RULES and rule.policy == "quarantine":
+                raise ValueError(f"rule {name} judges the whole dataset: its policy is fail or warn, not quarantine")
+        return {r: v.get(r, default_rule(r)) for r in RULES}
 
 
 # --------------------------------------------------------------------------- augment

@@ -118,7 +118,7 @@ def _run_logged(cmd: list[str], root: str, env: dict, stage: str, logger) -> tup
             lines.append(line)
             if line.strip():
                 logger.info("%s | %s", stage, line)
-                if line.startswith(("epoch ", "step ", "train: ")):
+                if line.startswith(("epoch ", "step ", "train: ", "warning: ")):
                     # the console shows training progress even with quiet logs; a stage's `error:` line is
                     # not echoed: the command's one closing line carries it
                     print(f"    {line}", flush=True)

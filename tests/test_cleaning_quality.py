@@ -74,6 +74,9 @@ def test_demo_corpus_dirt_is_found_at_known_rates():
     # each injected conflict quarantines itself and at least the original it contradicts
     assert rules["conflicting_labels"]["rows"] >= 2 * injected["conflicting_labels"] - 2
     assert rules["duplicate"]["rows"] >= injected["duplicate"] - injected["conflicting_labels"]
+    assert rules["too_short"]["rows"] == injected["short"]
+    assert rules["control_chars"]["rows"] == injected["control_chars"]
+    assert rules["html_left"]["rows"] == 0  # clean removed every injected tag and entity
     assert r.report["rows_in"] == 3000 == r.report["rows_out"] + r.report["rows_quarantined"]
     assert set(r.passed["label"]) == set(demo.LABELS)
     assert len(raw) == 3000
@@ -85,3 +88,39 @@ def test_duplicate_keeps_the_fixed_test_copy():
     r = check(df, LOOSE, ["x", "y"])
     assert r.quarantined["row_id"].tolist() == ["r0"]
     assert r.passed["row_id"].tolist() == ["r1", "r2"]
+
+
+def test_text_rules_name_the_row_and_the_limit_broken():
+    rows = [("fine text about the match", "x"), ("?", "x"), ("bell\x07 inside", "y"), ("left <b>bold</b> here", "y"),
+            ("esc \x1b[0m code", "x"), ("one two three four five six", "y"), ("ok then", "x"), ("a fine row", "y")]
+    p = ValidateParams(min_rows=1, min_rows_per_class=1, max_quarantine_fraction=1.0, rules={
+        "too_short": {"policy": "quarantine", "min_chars": 2}, "too_long": {"policy": "quarantine", "max_words": 5},
+        "control_chars": {"policy": "quarantine"}, "html_left": {"policy": "quarantine"}})
+    r = check(_frame(rows), p, ["x", "y"])
+    reasons = dict(zip(r.quarantined["text"], zip(r.quarantined["rule"], r.quarantined["reason"])))
+    assert reasons == {
+        "?": ("too_short", "text has 1 character(s) and 1 word(s), under min_chars 2"),
+        "bell\x07 inside": ("control_chars", "control character U+0007 at character 5"),
+        "esc \x1b[0m code": ("control_chars", "control character U+001B at character 5"),
+        "left <b>bold</b> here": ("html_left", "HTML left after cleaning: '<b>'"),
+        "one two three four five six": ("too_long", "text has 27 character(s) and 6 word(s), over max_words 5"),
+    }
+    assert r.report["rows_in"] == 8 == len(r.passed) + len(r.quarantined)
+    assert set(r.quarantined["source_file"]) == {"f.csv"} and r.quarantined["source_row"].tolist() == [2, 3, 4, 5, 6]
+    # warn keeps the rows and counts them
+    r = check(_frame(rows), ValidateParams(min_rows=1, min_rows_per_class=1, rules={"html_left": {"policy": "warn"}}), ["x", "y"])
+    assert r.report["rules"]["html_left"]["rows"] == 1 and "left <b>bold</b> here" in set(r.passed["text"])
+
+
+def test_dataset_rules_fail_or_warn_with_the_figures():
+    rows = [(f"sports text number {i}", "x") for i in range(30)] + [("a science text", "y"), ("another science one", "y")]
+    strict = ValidateParams(min_rows=1, min_rows_per_class=3, rules={"class_imbalance": {"policy": "fail", "max_ratio": 10}})
+    r = check(_frame(rows), strict, ["x", "y"])
+    assert r.failures == ["rule class_imbalance (fail): largest class 'x' has 30 rows, 15.0x the smallest 'y' (2); "
+                          "max_ratio is 10",
+                          "rule too_few_rows_per_class (fail): class 'y' has 2 passing row(s), min_rows_per_class is 3"]
+    assert r.report["dataset_rules"]["class_imbalance"]["value"] == 15.0
+    lenient = ValidateParams(min_rows=1, min_rows_per_class=3, rules={"class_imbalance": {"policy": "warn", "max_ratio": 10},
+                                                                       "too_few_rows_per_class": {"policy": "warn"}})
+    r = check(_frame(rows), lenient, ["x", "y"])
+    assert r.ok and len(r.report["warnings"]) == 2 and r.report["warnings"][0].startswith("rule class_imbalance (warn)")

@@ -22,6 +22,8 @@ DIRT_RATES = {
     "unknown_label": 0.01,      # a label outside LABELS
     "missing_label": 0.01,      # no label at all
     "conflicting_labels": 0.01, # an earlier text again, with a different label
+    "short": 0.005,             # one character
+    "control_chars": 0.005,     # a bell or an escape character inside the text
 }
 
 _TOPIC_WORDS = {
@@ -46,6 +48,7 @@ _TEMPLATES = (
     "why {a} {b} matter {s1} {c}",
 )
 _UNKNOWN = ("politics", "misc", "SPORTS ", "sprots")
+_ONE_CHAR = "abcdefghijklmnopqrstuvwxyz0123456789?!"  # distinct, so they are not duplicates of one another
 
 
 def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
@@ -96,6 +99,13 @@ def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
         t, l = clean[rng.randrange(n)]
         other = rng.choice([x for x in LABELS if x != l])
         records.append({"text": t, "label": other, "dirt": "conflicting_labels"})
+
+    for i in range(count("short")):
+        records.append({"text": _ONE_CHAR[i % len(_ONE_CHAR)], "label": rng.choice(LABELS), "dirt": "short"})
+    for i in range(count("control_chars")):
+        t, l = clean[rng.randrange(n)]
+        cut = len(t) // 2
+        records.append({"text": t[:cut] + ("\x07" if i % 2 else "\x1b[0m") + t[cut:], "label": l, "dirt": "control_chars"})
 
     rng.shuffle(records)
     return pd.DataFrame.from_records(records, columns=["text", "label", "dirt"])

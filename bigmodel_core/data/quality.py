@@ -7,12 +7,17 @@ are only reported. Every row ends up in exactly one of: passed, quarantined (wit
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bigmodel_core.config import ValidateParams
+from bigmodel_core.config import DATASET_RULES, ValidateParams
 from bigmodel_core.data.cleaning import normalize_key
+
+# C0 and C1 control characters other than tab, line feed and carriage return (and DEL)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_HTML_LEFT = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]{0,200})?/?>|&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});")
 
 
 def group_key(text: str) -> str:
@@ -29,6 +34,34 @@ class QualityResult:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+
+def _words(text: pd.Series) -> pd.Series:
+    return text.fillna("").str.split().str.len()
+
+
+def _text_rules(df: pd.DataFrame, p: ValidateParams) -> dict[str, pd.Series]:
+    """Row rules on the text alone: too short, too long, control characters, HTML left after cleaning."""
+    text = df["text"].fillna("")
+    present = text.str.strip() != ""
+    chars = text.str.len()
+    words = None
+    short, long_ = pd.Series(False, index=df.index), pd.Series(False, index=df.index)
+    r = p.rules["too_short"]
+    if r.min_chars is not None:
+        short |= chars < r.min_chars
+    if r.min_words is not None:
+        words = _words(text)
+        short |= words < r.min_words
+    r = p.rules["too_long"]
+    if r.max_chars is not None:
+        long_ |= chars > r.max_chars
+    if r.max_words is not None:
+        words = _words(text) if words is None else words
+        long_ |= words > r.max_words
+    return {"too_short": present & short, "too_long": present & long_,
+            "control_chars": present & text.str.contains(_CONTROL),
+            "html_left": present & text.str.contains(_HTML_LEFT)}
 
 
 def _mark_rules(df: pd.DataFrame, labels: set[str] | None) -> dict[str, pd.Series]:
@@ -62,7 +95,24 @@ def _mark_rules(df: pd.DataFrame, labels: set[str] | None) -> dict[str, pd.Serie
     }
 
 
-def _reason(rule: str, label: object, labels: set[str] | None) -> str:
+def _reason(rule: str, label: object, labels: set[str] | None, text: object = None, p: ValidateParams | None = None) -> str:
+    t = "" if text is None or (not isinstance(text, str) and pd.isna(text)) else str(text)
+    if rule == "too_short":
+        r = p.rules[rule] if p else None
+        limits = [f"min_chars {r.min_chars}" for _ in [0] if r and r.min_chars is not None] + \
+                 [f"min_words {r.min_words}" for _ in [0] if r and r.min_words is not None]
+        return f"text has {len(t)} character(s) and {len(t.split())} word(s), under {' or '.join(limits)}"
+    if rule == "too_long":
+        r = p.rules[rule] if p else None
+        limits = [f"max_chars {r.max_chars}" for _ in [0] if r and r.max_chars is not None] + \
+                 [f"max_words {r.max_words}" for _ in [0] if r and r.max_words is not None]
+        return f"text has {len(t)} character(s) and {len(t.split())} word(s), over {' or '.join(limits)}"
+    if rule == "control_chars":
+        m = _CONTROL.search(t)
+        return f"control character U+{ord(m.group()):04X} at character {m.start() + 1}" if m else "control character"
+    if rule == "html_left":
+        m = _HTML_LEFT.search(t)
+        return f"HTML left after cleaning: {m.group()!r}" if m else "HTML left after cleaning"
     if rule == "empty_text":
         return "text is empty or whitespace only"
     if rule == "missing_label":
@@ -78,12 +128,14 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
     label_set = set(labels) if labels is not None else None
     marks = _mark_rules(df, label_set)
     keys = marks.pop("_keys")
+    marks.update(_text_rules(df, p))
     n = len(df)
     assigned = pd.Series("", index=df.index, dtype="object")
     report_rules = {}
     failures: list[str] = []
     for rule, mask in marks.items():
         policy = p.rules[rule].policy
+        mask = mask.fillna(False).astype(bool)
         hits = mask & (assigned == "")
         count = int(hits.sum())
         frac = count / n if n else 0.0
@@ -111,7 +163,8 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
     q_mask = assigned != ""
     quarantined = df[q_mask].copy()
     quarantined["rule"] = assigned[q_mask].astype(str)
-    quarantined["reason"] = [_reason(r.rule, r.label, label_set) for r in quarantined.itertuples()] if len(quarantined) else []
+    quarantined["reason"] = ([_reason(r.rule, r.label, label_set, r.text, p) for r in quarantined.itertuples()]
+                             if len(quarantined) else [])
     quarantined = quarantined[["row_id", "source", "source_file", "source_row", "text", "label", "rule", "reason"]]
     quarantined = quarantined.astype({"text": "str", "label": "str", "rule": "str", "reason": "str"})
 
@@ -130,10 +183,11 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
         failures.append(f"only {len(passed)} rows pass, min_rows is {p.min_rows}")
     per_class = passed["label"].value_counts().sort_index()
     expected = sorted(label_set) if label_set is not None else sorted(per_class.index)
-    for lab in expected:
-        c = int(per_class.get(lab, 0))
-        if c < p.min_rows_per_class:
-            failures.append(f"class {lab!r} has {c} passing row(s), min_rows_per_class is {p.min_rows_per_class}")
+    dataset_rules, warnings = _dataset_rules(per_class, expected, p)
+    for name in DATASET_RULES:
+        r = dataset_rules[name]
+        if not r["passed"]:
+            (failures if r["policy"] == "fail" else warnings).append(f"rule {name} ({r['policy']}): {r['finding']}")
     if len(expected) < 2:
         failures.append(f"need at least 2 classes, found {expected}")
 
@@ -145,8 +199,10 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
         "rows_quarantined": len(quarantined),
         "quarantine_fraction": round(frac_q, 6),
         "rules": report_rules,
+        "dataset_rules": dataset_rules,
         "class_counts": {str(k): int(v) for k, v in per_class.items()},
         "failures": failures,
+        "warnings": warnings,
     }
     return QualityResult(passed=passed, quarantined=quarantined, report=report, failures=failures)
 
@@ -156,3 +212,27 @@ def _example_str(examples: list[dict]) -> str:
         return "-"
     e = examples[0]
     return f"{e['source_file']} row {e['source_row']} (text={e['text']!r}, label={e['label']!r})"
+
+
+def _dataset_rules(per_class: pd.Series, expected: list[str], p: ValidateParams) -> tuple[dict, list[str]]:
+    """class_imbalance and too_few_rows_per_class on the passing rows: figure, threshold, verdict, finding."""
+    counts = {lab: int(per_class.get(lab, 0)) for lab in expected}
+    few = {lab: c for lab, c in counts.items() if c < p.min_rows_per_class}
+    r_few = p.rules["too_few_rows_per_class"]
+    out = {"too_few_rows_per_class": {
+        "policy": r_few.policy, "threshold": p.min_rows_per_class, "passed": not few, "classes": few,
+        "finding": "; ".join(f"class {lab!r} has {c} passing row(s), min_rows_per_class is {p.min_rows_per_class}"
+                             for lab, c in few.items())}}
+    r_imb = p.rules["class_imbalance"]
+    present = {lab: c for lab, c in counts.items() if c > 0}
+    ratio = None
+    if len(present) >= 2:
+        big, small = max(present, key=present.get), min(present, key=present.get)
+        ratio = present[big] / present[small]
+    failed = ratio is not None and r_imb.max_ratio is not None and ratio > r_imb.max_ratio
+    out["class_imbalance"] = {
+        "policy": r_imb.policy, "value": None if ratio is None else round(ratio, 4), "threshold": r_imb.max_ratio,
+        "passed": not failed,
+        "finding": (f"largest class {big!r} has {present[big]} rows, {ratio:.1f}x the smallest {small!r} "
+                    f"({present[small]}); max_ratio is {r_imb.max_ratio:g}") if failed else ""}
+    return out, []

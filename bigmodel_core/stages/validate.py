@@ -28,6 +28,8 @@ def run(params: Params, paths: Paths) -> dict:
         # findable in MLflow: attached to the flow's run, or (plain `dvc repro`) a FAILED run of its own
         record_data_gate(params, paths.root, message, result.report, result.quarantined)
         raise GateFailed(message)
+    for warning in result.report.get("warnings", []):
+        print(f"warning: {warning}", flush=True)
     with atomic_dir(paths.validated) as out:
         write_table(result.passed, out / "rows.parquet", schemas.VALIDATED)
         write_table(result.quarantined, out / "quarantine.parquet", schemas.QUARANTINE)

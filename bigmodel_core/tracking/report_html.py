@@ -74,6 +74,16 @@ def data_quality_html(report: dict, quarantine=None, note: str | None = None, ma
                     ["source file", "row", "text", "label"],
                     [[e.get("source_file"), e.get("source_row"), e.get("text"), e.get("label")] for e in examples],
                     numeric={1}))
+    warnings = report.get("warnings") or []
+    if warnings:
+        items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+        parts.append(f"<h2>Warnings (the run went on)</h2><ul>{items}</ul>")
+    dataset = report.get("dataset_rules") or {}
+    if dataset:
+        rows = [[name, r.get("policy"), r.get("value"), r.get("threshold"), "passed" if r.get("passed") else "broken",
+                 r.get("finding") or ""] for name, r in dataset.items()]
+        parts.append("<h2>Dataset rules</h2>" + table(["rule", "policy", "value", "threshold", "verdict", "finding"],
+                                                      rows, numeric={2, 3}))
     counts = report.get("class_counts") or {}
     if counts:
         parts.append("<h2>Rows per class (kept)</h2>" + table(["class", "rows"], [[k, v] for k, v in counts.items()],
