@@ -126,14 +126,14 @@ class CleanParams(_Section):
 #: Row rules mark rows (policy quarantine, fail or warn); they are checked in this order and a row is
 #: counted under the first rule it breaks.
 ROW_RULES = ("empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate", "too_short", "too_long",
-             "control_chars", "html_left")
+             "control_chars", "html_left", "near_duplicate")
 #: Dataset rules judge the passing rows as a whole (policy fail or warn: there is no row to quarantine).
 DATASET_RULES = ("class_imbalance", "too_few_rows_per_class")
 RULES = ROW_RULES + DATASET_RULES
 
 # The settings each rule takes beyond policy and max_fraction.
 _RULE_SETTINGS = {"too_short": {"min_chars", "min_words"}, "too_long": {"max_chars", "max_words"},
-                  "class_imbalance": {"max_ratio"}}
+                  "class_imbalance": {"max_ratio"}, "near_duplicate": {"min_jaccard", "shingle_words"}}
 
 
 class Rule(_Section):
@@ -149,6 +149,9 @@ class Rule(_Section):
     max_chars: int | None = Field(default=None, ge=1, description="too_long: more characters than this (after clean).")
     max_words: int | None = Field(default=None, ge=1, description="too_long: more words than this.")
     max_ratio: float | None = Field(default=None, gt=1, description="class_imbalance: largest class / smallest class.")
+    min_jaccard: float | None = Field(
+        default=None, gt=0, le=1, description="near_duplicate: estimated Jaccard similarity of word shingles (MinHash).")
+    shingle_words: int | None = Field(default=None, ge=1, le=10, description="near_duplicate: words per shingle.")
 
 
 def default_rule(name: str) -> Rule:
@@ -158,6 +161,7 @@ def default_rule(name: str) -> Rule:
         "too_long": Rule(policy="warn", max_words=5000),
         "control_chars": Rule(policy="quarantine"),
         "html_left": Rule(policy="warn"),
+        "near_duplicate": Rule(policy="warn", min_jaccard=0.8, shingle_words=3),
         "class_imbalance": Rule(policy="warn", max_ratio=20.0),
         "too_few_rows_per_class": Rule(policy="fail"),
     }.get(name, Rule())
@@ -200,7 +204,8 @@ class ValidateParams(_Section):
         if unknown:
             raise ValueError(f"unknown rule(s) {unknown}; known rules: {list(RULES)}")
         for name, rule in v.items():
-            extra = {k for k in ("min_chars", "min_words", "max_chars", "max_words", "max_ratio")
+            extra = {k for k in ("min_chars", "min_words", "max_chars", "max_words", "max_ratio", "min_jaccard",
+                                 "shingle_words")
                      if getattr(rule, k) is not None} - _RULE_SETTINGS.get(name, set())
             if extra:
                 raise ValueError(f"rule {name} takes no {', '.join(sorted(extra))} (only "

@@ -124,3 +124,54 @@ def test_dataset_rules_fail_or_warn_with_the_figures():
                                                                        "too_few_rows_per_class": {"policy": "warn"}})
     r = check(_frame(rows), lenient, ["x", "y"])
     assert r.ok and len(r.report["warnings"]) == 2 and r.report["warnings"][0].startswith("rule class_imbalance (warn)")
+
+
+def test_demo_near_duplicates_are_found_and_kept_in_one_split():
+    from bigmodel_core.config import load_params
+    from bigmodel_core.data.split import assign_frame
+    from tests.conftest import REPO
+
+    raw = demo.generate(rows=3000, seed=7)
+    df = _frame(list(zip(raw["text"], raw["label"])))
+    from bigmodel_core.data.cleaning import clean_text
+    df["text"] = pd.Series([clean_text(t, CleanParams()) for t in df["text"]], dtype="str")
+    p = load_params(REPO / "params.yaml")
+    r = check(df, p.validate, list(demo.LABELS))
+    rule = r.report["rules"]["near_duplicate"]
+    assert rule["policy"] == "warn" and rule["rows"] == rule["clusters"] >= 27
+    key_of = dict(zip(r.passed["text"], r.passed["group_key"]))
+    injected = raw[raw["dirt"] == "near_duplicate"]["text"].tolist()
+    # every injected copy whose original passed the earlier rules shares its original's group key
+    checked = [t for t in injected if t[: -len(" indeed")] in key_of and t in key_of]
+    assert len(checked) >= 25 and all(key_of[t] == key_of[t[: -len(" indeed")]] for t in checked)
+    # so the split never puts a near-copy of a test row in train
+    split = dict(zip(r.passed["text"], assign_frame(r.passed, p.split)))
+    assert all(split[t] == split[t[: -len(" indeed")]] for t in checked)
+    pair = rule["pairs"][0]
+    assert pair["jaccard"] >= 0.7 and {"source_file", "source_row", "text", "label"} <= set(pair["a"])
+
+
+def test_near_duplicate_policies_and_a_fixed_test_twin():
+    base = "the striker scored twice in the cup final on sunday evening"
+    rows = [(base, "x"), (base + " again", "x"), ("a completely different text about markets and banks", "y"),
+            ("researchers found a new species of frog in the forest", "y"), (base + " too", "x")]
+    frame = _frame(rows)
+    frame.loc[4, "fixed_split"] = "test"  # the third copy belongs to a fixed test set
+    frame.loc[1, "fixed_split"] = "train"  # this one cannot move to test
+    rules = {"near_duplicate": {"policy": "quarantine", "min_jaccard": 0.7}}
+    r = check(frame, ValidateParams(min_rows=1, min_rows_per_class=1, max_quarantine_fraction=1.0, rules=rules), ["x", "y"])
+    q = dict(zip(r.quarantined["source_row"], r.quarantined["reason"]))
+    assert set(q) == {1, 2} and set(r.quarantined["rule"]) == {"near_duplicate"}
+    assert q[2].startswith("near-duplicate (Jaccard ") and q[2].endswith("of f.csv row 5, a fixed test row it cannot follow into test")
+    assert q[1].endswith("of f.csv row 5, which is kept")  # the fixed test copy is the one kept
+    # warn: the copies stay and go to test with their fixed twin; the fixed train copy still cannot
+    rules["near_duplicate"]["policy"] = "warn"
+    r = check(frame, ValidateParams(min_rows=1, min_rows_per_class=1, max_quarantine_fraction=1.0, rules=rules), ["x", "y"])
+    assert r.quarantined["source_row"].tolist() == [2]
+    kept = r.passed.set_index("source_row")
+    assert kept.loc[1, "fixed_split"] == "test" and kept.loc[1, "group_key"] == kept.loc[5, "group_key"]
+    assert r.report["rules"]["near_duplicate"]["rows"] == 2 and r.report["rows_in"] == 5 == len(r.passed) + len(r.quarantined)
+    # fail closes the gate
+    rules["near_duplicate"]["policy"] = "fail"
+    r = check(frame, ValidateParams(min_rows=1, min_rows_per_class=1, max_quarantine_fraction=1.0, rules=rules), ["x", "y"])
+    assert any(f.startswith("rule near_duplicate (policy fail): 2 row(s)") for f in r.failures)

@@ -265,7 +265,8 @@ def test_a_closed_model_gate_leaves_one_failed_run_with_the_rule(repro_ws):
     root = repro_ws
     client = client_for(root)
     before = all_runs(client)
-    set_params(root, evaluate__min_accuracy=0.99, train__seed=11)  # a new model, and a gate it cannot pass
+    # a new model, and a gate it cannot pass whatever its accuracy: a size budget no model meets
+    set_params(root, evaluate__max_model_mb=0.001, train__seed=11)
     out = dvc(root, "repro", check=False)
     assert out.returncode != 0 and "model gate closed" in out.stdout + out.stderr
     added = new_runs(client, before)
@@ -273,7 +274,7 @@ def test_a_closed_model_gate_leaves_one_failed_run_with_the_rule(repro_ws):
     run = added[0]
     assert run.info.status == "FAILED" and run.info.end_time >= run.info.start_time
     assert run.data.tags["bigmodel.stopped_by"] == "model gate" and run.data.tags["bigmodel.gate"] == "failed"
-    assert "min_accuracy" in run.data.tags["bigmodel.failure_reason"]
+    assert "max_model_mb" in run.data.tags["bigmodel.failure_reason"]
     assert run.data.tags["bigmodel.failure_reason"].startswith("model gate closed: ")
     assert run.data.tags["mlflow.note.content"].startswith("**Stopped by model gate:**")
     version = json.loads((root / "reports/deploy.json").read_text())["version"]

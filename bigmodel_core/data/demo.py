@@ -24,6 +24,7 @@ DIRT_RATES = {
     "conflicting_labels": 0.01, # an earlier text again, with a different label
     "short": 0.005,             # one character
     "control_chars": 0.005,     # a bell or an escape character inside the text
+    "near_duplicate": 0.01,     # an earlier text with one more word (same label)
 }
 
 _TOPIC_WORDS = {
@@ -106,6 +107,10 @@ def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
         t, l = clean[rng.randrange(n)]
         cut = len(t) // 2
         records.append({"text": t[:cut] + ("\x07" if i % 2 else "\x1b[0m") + t[cut:], "label": l, "dirt": "control_chars"})
+
+    for _ in range(count("near_duplicate")):
+        t, l = clean[rng.randrange(n)]
+        records.append({"text": t + " indeed", "label": l, "dirt": "near_duplicate"})
 
     rng.shuffle(records)
     return pd.DataFrame.from_records(records, columns=["text", "label", "dirt"])

@@ -36,6 +36,83 @@ class QualityResult:
         return not self.failures
 
 
+def _shingles(text: str, k: int) -> list[bytes]:
+    words = normalize_key(text).split()
+    if len(words) <= k:
+        return [" ".join(words).encode()]
+    return [" ".join(words[i:i + k]).encode() for i in range(len(words) - k + 1)]
+
+
+def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, rule, num_perm: int = 128) -> dict:
+    """Clusters of near-identical texts among the candidate rows: MinHash of word shingles (datasketch),
+    LSH for candidate pairs, each pair kept when its estimated Jaccard similarity is >= rule.min_jaccard.
+
+    Returns per row (indexed like df): `cluster` (one group key per cluster: the smallest of its members'),
+    `copies` (every member but the one kept: a fixed test row first, else the first row), `stuck` (fixed
+    train rows whose cluster holds a fixed test row: they cannot follow it), `to_test` (rows whose cluster
+    holds a fixed test row), `reasons` for copies and stuck rows, `pairs` found (with both rows) and
+    `clusters` (how many)."""
+    from datasketch import MinHash, MinHashLSH
+
+    rows = df[candidates]
+    first = rows[~keys[candidates].duplicated()]  # exact copies share a key: one MinHash per text
+    first_keys = keys[first.index].tolist()
+    hashes = MinHash.bulk([_shingles(t, rule.shingle_words) for t in first["text"]], num_perm=num_perm, seed=1)
+    # candidate pairs are checked against the threshold below, so the LSH bands favour recall over precision
+    lsh = MinHashLSH(threshold=rule.min_jaccard, num_perm=num_perm, weights=(0.1, 0.9))
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    by_key, row_of, pairs = {}, {}, []
+    for key, m, idx in zip(first_keys, hashes, first.index):
+        for other in lsh.query(m):
+            j = float(m.jaccard(by_key[other]))
+            if j >= rule.min_jaccard:
+                a, b = find(key), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+                pairs.append((row_of[other], idx, j))
+        lsh.insert(key, m)
+        by_key[key], row_of[key] = m, idx
+    cluster = keys.copy()
+    in_pair = {k for k in parent} | set(parent.values())
+    mapped = keys.map(lambda k: find(k) if isinstance(k, str) and k in in_pair else k)
+    cluster[candidates] = mapped[candidates]
+    members = candidates & keys.isin(in_pair)
+    fixed = df["fixed_split"].astype("object")
+    is_test = members & (fixed == "test")
+    test_clusters = set(cluster[is_test])
+    to_test = members & cluster.isin(test_clusters)
+    stuck = to_test & (fixed == "train")
+    # keep one row per cluster: a fixed test row first, then the earliest
+    order = pd.DataFrame({"c": cluster[members], "t": ~is_test[members]}).sort_values(["c", "t"], kind="stable")
+    kept = order[~order["c"].duplicated()].index
+    copies = members.copy()
+    copies[kept] = False
+    copies &= ~stuck
+    reasons = {}
+    first_of = {cluster[i]: i for i in kept}
+    for i in copies[copies | stuck].index:
+        twin = first_of[cluster[i]]
+        j = float(by_key[keys[i]].jaccard(by_key[keys[twin]]))
+        where = f"{df.at[twin, 'source_file']} row {int(df.at[twin, 'source_row'])}"
+        reasons[i] = (f"near-duplicate (Jaccard {j:.2f}) of {where}, a fixed test row it cannot follow into test"
+                      if stuck[i] else f"near-duplicate (Jaccard {j:.2f}) of {where}, which is kept")
+
+    def row(i) -> dict:
+        return {"source_file": df.at[i, "source_file"], "source_row": int(df.at[i, "source_row"]),
+                "text": str(df.at[i, "text"])[:160], "label": df.at[i, "label"]}
+
+    pair_list = [{"jaccard": round(j, 3), "a": row(a), "b": row(b)} for a, b, j in sorted(pairs, key=lambda x: -x[2])]
+    return {"cluster": cluster, "copies": copies, "stuck": stuck, "to_test": to_test, "reasons": reasons,
+            "pairs": pair_list, "clusters": int(cluster[members].nunique())}
+
+
 def _words(text: pd.Series) -> pd.Series:
     return text.fillna("").str.split().str.len()
 
@@ -133,11 +210,21 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
     assigned = pd.Series("", index=df.index, dtype="object")
     report_rules = {}
     failures: list[str] = []
+    near: dict | None = None
+    marks["near_duplicate"] = None  # computed in turn, on the rows the rules before it left
     for rule, mask in marks.items():
         policy = p.rules[rule].policy
+        if rule == "near_duplicate":
+            usable_left = (assigned == "") & keys.notna()
+            near = near_duplicates(df, usable_left, keys, p.rules[rule])
+            # under warn or fail, rows that cannot follow their twin into the test split still go aside
+            mask = near["copies"] | near["stuck"] if policy == "quarantine" else near["stuck"]
+            hits = (near["copies"] | near["stuck"]) & (assigned == "")
+            count = int(hits.sum())
         mask = mask.fillna(False).astype(bool)
-        hits = mask & (assigned == "")
-        count = int(hits.sum())
+        if rule != "near_duplicate":
+            hits = mask & (assigned == "")
+            count = int(hits.sum())
         frac = count / n if n else 0.0
         examples = [
             {
@@ -151,6 +238,9 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
             for r in df[hits].head(p.examples).itertuples()
         ]
         report_rules[rule] = {"policy": policy, "rows": count, "fraction": round(frac, 6), "max_fraction": p.rules[rule].max_fraction, "examples": examples}
+        if rule == "near_duplicate":
+            report_rules[rule].update(clusters=near["clusters"], pairs=near["pairs"][: max(p.examples, 10)],
+                                      min_jaccard=p.rules[rule].min_jaccard, shingle_words=p.rules[rule].shingle_words)
         if policy == "fail" and count:
             failures.append(f"rule {rule} (policy fail): {count} row(s), e.g. {_example_str(examples)}")
         elif frac > p.rules[rule].max_fraction:
@@ -159,12 +249,15 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
             )
         if policy == "quarantine":
             assigned[hits] = rule
+        elif rule == "near_duplicate":
+            assigned[mask & (assigned == "")] = rule
 
     q_mask = assigned != ""
     quarantined = df[q_mask].copy()
     quarantined["rule"] = assigned[q_mask].astype(str)
-    quarantined["reason"] = ([_reason(r.rule, r.label, label_set, r.text, p) for r in quarantined.itertuples()]
-                             if len(quarantined) else [])
+    twin_reasons = near["reasons"] if near else {}
+    quarantined["reason"] = ([twin_reasons.get(i) or _reason(r.rule, r.label, label_set, r.text, p)
+                              for i, r in zip(quarantined.index, quarantined.itertuples())] if len(quarantined) else [])
     quarantined = quarantined[["row_id", "source", "source_file", "source_row", "text", "label", "rule", "reason"]]
     quarantined = quarantined.astype({"text": "str", "label": "str", "rule": "str", "reason": "str"})
 
@@ -173,7 +266,12 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
     unusable = passed["text"].isna() | (passed["text"].fillna("").str.strip() == "") | passed["label"].isna()
     if unusable.any():
         failures.append(f"{int(unusable.sum())} row(s) with empty text or no label were kept by a 'warn' policy; they cannot be trained on")
-    passed["group_key"] = keys[~q_mask].astype(str)
+    # near-duplicates share one group key, so the split sends them where their twin goes; a twin of a fixed
+    # test row goes to test with it
+    passed["group_key"] = (near["cluster"] if near else keys)[~q_mask].astype(str)
+    if near is not None:
+        to_test = near["to_test"][~q_mask] & passed["fixed_split"].isna()
+        passed.loc[to_test[to_test].index, "fixed_split"] = "test"
     passed = passed.astype({"text": "str", "label": "str", "group_key": "str"})
 
     frac_q = len(quarantined) / n if n else 0.0

@@ -74,6 +74,12 @@ def data_quality_html(report: dict, quarantine=None, note: str | None = None, ma
                     ["source file", "row", "text", "label"],
                     [[e.get("source_file"), e.get("source_row"), e.get("text"), e.get("label")] for e in examples],
                     numeric={1}))
+    pairs = (rules.get("near_duplicate") or {}).get("pairs") or []
+    if pairs:
+        parts.append(f"<h2>Near-duplicate pairs (Jaccard &ge; {rules['near_duplicate'].get('min_jaccard')})</h2>" + table(
+            ["Jaccard", "file", "row", "text", "file", "row", "text"],
+            [[pr["jaccard"], pr["a"]["source_file"], pr["a"]["source_row"], pr["a"]["text"], pr["b"]["source_file"],
+              pr["b"]["source_row"], pr["b"]["text"]] for pr in pairs], numeric={0, 2, 5}))
     warnings = report.get("warnings") or []
     if warnings:
         items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
