@@ -167,6 +167,18 @@ def default_rule(name: str) -> Rule:
     }.get(name, Rule())
 
 
+class DriftParams(_Section):
+    policy: Literal["fail", "warn", "off"] = Field(
+        default="warn", description="Drift beyond a threshold: fail closes the data gate, warn reports it, off skips.")
+    max_label_shift: float = Field(
+        default=0.1, ge=0, le=1, description="L-infinity distance between the label priors and the champion's.")
+    max_length_js: float = Field(
+        default=0.1, ge=0, le=1, description="Jensen-Shannon divergence (base 2) of the word-length histograms.")
+    max_oov_increase: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Rise of the share of words outside the champion's vocabulary (its data's top words).")
+
+
 class ValidateParams(_Section):
     rules: dict[str, Rule] = Field(
         default_factory=lambda: {r: default_rule(r) for r in RULES},
@@ -181,6 +193,7 @@ class ValidateParams(_Section):
         default=5, ge=1, description="Rule too_few_rows_per_class: fewest passing rows per class (its policy decides)."
     )
     examples: int = Field(default=3, ge=0, le=50, description="Example rows shown per rule in reports and errors.")
+    drift: DriftParams = Field(default_factory=DriftParams, description="Drift of the passing rows against the champion's data.")
 
     @field_validator("rules", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ import numpy as np
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
+from bigmodel_core.data.profile import FILE as PROFILE_FILE
 from bigmodel_core.errors import BigmodelError
 from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, sha256_file, shown, write_json
 from bigmodel_core.paths import Paths
@@ -47,6 +48,18 @@ def fingerprint(params: Params, paths: Paths) -> str:
 
 
 # --------------------------------------------------------------------------- encoded data, cached
+def _data_profile(paths: Paths) -> dict:
+    """The profile of the rows this model was made from (every split, augmented variants left out): the same
+    rows validate passed, so a later validate compares like with like."""
+    import pandas as pd
+
+    from bigmodel_core.data.profile import profile
+
+    rows = pd.concat([read_table(paths.split / f"{s}.parquet", schemas.SPLIT) for s in schemas.SPLITS])
+    rows = rows[~rows["is_augmented"]]
+    return profile(rows["text"], rows["label"])
+
+
 def prepare(params: Params, paths: Paths, key: str) -> Path:
     """Encode train/val once per fingerprint into .bigmodel/train/prepared (reused by resumes and DDP ranks)."""
     from bigmodel_core.text.encoders import build_encoder
@@ -216,6 +229,7 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         return {}
     with atomic_dir(paths.model) as out:
         save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean)
+        write_json(_data_profile(paths), out / PROFILE_FILE)  # what the next run's data is compared with
     metrics = {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),

@@ -6,6 +6,7 @@ records it in MLflow (the report readable as HTML) before the stage exits 3.
 
 from __future__ import annotations
 
+import os
 import time
 
 from bigmodel_core.config import Params
@@ -18,6 +19,7 @@ from bigmodel_core.paths import Paths
 def run(params: Params, paths: Paths) -> dict:
     df = read_table(paths.clean / "rows.parquet", schemas.CLEAN)
     result = quality.check(df, params.validate, params.data.labels)
+    _drift(params, paths, result)
     if not result.ok:
         # The previous good outputs stay; the full report of this failure is kept aside.
         report_path = paths.failures / f"validate-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -35,3 +37,55 @@ def run(params: Params, paths: Paths) -> dict:
         write_table(result.quarantined, out / "quarantine.parquet", schemas.QUARANTINE)
     write_json(result.report, paths.quality_metrics)
     return result.report
+
+
+def _drift(params: Params, paths: Paths, result: quality.QualityResult) -> None:
+    """Compare the passing rows with the champion's data profile; a drift beyond the thresholds closes the
+    gate (policy fail) or is reported (warn). Without a champion, or one made before profiles, it is skipped
+    and the report says why."""
+    p = params.validate.drift
+    if p.policy == "off":
+        result.report["drift"] = {"checked": False, "reason": "validate.drift.policy is off"}
+        return
+    reference, version, why = _champion_profile(params, paths)
+    if reference is None:
+        result.report["drift"] = {"checked": False, "reason": why}
+        return
+    from bigmodel_core.data.profile import compare, profile
+
+    passed = result.passed
+    current = profile(passed["text"], passed["label"])
+    drift = compare(passed["text"], current, reference, p, version)
+    result.report["drift"] = drift
+    if not drift["passed"]:
+        line = f"drift vs champion v{version} ({p.policy}): " + "; ".join(drift["findings"])
+        (result.failures if p.policy == "fail" else result.report.setdefault("warnings", [])).append(line)
+        result.report["passed"] = not result.failures
+
+
+def _champion_profile(params: Params, paths: Paths) -> tuple[dict | None, str | None, str]:
+    import json
+
+    from bigmodel_core.data.profile import FILE
+    from bigmodel_core.errors import BigmodelError
+
+    uri = params.tracking.uri
+    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
+        db = uri[len("sqlite:///"):].split("?", 1)[0]
+        if not os.path.isabs(db) and not (paths.root / db).exists():
+            return None, None, "no registry yet, so no champion to compare with"
+    try:
+        from bigmodel_core.tracking.mlflow_store import champion_bundle
+
+        found = champion_bundle(params, paths.root)
+    except BigmodelError as e:
+        return None, None, f"not checked: {e}"
+    except Exception as e:  # the registry is unreachable: drift is a check, not a reason to stop
+        return None, None, f"not checked: the champion could not be read ({type(e).__name__}: {e})"
+    if found is None:
+        return None, None, "no champion yet"
+    version, bundle = found
+    try:
+        return json.loads((bundle / FILE).read_text()), version, ""
+    except OSError:
+        return None, version, f"champion v{version} has no data profile (it was made before profiles were kept)"

@@ -80,6 +80,19 @@ def data_quality_html(report: dict, quarantine=None, note: str | None = None, ma
             ["Jaccard", "file", "row", "text", "file", "row", "text"],
             [[pr["jaccard"], pr["a"]["source_file"], pr["a"]["source_row"], pr["a"]["text"], pr["b"]["source_file"],
               pr["b"]["source_row"], pr["b"]["text"]] for pr in pairs], numeric={0, 2, 5}))
+    drift = report.get("drift") or {}
+    if drift.get("checked"):
+        t = drift.get("thresholds") or {}
+        parts.append(f"<h2>Drift against champion v{html.escape(str(drift.get('reference_version')))}'s data</h2>" + table(
+            ["measure", "value", "threshold"],
+            [["label priors, L-infinity (" + str(drift.get("label_shift_class")) + ")", drift.get("label_shift"),
+              t.get("max_label_shift")],
+             ["word lengths, Jensen-Shannon", drift.get("length_js"), t.get("max_length_js")],
+             ["out-of-vocabulary rise", drift.get("oov_increase"), t.get("max_oov_increase")]], numeric={1, 2})
+            + table(["class", "champion's share", "this run's share"],
+                    [[c, v[0], v[1]] for c, v in (drift.get("label_priors") or {}).items()], numeric={1, 2}))
+    elif drift:
+        parts.append(f"<p class=\"muted\">Drift not checked: {html.escape(str(drift.get('reason')))}</p>")
     warnings = report.get("warnings") or []
     if warnings:
         items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)

@@ -1,0 +1,86 @@
+"""Drift against the champion's data: the profile travels in the model bundle, validate compares."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from bigmodel_core.config import DriftParams
+from bigmodel_core.data.profile import FILE, compare, js_divergence, oov_rate, profile
+from tests.conftest import BIN, dvc, make_workspace, run_cmd
+
+BIGMODEL = str(Path(BIN) / "bigmodel")
+
+
+def test_distances_have_their_textbook_values():
+    assert js_divergence([3, 0], [0, 5]) == pytest.approx(1.0)
+    assert js_divergence([2, 7, 1], [4, 14, 2]) == pytest.approx(0.0)
+    assert js_divergence([1, 1], [1, 0]) == pytest.approx(0.311278, abs=1e-6)
+    assert oov_rate(pd.Series(["a c", "b"]), {"a": 5, "b": 1}) == pytest.approx(1 / 3)
+
+
+def test_profile_and_compare_name_what_moved():
+    ref_rows = pd.DataFrame({"text": ["one two three"] * 6 + ["four five six seven"] * 2, "label": ["x"] * 4 + ["y"] * 4})
+    ref = profile(ref_rows["text"], ref_rows["label"])
+    assert ref["rows"] == 8 and ref["label_priors"] == {"x": 0.5, "y": 0.5}
+    assert ref["length_hist"][ref["length_bins"].index("<=5")] == 8 and ref["oov_rate"] == 0.0
+    new_rows = pd.DataFrame({"text": ["alpha beta gamma delta epsilon zeta eta theta iota kappa lambda"] * 8,
+                             "label": ["x"] * 7 + ["y"]})
+    cur = profile(new_rows["text"], new_rows["label"])
+    d = compare(new_rows["text"], cur, ref, DriftParams(policy="fail"), version="3")
+    assert d["label_shift"] == pytest.approx(0.375) and d["label_shift_class"] == "x"
+    assert d["length_js"] == pytest.approx(1.0) and d["oov_rate"] == pytest.approx(1.0)
+    assert d["findings"] == [
+        "label priors moved by 0.375 (L-infinity; class 'x': 0.500 -> 0.875) > max_label_shift 0.1",
+        "text lengths moved: Jensen-Shannon divergence 1.000 > max_length_js 0.1",
+        "out-of-vocabulary words rose from 0.000 to 1.000 (+1.000 > max_oov_increase 0.05)"]
+    same = compare(ref_rows["text"], ref, ref, DriftParams(), version="3")
+    assert same["passed"] and same["label_shift"] == 0 and same["length_js"] == 0 and same["oov_increase"] == 0
+
+
+@pytest.fixture(scope="module")
+def champion_ws(tmp_path_factory) -> Path:
+    root = make_workspace(tmp_path_factory.mktemp("drift") / "ws")
+    dvc(root, "init", "--no-scm", "-q")
+    run_cmd([BIGMODEL, "run"], root)
+    return root
+
+
+def _params(root: Path, **drift) -> None:
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["data"]["labels"] = ["sports", "business", "science"]  # the travel rows drop out: the priors move
+    raw["validate"]["rules"]["unknown_label"]["max_fraction"] = 0.5
+    raw["validate"]["max_quarantine_fraction"] = 0.6
+    raw["validate"]["drift"] = drift
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.mark.e2e
+def test_the_profile_travels_with_the_model_and_drift_closes_the_gate(champion_ws):
+    root = champion_ws
+    bundled = json.loads((root / "models/model" / FILE).read_text())
+    assert set(bundled["label_priors"]) == {"sports", "business", "science", "travel"} and bundled["rows"] > 500
+    quality_before = (root / "metrics/data_quality.json").read_text()
+    validated_before = (root / "data/validated/rows.parquet").read_bytes()
+
+    _params(root, policy="fail")
+    proc = run_cmd([BIGMODEL, "stage", "validate"], root, check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1
+    assert re.search(r"drift vs champion v1 \(fail\): label priors moved by 0\.2\d\d \(L-infinity; class 'travel': "
+                     r"0\.2\d\d -> 0\.000\) > max_label_shift 0\.1", errors[0]), errors[0]
+    assert (root / "metrics/data_quality.json").read_text() == quality_before  # the last good outputs stay
+    assert (root / "data/validated/rows.parquet").read_bytes() == validated_before
+
+    _params(root, policy="warn")
+    proc = run_cmd([BIGMODEL, "stage", "validate"], root)
+    assert any(l.startswith("warning: drift vs champion v1 (warn): label priors moved by") for l in proc.stdout.splitlines())
+    drift = json.loads((root / "metrics/data_quality.json").read_text())["drift"]
+    assert drift["checked"] and drift["reference_version"] == "1" and not drift["passed"]
+    assert drift["length_js"] < 0.05 and drift["oov_increase"] < 0.05  # the same generator: only the labels moved
