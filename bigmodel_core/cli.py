@@ -7,6 +7,7 @@
     bigmodel predict "some text"           # score texts with the champion model
     bigmodel predict -i in.csv -o out.parquet   # score a file in batches
     bigmodel serve --port 5001             # the champion over HTTP (MLflow's scoring server)
+    bigmodel report data                   # the last data-quality report, in the terminal
 """
 
 from __future__ import annotations
@@ -284,6 +285,33 @@ def serve(model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Def
                    access_log=access_log)
     except BigmodelError as e:
         _fail(e)
+
+
+report_app = typer.Typer(no_args_is_help=True, help="Reports of the last run, in the terminal.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("data")
+def report_data(as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON.")) -> None:
+    """The data-quality summary of the last validate run: rules, rows, classes, drift, where the page is."""
+    from bigmodel_core.data.quality_report import latest
+    from bigmodel_core.errors import DataError
+    from bigmodel_core.tracking.report_html import data_quality_markdown
+
+    try:
+        found = latest(Path.cwd())
+        if found is None:
+            raise DataError("metrics/data_quality.json: no data-quality report yet (run `bigmodel run` or "
+                            "`bigmodel stage validate` first)")
+        report, page, note = found
+    except BigmodelError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    if note:
+        typer.echo(note + "\n")
+    typer.echo(data_quality_markdown(report, where=page).rstrip())
 
 
 registry_app = typer.Typer(no_args_is_help=True, help="The model registry: promotion history.")

@@ -32,6 +32,8 @@ class Paths:
     @property
     def quality_metrics(self) -> Path: return self.root / "metrics/data_quality.json"
     @property
+    def quality_html(self) -> Path: return self.root / "reports/data_quality.html"
+    @property
     def train_metrics(self) -> Path: return self.root / "metrics/train.json"
     @property
     def eval_metrics(self) -> Path: return self.root / "metrics/eval.json"

@@ -204,7 +204,28 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
     return "\n".join(lines) + "\n"
 
 
+def _data_quality_artifact(result: dict, root: Path) -> None:
+    """The data-quality summary as a Prefect artifact when validate ran (or stopped) in this flow run."""
+    ran = {s["stage"] for s in result["stages"] if s["ran"]} | {(result.get("failed") or {}).get("stage")}
+    if "validate" not in ran:
+        return
+    from bigmodel_core.data.quality_report import latest
+    from bigmodel_core.tracking.report_html import data_quality_markdown
+
+    try:
+        found = latest(root)
+        if found is not None:
+            from prefect.artifacts import create_markdown_artifact
+
+            report, page, _ = found
+            create_markdown_artifact(markdown=data_quality_markdown(report, where=str(root / page)), key="data-quality",
+                                     description="data quality of this run's rows (validate)")
+    except Exception as e:
+        get_run_logger().warning("could not save the data-quality artifact: %s", e)
+
+
 def _card(result: dict, root: Path, params: Params, mlflow_run: str | None) -> str:
+    _data_quality_artifact(result, root)
     text = card_markdown(result, root, params, mlflow_run)
     try:
         from prefect.artifacts import create_markdown_artifact

@@ -84,3 +84,31 @@ def test_the_profile_travels_with_the_model_and_drift_closes_the_gate(champion_w
     drift = json.loads((root / "metrics/data_quality.json").read_text())["drift"]
     assert drift["checked"] and drift["reference_version"] == "1" and not drift["passed"]
     assert drift["length_js"] < 0.05 and drift["oov_increase"] < 0.05  # the same generator: only the labels moved
+
+
+@pytest.mark.e2e
+def test_report_data_and_the_page_show_rules_classes_and_drift(champion_ws, tmp_path):
+    import shutil
+
+    root = champion_ws
+    _params(root, policy="warn")
+    run_cmd([BIGMODEL, "stage", "validate"], root)
+    out = run_cmd([BIGMODEL, "report", "data"], root).stdout
+    assert out.startswith("# Data quality: passed\n")
+    assert re.search(r"\| unknown_label \| quarantine \| \d{2,}", out) and "| near_duplicate | warn |" in out
+    assert "Drift against champion v1: label shift 0.2" in out and "warning: drift vs champion v1 (warn)" in out
+    assert out.rstrip().endswith("Full report: reports/data_quality.html")
+    assert json.loads(run_cmd([BIGMODEL, "report", "data", "--json"], root).stdout)["drift"]["checked"] is True
+    page = (root / "reports/data_quality.html").read_text()
+    assert "<svg" in page and "Rows per class (kept)" in page and "Drift against champion v1" in page
+    if shutil.which("chromium") is None:
+        pytest.skip("the page was checked as text; Debian's chromium is not installed to render it")
+    from tests.test_ui_browser import ARTIFACTS, chromium, html_text
+
+    text = html_text(chromium(tmp_path, (root / "reports/data_quality.html").as_uri(), "--dump-dom").stdout)
+    assert "Data quality: PASSED" in text and "Near-duplicate pairs" in text and "label priors, L-infinity" in text
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "data-quality-report.png"
+    shot.unlink(missing_ok=True)
+    chromium(tmp_path, (root / "reports/data_quality.html").as_uri(), f"--screenshot={shot}", height=2400)
+    assert shot.exists() and shot.stat().st_size > 10_000

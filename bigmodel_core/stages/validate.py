@@ -1,7 +1,8 @@
 """validate: apply the data-quality rules, quarantine bad rows with a reason, and gate the run.
 
-A closed gate keeps the previous good outputs, writes this failure's report to .bigmodel/failures/ and
-records it in MLflow (the report readable as HTML) before the stage exits 3.
+Writes metrics/data_quality.json and reports/data_quality.html (charts, rules, examples, near-duplicate
+pairs, drift). A closed gate keeps the previous good outputs, writes this failure's report (JSON and HTML) to
+.bigmodel/failures/ and records it in MLflow before the stage exits 3.
 """
 
 from __future__ import annotations
@@ -11,20 +12,25 @@ import time
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import quality, schemas
+from bigmodel_core.data.profile import compare, profile
 from bigmodel_core.errors import GateFailed
-from bigmodel_core.io import atomic_dir, read_table, write_json, write_table
+from bigmodel_core.io import atomic_dir, read_table, shown, write_json, write_table
 from bigmodel_core.paths import Paths
 
 
 def run(params: Params, paths: Paths) -> dict:
     df = read_table(paths.clean / "rows.parquet", schemas.CLEAN)
     result = quality.check(df, params.validate, params.data.labels)
-    _drift(params, paths, result)
+    current = profile(result.passed["text"], result.passed["label"])
+    result.report["profile"] = {k: current[k] for k in ("rows", "label_priors", "length_bins", "length_hist", "words")}
+    result.report["profile"]["top_words"] = dict(list(current["vocab"].items())[:20])
+    _drift(params, paths, result, current)
     if not result.ok:
-        # The previous good outputs stay; the full report of this failure is kept aside.
-        report_path = paths.failures / f"validate-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        write_json(result.report, report_path)
-        message = f"data gate failed: {' | '.join(result.failures)} (full report: {report_path})"
+        # The previous good outputs stay; the full report of this failure is kept aside, as JSON and as a page.
+        stem = paths.failures / f"validate-{time.strftime('%Y%m%d-%H%M%S')}"
+        write_json(result.report, stem.with_suffix(".json"))
+        _write_html(result, stem.with_suffix(".html"), "this run's data, stopped at the data gate")
+        message = f"data gate failed: {' | '.join(result.failures)} (report: {shown(stem.with_suffix('.html'))})"
         from bigmodel_core.tracking.pipeline_run import record_data_gate
 
         # findable in MLflow: attached to the flow's run, or (plain `dvc repro`) a FAILED run of its own
@@ -36,10 +42,19 @@ def run(params: Params, paths: Paths) -> dict:
         write_table(result.passed, out / "rows.parquet", schemas.VALIDATED)
         write_table(result.quarantined, out / "quarantine.parquet", schemas.QUARANTINE)
     write_json(result.report, paths.quality_metrics)
+    _write_html(result, paths.quality_html, None)
     return result.report
 
 
-def _drift(params: Params, paths: Paths, result: quality.QualityResult) -> None:
+def _write_html(result: quality.QualityResult, target, note: str | None) -> None:
+    from bigmodel_core.io import atomic_path
+    from bigmodel_core.tracking.report_html import data_quality_html
+
+    with atomic_path(target) as tmp:
+        tmp.write_text(data_quality_html(result.report, result.quarantined, note=note))
+
+
+def _drift(params: Params, paths: Paths, result: quality.QualityResult, current: dict) -> None:
     """Compare the passing rows with the champion's data profile; a drift beyond the thresholds closes the
     gate (policy fail) or is reported (warn). Without a champion, or one made before profiles, it is skipped
     and the report says why."""
@@ -51,11 +66,7 @@ def _drift(params: Params, paths: Paths, result: quality.QualityResult) -> None:
     if reference is None:
         result.report["drift"] = {"checked": False, "reason": why}
         return
-    from bigmodel_core.data.profile import compare, profile
-
-    passed = result.passed
-    current = profile(passed["text"], passed["label"])
-    drift = compare(passed["text"], current, reference, p, version)
+    drift = compare(result.passed["text"], current, reference, p, version)
     result.report["drift"] = drift
     if not drift["passed"]:
         line = f"drift vs champion v{version} ({p.policy}): " + "; ".join(drift["findings"])

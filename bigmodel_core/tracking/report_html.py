@@ -15,7 +15,8 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.4em;border-bottom:1px solid #d0d7de}
 h3{font-size:1.05em}table{border-collapse:collapse;margin:.5em 0 1em}
 th,td{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top;font-size:.92em}
-th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f6f8fa}figure{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0}figcaption{font-weight:600;font-size:.92em}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}.muted{color:#656d76}
 code,pre{background:#f6f8fa;border-radius:4px;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
 code{padding:.1em .3em}pre{padding:.7em;overflow-x:auto}
@@ -45,6 +46,27 @@ def table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def bars(title: str, labels: list[str], values: list[float], width: int = 520) -> str:
+    """A horizontal bar chart as inline SVG (no script, no external file), one bar per label."""
+    row, left = 22, 170
+    top = max([float(v) for v in values if v is not None] or [0.0]) or 1.0
+    height = row * len(labels) + 8
+    out = [f"<figure><figcaption>{html.escape(title)}</figcaption>"
+           f"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" "
+           f"aria-label=\"{html.escape(title)}\">"]
+    for i, (label, value) in enumerate(zip(labels, values)):
+        v = float(value or 0)
+        w = (width - left - 80) * v / top
+        y = 4 + i * row
+        shown = f"{v:,.0f}" if v == int(v) else f"{v:.3g}"
+        out.append(f"<text x=\"{left - 6}\" y=\"{y + 15}\" text-anchor=\"end\" font-size=\"12\">"
+                   f"{html.escape(str(label)[:26])}</text>"
+                   f"<rect x=\"{left}\" y=\"{y + 3}\" width=\"{w:.1f}\" height=\"{row - 6}\" fill=\"#4c78a8\"/>"
+                   f"<text x=\"{left + w + 5:.1f}\" y=\"{y + 15}\" font-size=\"12\">{shown}</text>")
+    out.append("</svg></figure>")
+    return "".join(out)
+
+
 # --------------------------------------------------------------------------- data quality
 def data_quality_html(report: dict, quarantine=None, note: str | None = None, max_quarantine_rows: int = 50) -> str:
     """The validate stage's report (metrics/data_quality.json) as a page: verdict, failed rules, every rule's
@@ -61,6 +83,17 @@ def data_quality_html(report: dict, quarantine=None, note: str | None = None, ma
     if failures:
         items = "".join(f"<li>{html.escape(str(f))}</li>" for f in failures)
         parts.append(f"<h2>Why the gate closed</h2><ul class=\"bad\">{items}</ul>")
+    charts = []
+    if report.get("class_counts"):
+        charts.append(bars("Rows per class (kept)", list(report["class_counts"]), list(report["class_counts"].values())))
+    prof = report.get("profile") or {}
+    if prof.get("length_hist"):
+        charts.append(bars("Text length in words (kept rows)", prof["length_bins"], prof["length_hist"]))
+    hit = {k: r.get("rows", 0) for k, r in (report.get("rules") or {}).items()}
+    if hit:
+        charts.append(bars("Rows per rule", list(hit), list(hit.values())))
+    if charts:
+        parts.append("<h2>Charts</h2>" + "".join(charts))
     rules = report.get("rules") or {}
     if rules:
         rows = [[name, r.get("policy"), r.get("rows"), _pct(r.get("fraction")), _pct(r.get("max_fraction"))]
@@ -200,3 +233,36 @@ def markdown_html(markdown: str, title: str = "Run card") -> str:
                 i += 1
             out.append(f"<p>{' '.join(para)}</p>")
     return page(title, "\n".join(out))
+
+
+def data_quality_markdown(report: dict, where: str | None = None) -> str:
+    """The data-quality summary in a few lines of markdown: the Prefect artifact and `bigmodel report data`."""
+    verdict = "passed" if report.get("passed", not report.get("failures")) else "FAILED"
+    lines = [f"# Data quality: {verdict}", "",
+             f"{report.get('rows_in', 0):,} rows in, {report.get('rows_out', 0):,} kept, "
+             f"{report.get('rows_quarantined', 0):,} quarantined ({float(report.get('quarantine_fraction', 0)):.1%}).", "",
+             "| rule | policy | rows | fraction |", "| --- | --- | ---: | ---: |"]
+    for name, r in (report.get("rules") or {}).items():
+        lines.append(f"| {name} | {r.get('policy')} | {r.get('rows', 0):,} | {float(r.get('fraction', 0)):.2%} |")
+    for name, r in (report.get("dataset_rules") or {}).items():
+        lines.append(f"| {name} | {r.get('policy')} | {'ok' if r.get('passed') else 'broken'} | |")
+    if report.get("class_counts"):
+        lines += ["", "Rows per class: " + ", ".join(f"{k} {v:,}" for k, v in report["class_counts"].items()) + "."]
+    drift = report.get("drift") or {}
+    if drift.get("checked"):
+        lines += ["", f"Drift against champion v{drift.get('reference_version')}: label shift {drift.get('label_shift'):.3f}"
+                      f" (max {drift['thresholds']['max_label_shift']:g}), length JS {drift.get('length_js'):.3f} (max "
+                      f"{drift['thresholds']['max_length_js']:g}), OOV rise {drift.get('oov_increase'):+.3f} (max "
+                      f"{drift['thresholds']['max_oov_increase']:g})."]
+    elif drift:
+        lines += ["", f"Drift not checked: {drift.get('reason')}."]
+    pairs = (report.get("rules") or {}).get("near_duplicate", {}).get("pairs") or []
+    if pairs:
+        pr = pairs[0]
+        lines += ["", f"Near-duplicate pairs: {len(pairs)} shown in the report, e.g. {pr['a']['source_file']} row "
+                      f"{pr['a']['source_row']} ~ {pr['b']['source_file']} row {pr['b']['source_row']} (Jaccard {pr['jaccard']})."]
+    lines += [f"- gate: {f}" for f in report.get("failures") or []]
+    lines += [f"- warning: {w}" for w in report.get("warnings") or []]
+    if where:
+        lines += ["", f"Full report: {where}"]
+    return "\n".join(lines) + "\n"
