@@ -32,7 +32,10 @@ def done_ws(tmp_path_factory) -> Path:
     root = make_workspace(tmp_path_factory.mktemp("failures") / "base")
     dvc(root, "init", "--no-scm", "-q")
     run_cmd([BIGMODEL, "run"], root)
-    assert registry_versions(root)[0] == [1]
+    # read with sqlite: mlflow.set_tracking_uri would export MLFLOW_TRACKING_URI from a module fixture, past
+    # the per-test guard that puts it back
+    with sqlite3.connect(root / "mlflow.db") as con:
+        assert [v for (v,) in con.execute("SELECT version FROM model_versions")] == [1]
     return root
 
 
