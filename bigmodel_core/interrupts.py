@@ -91,9 +91,10 @@ def message(exc: Interrupted, command: str) -> str:
             + ": stopped; the last good outputs and dvc.lock are unchanged, and the next run goes on from there")
 
 
-def _group_alive(pgid: int) -> bool:
+def alive(pid: int, group: bool = False) -> bool:
+    """Whether the process (or, with `group`, any process of the group) `pid` still exists."""
     try:
-        os.killpg(pgid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -115,7 +116,7 @@ def stop_group(proc: subprocess.Popen, first: int = signal.SIGINT) -> None:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             proc.poll()  # reaps the leader, so a finished one no longer counts
-            if not _group_alive(pgid):
+            if not alive(pgid, group=True):
                 proc.poll()
                 return
             time.sleep(0.05)

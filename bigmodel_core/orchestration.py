@@ -26,18 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from bigmodel_core.interrupts import alive
+
 #: seconds a temporary Prefect server may take to start (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins)
 STARTUP_TIMEOUT = 180
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def workspace_server(root: Path) -> str | None:
@@ -47,7 +39,7 @@ def workspace_server(root: Path) -> str | None:
         url, pid = str(info["api_url"]).rstrip("/"), int(info["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _pid_alive(pid):
+    if not alive(pid):
         return None
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as r:

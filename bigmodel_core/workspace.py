@@ -112,12 +112,17 @@ def wait_for_dvc(root: Path, say: Callable[[str], None], poll: float = 0.5) -> f
     return time.monotonic() - started
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a DVC child process: this interpreter's bin/ first on PATH, so the `bigmodel` that
+    dvc.yaml's commands call is the one running now."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **(extra or {})}
+
+
 def dvc_status(root: Path) -> dict:
     """`dvc status --json`: stages whose deps, params or outs changed since dvc.lock (empty: nothing to do)."""
     wait_for_dvc(Path(root), lambda m: print(m, flush=True))
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=env,
+    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=child_env(),
                           capture_output=True, text=True)
     out = proc.stdout.strip()
     if proc.returncode != 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from prefect.runtime import flow_run
 
 from bigmodel_core.errors import PERMANENT_EXIT_CODES
 from bigmodel_core.interrupts import stop_group
-from bigmodel_core.workspace import dvc_status, wait_for_dvc
+from bigmodel_core.workspace import child_env, dvc_status, wait_for_dvc
 
 
 class StageFailed(Exception):
@@ -57,10 +56,9 @@ def retry_if_transient(task, task_run, state) -> bool:
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)
     return {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # progress bars are noise in a task's log
-            **os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1",
-            "BIGMODEL_FLOW_RUN_ID": str(flow_run.get_id() or "none"), **(extra or {})}
+            **child_env({"PYTHONUNBUFFERED": "1", "BIGMODEL_FLOW_RUN_ID": str(flow_run.get_id() or "none"),
+                         **(extra or {})})}
 
 
 @task(name="dvc-status", tags=["dvc"])
