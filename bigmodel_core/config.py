@@ -150,7 +150,9 @@ class Rule(_Section):
     max_words: int | None = Field(default=None, ge=1, description="too_long: more words than this.")
     max_ratio: float | None = Field(default=None, gt=1, description="class_imbalance: largest class / smallest class.")
     min_jaccard: float | None = Field(
-        default=None, gt=0, le=1, description="near_duplicate: estimated Jaccard similarity of word shingles (MinHash).")
+        default=None, ge=0.1, le=0.99,
+        description="near_duplicate: estimated Jaccard similarity of word shingles (MinHash), 0.1 to 0.99 (exact "
+                    "copies are the duplicate rule's).")
     shingle_words: int | None = Field(default=None, ge=1, le=10, description="near_duplicate: words per shingle.")
 
 

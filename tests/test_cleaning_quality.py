@@ -175,3 +175,17 @@ def test_near_duplicate_policies_and_a_fixed_test_twin():
     rules["near_duplicate"]["policy"] = "fail"
     r = check(frame, ValidateParams(min_rows=1, min_rows_per_class=1, max_quarantine_fraction=1.0, rules=rules), ["x", "y"])
     assert any(f.startswith("rule near_duplicate (policy fail): 2 row(s)") for f in r.failures)
+
+
+def test_near_duplicate_threshold_is_bounded_and_the_bounds_work():
+    import pydantic
+
+    for bad in (1.0, 0.05):
+        with pytest.raises(pydantic.ValidationError, match="min_jaccard"):
+            ValidateParams(rules={"near_duplicate": {"min_jaccard": bad}})
+    rows = [("the striker scored twice in the cup final on sunday evening", "x"),
+            ("the striker scored twice in the cup final on sunday evening again", "x"), ("markets fell on monday", "y")]
+    for edge in (0.1, 0.99):
+        p = ValidateParams(min_rows=1, min_rows_per_class=1, rules={"near_duplicate": {"min_jaccard": edge}})
+        found = check(_frame(rows), p, ["x", "y"]).report["rules"]["near_duplicate"]["clusters"]
+        assert found == (1 if edge == 0.1 else 0)
