@@ -56,6 +56,11 @@ class Source(_Section):
         default="utf-8",
         description="Text encoding of csv/tsv/jsonl files and folder members (utf-8, utf-16, latin-1, cp1252, ...).",
     )
+    undecodable: Literal["fail", "quarantine"] = Field(
+        default="fail",
+        description="Bytes that are not valid in `encoding`: fail stops ingest naming the byte and line; quarantine "
+                    "replaces them (U+FFFD) and validate's rule undecodable sets those rows aside.",
+    )
     max_line_bytes: int = Field(
         default=10_000_000, ge=1000,
         description="A longer line stops ingest: a file without line breaks, or a quote that swallowed the rest.",
@@ -125,8 +130,8 @@ class CleanParams(_Section):
 # --------------------------------------------------------------------------- validate
 #: Row rules mark rows (policy quarantine, fail or warn); they are checked in this order and a row is
 #: counted under the first rule it breaks.
-ROW_RULES = ("empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate", "too_short", "too_long",
-             "control_chars", "html_left", "near_duplicate")
+ROW_RULES = ("empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate", "undecodable",
+             "too_short", "too_long", "control_chars", "html_left", "near_duplicate")
 #: Dataset rules judge the passing rows as a whole (policy fail or warn: there is no row to quarantine).
 DATASET_RULES = ("class_imbalance", "too_few_rows_per_class")
 RULES = ROW_RULES + DATASET_RULES

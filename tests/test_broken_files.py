@@ -18,7 +18,8 @@ from bigmodel_core.data.formats import read_source
 from tests.conftest import BIN, run_cmd, tiny_params_dict
 
 BIGMODEL = str(Path(BIN) / "bigmodel")
-ENCODING_HINT = "if the file has another encoding, set encoding: on the source (latin-1, cp1252, utf-16, ...)"
+ENCODING_HINT = ("if the file has another encoding, set encoding: on the source (latin-1, cp1252, utf-16, ...); or "
+                 "set undecodable: quarantine to set those rows aside")
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
@@ -178,3 +179,27 @@ def test_legitimate_files_that_look_odd_are_read(tmp_path):
     assert df["label"].isna().tolist() == [False, True, False]  # the empty label goes on to validate's rules
     (tmp_path / "n.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 2.0}\n{"text": null, "label": 1}\n')
     assert read_source(src(path="n.jsonl", format="jsonl"), tmp_path)["label"].tolist() == ["1", "2", "1"]
+
+
+def test_undecodable_bytes_can_go_to_quarantine_instead(tmp_path):
+    """undecodable: quarantine replaces the bad bytes, names them at ingest, and validate sets the rows aside."""
+    from bigmodel_core.config import ValidateParams
+    from bigmodel_core.data.quality import check
+
+    (tmp_path / "mixed.csv").write_bytes(b"text,label\ngood row,a\ncaf\xe9 row,b\nanother good one,a\n")
+    raw = read_source(src(path="mixed.csv", undecodable="quarantine"), tmp_path)
+    assert raw["text"].tolist() == ["good row", "caf\ufffd row", "another good one"]
+    r = check(raw, ValidateParams(min_rows=1, min_rows_per_class=1, max_quarantine_fraction=1.0), ["a", "b"])
+    q = r.quarantined
+    assert q["rule"].tolist() == ["undecodable"] and q["source_row"].tolist() == [2]
+    assert q["reason"].iloc[0].startswith("text has U+FFFD at character 4: bytes that were not valid text")
+    assert r.report["rows_in"] == 3 == len(r.passed) + len(q)
+
+
+def test_undecodable_quarantine_names_byte_and_line_at_ingest(tmp_path):
+    root = _workspace(tmp_path / "ws", "mixed.csv", b"text,label\ngood row,a\ncaf\xe9 row,b\n",
+                      {"undecodable": "quarantine"})
+    proc = run_cmd([BIGMODEL, "stage", "ingest"], root)
+    assert ("warning: data/sources/mixed.csv: 1 byte sequence(s) that are not UTF-8, the first at byte 25 (line 3); "
+            "replaced by U+FFFD, their rows go to quarantine (rule undecodable)") in proc.stdout
+    assert (root / "data/raw/rows.parquet").exists()

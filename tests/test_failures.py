@@ -202,7 +202,8 @@ def test_errors_name_files_the_way_params_yaml_does(tmp_path):
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     proc = run_cmd([BIGMODEL, "stage", "ingest"], root, check=False)
     assert proc.returncode == 2
-    hint = "if the file has another encoding, set encoding: on the source (latin-1, cp1252, utf-16, ...)"
+    hint = ("if the file has another encoding, set encoding: on the source (latin-1, cp1252, utf-16, ...); or set "
+            "undecodable: quarantine to set those rows aside")
     assert error_lines(proc.stderr) == [f"error: ../../corpus/bad.csv: not UTF-8 text at byte 11 (line 2; source "
                                         f"'mine'); {hint}"]
     raw["data"]["sources"][0]["path"] = str(corpus / "*.csv")  # written absolute: named absolute

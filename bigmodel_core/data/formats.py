@@ -294,8 +294,14 @@ def _decode(data: bytes, src: Source, shown: str) -> str:
         text = data.decode(src.encoding)
     except UnicodeDecodeError as e:
         name = "UTF-8" if src.encoding == "utf-8" else src.encoding
-        raise DataError(f"{shown}: not {name} text at byte {e.start} (line {_line_of(data, e.start)}; source "
-                        f"{src.name!r}); {hint}") from None
+        where = f"byte {e.start} (line {_line_of(data, e.start)}"
+        if src.undecodable == "fail":
+            raise DataError(f"{shown}: not {name} text at {where}; source {src.name!r}); {hint}; or set undecodable: "
+                            "quarantine to set those rows aside") from None
+        text = data.decode(src.encoding, errors="replace")  # U+FFFD marks each bad sequence: validate's rule
+        bad = text.count("\ufffd") - data.decode(src.encoding, errors="ignore").count("\ufffd")
+        print(f"warning: {shown}: {bad} byte sequence(s) that are not {name}, the first at {where}); replaced by "
+              "U+FFFD, their rows go to quarantine (rule undecodable)", flush=True)
     if src.encoding != "utf-8":
         text = text.lstrip("\ufeff")
         nul = text.find("\x00")

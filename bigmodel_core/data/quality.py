@@ -136,7 +136,8 @@ def _text_rules(df: pd.DataFrame, p: ValidateParams) -> dict[str, pd.Series]:
     if r.max_words is not None:
         words = _words(text) if words is None else words
         long_ |= words > r.max_words
-    return {"too_short": present & short, "too_long": present & long_,
+    return {"undecodable": text.str.contains("\ufffd", regex=False),
+            "too_short": present & short, "too_long": present & long_,
             "control_chars": present & text.str.contains(_CONTROL),
             "html_left": present & text.str.contains(_HTML_LEFT)}
 
@@ -184,6 +185,9 @@ def _reason(rule: str, label: object, labels: set[str] | None, text: object = No
         limits = [f"max_chars {r.max_chars}" for _ in [0] if r and r.max_chars is not None] + \
                  [f"max_words {r.max_words}" for _ in [0] if r and r.max_words is not None]
         return f"text has {len(t)} character(s) and {len(t.split())} word(s), over {' or '.join(limits)}"
+    if rule == "undecodable":
+        return (f"text has U+FFFD at character {t.find(chr(0xFFFD)) + 1}: bytes that were not valid text, replaced "
+                "(ingest names the file, byte and line when it replaced them)")
     if rule == "control_chars":
         m = _CONTROL.search(t)
         return f"control character U+{ord(m.group()):04X} at character {m.start() + 1}" if m else "control character"
