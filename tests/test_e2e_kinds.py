@@ -46,7 +46,8 @@ def test_run_with_each_model_kind_registers_a_served_model(ws, kind, tiny_backbo
     if kind == "bag":
         overrides += ["-S", "train.lr=0.05", "-S", "model.buckets=65536"]
     else:
-        overrides += ["-S", f"model.backbone={tiny_backbone}", "-S", "train.lr=0.003"]
+        # a randomly initialised 2-layer BERT (no hub here) needs more than 3 epochs to learn the demo topics
+        overrides += ["-S", f"model.backbone={tiny_backbone}", "-S", "train.lr=0.003", "-S", "train.epochs=8"]
     proc = run_cmd([sys.executable, "-m", "bigmodel_core.cli", "run", *overrides], ws, timeout=900)
     assert "registered tiny-model version" in proc.stdout, proc.stdout[-3000:]
     deploy = json.loads((ws / "reports/deploy.json").read_text())

@@ -252,7 +252,9 @@ def _files(folder: Path) -> dict[str, int]:
 def test_a_copied_or_moved_workspace_never_writes_into_the_original(done_ws, tmp_path):
     original = _files(done_ws / "mlartifacts")
     copy = copy_of(done_ws, tmp_path / "copy")
-    proc = run_cmd([BIGMODEL, "run", "-S", "train.seed=43"], copy)
+    # a new model (another seed); this test is about where its artifacts go, so the comparison with the
+    # champion on ~110 test rows must not decide it: any regression passes
+    proc = run_cmd([BIGMODEL, "run", "-S", "train.seed=43", "-S", "evaluate.max_regression=1.0"], copy)
     assert f"moved or copied from {done_ws}" in proc.stderr
     assert registry_versions(copy)[0] == [1, 2]
     assert _files(done_ws / "mlartifacts") == original  # nothing written into the original workspace

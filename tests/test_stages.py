@@ -70,7 +70,9 @@ def test_augment_and_split_keep_variants_in_train(pipeline):
 
 def test_train_writes_bundle_metrics_and_plot(pipeline):
     root, params, paths, reports = pipeline
-    assert {p.name for p in paths.model.iterdir()} == {"model.pt", "model.json", "tokenizer.json"}
+    assert {p.name for p in paths.model.iterdir()} == {"model.pt", "model.json", "tokenizer.json", "data_profile.json"}
+    profile = json.loads((paths.model / "data_profile.json").read_text())  # what the next run's data is compared with
+    assert set(profile["label_priors"]) == set(params.data.labels) and abs(sum(profile["label_priors"].values()) - 1) < 1e-5
     m = json.loads(paths.train_metrics.read_text())
     assert m["epochs_run"] == 2 and len(m["history"]) == 2 and m["device"] == "cpu"
     lines = paths.training_plot.read_text().splitlines()
