@@ -218,17 +218,16 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
     marks["near_duplicate"] = None  # computed in turn, on the rows the rules before it left
     for rule, mask in marks.items():
         policy = p.rules[rule].policy
+        free = assigned == ""
         if rule == "near_duplicate":
-            usable_left = (assigned == "") & keys.notna()
-            near = near_duplicates(df, usable_left, keys, p.rules[rule])
+            near = near_duplicates(df, free & keys.notna(), keys, p.rules[rule])
+            hits = (near["copies"] | near["stuck"]) & free
             # under warn or fail, rows that cannot follow their twin into the test split still go aside
-            mask = near["copies"] | near["stuck"] if policy == "quarantine" else near["stuck"]
-            hits = (near["copies"] | near["stuck"]) & (assigned == "")
-            count = int(hits.sum())
-        mask = mask.fillna(False).astype(bool)
-        if rule != "near_duplicate":
-            hits = mask & (assigned == "")
-            count = int(hits.sum())
+            aside = hits if policy == "quarantine" else near["stuck"] & free
+        else:
+            hits = mask.fillna(False).astype(bool) & free
+            aside = hits if policy == "quarantine" else None
+        count = int(hits.sum())
         frac = count / n if n else 0.0
         examples = [
             {
@@ -251,10 +250,8 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
             failures.append(
                 f"rule {rule}: {count} row(s) = {frac:.1%} > max_fraction {p.rules[rule].max_fraction:.1%}, e.g. {_example_str(examples)}"
             )
-        if policy == "quarantine":
-            assigned[hits] = rule
-        elif rule == "near_duplicate":
-            assigned[mask & (assigned == "")] = rule
+        if aside is not None:
+            assigned[aside] = rule
 
     q_mask = assigned != ""
     quarantined = df[q_mask].copy()
@@ -285,7 +282,7 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
         failures.append(f"only {len(passed)} rows pass, min_rows is {p.min_rows}")
     per_class = passed["label"].value_counts().sort_index()
     expected = sorted(label_set) if label_set is not None else sorted(per_class.index)
-    dataset_rules, warnings = _dataset_rules(per_class, expected, p)
+    dataset_rules, warnings = _dataset_rules(per_class, expected, p), []
     for name in DATASET_RULES:
         r = dataset_rules[name]
         if not r["passed"]:
@@ -316,7 +313,7 @@ def _example_str(examples: list[dict]) -> str:
     return f"{e['source_file']} row {e['source_row']} (text={e['text']!r}, label={e['label']!r})"
 
 
-def _dataset_rules(per_class: pd.Series, expected: list[str], p: ValidateParams) -> tuple[dict, list[str]]:
+def _dataset_rules(per_class: pd.Series, expected: list[str], p: ValidateParams) -> dict:
     """class_imbalance and too_few_rows_per_class on the passing rows: figure, threshold, verdict, finding."""
     counts = {lab: int(per_class.get(lab, 0)) for lab in expected}
     few = {lab: c for lab, c in counts.items() if c < p.min_rows_per_class}
@@ -337,4 +334,4 @@ def _dataset_rules(per_class: pd.Series, expected: list[str], p: ValidateParams)
         "passed": not failed,
         "finding": (f"largest class {big!r} has {present[big]} rows, {ratio:.1f}x the smallest {small!r} "
                     f"({present[small]}); max_ratio is {r_imb.max_ratio:g}") if failed else ""}
-    return out, []
+    return out
