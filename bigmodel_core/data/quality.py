@@ -36,53 +36,41 @@ class QualityResult:
         return not self.failures
 
 
-def _shingles(text: str, k: int) -> list[bytes]:
-    words = normalize_key(text).split()
-    if len(words) <= k:
-        return [" ".join(words).encode()]
-    return [" ".join(words[i:i + k]).encode() for i in range(len(words) - k + 1)]
-
-
-def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, rule, num_perm: int = 128) -> dict:
-    """Clusters of near-identical texts among the candidate rows: MinHash of word shingles (datasketch),
-    LSH for candidate pairs, each pair kept when its estimated Jaccard similarity is >= rule.min_jaccard.
+def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, rule, max_pairs: int = 50) -> dict:
+    """Clusters of near-identical texts among the candidate rows: MinHash signatures of word shingles, LSH
+    bands (sizes from datasketch's optimiser) for candidate pairs, each pair kept when its estimated Jaccard
+    similarity is >= rule.min_jaccard (bigmodel_core.data.minhash, vectorised over all rows).
 
     Returns per row (indexed like df): `cluster` (one group key per cluster: the smallest of its members'),
     `copies` (every member but the one kept: a fixed test row first, else the first row), `stuck` (fixed
     train rows whose cluster holds a fixed test row: they cannot follow it), `to_test` (rows whose cluster
-    holds a fixed test row), `reasons` for copies and stuck rows, `pairs` found (with both rows) and
-    `clusters` (how many)."""
-    from datasketch import MinHash, MinHashLSH
+    holds a fixed test row), `reasons` for copies and stuck rows, the `pairs` found (the max_pairs most
+    similar, with both rows), `pairs_found` (how many) and `clusters` (how many)."""
+    import numpy as np
+
+    from bigmodel_core.data import minhash
 
     rows = df[candidates]
-    first = rows[~keys[candidates].duplicated()]  # exact copies share a key: one MinHash per text
-    first_keys = keys[first.index].tolist()
-    hashes = MinHash.bulk([_shingles(t, rule.shingle_words) for t in first["text"]], num_perm=num_perm, seed=1)
-    # candidate pairs are checked against the threshold below, so the LSH bands favour recall over precision
-    lsh = MinHashLSH(threshold=rule.min_jaccard, num_perm=num_perm, weights=(0.1, 0.9))
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.get(x, x) != x:
-            parent[x] = parent.get(parent[x], parent[x])
-            x = parent[x]
-        return x
-
-    by_key, row_of, pairs = {}, {}, []
-    for key, m, idx in zip(first_keys, hashes, first.index):
-        for other in lsh.query(m):
-            j = float(m.jaccard(by_key[other]))
-            if j >= rule.min_jaccard:
-                a, b = find(key), find(other)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-                pairs.append((row_of[other], idx, j))
-        lsh.insert(key, m)
-        by_key[key], row_of[key] = m, idx
+    first = rows[~keys[candidates].duplicated()]  # exact copies share a key: one signature per text
+    first_keys = keys[first.index].to_numpy()
+    sig = minhash.signatures(first["text"].tolist(), rule.shingle_words) if len(first) else np.empty((0, minhash.BINS))
+    bands, per_band = minhash.band_params(rule.min_jaccard)
+    pairs = minhash.candidate_pairs(sig, bands, per_band)
+    sims = minhash.similarity(sig, pairs)
+    keep = sims >= rule.min_jaccard
+    pairs, sims = pairs[keep], sims[keep]
+    sig_of = {k: i for i, k in enumerate(first_keys)}
+    in_pair = set(first_keys[np.unique(pairs)]) if len(pairs) else set()
+    comp = minhash.components(len(first), pairs) if len(pairs) else np.arange(len(first))
+    # a cluster is named by the smallest group key of its members
+    name = pd.Series(first_keys).groupby(comp).transform("min").to_numpy()
+    root = {k: c for k, c in zip(first_keys, name) if k in in_pair}
+    top = np.argsort(-sims, kind="stable")[:max_pairs]
+    first_index = first.index.to_numpy()
+    pair_rows = [(first_index[pairs[t, 0]], first_index[pairs[t, 1]], float(sims[t])) for t in top]
+    n_pairs = int(len(pairs))
     cluster = keys.copy()
-    in_pair = {k for k in parent} | set(parent.values())
-    mapped = keys.map(lambda k: find(k) if isinstance(k, str) and k in in_pair else k)
-    cluster[candidates] = mapped[candidates]
+    cluster[candidates] = keys[candidates].map(root).fillna(keys[candidates])
     members = candidates & keys.isin(in_pair)
     fixed = df["fixed_split"].astype("object")
     is_test = members & (fixed == "test")
@@ -99,7 +87,7 @@ def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, ru
     first_of = {cluster[i]: i for i in kept}
     for i in copies[copies | stuck].index:
         twin = first_of[cluster[i]]
-        j = float(by_key[keys[i]].jaccard(by_key[keys[twin]]))
+        j = float((sig[sig_of[keys[i]]] == sig[sig_of[keys[twin]]]).mean())
         where = f"{df.at[twin, 'source_file']} row {int(df.at[twin, 'source_row'])}"
         reasons[i] = (f"near-duplicate (Jaccard {j:.2f}) of {where}, a fixed test row it cannot follow into test"
                       if stuck[i] else f"near-duplicate (Jaccard {j:.2f}) of {where}, which is kept")
@@ -108,9 +96,9 @@ def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, ru
         return {"source_file": df.at[i, "source_file"], "source_row": int(df.at[i, "source_row"]),
                 "text": str(df.at[i, "text"])[:160], "label": df.at[i, "label"]}
 
-    pair_list = [{"jaccard": round(j, 3), "a": row(a), "b": row(b)} for a, b, j in sorted(pairs, key=lambda x: -x[2])]
+    pair_list = [{"jaccard": round(j, 3), "a": row(a), "b": row(b)} for a, b, j in pair_rows]
     return {"cluster": cluster, "copies": copies, "stuck": stuck, "to_test": to_test, "reasons": reasons,
-            "pairs": pair_list, "clusters": int(cluster[members].nunique())}
+            "pairs": pair_list, "pairs_found": n_pairs, "clusters": int(cluster[members].nunique())}
 
 
 def _words(text: pd.Series) -> pd.Series:

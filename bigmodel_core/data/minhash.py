@@ -1,0 +1,173 @@
+"""Near-duplicate search over many texts, vectorised: MinHash signatures of word shingles and LSH banding.
+
+The signature is one-permutation MinHash (Li, Owen & Zhang 2012) with densification: each shingle is hashed
+once (64 bits), its top bits pick one of `bins` bins and the rest is its value; a text's signature holds the
+smallest value per bin, and a bin no shingle fell into borrows the value of another bin of the same text,
+chosen by a probe sequence shared by all texts (Shrivastava 2017), so two texts agree on a bin with
+probability equal to their Jaccard similarity. One hash per shingle instead of one per shingle and
+permutation: the whole search costs a few numpy passes over the words.
+
+Words are the whitespace-separated words of the lower-cased text; a shingle is `k` consecutive words (a text
+of k words or fewer is one shingle). Word hashes are a keyed BLAKE2b of the word, so a text's signature does
+not depend on the other rows or on the process. LSH bands and rows come from datasketch's optimiser for the
+threshold; candidate pairs from shared bands are then checked against the threshold on the full signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+BINS = 128
+_BITS = 7  # log2(BINS)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_MUL = [np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
+        np.uint64(0xD6E8FEB86659FD93), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)]
+_EMPTY = np.uint64(np.iinfo(np.uint64).max)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit moves every output bit."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def _word_hashes(words: pa.Array) -> np.ndarray:
+    """A stable 64-bit hash per word: BLAKE2b of each distinct word, spread over all occurrences."""
+    encoded = pc.dictionary_encode(words).combine_chunks() if isinstance(words, pa.ChunkedArray) else pc.dictionary_encode(words)
+    uniq = encoded.dictionary.to_pylist()
+    table = np.fromiter((int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8, key=b"bigmodel-minhash").digest(), "little")
+                         for w in uniq), dtype=np.uint64, count=len(uniq))
+    return table[encoded.indices.to_numpy(zero_copy_only=False)]
+
+
+def signatures(texts: list[str] | pa.Array, k: int, chunk_rows: int = 20_000) -> np.ndarray:
+    """(n, BINS) uint64 signatures, one row per text (a text without words matches no other)."""
+    arr = pa.array(texts, type=pa.large_string()) if not isinstance(texts, (pa.Array, pa.ChunkedArray)) else texts
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    out = np.empty((len(arr), BINS), dtype=np.uint64)
+    for start in range(0, len(arr), chunk_rows):
+        out[start:start + chunk_rows] = _signatures(arr.slice(start, chunk_rows), k)
+    return out
+
+
+def _signatures(arr: pa.Array, k: int) -> np.ndarray:
+    lists = pc.utf8_split_whitespace(pc.utf8_lower(arr))
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    counts = np.diff(offsets)
+    n = len(counts)
+    wh = _word_hashes(lists.flatten())
+    total = len(wh)
+    padded = np.concatenate([wh, np.zeros(k, dtype=np.uint64)])
+    # the word at position i, and the k-1 after it when they belong to the same text (0 when past its end)
+    text_of = np.repeat(np.arange(n, dtype=np.int64), counts)
+    ends = offsets[1:][text_of]
+    pos = np.arange(total, dtype=np.int64)
+    sh = np.zeros(total, dtype=np.uint64)
+    for j in range(k):
+        nxt = padded[pos + j] if j else wh
+        if j:
+            nxt = np.where(pos + j < ends, nxt, np.uint64(0))
+        sh = sh * _MUL[j % len(_MUL)] + _mix(nxt + np.uint64(j + 1))
+    sh = _mix(sh)
+    # a shingle starts at i when k words fit from i, or at a text's first word when the text is shorter
+    starts_ok = (pos + k <= ends) | ((pos == offsets[:-1][text_of]) & (counts[text_of] <= k))
+    sh, text_of = sh[starts_ok], text_of[starts_ok]
+    bins = (sh >> np.uint64(64 - _BITS)).astype(np.int64)
+    values = sh & np.uint64((1 << (64 - _BITS)) - 1)
+    sig = np.full(n * BINS, _EMPTY, dtype=np.uint64)
+    np.minimum.at(sig, text_of * BINS + bins, values)
+    sig = _densify(sig.reshape(n, BINS))
+    wordless = np.nonzero(counts == 0)[0]
+    if len(wordless):  # no words, no shingles: a signature of its own that matches nothing
+        sig[wordless] = _mix((wordless[:, None] * BINS + np.arange(BINS)).astype(np.uint64) + np.uint64(1 << 62))
+    return sig
+
+
+_PROBES = np.random.default_rng(20241125).permuted(np.tile(np.arange(BINS), (64, 1)), axis=1)
+
+
+def _densify(sig: np.ndarray) -> np.ndarray:
+    """Fill each empty bin from another bin of the same text: attempt t looks at bin _PROBES[t][bin]; a bin
+    still empty after every attempt takes the text's smallest value."""
+    empty_rows, empty_bins = np.nonzero(sig == _EMPTY)
+    filled = sig.copy()
+    for t in range(len(_PROBES)):
+        if not len(empty_rows):
+            break
+        donor = sig[empty_rows, _PROBES[t][empty_bins]]
+        got = donor != _EMPTY
+        # the attempt number is mixed in, so a borrowed value differs from the donor's own
+        filled[empty_rows[got], empty_bins[got]] = _mix(donor[got] + np.uint64(t + 1)) >> np.uint64(_BITS)
+        empty_rows, empty_bins = empty_rows[~got], empty_bins[~got]
+    if len(empty_rows):
+        filled[empty_rows, empty_bins] = sig.min(axis=1)[empty_rows]
+    return filled
+
+
+def band_params(threshold: float, weights: tuple[float, float] = (0.1, 0.9)) -> tuple[int, int]:
+    """(bands, rows per band) that datasketch's optimiser picks for this threshold and BINS hash values."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=BINS, weights=weights)
+    return int(lsh.b), int(lsh.r)
+
+
+def candidate_pairs(sig: np.ndarray, bands: int, rows: int, max_bucket: int = 200) -> np.ndarray:
+    """(m, 2) int64 pairs (i < j) of texts that share at least one band. A bucket of more than max_bucket
+    texts pairs each with the bucket's first and its neighbour (enough to connect a cluster)."""
+    n = len(sig)
+    found = []
+    for b in range(bands):
+        h = np.zeros(n, dtype=np.uint64)
+        for c in range(b * rows, (b + 1) * rows):
+            h = _mix(h ^ sig[:, c])
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        same = np.nonzero(hs[1:] == hs[:-1])[0]
+        if not len(same):
+            continue
+        # runs of equal band hashes: [start, end) in sorted order
+        run_start = np.nonzero(np.diff(np.concatenate([[-2], same])) != 1)[0]
+        starts = same[run_start]
+        ends = np.concatenate([same[run_start[1:] - 1], same[-1:]]) + 2
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            members = np.sort(order[s:e])
+            m = len(members)
+            if m <= max_bucket:
+                i, j = np.triu_indices(m, 1)
+                found.append(np.stack([members[i], members[j]], axis=1))
+            else:
+                found.append(np.stack([np.full(m - 1, members[0]), members[1:]], axis=1))
+                found.append(np.stack([members[:-1], members[1:]], axis=1))
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    pairs = np.concatenate(found)
+    codes = np.unique(pairs[:, 0] * n + pairs[:, 1])
+    return np.stack([codes // n, codes % n], axis=1)
+
+
+def similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 50_000) -> np.ndarray:
+    """Estimated Jaccard similarity of each pair: the share of bins where the signatures agree."""
+    out = np.empty(len(pairs), dtype=np.float64)
+    for s in range(0, len(pairs), chunk):
+        p = pairs[s:s + chunk]
+        out[s:s + chunk] = (sig[p[:, 0]] == sig[p[:, 1]]).mean(axis=1)
+    return out
+
+
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected-component label per text given the similar pairs."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
