@@ -39,3 +39,47 @@ def clean_text(text: str | None, p: CleanParams) -> str | None:
 def normalize_key(text: str) -> str:
     """What makes two texts 'the same' for duplicate, conflict and split purposes."""
     return _WS.sub(" ", text.casefold()).strip()
+
+
+# The same steps for a whole column at once. A text that is pure ASCII and holds no '&' (when unescaping) and
+# nothing the repair patterns could match (when repairing entities) needs neither step, and for ASCII texts these patterns (RE2 in pyarrow) match
+# exactly what the Python ones above match: those go through pyarrow's kernels; the rest through clean_text.
+# a run of what Python's \s matches among ASCII characters, other than one lone space (left as it is: faster)
+_WS_ASCII = r" *[\t\n\x0b\x0c\r\x1c-\x1f][\t\n\x0b\x0c\r \x1c-\x1f]*| {2,}"
+_ENTITY_ASCII = r"#[0-9]{1,5};|(quot|amp|lt|gt|nbsp|apos);"  # what the repair patterns could match
+
+
+def clean_array(texts, p: CleanParams):
+    """clean_text over a pyarrow string array (or anything pa.array takes); returns a large_string array
+    equal, text by text, to [clean_text(t, p) for t in texts]."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, type=pa.large_string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    slow = pc.invert(pc.string_is_ascii(arr))
+    if p.unescape_html:
+        slow = pc.or_(slow, pc.match_substring(arr, "&"))
+    if p.repair_entities:
+        slow = pc.or_(slow, pc.match_substring_regex(arr, _ENTITY_ASCII))
+    slow = pc.fill_null(slow, False)
+    fast = arr
+    if p.strip_html:
+        fast = pc.replace_substring_regex(fast, r"<[^<>]{0,200}>", " ")
+    if p.normalize_whitespace:
+        fast = pc.utf8_trim(pc.replace_substring_regex(fast, _WS_ASCII, " "), " ")
+    if p.lowercase:
+        fast = pc.ascii_lower(fast)
+    fast = pc.utf8_slice_codeunits(fast, 0, p.max_chars)
+    where = np.nonzero(slow.to_numpy(zero_copy_only=False))[0]
+    if not len(where):
+        return fast
+    values = pc.take(arr, pa.array(where)).to_pylist()
+    done = pa.array([clean_text(t, p) for t in values], type=pa.large_string())
+    # put the Python-cleaned texts back in place
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[where] = True
+    return pc.replace_with_mask(fast, pa.array(mask), done)
