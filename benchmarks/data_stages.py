@@ -1,0 +1,339 @@
+"""Data stages at scale: rows/s and peak memory of ingest, clean, validate, augment and split.
+
+Run from the repository root (needs ../shared/datasets):
+
+    .venv/bin/python benchmarks/data_stages.py --rows 1000000
+    .venv/bin/python benchmarks/data_stages.py --rows 10000000 --no-pandas
+
+It builds a corpus of --rows rows from the real datasets (AG News, SMS Spam, IMDb reviews): rows are drawn at
+random from the ~70k real texts and perturbed (about a fifth of the words replaced by other corpus words, so
+each row is new text but keeps the real length and vocabulary), with 1% exact copies and 0.1% empty texts
+mixed in; written as Parquet files of 250k rows, the input of a `parquet` source. Then, each in a process of
+its own, measured with os.wait4 (CPU seconds, wall seconds, peak RSS):
+
+- bigmodel: the stage's own `run(params, paths)` on a workspace made for the corpus (drift off: no registry);
+- floor: pyarrow reading the stage's input Parquet and writing it back (no work at all on the rows);
+- pandas: a straightforward pandas implementation of the same stage (row-wise `apply` for text
+  cleaning, `duplicated`/`groupby` for the rules, one datasketch MinHash per row for near-duplicates,
+  a Python loop for augmentation and the split hash). --no-pandas skips it.
+
+The three are measured in the same run, the stages in order (each reads the previous bigmodel stage's
+output). Prints a markdown table with ratios to the floor and to pandas, and writes JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = ("ingest", "clean", "validate", "augment", "split")
+FILE_ROWS = 250_000
+LABELS = ["world", "sports", "business", "scitech", "ham", "spam", "neg", "pos"]
+
+
+# ---------------------------------------------------------------- corpus
+
+def base_texts(datasets: Path, cache: Path) -> tuple[list[str], list[str]]:
+    """The real texts and labels (AG News train subset + test, SMS Spam, IMDb), cached as Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if cache.exists():
+        t = pq.read_table(cache)
+        return t["text"].to_pylist(), t["label"].to_pylist()
+    import pandas as pd
+
+    texts, labels = [], []
+    ag = ["world", "sports", "business", "scitech"]
+    # test.csv: class (1-4), title, description; the train subset: text, class (0-3); neither has a header
+    test = pd.read_csv(datasets / "ag_news/test.csv", header=None, names=["y", "title", "body"])
+    texts += (test["title"] + " " + test["body"]).tolist()
+    labels += [ag[y - 1] for y in test["y"]]
+    train = pd.read_csv(datasets / "ag_news/hf_format_train_subset/train.csv", header=None, names=["text", "y"])
+    texts += train["text"].tolist()
+    labels += [ag[y] for y in train["y"]]
+    for line in (datasets / "sms_spam/SMSSpamCollection").read_text(encoding="utf-8", errors="replace").splitlines():
+        if "\t" in line:
+            lab, text = line.split("\t", 1)
+            texts.append(text)
+            labels.append(lab)
+    with tarfile.open(datasets / "imdb/aclImdb_v1_labeled.tar.gz") as tar:
+        for m in tar:
+            parts = m.name.split("/")
+            if m.isfile() and len(parts) >= 3 and parts[-2] in ("pos", "neg") and m.name.endswith(".txt"):
+                texts.append(tar.extractfile(m).read().decode("utf-8", errors="replace"))
+                labels.append(parts[-2])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"text": texts, "label": labels}), cache)
+    return texts, labels
+
+
+def build_corpus(rows: int, out: Path, datasets: Path, seed: int = 0) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    marker = out / "DONE.json"
+    if marker.exists() and json.loads(marker.read_text())["rows"] == rows:
+        return json.loads(marker.read_text())
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    texts, labels = base_texts(datasets, out.parent / "base.parquet")
+    rng = random.Random(seed)
+    vocab = [w for t in rng.sample(texts, 2000) for w in t.split()]
+    started, n_files, done = time.perf_counter(), 0, 0
+    while done < rows:
+        n = min(FILE_ROWS, rows - done)
+        col_t, col_l = [], []
+        for _ in range(n):
+            i = rng.randrange(len(texts))
+            u = rng.random()
+            if u < 0.001:
+                col_t.append("")
+            elif u < 0.011:
+                col_t.append(texts[i])  # an exact copy of a real row
+            else:
+                words = texts[i].split(" ")
+                for _k in range(max(1, len(words) // 5)):
+                    words[rng.randrange(len(words))] = rng.choice(vocab)
+                col_t.append(" ".join(words))
+            col_l.append(labels[i])
+        pq.write_table(pa.table({"text": col_t, "label": col_l}), out / f"part-{n_files:04d}.parquet")
+        n_files += 1
+        done += n
+        print(f"  corpus: {done:,}/{rows:,} rows", file=sys.stderr, flush=True)
+    info = {"rows": rows, "files": n_files, "bytes": sum(f.stat().st_size for f in out.glob("*.parquet")),
+            "base_texts": len(texts), "seconds": round(time.perf_counter() - started, 1)}
+    marker.write_text(json.dumps(info))
+    return info
+
+
+def make_workspace(ws: Path, corpus: Path) -> None:
+    import yaml
+
+    ws.mkdir(parents=True, exist_ok=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"] = {"sources": [{"name": "bench", "path": str(corpus / "*.parquet"), "format": "parquet"}],
+                      "labels": LABELS}
+    params["validate"]["drift"]["policy"] = "off"
+    params["validate"]["max_quarantine_fraction"] = 0.5
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+# ---------------------------------------------------------------- children (each measured on its own)
+
+def child_bigmodel(stage: str, ws: str) -> None:
+    from bigmodel_core import stages
+    from bigmodel_core.config import load_params
+    from bigmodel_core.paths import Paths
+
+    stages.get(stage).run(load_params(Path(ws) / "params.yaml"), Paths(Path(ws)))
+
+
+def _stage_io(stage: str, ws: Path, corpus: Path) -> tuple[list[Path], Path]:
+    ins = {"ingest": sorted(corpus.glob("*.parquet")), "clean": [ws / "data/raw/rows.parquet"],
+           "validate": [ws / "data/clean/rows.parquet"], "augment": [ws / "data/validated/rows.parquet"],
+           "split": [ws / "data/augmented/rows.parquet"]}[stage]
+    return ins, ws / "bench-out" / stage
+
+
+def child_floor(stage: str, ws: str, corpus: str) -> None:
+    """Read the stage's input and write the same rows back: the I/O a stage cannot avoid."""
+    import pyarrow.parquet as pq
+
+    ins, out = _stage_io(stage, Path(ws), Path(corpus))
+    out.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(ins):
+        pq.write_table(pq.read_table(f), out / f"floor-{i}.parquet")
+
+
+_TAG = re.compile(r"<[^<>]{0,200}>")
+_WS = re.compile(r"\s+")
+_NUM = re.compile(r"(?<![&\w])#(\d{1,5});")
+_NAMED = re.compile(r"(?<![&\w])(quot|amp|lt|gt|nbsp|apos);")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def child_pandas(stage: str, ws: str, corpus: str) -> None:
+    """The same stage written the way a pandas script would: correct, row-wise where the work is per text."""
+    import hashlib
+    import html
+
+    import pandas as pd
+    import yaml
+
+    wsp = Path(ws)
+    p = yaml.safe_load((wsp / "params.yaml").read_text())
+    ins, out = _stage_io(stage, wsp, Path(corpus))
+    out.mkdir(parents=True, exist_ok=True)
+    if stage == "ingest":
+        frames = []
+        for f in ins:
+            df = pd.read_parquet(f)
+            df["source"], df["source_file"] = "bench", str(f)
+            df["source_row"] = range(1, len(df) + 1)
+            df["row_id"] = df.apply(lambda r: hashlib.sha1(f"bench\0{r.source_file}\0{r.source_row}".encode()).hexdigest()[:16], axis=1)
+            df["fixed_split"] = None
+            frames.append(df)
+        pd.concat(frames, ignore_index=True).to_parquet(out / "rows.parquet")
+    elif stage == "clean":
+        c = p["clean"]
+        df = pd.read_parquet(ins[0])
+
+        def clean(t):
+            if t is None:
+                return None
+            t = _NAMED.sub(r"&\1;", _NUM.sub(r"&#\1;", t))
+            t = html.unescape(html.unescape(t))
+            t = _WS.sub(" ", _TAG.sub(" ", t)).strip()
+            return t[: c["max_chars"]]
+
+        df["text"] = df["text"].apply(clean)
+        df.to_parquet(out / "rows.parquet")
+    elif stage == "validate":
+        from datasketch import MinHash, MinHashLSH
+
+        v = p["validate"]
+        df = pd.read_parquet(ins[0])
+        text = df["text"].fillna("")
+        reason = pd.Series("", index=df.index)
+        reason[text.str.strip() == ""] = "empty_text"
+        reason[(reason == "") & df["label"].isna()] = "missing_label"
+        reason[(reason == "") & ~df["label"].isin(LABELS)] = "unknown_label"
+        df["key"] = text.apply(lambda t: hashlib.sha1(" ".join(t.casefold().split()).encode()).hexdigest()[:20])
+        ok = reason == ""
+        n_labels = df[ok].groupby("key")["label"].nunique()
+        reason[ok & df["key"].isin(n_labels[n_labels > 1].index)] = "conflicting_labels"
+        reason[(reason == "") & df["key"].duplicated()] = "duplicate"
+        reason[(reason == "") & text.str.contains("\ufffd", regex=False)] = "undecodable"
+        reason[(reason == "") & (text.str.len() < v["rules"]["too_short"]["min_chars"])] = "too_short"
+        reason[(reason == "") & text.str.contains(_CONTROL)] = "control_chars"
+        words = text.str.split().str.len()
+        long_ = words > v["rules"]["too_long"]["max_words"]
+        html_left = text.str.contains(r"<[a-zA-Z/][^<>]{0,200}>|&#?\w{2,8};")
+        rule = v["rules"]["near_duplicate"]
+        lsh = MinHashLSH(threshold=rule["min_jaccard"], num_perm=128, weights=(0.1, 0.9))
+        pairs = 0
+        for i, t in zip(df.index[reason == ""], text[reason == ""]):
+            w = t.casefold().split()
+            k = rule["shingle_words"]
+            m = MinHash(num_perm=128, seed=1)
+            for s in ([" ".join(w)] if len(w) <= k else (" ".join(w[j:j + k]) for j in range(len(w) - k + 1))):
+                m.update(s.encode())
+            pairs += len(lsh.query(m))
+            lsh.insert(i, m)
+        df["group_key"] = df["key"]
+        df[reason == ""].drop(columns=["key"]).to_parquet(out / "rows.parquet")
+        q = df[reason != ""].drop(columns=["key"]).assign(rule=reason[reason != ""])
+        q.to_parquet(out / "quarantine.parquet")
+        json.dump({"long": int(long_.sum()), "html": int(html_left.sum()), "pairs": pairs}, open(out / "r.json", "w"))
+    elif stage == "augment":
+        a, s = p["augment"], p["split"]
+        df = pd.read_parquet(ins[0])
+
+        def split_of(key):
+            u = int.from_bytes(hashlib.sha256(f"{s['salt']}\0{key}".encode()).digest()[:8], "big") / 2**64
+            return "test" if u < s["test_fraction"] else "other"
+
+        rows = []
+        for r in df[df["group_key"].apply(split_of) != "test"].itertuples(index=False):
+            rng = random.Random(f"{a['seed']}{r.row_id}")
+            words = [w for w in r.text.split(" ") if rng.random() >= a["word_dropout"]] or [r.text]
+            rows.append({**r._asdict(), "row_id": r.row_id + "-aug0", "text": " ".join(words), "parent_id": r.row_id})
+        df["parent_id"] = df["row_id"]
+        pd.concat([df, pd.DataFrame(rows)], ignore_index=True).to_parquet(out / "rows.parquet")
+    elif stage == "split":
+        s = p["split"]
+        df = pd.read_parquet(ins[0])
+
+        def split_of(key):
+            u = int.from_bytes(hashlib.sha256(f"{s['salt']}\0{key}".encode()).digest()[:8], "big") / 2**64
+            return "test" if u < s["test_fraction"] else ("val" if u < s["test_fraction"] + s["val_fraction"] else "train")
+
+        df["split"] = df["group_key"].apply(split_of)
+        assert df.groupby("group_key")["split"].nunique().max() == 1
+        for name, part in df.groupby("split"):
+            part.to_parquet(out / f"{name}.parquet")
+
+
+# ---------------------------------------------------------------- measuring
+
+def measure(kind: str, stage: str, ws: Path, corpus: Path) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, stage, str(ws), str(corpus)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=ws)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{kind} {stage} failed with exit {code}")
+    shutil.rmtree(ws / "bench-out" / stage, ignore_errors=True)
+    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/bigmodel-data-bench"))
+    ap.add_argument("--datasets", type=Path, default=REPO.parent / "shared/datasets")
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--no-pandas", action="store_true", help="skip the pandas implementation")
+    ap.add_argument("--out", type=Path, default=None, help="JSON results (default: WORKDIR/results-ROWS.json)")
+    args = ap.parse_args()
+    if not (args.datasets / "imdb").is_dir():
+        print(f"skipped: {args.datasets} has no imdb/ (the benchmark builds its corpus from the real datasets)")
+        return 0
+    corpus = args.workdir / f"corpus-{args.rows}"
+    # in a child: this process stays small, so the children it starts do not inherit its peak RSS
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "corpus", str(args.rows), str(corpus),
+                    str(args.datasets)], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    info = json.loads((corpus / "DONE.json").read_text())
+    ws = args.workdir / f"ws-{args.rows}"
+    if "ingest" in args.stages.split(","):
+        shutil.rmtree(ws, ignore_errors=True)  # otherwise the stages read the outputs of the last run
+    make_workspace(ws, corpus)
+    print(f"corpus: {info['rows']:,} rows in {info['files']} Parquet files, {info['bytes'] / 2**20:.0f} MiB", flush=True)
+    kinds = ["floor", "bigmodel"] + ([] if args.no_pandas else ["pandas"])
+    results = {}
+    for stage in args.stages.split(","):
+        results[stage] = {}
+        for kind in kinds:  # bigmodel runs before pandas: later stages read bigmodel's outputs
+            results[stage][kind] = measure(kind, stage, ws, corpus)
+            print(f"  {stage:9s} {kind:9s} {results[stage][kind]}", flush=True)
+    rows = args.rows
+    print(f"\n{rows:,} rows; CPU seconds (wall), peak RSS; ratios of CPU seconds\n")
+    print("| stage | floor (pyarrow read+write) | bigmodel | pandas | bigmodel / floor | pandas / bigmodel | bigmodel rows/s |")
+    print("|---|---|---|---|---|---|---|")
+    for stage, r in results.items():
+        f, b, pd_ = r["floor"], r["bigmodel"], r.get("pandas")
+
+        def cell(m):
+            return f"{m['cpu_s']:.1f} s ({m['wall_s']:.1f}), {m['peak_rss_mib'] / 1024:.2f} GiB" if m else "-"
+        print(f"| {stage} | {cell(f)} | {cell(b)} | {cell(pd_)} | {b['cpu_s'] / f['cpu_s']:.1f}x | "
+              f"{(pd_['cpu_s'] / b['cpu_s']) if pd_ else float('nan'):.1f}x | {rows / b['wall_s']:,.0f} |")
+    out = args.out or args.workdir / f"results-{rows}.json"
+    out.write_text(json.dumps({"rows": rows, "corpus": info, "machine": platform.platform(), "cpus": os.cpu_count(),
+                               "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=2))
+    print(f"\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        kind, rest = sys.argv[2], sys.argv[3:]
+        {"bigmodel": lambda s, w, c: child_bigmodel(s, w), "floor": child_floor, "pandas": child_pandas,
+         "corpus": lambda n, c, d: build_corpus(int(n), Path(c), Path(d))}[kind](*rest)
+        sys.exit(0)
+    sys.exit(main())
