@@ -86,3 +86,22 @@ def test_lsh_finds_the_similar_pairs_and_components_join_them():
     assert all(b - a == 300 for a, b in close)                      # and nothing unrelated (the empty text included)
     comp = minhash.components(len(texts), np.array(sorted(close)))
     assert all(comp[a] == comp[b] for a, b in close) and len(set(comp[:300])) == 300
+
+
+def test_column_operations_equal_their_python_definitions():
+    from bigmodel_core.data import columns, quality
+    from bigmodel_core.data.cleaning import normalize_key
+
+    texts = _samples(11, 4000) + ["<p class='x'>", "&nbsp;", "&#x1F;", "a\u0085b", "x\x7fy", "\x9f", "<a\u00a0href>", "١٢"]
+    arr = columns.as_array(texts)
+    plain = ["" if t is None else t for t in texts]
+    assert columns.word_counts(arr).tolist() == [len(t.split()) for t in plain]
+    assert columns.char_counts(arr).tolist() == [len(t) for t in plain]
+    assert columns.blank(arr).tolist() == [not t.strip() for t in plain]
+    assert columns.contains(arr, quality._CONTROL, quality._CONTROL_RE2).tolist() == [bool(quality._CONTROL.search(t)) for t in plain]
+    assert columns.contains(arr, quality._HTML_LEFT, quality._HTML_LEFT_RE2).tolist() == [bool(quality._HTML_LEFT.search(t)) for t in plain]
+    assert columns.normalized(arr) == [normalize_key(t) for t in plain]
+    assert columns.group_keys(arr) == [quality.group_key(t) for t in plain]
+    # the patterns' hits are not all false: the samples exercise each rule
+    assert sum(columns.contains(arr, quality._HTML_LEFT, quality._HTML_LEFT_RE2)) > 100
+    assert sum(columns.contains(arr, quality._CONTROL, quality._CONTROL_RE2)) > 100

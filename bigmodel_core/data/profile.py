@@ -12,10 +12,12 @@ most frequent words (the vocabulary). Train writes the profile of its rows into 
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bigmodel_core.data import columns
 
 #: Upper edges (words) of the length bins; the last bin is open.
 LENGTH_EDGES = (2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -23,28 +25,24 @@ VOCAB_SIZE = 20_000
 FILE = "data_profile.json"
 
 
-def _words(text: str) -> list[str]:
-    return text.casefold().split()
-
-
 def profile(texts: pd.Series, labels: pd.Series) -> dict:
-    """Profile of the rows: label priors, word-length histogram, top words with counts, OOV baseline."""
-    counts = Counter()
-    lengths = np.zeros(len(LENGTH_EDGES) + 1, dtype=np.int64)
-    for t in texts.fillna("").astype(str):
-        words = _words(t)
-        counts.update(words)
-        lengths[int(np.searchsorted(LENGTH_EDGES, len(words), side="left"))] += 1
+    """Profile of the rows: label priors, word-length histogram, top words with counts, OOV baseline.
+    Words: the lower-cased text split on whitespace (columns.words_lower)."""
+    words, per_text = columns.words_lower(columns.as_array(texts))
+    lengths = np.bincount(np.searchsorted(LENGTH_EDGES, per_text, side="left"), minlength=len(LENGTH_EDGES) + 1)
+    counted = pc.value_counts(words)  # in order of first appearance
+    values, counts = counted.field("values").to_pylist(), counted.field("counts").to_numpy()
+    top = np.argsort(-counts, kind="stable")[:VOCAB_SIZE]  # ties keep first-appearance order
+    vocab = {values[i]: int(counts[i]) for i in top}
     n = int(len(texts))
     priors = labels.astype(str).value_counts(normalize=True).sort_index()
-    vocab = dict(counts.most_common(VOCAB_SIZE))
-    total = sum(counts.values())
+    total = int(counts.sum())
     return {
         "rows": n,
         "label_priors": {str(k): round(float(v), 6) for k, v in priors.items()},
         "length_bins": [f"<={e}" for e in LENGTH_EDGES] + [f">{LENGTH_EDGES[-1]}"],
         "length_hist": [int(x) for x in lengths],
-        "words": int(total),
+        "words": total,
         "vocab": vocab,
         "oov_rate": round(1 - sum(vocab.values()) / total, 6) if total else 0.0,
     }
@@ -66,12 +64,11 @@ def js_divergence(p: list[float], q: list[float]) -> float:
 
 
 def oov_rate(texts: pd.Series, vocab: dict) -> float:
-    known = total = 0
-    for t in texts.fillna("").astype(str):
-        for w in _words(t):
-            total += 1
-            known += w in vocab
-    return 1 - known / total if total else 0.0
+    words, _ = columns.words_lower(columns.as_array(texts))
+    if not len(words):
+        return 0.0
+    known = pc.sum(pc.is_in(words, value_set=pa.array(list(vocab), type=words.type))).as_py() or 0
+    return 1 - known / len(words)
 
 
 def compare(texts: pd.Series, current: dict, reference: dict, p, version: str | None = None) -> dict:

@@ -10,14 +10,22 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from bigmodel_core.config import DATASET_RULES, ValidateParams
+from bigmodel_core.data import columns
 from bigmodel_core.data.cleaning import normalize_key
 
 # C0 and C1 control characters other than tab, line feed and carriage return (and DEL)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _HTML_LEFT = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]{0,200})?/?>|&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});")
+# the same on ASCII text, for pyarrow's RE2 (whose \s and \d are ASCII-only)
+_CONTROL_RE2 = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_HTML_LEFT_RE2 = (r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:[\t\n\x0b\x0c\r \x1c-\x1f][^<>]{0,200})?/?>"
+                  r"|&(?:[a-zA-Z]{2,8}|#[0-9]{1,6}|#x[0-9a-fA-F]{1,6});")
 
 
 def group_key(text: str) -> str:
@@ -46,8 +54,6 @@ def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, ru
     train rows whose cluster holds a fixed test row: they cannot follow it), `to_test` (rows whose cluster
     holds a fixed test row), `reasons` for copies and stuck rows, the `pairs` found (the max_pairs most
     similar, with both rows), `pairs_found` (how many) and `clusters` (how many)."""
-    import numpy as np
-
     from bigmodel_core.data import minhash
 
     rows = df[candidates]
@@ -101,46 +107,43 @@ def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, ru
             "pairs": pair_list, "pairs_found": n_pairs, "clusters": int(cluster[members].nunique())}
 
 
-def _words(text: pd.Series) -> pd.Series:
-    return text.fillna("").str.split().str.len()
-
-
 def _text_rules(df: pd.DataFrame, p: ValidateParams) -> dict[str, pd.Series]:
     """Row rules on the text alone: too short, too long, control characters, HTML left after cleaning."""
-    text = df["text"].fillna("")
-    present = text.str.strip() != ""
-    chars = text.str.len()
+    arr = columns.as_array(df["text"])
+    present = ~columns.blank(arr)
+    chars = columns.char_counts(arr)
     words = None
-    short, long_ = pd.Series(False, index=df.index), pd.Series(False, index=df.index)
+    short, long_ = np.zeros(len(df), dtype=bool), np.zeros(len(df), dtype=bool)
     r = p.rules["too_short"]
     if r.min_chars is not None:
         short |= chars < r.min_chars
     if r.min_words is not None:
-        words = _words(text)
+        words = columns.word_counts(arr)
         short |= words < r.min_words
     r = p.rules["too_long"]
     if r.max_chars is not None:
         long_ |= chars > r.max_chars
     if r.max_words is not None:
-        words = _words(text) if words is None else words
+        words = columns.word_counts(arr) if words is None else words
         long_ |= words > r.max_words
-    return {"undecodable": text.str.contains("\ufffd", regex=False),
-            "too_short": present & short, "too_long": present & long_,
-            "control_chars": present & text.str.contains(_CONTROL),
-            "html_left": present & text.str.contains(_HTML_LEFT)}
+    undecodable = pc.fill_null(pc.match_substring(arr, "\ufffd"), False).to_numpy(zero_copy_only=False)
+    masks = {"undecodable": undecodable, "too_short": present & short, "too_long": present & long_,
+             "control_chars": present & columns.contains(arr, _CONTROL, _CONTROL_RE2),
+             "html_left": present & columns.contains(arr, _HTML_LEFT, _HTML_LEFT_RE2)}
+    return {k: pd.Series(v, index=df.index) for k, v in masks.items()}
 
 
 def _mark_rules(df: pd.DataFrame, labels: set[str] | None) -> dict[str, pd.Series]:
     """Return, per rule, a boolean mask and a reason series; rules are checked in this order."""
-    text = df["text"]
-    empty = text.isna() | (text.fillna("").str.strip() == "")
+    arr = columns.as_array(df["text"])
+    empty = pd.Series(columns.blank(arr), index=df.index)
     missing = df["label"].isna() | (df["label"].fillna("").str.strip() == "")
     unknown = ~missing & (~df["label"].isin(sorted(labels)) if labels is not None else False)
     if not isinstance(unknown, pd.Series):
         unknown = pd.Series(False, index=df.index)
     usable = ~(empty | missing | unknown)
     keys = pd.Series(pd.NA, index=df.index, dtype="object")
-    keys[usable] = df.loc[usable, "text"].map(group_key)
+    keys[usable] = columns.group_keys(pc.filter(arr, pa.array(usable.to_numpy())))
     n_labels = df[usable].groupby(keys[usable])["label"].nunique()
     conflict_keys = set(n_labels[n_labels > 1].index)
     conflicting = usable & keys.isin(conflict_keys)
