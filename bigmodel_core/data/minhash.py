@@ -38,33 +38,41 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _word_hashes(words: pa.Array) -> np.ndarray:
-    """A stable 64-bit hash per word: BLAKE2b of each distinct word, spread over all occurrences."""
-    encoded = pc.dictionary_encode(words).combine_chunks() if isinstance(words, pa.ChunkedArray) else pc.dictionary_encode(words)
+def _word_hash(w: str) -> int:
+    return int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8, key=b"bigmodel-minhash").digest(), "little")
+
+
+def _word_hashes(words: pa.Array, cache: dict[str, int]) -> np.ndarray:
+    """A stable 64-bit hash per word: BLAKE2b of each distinct word (remembered in `cache` across chunks),
+    spread over all its occurrences."""
+    encoded = pc.dictionary_encode(words)
     uniq = encoded.dictionary.to_pylist()
-    table = np.fromiter((int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8, key=b"bigmodel-minhash").digest(), "little")
-                         for w in uniq), dtype=np.uint64, count=len(uniq))
+    table = np.fromiter((cache[w] if w in cache else cache.setdefault(w, _word_hash(w)) for w in uniq),
+                        dtype=np.uint64, count=len(uniq))
+    if len(cache) > 2_000_000:  # a bound on memory for corpora with endless distinct words
+        cache.clear()
     return table[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-def signatures(texts: list[str] | pa.Array, k: int, chunk_rows: int = 20_000) -> np.ndarray:
+def signatures(texts: list[str] | pa.Array, k: int, chunk_rows: int = 50_000) -> np.ndarray:
     """(n, BINS) uint64 signatures, one row per text (a text without words matches no other)."""
     arr = pa.array(texts, type=pa.large_string()) if not isinstance(texts, (pa.Array, pa.ChunkedArray)) else texts
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     out = np.empty((len(arr), BINS), dtype=np.uint64)
+    cache: dict[str, int] = {}
     for start in range(0, len(arr), chunk_rows):
-        out[start:start + chunk_rows] = _signatures(arr.slice(start, chunk_rows), k)
+        out[start:start + chunk_rows] = _signatures(arr.slice(start, chunk_rows), k, cache)
     return out
 
 
-def _signatures(arr: pa.Array, k: int) -> np.ndarray:
+def _signatures(arr: pa.Array, k: int, cache: dict[str, int]) -> np.ndarray:
     lists = pc.utf8_split_whitespace(pc.utf8_lower(arr))
     offsets = lists.offsets.to_numpy().astype(np.int64)
     offsets = offsets - offsets[0]
     counts = np.diff(offsets)
     n = len(counts)
-    wh = _word_hashes(lists.flatten())
+    wh = _word_hashes(lists.flatten(), cache)
     total = len(wh)
     padded = np.concatenate([wh, np.zeros(k, dtype=np.uint64)])
     # the word at position i, and the k-1 after it when they belong to the same text (0 when past its end)
