@@ -133,7 +133,7 @@ class CleanParams(_Section):
 ROW_RULES = ("empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate", "undecodable",
              "too_short", "too_long", "control_chars", "html_left", "near_duplicate")
 #: Dataset rules judge the passing rows as a whole (policy fail or warn: there is no row to quarantine).
-DATASET_RULES = ("class_imbalance", "too_few_rows_per_class")
+DATASET_RULES = ("class_imbalance", "too_few_rows_per_class", "truncated")
 RULES = ROW_RULES + DATASET_RULES
 
 # The settings each rule takes beyond policy and max_fraction.
@@ -171,6 +171,8 @@ def default_rule(name: str) -> Rule:
         "near_duplicate": Rule(policy="warn", min_jaccard=0.8, shingle_words=3),
         "class_imbalance": Rule(policy="warn", max_ratio=20.0),
         "too_few_rows_per_class": Rule(policy="fail"),
+        # share of passing rows longer (in words) than tokenizer.max_length: the model sees only their start
+        "truncated": Rule(policy="warn", max_fraction=0.2),
     }.get(name, Rule())
 
 

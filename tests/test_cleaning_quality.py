@@ -126,6 +126,21 @@ def test_dataset_rules_fail_or_warn_with_the_figures():
     assert r.ok and len(r.report["warnings"]) == 2 and r.report["warnings"][0].startswith("rule class_imbalance (warn)")
 
 
+def test_truncated_rule_counts_rows_longer_than_the_token_budget():
+    rows = [(" ".join(["w"] * n) + f" t{i}", "x" if i % 2 else "y") for i, n in enumerate([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])]
+    p = ValidateParams(min_rows=1, min_rows_per_class=1, rules={"truncated": {"policy": "fail", "max_fraction": 0.3}})
+    r = check(_frame(rows), p, ["x", "y"], max_tokens=6)  # words: 2..11, so 5 rows have more than 6
+    t = r.report["dataset_rules"]["truncated"]
+    assert (t["rows"], t["value"], t["max_tokens"], t["passed"]) == (5, 0.5, 6, False)
+    assert r.failures == ["rule truncated (fail): 5 of 10 passing rows (50.0%) have more than tokenizer.max_length 6 "
+                          "words, so the model sees only part of them; max_fraction is 30.0% (raise "
+                          "tokenizer.max_length or choose tokenizer.truncation)"]
+    assert len(r.passed) == 10  # a dataset rule judges, it moves no row
+    assert check(_frame(rows), p, ["x", "y"], max_tokens=9).ok  # 2 of 10 = 20% <= 30%
+    r = check(_frame(rows), p, ["x", "y"])  # no token budget given: not checked
+    assert r.ok and r.report["dataset_rules"]["truncated"]["value"] is None
+
+
 def test_demo_near_duplicates_are_found_and_kept_in_one_split():
     from bigmodel_core.config import load_params
     from bigmodel_core.data.split import assign_frame

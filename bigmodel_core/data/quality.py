@@ -196,7 +196,8 @@ def _reason(rule: str, label: object, labels: set[str] | None, text: object = No
     return "exact duplicate of another row (same text and label); the first copy, or the fixed test copy, is kept"
 
 
-def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> QualityResult:
+def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tokens: int | None = None) -> QualityResult:
+    """Apply every rule. max_tokens (tokenizer.max_length) feeds the truncated rule; None leaves it unchecked."""
     label_set = set(labels) if labels is not None else None
     marks = _mark_rules(df, label_set)
     keys = marks.pop("_keys")
@@ -274,6 +275,7 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None) -> Qual
     per_class = passed["label"].value_counts().sort_index()
     expected = sorted(label_set) if label_set is not None else sorted(per_class.index)
     dataset_rules, warnings = _dataset_rules(per_class, expected, p), []
+    dataset_rules["truncated"] = _truncated(passed["text"], max_tokens, p.rules["truncated"])
     for name in DATASET_RULES:
         r = dataset_rules[name]
         if not r["passed"]:
@@ -302,6 +304,22 @@ def _example_str(examples: list[dict]) -> str:
         return "-"
     e = examples[0]
     return f"{e['source_file']} row {e['source_row']} (text={e['text']!r}, label={e['label']!r})"
+
+
+def _truncated(texts: pd.Series, max_tokens: int | None, rule) -> dict:
+    """Share of passing rows with more words than max_tokens. A word is one token or more, so these rows are
+    certainly truncated by the tokenizer (a lower bound on the truncated share)."""
+    out = {"policy": rule.policy, "threshold": rule.max_fraction, "max_tokens": max_tokens}
+    if max_tokens is None or not len(texts):
+        return {**out, "value": None, "rows": 0, "passed": True, "finding": ""}
+    over = int((columns.word_counts(columns.as_array(texts)) > max_tokens).sum())
+    frac = over / len(texts)
+    failed = frac > rule.max_fraction
+    return {**out, "value": round(frac, 6), "rows": over, "passed": not failed,
+            "finding": (f"{over} of {len(texts)} passing rows ({frac:.1%}) have more than tokenizer.max_length "
+                        f"{max_tokens} words, so the model sees only part of them; max_fraction is "
+                        f"{rule.max_fraction:.1%} (raise tokenizer.max_length or choose tokenizer.truncation)"
+                        ) if failed else ""}
 
 
 def _dataset_rules(per_class: pd.Series, expected: list[str], p: ValidateParams) -> dict:

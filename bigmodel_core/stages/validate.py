@@ -20,7 +20,7 @@ from bigmodel_core.paths import Paths
 
 def run(params: Params, paths: Paths) -> dict:
     df = read_table(paths.clean / "rows.parquet", schemas.CLEAN)
-    result = quality.check(df, params.validate, params.data.labels)
+    result = quality.check(df, params.validate, params.data.labels, max_tokens=params.tokenizer.max_length)
     current = profile(result.passed["text"], result.passed["label"])
     result.report["profile"] = {k: current[k] for k in ("rows", "label_priors", "length_bins", "length_hist", "words")}
     result.report["profile"]["top_words"] = dict(list(current["vocab"].items())[:20])
