@@ -434,22 +434,26 @@ def _read_folder(path: str, src: Source, name: str, shown: str) -> pd.DataFrame:
 
 def read_source(src: Source, base: Path) -> pd.DataFrame:
     """Read every file of one source into the raw layout."""
+    return pd.concat(list(iter_source(src, base)), ignore_index=True)
+
+
+def iter_source(src: Source, base: Path) -> Iterator[pd.DataFrame]:
+    """The raw rows of one source, one file at a time (so ingest holds one file, not the corpus)."""
     if src.format == "demo":
         from bigmodel_core.data import demo
 
         if src.path != "builtin:demo":
             raise DataError(f"data.sources[{src.name}].path: format 'demo' needs path 'builtin:demo', got {src.path!r}")
         df = demo.generate(rows=src.rows, seed=src.seed).drop(columns=["dirt"])
-        return _table_to_raw(df, src.model_copy(update={"text": ["text"], "label": "label"}), "builtin:demo")
-    frames = []
+        yield _table_to_raw(df, src.model_copy(update={"text": ["text"], "label": "label"}), "builtin:demo")
+        return
     for path in resolve_paths(src, base):
         name, shown = display_name(path, base), shown_name(path, src, base)
         if src.format in ("csv", "tsv"):
-            frames.append(_table_to_raw(_read_delimited(path, src, shown), src, name, shown))
+            yield _table_to_raw(_read_delimited(path, src, shown), src, name, shown)
         elif src.format == "jsonl":
-            frames.append(_table_to_raw(_read_jsonl(path, src, shown), src, name, shown))
+            yield _table_to_raw(_read_jsonl(path, src, shown), src, name, shown)
         elif src.format == "parquet":
-            frames.append(_table_to_raw(_read_parquet(path, src, shown), src, name, shown))
+            yield _table_to_raw(_read_parquet(path, src, shown), src, name, shown)
         elif src.format == "folder":
-            frames.append(_read_folder(path, src, name, shown))
-    return pd.concat(frames, ignore_index=True)
+            yield _read_folder(path, src, name, shown)

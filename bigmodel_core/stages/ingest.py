@@ -1,22 +1,43 @@
-"""ingest: read every source in data.sources into one raw table with provenance."""
+"""ingest: read every source in data.sources into one raw table with provenance.
+
+Files are read and written one at a time (a Parquet row group per file), so memory holds one file's rows,
+not the corpus; the table appears only when every file has been read (atomic_dir)."""
 
 from __future__ import annotations
 
-import pandas as pd
-
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
-from bigmodel_core.data.formats import read_source
-from bigmodel_core.io import atomic_dir, write_json, write_table
+from bigmodel_core.data.formats import iter_source
+from bigmodel_core.io import atomic_dir, check_table, shown, write_json
 from bigmodel_core.paths import Paths
 
 
 def run(params: Params, paths: Paths) -> dict:
-    frames = [read_source(src, paths.root) for src in params.data.sources]
-    raw = pd.concat(frames, ignore_index=True)
-    per_source = {src.name: int(len(f)) for src, f in zip(params.data.sources, frames)}
-    report = {"rows": int(len(raw)), "per_source": per_source, "files": int(raw["source_file"].nunique())}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    per_source: dict[str, int] = {}
+    files = rows = 0
     with atomic_dir(paths.raw) as out:
-        write_table(raw, out / "rows.parquet", schemas.RAW)
+        target = out / "rows.parquet"
+        writer = None
+        try:
+            for src in params.data.sources:
+                per_source[src.name] = 0
+                for frame in iter_source(src, paths.root):
+                    frame = check_table(frame, schemas.RAW, f"output {shown(paths.raw / 'rows.parquet')}")
+                    if writer is None:
+                        table = pa.Table.from_pandas(frame, preserve_index=False)
+                        writer = pq.ParquetWriter(target, table.schema)
+                    else:
+                        table = pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False)
+                    writer.write_table(table)
+                    per_source[src.name] += len(frame)
+                    rows += len(frame)
+                    files += int(frame["source_file"].nunique())
+        finally:
+            if writer is not None:
+                writer.close()
+        report = {"rows": rows, "per_source": per_source, "files": files}
         write_json(report, out / "report.json")
     return report
