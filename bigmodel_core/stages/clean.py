@@ -1,28 +1,46 @@
-"""clean: repair and normalise texts (entities, tags, whitespace, length); rows are fixed, never dropped."""
+"""clean: repair and normalise texts (entities, tags, whitespace, length); rows are fixed, never dropped.
+
+Streams the raw table in record batches: each batch is checked against the raw schema, its text column
+cleaned column-wise (cleaning.clean_array) and written; memory holds one batch, not the corpus."""
 
 from __future__ import annotations
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data.cleaning import clean_array
-from bigmodel_core.io import atomic_dir, read_table, write_json, write_table
+from bigmodel_core.errors import DataError
+from bigmodel_core.io import atomic_dir, check_table, shown, write_json
 from bigmodel_core.paths import Paths
+
+BATCH_ROWS = 65_536
 
 
 def run(params: Params, paths: Paths) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-    raw = read_table(paths.raw / "rows.parquet", schemas.RAW)
-    before = pa.array(raw["text"].astype("object").where(raw["text"].notna(), None), type=pa.large_string())
-    after = clean_array(before, params.clean)
-    out_df = raw.copy()
-    out_df["text"] = after.to_pandas()
-    out_df = out_df.astype({"text": "str"})
-    changed = int(pc.sum(pc.fill_null(pc.not_equal(before, after), False)).as_py() or 0)
-    truncated = int(pc.sum(pc.fill_null(pc.greater(pc.utf8_length(before), params.clean.max_chars), False)).as_py() or 0)
-    report = {"rows": int(len(out_df)), "changed": changed, "truncated_to_max_chars": truncated}
+    source = paths.raw / "rows.parquet"
+    if not source.exists():
+        raise DataError(f"{shown(source)}: input table not found (run the stage that makes it first)")
+    reader = pq.ParquetFile(source)
+    schema = reader.schema_arrow
+    text_at = schema.get_field_index("text")
+    if text_at < 0:
+        raise DataError(f"input {shown(source)} breaks schema raw: column text is missing")
+    rows = changed = truncated = 0
     with atomic_dir(paths.clean) as out:
-        write_table(out_df, out / "rows.parquet", schemas.CLEAN)
+        with pq.ParquetWriter(out / "rows.parquet", schema) as writer:
+            for batch in reader.iter_batches(batch_size=BATCH_ROWS):
+                check_table(batch.to_pandas(), schemas.RAW, f"input {shown(source)}")
+                before = batch.column(text_at)
+                after = clean_array(before, params.clean).cast(schema.field(text_at).type)
+                changed += int(pc.sum(pc.fill_null(pc.not_equal(before, after), False)).as_py() or 0)
+                truncated += int(pc.sum(pc.fill_null(pc.greater(pc.utf8_length(before), params.clean.max_chars),
+                                                     False)).as_py() or 0)
+                rows += batch.num_rows
+                writer.write_batch(pa.RecordBatch.from_arrays(
+                    [after if i == text_at else batch.column(i) for i in range(batch.num_columns)], schema=schema))
+        report = {"rows": rows, "changed": changed, "truncated_to_max_chars": truncated}
         write_json(report, out / "report.json")
     return report
