@@ -25,8 +25,8 @@ def as_array(texts) -> pa.Array:
         texts = texts.combine_chunks()
     if isinstance(texts, pa.Array):
         return texts.cast(pa.large_string())
-    if hasattr(texts, "to_numpy"):  # a pandas Series: missing values of any kind become null
-        texts = texts.astype("object").where(texts.notna(), None).tolist()
+    if hasattr(texts, "to_numpy"):  # a pandas Series (Arrow-backed str: no copy to Python strings); NaN -> null
+        return pa.array(texts, from_pandas=True).cast(pa.large_string())
     return pa.array(texts, type=pa.large_string())
 
 

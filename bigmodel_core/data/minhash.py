@@ -26,7 +26,7 @@ _BITS = 7  # log2(BINS)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _MUL = [np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
         np.uint64(0xD6E8FEB86659FD93), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)]
-_EMPTY = np.uint64(np.iinfo(np.uint64).max)
+_EMPTY = np.uint32(np.iinfo(np.uint32).max)  # signatures hold 32-bit values: half the memory of 64
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -55,11 +55,11 @@ def _word_hashes(words: pa.Array, cache: dict[str, int]) -> np.ndarray:
 
 
 def signatures(texts: list[str] | pa.Array, k: int, chunk_rows: int = 50_000) -> np.ndarray:
-    """(n, BINS) uint64 signatures, one row per text (a text without words matches no other)."""
+    """(n, BINS) uint32 signatures, one row per text (a text without words matches no other)."""
     arr = pa.array(texts, type=pa.large_string()) if not isinstance(texts, (pa.Array, pa.ChunkedArray)) else texts
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    out = np.empty((len(arr), BINS), dtype=np.uint64)
+    out = np.empty((len(arr), BINS), dtype=np.uint32)
     cache: dict[str, int] = {}
     for start in range(0, len(arr), chunk_rows):
         out[start:start + chunk_rows] = _signatures(arr.slice(start, chunk_rows), k, cache)
@@ -90,13 +90,14 @@ def _signatures(arr: pa.Array, k: int, cache: dict[str, int]) -> np.ndarray:
     starts_ok = (pos + k <= ends) | ((pos == offsets[:-1][text_of]) & (counts[text_of] <= k))
     sh, text_of = sh[starts_ok], text_of[starts_ok]
     bins = (sh >> np.uint64(64 - _BITS)).astype(np.int64)
-    values = sh & np.uint64((1 << (64 - _BITS)) - 1)
-    sig = np.full(n * BINS, _EMPTY, dtype=np.uint64)
+    values = ((sh >> np.uint64(64 - _BITS - 32)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    sig = np.full(n * BINS, _EMPTY, dtype=np.uint32)
     np.minimum.at(sig, text_of * BINS + bins, values)
     sig = _densify(sig.reshape(n, BINS))
     wordless = np.nonzero(counts == 0)[0]
     if len(wordless):  # no words, no shingles: a signature of its own that matches nothing
-        sig[wordless] = _mix((wordless[:, None] * BINS + np.arange(BINS)).astype(np.uint64) + np.uint64(1 << 62))
+        sig[wordless] = (_mix((wordless[:, None] * BINS + np.arange(BINS)).astype(np.uint64) + np.uint64(1 << 62))
+                         >> np.uint64(32)).astype(np.uint32)
     return sig
 
 
@@ -114,7 +115,8 @@ def _densify(sig: np.ndarray) -> np.ndarray:
         donor = sig[empty_rows, _PROBES[t][empty_bins]]
         got = donor != _EMPTY
         # the attempt number is mixed in, so a borrowed value differs from the donor's own
-        filled[empty_rows[got], empty_bins[got]] = _mix(donor[got] + np.uint64(t + 1)) >> np.uint64(_BITS)
+        filled[empty_rows[got], empty_bins[got]] = (_mix(donor[got].astype(np.uint64) + np.uint64(t + 1))
+                                                    >> np.uint64(32)).astype(np.uint32)
         empty_rows, empty_bins = empty_rows[~got], empty_bins[~got]
     if len(empty_rows):
         filled[empty_rows, empty_bins] = sig.min(axis=1)[empty_rows]
@@ -137,7 +139,7 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, max_bucket: int = 20
     for b in range(bands):
         h = np.zeros(n, dtype=np.uint64)
         for c in range(b * rows, (b + 1) * rows):
-            h = _mix(h ^ sig[:, c])
+            h = _mix(h ^ sig[:, c].astype(np.uint64))
         order = np.argsort(h, kind="stable")
         hs = h[order]
         same = np.nonzero(hs[1:] == hs[:-1])[0]

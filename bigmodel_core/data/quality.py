@@ -59,7 +59,8 @@ def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, ru
     rows = df[candidates]
     first = rows[~keys[candidates].duplicated()]  # exact copies share a key: one signature per text
     first_keys = keys[first.index].to_numpy()
-    sig = minhash.signatures(first["text"].tolist(), rule.shingle_words) if len(first) else np.empty((0, minhash.BINS))
+    sig = (minhash.signatures(columns.as_array(first["text"]), rule.shingle_words) if len(first)
+           else np.empty((0, minhash.BINS), dtype=np.uint32))
     bands, per_band = minhash.band_params(rule.min_jaccard)
     pairs = minhash.candidate_pairs(sig, bands, per_band)
     sims = minhash.similarity(sig, pairs)
