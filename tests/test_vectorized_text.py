@@ -18,7 +18,8 @@ from bigmodel_core.data.demo import generate
 
 PIECES = list("abc XYZ<>/&;#\t\n\x0b\x0c\r\x1c\x1f\x00 ") + [
     "&amp;", "#39;", "quot;", "x#39;", "&#39;", "<br />", "<b>", "</p>", "<" + "a" * 250 + ">", "é", "ß", "\u00a0",
-    "\u2028", "\x85", "İ", "  ", " \t ", "&lt;b&gt;", "&amp;lt;i&amp;gt;", "nbsp;", "AMP;", "12;", "#123456;"]
+    "\u2028", "\x85", "İ", "  ", " \t ", "&lt;b&gt;", "&amp;lt;i&amp;gt;", "nbsp;", "AMP;", "12;", "#123456;",
+    "#١٢;", "\u3000", "\u2009", "\u205f", "\u1680", "x\u200b", "\ufeff", "Ǆ", "ﬁ", "Σ"]
 
 
 def _samples(seed: int, n: int) -> list[str | None]:

@@ -41,12 +41,14 @@ def normalize_key(text: str) -> str:
     return _WS.sub(" ", text.casefold()).strip()
 
 
-# The same steps for a whole column at once. A text that is pure ASCII and holds no '&' (when unescaping) and
-# nothing the repair patterns could match (when repairing entities) needs neither step, and for ASCII texts these patterns (RE2 in pyarrow) match
-# exactly what the Python ones above match: those go through pyarrow's kernels; the rest through clean_text.
-# a run of what Python's \s matches among ASCII characters, other than one lone space (left as it is: faster)
-_WS_ASCII = r" *[\t\n\x0b\x0c\r\x1c-\x1f][\t\n\x0b\x0c\r \x1c-\x1f]*| {2,}"
-_ENTITY_ASCII = r"#[0-9]{1,5};|(quot|amp|lt|gt|nbsp|apos);"  # what the repair patterns could match
+# The same steps for a whole column at once, through pyarrow's kernels (RE2, which counts code points as Python
+# does). Whitespace is spelled out as the characters Python's \s matches (str.isspace), since RE2's \s is ASCII.
+# What RE2 cannot do exactly goes through clean_text: html.unescape (texts with '&'), the entity repair (texts
+# with something it could match) and, when lowercasing, non-ASCII texts (str.lower has special cases).
+WS_CHARS = r"\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"  # but space
+# a run of whitespace other than one lone space (left as it is: faster)
+_WS_RUN = rf" *[{WS_CHARS}][ {WS_CHARS}]*| {{2,}}"
+_ENTITY = r"#\p{Nd}{1,5};|(quot|amp|lt|gt|nbsp|apos);"  # what the repair patterns could match (\d is Nd)
 
 
 def clean_array(texts, p: CleanParams):
@@ -60,17 +62,17 @@ def clean_array(texts, p: CleanParams):
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.cast(pa.large_string())
-    slow = pc.invert(pc.string_is_ascii(arr))
+    slow = pc.invert(pc.string_is_ascii(arr)) if p.lowercase else pa.array(np.zeros(len(arr), dtype=bool))
     if p.unescape_html:
         slow = pc.or_(slow, pc.match_substring(arr, "&"))
     if p.repair_entities:
-        slow = pc.or_(slow, pc.match_substring_regex(arr, _ENTITY_ASCII))
+        slow = pc.or_(slow, pc.match_substring_regex(arr, _ENTITY))
     slow = pc.fill_null(slow, False)
     fast = arr
     if p.strip_html:
         fast = pc.replace_substring_regex(fast, r"<[^<>]{0,200}>", " ")
     if p.normalize_whitespace:
-        fast = pc.utf8_trim(pc.replace_substring_regex(fast, _WS_ASCII, " "), " ")
+        fast = pc.utf8_trim(pc.replace_substring_regex(fast, _WS_RUN, " "), " ")
     if p.lowercase:
         fast = pc.ascii_lower(fast)
     fast = pc.utf8_slice_codeunits(fast, 0, p.max_chars)

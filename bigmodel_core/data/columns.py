@@ -16,7 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_WS_CLASS = r"\t\n\x0b\x0c\r \x1c-\x1f"  # Python's \s among ASCII characters
+from bigmodel_core.data.cleaning import WS_CHARS
+
+_WS_ALL = " " + WS_CHARS  # Python's \s (str.isspace), for RE2
 
 
 def as_array(texts) -> pa.Array:
@@ -44,7 +46,7 @@ def _routed(arr: pa.Array, fast: Callable[[pa.Array], pa.Array], slow: Callable[
 
 def word_counts(arr: pa.Array) -> np.ndarray:
     """len(text.split()) per text (0 for null)."""
-    return _routed(arr, lambda a: pc.count_substring_regex(a, f"[^{_WS_CLASS}]+"), lambda t: len(t.split()), np.int64)
+    return pc.count_substring_regex(pc.fill_null(arr, ""), f"[^{_WS_ALL}]+").to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def char_counts(arr: pa.Array) -> np.ndarray:
@@ -54,7 +56,7 @@ def char_counts(arr: pa.Array) -> np.ndarray:
 
 def blank(arr: pa.Array) -> np.ndarray:
     """text is None or text.strip() == ''."""
-    return _routed(arr, lambda a: pc.match_substring_regex(a, f"^[{_WS_CLASS}]*$"), lambda t: not t.strip(), bool)
+    return pc.match_substring_regex(pc.fill_null(arr, ""), f"^[{_WS_ALL}]*$").to_numpy(zero_copy_only=False)
 
 
 def contains(arr: pa.Array, python: re.Pattern, re2: str) -> np.ndarray:
@@ -64,12 +66,12 @@ def contains(arr: pa.Array, python: re.Pattern, re2: str) -> np.ndarray:
 
 def normalized(arr: pa.Array) -> list[str]:
     """cleaning.normalize_key per text: case-folded, whitespace runs made one space, stripped."""
-    from bigmodel_core.data.cleaning import _WS_ASCII, normalize_key
+    from bigmodel_core.data.cleaning import _WS_RUN, normalize_key
 
     arr = pc.fill_null(arr, "")
     ascii_ = pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
     # casefold() is lower() on ASCII
-    fast = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(arr), _WS_ASCII, " "), " ").to_pylist()
+    fast = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(arr), _WS_RUN, " "), " ").to_pylist()
     for i in np.nonzero(~ascii_)[0].tolist():
         fast[i] = normalize_key(arr[i].as_py())
     return fast
