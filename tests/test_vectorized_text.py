@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from bigmodel_core.config import CleanParams
@@ -97,6 +99,12 @@ def test_column_operations_equal_their_python_definitions():
     arr = columns.as_array(texts)
     plain = ["" if t is None else t for t in texts]
     assert columns.word_counts(arr).tolist() == [len(t.split()) for t in plain]
+    assert columns.word_counts(arr, chunk_rows=7).tolist() == [len(t.split()) for t in plain]
+    assert columns.word_counts(arr.slice(5, 100)).tolist() == [len(t.split()) for t in plain[5:105]]
+    words, counts = columns.split_words(arr, lower=True)
+    assert counts.tolist() == [len(t.split()) for t in plain] and "" not in set(words.to_pylist())
+    lowered = pc.utf8_lower(pa.array(plain[:2])).to_pylist()  # pyarrow's lower (no final-sigma rule)
+    assert words.to_pylist()[:counts[0] + counts[1]] == " ".join(lowered).split()
     assert columns.char_counts(arr).tolist() == [len(t) for t in plain]
     assert columns.blank(arr).tolist() == [not t.strip() for t in plain]
     assert columns.contains(arr, quality._CONTROL, quality._CONTROL_RE2).tolist() == [bool(quality._CONTROL.search(t)) for t in plain]

@@ -44,9 +44,50 @@ def _routed(arr: pa.Array, fast: Callable[[pa.Array], pa.Array], slow: Callable[
     return out
 
 
-def word_counts(arr: pa.Array) -> np.ndarray:
-    """len(text.split()) per text (0 for null)."""
-    return pc.count_substring_regex(pc.fill_null(arr, ""), f"[^{_WS_ALL}]+").to_numpy(zero_copy_only=False).astype(np.int64)
+_ASCII_WS = np.zeros(256, dtype=bool)
+_ASCII_WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # Python's str.isspace among single bytes < 128
+
+
+def word_counts(arr: pa.Array, chunk_rows: int = 50_000) -> np.ndarray:
+    """len(text.split()) per text (0 for null): word starts counted on the UTF-8 bytes of ASCII texts (a
+    non-space byte after a space byte or at the text's start), pyarrow's Unicode split for the others."""
+    arr = pc.fill_null(as_array(arr), "")
+    out = np.empty(len(arr), dtype=np.int64)
+    for start in range(0, len(arr), chunk_rows):
+        part = arr.slice(start, chunk_rows)
+        offsets = np.frombuffer(part.buffers()[1], dtype=np.int64)[part.offset:part.offset + len(part) + 1]
+        data = np.frombuffer(part.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+        rel = offsets - offsets[0]
+        ws = data <= 32  # space, or a control byte: most of those are not whitespace
+        low = np.flatnonzero(data < 32)
+        ws[low] = _ASCII_WS[data[low]]
+        begins = np.empty(len(data), dtype=bool)
+        if len(data):
+            begins[0] = True
+            np.copyto(begins[1:], ws[:-1])
+        nonempty = rel[1:] > rel[:-1]
+        begins[rel[:-1][nonempty]] = True  # the first byte of each text starts a word unless it is a space
+        at = np.flatnonzero(begins & ~ws)  # byte positions where a word starts
+        counts = np.bincount(np.searchsorted(rel, at, side="right") - 1, minlength=len(part))
+        out[start:start + len(part)] = counts
+    others = np.nonzero(~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False))[0]
+    if len(others):
+        out[others] = split_words(pc.take(arr, pa.array(others)))[1]
+    return out
+
+
+def split_words(arr: pa.Array, lower: bool = False) -> tuple[pa.Array, np.ndarray]:
+    """text.split() (of text.lower() with lower, as pyarrow lower-cases) of every text, flattened into one
+    array, and the number of words of each text. pyarrow's Unicode whitespace is Python's; its split keeps
+    empty strings at the ends of a text and between some runs, which are dropped here."""
+    arr = pc.fill_null(as_array(arr), "")
+    lists = pc.utf8_split_whitespace(pc.utf8_lower(arr) if lower else arr)
+    flat = lists.flatten()
+    keep = pc.greater(pc.binary_length(flat), 0).to_numpy(zero_copy_only=False)
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+    counts = kept_before[offsets[1:] - offsets[0]] - kept_before[offsets[:-1] - offsets[0]]
+    return flat.filter(pa.array(keep)), counts
 
 
 def char_counts(arr: pa.Array) -> np.ndarray:
@@ -83,7 +124,5 @@ def group_keys(arr: pa.Array) -> list[str]:
 
 
 def words_lower(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """All words of all texts, lower-cased, flattened; and the word count of each text. Used by the data
-    profile (a statistic: Unicode whitespace and lower() as pyarrow defines them)."""
-    lists = pc.utf8_split_whitespace(pc.utf8_lower(pc.fill_null(arr, "")))
-    return lists.flatten(), pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    """All words of all texts, lower-cased, flattened; and the word count of each text (the data profile)."""
+    return split_words(arr, lower=True)

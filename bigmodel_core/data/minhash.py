@@ -67,12 +67,12 @@ def signatures(texts: list[str] | pa.Array, k: int, chunk_rows: int = 50_000) ->
 
 
 def _signatures(arr: pa.Array, k: int, cache: dict[str, int]) -> np.ndarray:
-    lists = pc.utf8_split_whitespace(pc.utf8_lower(arr))
-    offsets = lists.offsets.to_numpy().astype(np.int64)
-    offsets = offsets - offsets[0]
-    counts = np.diff(offsets)
+    from bigmodel_core.data.columns import split_words
+
+    words, counts = split_words(arr, lower=True)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
     n = len(counts)
-    wh = _word_hashes(lists.flatten(), cache)
+    wh = _word_hashes(words, cache)
     total = len(wh)
     padded = np.concatenate([wh, np.zeros(k, dtype=np.uint64)])
     # the word at position i, and the k-1 after it when they belong to the same text (0 when past its end)

@@ -56,10 +56,12 @@ def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, ru
     similar, with both rows), `pairs_found` (how many) and `clusters` (how many)."""
     from bigmodel_core.data import minhash
 
-    rows = df[candidates]
-    first = rows[~keys[candidates].duplicated()]  # exact copies share a key: one signature per text
-    first_keys = keys[first.index].to_numpy()
-    sig = (minhash.signatures(columns.as_array(first["text"]), rule.shingle_words) if len(first)
+    cand_keys = keys[candidates]
+    first_index = cand_keys.index[~cand_keys.duplicated().to_numpy()]  # exact copies share a key: one signature
+    first_keys = keys[first_index].to_numpy()
+    positions = df.index.get_indexer(first_index)
+    texts = pc.take(columns.as_array(df["text"]), pa.array(positions, type=pa.int64()))
+    sig = (minhash.signatures(texts, rule.shingle_words) if len(first_index)
            else np.empty((0, minhash.BINS), dtype=np.uint32))
     bands, per_band = minhash.band_params(rule.min_jaccard)
     pairs = minhash.candidate_pairs(sig, bands, per_band)
@@ -68,12 +70,12 @@ def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, ru
     pairs, sims = pairs[keep], sims[keep]
     sig_of = {k: i for i, k in enumerate(first_keys)}
     in_pair = set(first_keys[np.unique(pairs)]) if len(pairs) else set()
-    comp = minhash.components(len(first), pairs) if len(pairs) else np.arange(len(first))
+    comp = minhash.components(len(first_index), pairs) if len(pairs) else np.arange(len(first_index))
     # a cluster is named by the smallest group key of its members
     name = pd.Series(first_keys).groupby(comp).transform("min").to_numpy()
     root = {k: c for k, c in zip(first_keys, name) if k in in_pair}
     top = np.argsort(-sims, kind="stable")[:max_pairs]
-    first_index = first.index.to_numpy()
+    first_index = first_index.to_numpy()
     pair_rows = [(first_index[pairs[t, 0]], first_index[pairs[t, 1]], float(sims[t])) for t in top]
     n_pairs = int(len(pairs))
     cluster = keys.copy()
@@ -108,24 +110,22 @@ def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, ru
             "pairs": pair_list, "pairs_found": n_pairs, "clusters": int(cluster[members].nunique())}
 
 
-def _text_rules(df: pd.DataFrame, p: ValidateParams) -> dict[str, pd.Series]:
-    """Row rules on the text alone: too short, too long, control characters, HTML left after cleaning."""
+def _text_rules(df: pd.DataFrame, p: ValidateParams, words: np.ndarray) -> dict[str, pd.Series]:
+    """Row rules on the text alone: too short, too long, control characters, HTML left after cleaning.
+    words: the word count of each row."""
     arr = columns.as_array(df["text"])
     present = ~columns.blank(arr)
     chars = columns.char_counts(arr)
-    words = None
     short, long_ = np.zeros(len(df), dtype=bool), np.zeros(len(df), dtype=bool)
     r = p.rules["too_short"]
     if r.min_chars is not None:
         short |= chars < r.min_chars
     if r.min_words is not None:
-        words = columns.word_counts(arr)
         short |= words < r.min_words
     r = p.rules["too_long"]
     if r.max_chars is not None:
         long_ |= chars > r.max_chars
     if r.max_words is not None:
-        words = columns.word_counts(arr) if words is None else words
         long_ |= words > r.max_words
     undecodable = pc.fill_null(pc.match_substring(arr, "\ufffd"), False).to_numpy(zero_copy_only=False)
     masks = {"undecodable": undecodable, "too_short": present & short, "too_long": present & long_,
@@ -202,7 +202,8 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tok
     label_set = set(labels) if labels is not None else None
     marks = _mark_rules(df, label_set)
     keys = marks.pop("_keys")
-    marks.update(_text_rules(df, p))
+    words = columns.word_counts(columns.as_array(df["text"]))
+    marks.update(_text_rules(df, p, words))
     n = len(df)
     assigned = pd.Series("", index=df.index, dtype="object")
     report_rules = {}
@@ -231,7 +232,7 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tok
                 "text": None if pd.isna(r.text) else str(r.text)[:120],
                 "label": None if pd.isna(r.label) else str(r.label),
             }
-            for r in df[hits].head(p.examples).itertuples()
+            for r in df.loc[hits.index[hits.to_numpy()][: p.examples]].itertuples()
         ]
         report_rules[rule] = {"policy": policy, "rows": count, "fraction": round(frac, 6), "max_fraction": p.rules[rule].max_fraction, "examples": examples}
         if rule == "near_duplicate":
@@ -276,7 +277,7 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tok
     per_class = passed["label"].value_counts().sort_index()
     expected = sorted(label_set) if label_set is not None else sorted(per_class.index)
     dataset_rules, warnings = _dataset_rules(per_class, expected, p), []
-    dataset_rules["truncated"] = _truncated(passed["text"], max_tokens, p.rules["truncated"])
+    dataset_rules["truncated"] = _truncated(words[~q_mask.to_numpy()], max_tokens, p.rules["truncated"])
     for name in DATASET_RULES:
         r = dataset_rules[name]
         if not r["passed"]:
@@ -307,17 +308,17 @@ def _example_str(examples: list[dict]) -> str:
     return f"{e['source_file']} row {e['source_row']} (text={e['text']!r}, label={e['label']!r})"
 
 
-def _truncated(texts: pd.Series, max_tokens: int | None, rule) -> dict:
-    """Share of passing rows with more words than max_tokens. A word is one token or more, so these rows are
-    certainly truncated by the tokenizer (a lower bound on the truncated share)."""
+def _truncated(words: np.ndarray, max_tokens: int | None, rule) -> dict:
+    """Share of passing rows (their word counts) with more words than max_tokens. A word is one token or more,
+    so these rows are certainly truncated by the tokenizer (a lower bound on the truncated share)."""
     out = {"policy": rule.policy, "threshold": rule.max_fraction, "max_tokens": max_tokens}
-    if max_tokens is None or not len(texts):
+    if max_tokens is None or not len(words):
         return {**out, "value": None, "rows": 0, "passed": True, "finding": ""}
-    over = int((columns.word_counts(columns.as_array(texts)) > max_tokens).sum())
-    frac = over / len(texts)
+    over = int((words > max_tokens).sum())
+    frac = over / len(words)
     failed = frac > rule.max_fraction
     return {**out, "value": round(frac, 6), "rows": over, "passed": not failed,
-            "finding": (f"{over} of {len(texts)} passing rows ({frac:.1%}) have more than tokenizer.max_length "
+            "finding": (f"{over} of {len(words)} passing rows ({frac:.1%}) have more than tokenizer.max_length "
                         f"{max_tokens} words, so the model sees only part of them; max_fraction is "
                         f"{rule.max_fraction:.1%} (raise tokenizer.max_length or choose tokenizer.truncation)"
                         ) if failed else ""}
