@@ -84,7 +84,7 @@ def _signatures(arr: pa.Array, k: int, cache: dict[str, int]) -> np.ndarray:
         nxt = padded[pos + j] if j else wh
         if j:
             nxt = np.where(pos + j < ends, nxt, np.uint64(0))
-        sh = sh * _MUL[j % len(_MUL)] + _mix(nxt + np.uint64(j + 1))
+        sh = (sh + nxt + np.uint64(j + 1)) * _MUL[j % len(_MUL)]  # word hashes are random already: one mix at the end
     sh = _mix(sh)
     # a shingle starts at i when k words fit from i, or at a text's first word when the text is shorter
     starts_ok = (pos + k <= ends) | ((pos == offsets[:-1][text_of]) & (counts[text_of] <= k))
