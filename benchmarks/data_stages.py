@@ -14,8 +14,10 @@ its own, measured with os.wait4 (CPU seconds, wall seconds, peak RSS):
 - bigmodel: the stage's own `run(params, paths)` on a workspace made for the corpus (drift off: no registry);
 - floor: pyarrow reading the stage's input Parquet and writing it back (no work at all on the rows);
 - pandas: a straightforward pandas implementation of the same stage (row-wise `apply` for text
-  cleaning, `duplicated`/`groupby` for the rules, one datasketch MinHash per row for near-duplicates,
-  a Python loop for augmentation and the split hash). --no-pandas skips it.
+  cleaning, `duplicated`/`groupby`/`str.contains` for the rules, one datasketch MinHash per row for
+  near-duplicates, `itertuples` with the same seeded word dropout and swaps for augmentation, `apply` of the
+  same hash for the split). It does the same work, without bigmodel's extras (provenance checks, reports,
+  examples, profile, pandera schemas). --no-pandas skips it.
 
 The three are measured in the same run, the stages in order (each reads the previous bigmodel stage's
 output). Prints a markdown table with ratios to the floor and to pandas, and writes JSON to --out.
@@ -241,16 +243,30 @@ def child_pandas(stage: str, ws: str, corpus: str) -> None:
         a, s = p["augment"], p["split"]
         df = pd.read_parquet(ins[0])
 
-        def split_of(key):
+        def split3(key):
             u = int.from_bytes(hashlib.sha256(f"{s['salt']}\0{key}".encode()).digest()[:8], "big") / 2**64
-            return "test" if u < s["test_fraction"] else "other"
+            if u < s["test_fraction"]:
+                return "test"
+            return "val" if (u - s["test_fraction"]) / (1 - s["test_fraction"]) < s["val_fraction"] else "train"
 
         rows = []
-        for r in df[df["group_key"].apply(split_of) != "test"].itertuples(index=False):
-            rng = random.Random(f"{a['seed']}{r.row_id}")
-            words = [w for w in r.text.split(" ") if rng.random() >= a["word_dropout"]] or [r.text]
-            rows.append({**r._asdict(), "row_id": r.row_id + "-aug0", "text": " ".join(words), "parent_id": r.row_id})
-        df["parent_id"] = df["row_id"]
+        for r in df[df["group_key"].apply(split3) == "train"].itertuples(index=False):
+            for k in range(a["copies"]):
+                seed = int.from_bytes(hashlib.sha256(f"{a['seed']}\0{r.row_id}\0{k}".encode()).digest()[:8], "big")
+                rng = random.Random(seed)
+                words = r.text.split(" ")
+                if len(words) > 1:
+                    words = [w for w in words if rng.random() >= a["word_dropout"]] or [rng.choice(words)]
+                i = 0
+                while i < len(words) - 1:  # neighbour swaps
+                    if rng.random() < a["swap_prob"]:
+                        words[i], words[i + 1] = words[i + 1], words[i]
+                        i += 2
+                    else:
+                        i += 1
+                rows.append({**r._asdict(), "row_id": f"{r.row_id}-aug{k}", "text": " ".join(words),
+                             "parent_id": r.row_id, "is_augmented": True})
+        df["parent_id"], df["is_augmented"] = df["row_id"], False
         pd.concat([df, pd.DataFrame(rows)], ignore_index=True).to_parquet(out / "rows.parquet")
     elif stage == "split":
         s = p["split"]
@@ -258,7 +274,9 @@ def child_pandas(stage: str, ws: str, corpus: str) -> None:
 
         def split_of(key):
             u = int.from_bytes(hashlib.sha256(f"{s['salt']}\0{key}".encode()).digest()[:8], "big") / 2**64
-            return "test" if u < s["test_fraction"] else ("val" if u < s["test_fraction"] + s["val_fraction"] else "train")
+            if u < s["test_fraction"]:
+                return "test"
+            return "val" if (u - s["test_fraction"]) / (1 - s["test_fraction"]) < s["val_fraction"] else "train"
 
         df["split"] = df["group_key"].apply(split_of)
         assert df.groupby("group_key")["split"].nunique().max() == 1
@@ -270,7 +288,11 @@ def child_pandas(stage: str, ws: str, corpus: str) -> None:
 
 def measure(kind: str, stage: str, ws: Path, corpus: Path) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, stage, str(ws), str(corpus)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    # bytecode cached as a normal install has it (this machine's PYTHONDONTWRITEBYTECODE would recompile
+    # every module in every process: seconds of fixed cost that are not the stage's)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "PYTHONPYCACHEPREFIX": str(ws.parent / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ws)
     _, status, usage = os.wait4(proc.pid, 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import random
 
+import numpy as np
 import pandas as pd
 
 from bigmodel_core.config import AugmentParams, SplitParams
@@ -36,22 +37,21 @@ def augment(df: pd.DataFrame, p: AugmentParams, split_params: SplitParams) -> tu
     out["is_augmented"] = False
     if not p.enabled or p.copies == 0:
         return out, {"originals": len(df), "variants": 0}
-    will_train = splitting.assign_frame(df, split_params) == "train"
-    rows = []
-    for r in df[will_train].itertuples(index=False):
+    will_train = (splitting.assign_frame(df, split_params) == "train").to_numpy()
+    parents = df[will_train]
+    ids, texts = parents["row_id"].tolist(), parents["text"].tolist()
+    new_ids, new_texts = [], []
+    for row_id, text in zip(ids, texts):  # a parent's variants follow one another, copy 0 first
         for k in range(p.copies):
-            seed = int.from_bytes(hashlib.sha256(f"{p.seed}\0{r.row_id}\0{k}".encode()).digest()[:8], "big")
-            text = variant(r.text, random.Random(seed), p)
-            rows.append(
-                {
-                    **r._asdict(),
-                    "row_id": f"{r.row_id}-aug{k}",
-                    "text": text,
-                    "parent_id": r.row_id,
-                    "is_augmented": True,
-                }
-            )
-    variants = pd.DataFrame.from_records(rows, columns=out.columns)
+            seed = int.from_bytes(hashlib.sha256(f"{p.seed}\0{row_id}\0{k}".encode()).digest()[:8], "big")
+            new_ids.append(f"{row_id}-aug{k}")
+            new_texts.append(variant(text, random.Random(seed), p))
+    # the parents' columns (parent_id is the parent's row_id already), with the variants' ids and texts
+    variants = out[will_train].iloc[np.repeat(np.arange(len(ids)), p.copies)].reset_index(drop=True)
+    variants["row_id"] = new_ids
+    variants["text"] = new_texts
+    variants["is_augmented"] = True
+    rows = len(variants)
     result = pd.concat([out, variants], ignore_index=True) if rows else out
     result = result.astype({"text": "str", "label": "str", "group_key": "str", "fixed_split": "str", "source_row": "int64", "is_augmented": "bool"})
-    return result, {"originals": len(df), "variants": len(rows), "train_parents": int(will_train.sum())}
+    return result, {"originals": len(df), "variants": rows, "train_parents": int(will_train.sum())}
