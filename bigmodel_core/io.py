@@ -131,3 +131,52 @@ def sha256_file(path: str | Path, into: "hashlib._Hash | None" = None) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+BATCH_ROWS = 65_536  # rows per record batch when a stage streams a table
+
+
+def iter_frames(path: str | Path, schema: Any | None = None, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """A stage's input table as pandas frames of at most batch_rows rows, each checked against the schema
+    (a check that spans rows, like unique ids, holds within a batch; the writing stage checked the whole)."""
+    import pyarrow.parquet as pq
+
+    from bigmodel_core.errors import DataError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{shown(path)}: input table not found (run the stage that makes it first)")
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows or BATCH_ROWS):
+        df = batch.to_pandas()
+        yield check_table(df, schema, f"input {shown(path)}") if schema is not None else df
+
+
+class TableWriter:
+    """Append schema-checked pandas frames to one Parquet file (use inside atomic_dir, so a failure leaves
+    nothing); the Arrow schema comes from the first frame, or from `like` when given."""
+
+    def __init__(self, target: str | Path, schema: Any | None = None, shown_as: str | None = None):
+        self.target, self.schema, self.shown_as = Path(target), schema, shown_as or shown(target)
+        self._writer = None
+        self.rows = 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.schema is not None:
+            df = check_table(df, self.schema, f"output {self.shown_as}")
+        if self._writer is None:
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            self._writer = pq.ParquetWriter(self.target, table.schema)
+        else:
+            table = pa.Table.from_pandas(df, schema=self._writer.schema, preserve_index=False)
+        self._writer.write_table(table)
+        self.rows += len(df)
+
+    def close(self, empty_like: pd.DataFrame | None = None) -> None:
+        """Finish the file; with no frame written, write empty_like's columns with no rows."""
+        if self._writer is None and empty_like is not None:
+            self.write(empty_like.iloc[:0])
+        if self._writer is not None:
+            self._writer.close()

@@ -1,18 +1,28 @@
-"""augment: add train-only variants of the rows that the split will put in train."""
+"""augment: add train-only variants of the rows that the split will put in train.
+
+Streams the validated table in record batches: a batch's variants follow its originals."""
 
 from __future__ import annotations
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data.augment import augment
-from bigmodel_core.io import atomic_dir, read_table, write_json, write_table
+from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_json
 from bigmodel_core.paths import Paths
 
 
 def run(params: Params, paths: Paths) -> dict:
-    df = read_table(paths.validated / "rows.parquet", schemas.VALIDATED)
-    out_df, report = augment(df, params.augment, params.split)
+    report = {"originals": 0, "variants": 0, "train_parents": 0}
     with atomic_dir(paths.augmented) as out:
-        write_table(out_df, out / "rows.parquet", schemas.AUGMENTED)
+        writer = TableWriter(out / "rows.parquet", schemas.AUGMENTED, shown(paths.augmented / "rows.parquet"))
+        last = None
+        try:
+            for df in iter_frames(paths.validated / "rows.parquet", schemas.VALIDATED):
+                last, part = augment(df, params.augment, params.split)
+                writer.write(last)
+                for k in report:
+                    report[k] += int(part.get(k, 0))
+        finally:
+            writer.close(empty_like=last)
         write_json(report, out / "report.json")
     return report

@@ -8,11 +8,10 @@ from __future__ import annotations
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data.cleaning import clean_array
+from bigmodel_core import io
 from bigmodel_core.errors import DataError
 from bigmodel_core.io import atomic_dir, check_table, shown, write_json
 from bigmodel_core.paths import Paths
-
-BATCH_ROWS = 65_536
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -31,7 +30,7 @@ def run(params: Params, paths: Paths) -> dict:
     rows = changed = truncated = 0
     with atomic_dir(paths.clean) as out:
         with pq.ParquetWriter(out / "rows.parquet", schema) as writer:
-            for batch in reader.iter_batches(batch_size=BATCH_ROWS):
+            for batch in reader.iter_batches(batch_size=io.BATCH_ROWS):
                 check_table(batch.to_pandas(), schemas.RAW, f"input {shown(source)}")
                 before = batch.column(text_at)
                 after = clean_array(before, params.clean).cast(schema.field(text_at).type)

@@ -1,24 +1,41 @@
-"""split: stable hash-bucket split into train / val / test, with leakage checks."""
+"""split: stable hash-bucket split into train / val / test, with leakage checks.
+
+Streams the augmented table in record batches into the three split files; the invariants (no augmented row
+outside train, no text in two splits, every class in every split) are checked over the whole table."""
 
 from __future__ import annotations
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data import split as splitting
-from bigmodel_core.io import atomic_dir, read_table, write_json, write_table
+from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_json
 from bigmodel_core.paths import Paths
 
 
 def run(params: Params, paths: Paths) -> dict:
-    df = read_table(paths.augmented / "rows.parquet", schemas.AUGMENTED)
-    df = df.copy()
-    # Augmented rows inherit their parent's group key, so they land where the parent does (train).
-    df["split"] = splitting.assign_frame(df, params.split)
-    counts = splitting.check_split(df)
-    report = {"rows": {s: int((df["split"] == s).sum()) for s in schemas.SPLITS}, "per_class": counts,
-              "augmented_in_train": int(df["is_augmented"].sum())}
+    check = splitting.SplitCheck()
+    augmented = 0
     with atomic_dir(paths.split) as out:
-        for s in schemas.SPLITS:
-            write_table(df[df["split"] == s].reset_index(drop=True), out / f"{s}.parquet", schemas.SPLIT)
+        writers = {s: TableWriter(out / f"{s}.parquet", schemas.SPLIT, shown(paths.split / f"{s}.parquet"))
+                   for s in schemas.SPLITS}
+        last = None
+        try:
+            for df in iter_frames(paths.augmented / "rows.parquet", schemas.AUGMENTED):
+                # Augmented rows inherit their parent's group key, so they land where the parent does (train).
+                df = df.copy()
+                df["split"] = splitting.assign_frame(df, params.split)
+                check.add(df)
+                augmented += int(df["is_augmented"].sum())
+                for s in schemas.SPLITS:
+                    part = df[df["split"] == s].reset_index(drop=True)
+                    if len(part):
+                        writers[s].write(part)
+                last = df
+            counts = check.result()
+        finally:
+            for w in writers.values():
+                w.close(empty_like=last)
+        report = {"rows": {s: writers[s].rows for s in schemas.SPLITS}, "per_class": counts,
+                  "augmented_in_train": augmented}
         write_json(report, out / "report.json")
     return report
