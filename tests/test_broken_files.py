@@ -84,9 +84,8 @@ CASES = {
         "marker was reached; source 'bad')"),
     "truncated-parquet": (
         "bad.parquet", GOOD_PARQUET[: len(GOOD_PARQUET) // 2], {"format": "parquet"},
-        "data/sources/bad.parquet: cannot read as Parquet: Could not open Parquet input source "
-        "'data/sources/bad.parquet': Parquet magic bytes not found in footer. Either the file is corrupted or "
-        "this is not a parquet file."),
+        "data/sources/bad.parquet: cannot read as Parquet: Parquet magic bytes not found in footer. Either the "
+        "file is corrupted or this is not a parquet file."),
     "parquet-text-column-not-text": (
         "bad.parquet", _parquet(pd.DataFrame({"text": [1, 2], "label": ["x", "y"]})), {"format": "parquet"},
         "data/sources/bad.parquet: column 'text' is int64, not text (source 'bad'); cast it to string"),

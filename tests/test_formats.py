@@ -139,3 +139,19 @@ def test_jsonl_edge_cases(tmp_path):
     (tmp_path / "gap.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": null}\n')
     df = read_source(src(path="gap.jsonl", format="jsonl", label_map={"1": "World"}), tmp_path)
     assert df["label"].iloc[0] == "World" and pd.isna(df["label"].iloc[1])
+
+
+def test_a_parquet_source_is_read_in_batches_with_continuous_row_numbers(tmp_path, monkeypatch):
+    from bigmodel_core.config import Source
+    from bigmodel_core.data import formats
+
+    texts = [f"text {i}" for i in range(10)]
+    pd.DataFrame({"text": texts, "label": ["a", "b"] * 5}).to_parquet(tmp_path / "big.parquet")
+    src = Source(name="p", path="big.parquet", format="parquet")
+    whole = formats.read_source(src, tmp_path)
+    monkeypatch.setattr(formats, "PARQUET_BATCH_ROWS", 3)
+    parts = list(formats.iter_source(src, tmp_path))
+    assert [len(p) for p in parts] == [3, 3, 3, 1]
+    batched = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(batched, whole)
+    assert batched["source_row"].tolist() == list(range(1, 11)) and batched["text"].tolist() == texts

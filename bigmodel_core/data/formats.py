@@ -85,8 +85,9 @@ def _label_str(v) -> str | None:
     return v or None
 
 
-def _table_to_raw(df: pd.DataFrame, src: Source, file: str, shown: str | None = None) -> pd.DataFrame:
-    """`file` goes into row ids and provenance; errors name the file as `shown` (default: `file`)."""
+def _table_to_raw(df: pd.DataFrame, src: Source, file: str, shown: str | None = None, first_row: int = 1) -> pd.DataFrame:
+    """`file` goes into row ids and provenance; errors name the file as `shown` (default: `file`); df's first
+    row is row `first_row` of the file."""
     shown = shown or file
     if df.empty:
         raise DataError(f"{shown}: file has no data rows (source {src.name!r})")
@@ -109,7 +110,7 @@ def _table_to_raw(df: pd.DataFrame, src: Source, file: str, shown: str | None = 
     if src.label_map is not None:
         # Values missing from the map are kept as they are: validate quarantines them as unknown labels.
         label = label.map(lambda v: src.label_map.get(v, v) if v is not None else None)
-    rows = pd.RangeIndex(1, len(df) + 1)
+    rows = pd.RangeIndex(first_row, first_row + len(df))
     out = pd.DataFrame(
         {
             "row_id": [row_id(src.name, file, r) for r in rows],
@@ -357,22 +358,41 @@ def _read_jsonl(path: str, src: Source, shown: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def _read_parquet(path: str, src: Source, shown: str) -> pd.DataFrame:
+PARQUET_BATCH_ROWS = 262_144  # rows per batch read from a Parquet source
+
+
+def _read_parquet(path: str, src: Source, shown: str) -> Iterator[pd.DataFrame]:
+    """The file's rows in batches (a large file is never held whole); the text columns must be strings."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    def broken(e: Exception) -> DataError:
+        return DataError(f"{shown}: cannot read as Parquet: {str(e).replace(path, shown)}")
+
     try:
-        table = pq.read_table(path if "://" not in path else io.BytesIO(_open_bytes(path)))
+        pf = pq.ParquetFile(path if "://" not in path else io.BytesIO(_open_bytes(path)))
+        schema = pf.schema_arrow
     except Exception as e:  # pyarrow raises several types for broken files
-        raise DataError(f"{shown}: cannot read as Parquet: {str(e).replace(path, shown)}") from None
+        raise broken(e) from None
     for col in src.text:
-        if col in table.column_names:
-            t = table.schema.field(col).type
+        if col in schema.names:
+            t = schema.field(col).type
             value = t.value_type if pa.types.is_dictionary(t) else t
             if not (pa.types.is_string(value) or pa.types.is_large_string(value) or pa.types.is_null(value)
                     or getattr(pa.types, "is_string_view", lambda _: False)(value)):
                 raise DataError(f"{shown}: column {col!r} is {t}, not text (source {src.name!r}); cast it to string")
-    return table.to_pandas()
+    if pf.metadata.num_rows == 0:
+        yield schema.empty_table().to_pandas()
+        return
+    batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:  # a damaged row group further into the file
+            raise broken(e) from None
+        yield batch.to_pandas()
 
 
 def _folder_members(path: str, src: Source, shown: str) -> Iterator[tuple[str, bytes]]:
@@ -454,6 +474,9 @@ def iter_source(src: Source, base: Path) -> Iterator[pd.DataFrame]:
         elif src.format == "jsonl":
             yield _table_to_raw(_read_jsonl(path, src, shown), src, name, shown)
         elif src.format == "parquet":
-            yield _table_to_raw(_read_parquet(path, src, shown), src, name, shown)
+            first = 1
+            for part in _read_parquet(path, src, shown):
+                yield _table_to_raw(part, src, name, shown, first_row=first)
+                first += len(part)
         elif src.format == "folder":
             yield _read_folder(path, src, name, shown)
