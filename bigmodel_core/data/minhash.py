@@ -131,15 +131,32 @@ def band_params(threshold: float, weights: tuple[float, float] = (0.1, 0.9)) -> 
     return int(lsh.b), int(lsh.r)
 
 
-def candidate_pairs(sig: np.ndarray, bands: int, rows: int, max_bucket: int = 200) -> np.ndarray:
-    """(m, 2) int64 pairs (i < j) of texts that share at least one band. A bucket of more than max_bucket
-    texts pairs each with the bucket's first and its neighbour (enough to connect a cluster)."""
-    n = len(sig)
-    found = []
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint32: one hash per LSH band of each signature (texts sharing a band are candidates).
+    32 bits keep memory at 4 bytes per band and text; a chance equality only adds a candidate pair that the
+    full-signature check then drops."""
+    out = np.empty((len(sig), bands), dtype=np.uint32)
     for b in range(bands):
-        h = np.zeros(n, dtype=np.uint64)
+        h = np.zeros(len(sig), dtype=np.uint64)
         for c in range(b * rows, (b + 1) * rows):
             h = _mix(h ^ sig[:, c].astype(np.uint64))
+        out[:, b] = (h >> np.uint64(32)).astype(np.uint32)
+    return out
+
+
+def candidate_pairs(sig: np.ndarray, bands: int, rows: int, max_bucket: int = 200) -> np.ndarray:
+    """(m, 2) int64 pairs (i < j) of texts that share at least one band."""
+    return pairs_from_bands(band_hashes(sig, bands, rows), max_bucket)
+
+
+def pairs_from_bands(hashes: np.ndarray, max_bucket: int = 200) -> np.ndarray:
+    """(m, 2) int64 pairs (i < j) of rows of `hashes` (band_hashes) equal in at least one band. A bucket of
+    more than max_bucket texts pairs each with the bucket's first and its neighbour (enough to connect a
+    cluster)."""
+    n = len(hashes)
+    found = []
+    for b in range(hashes.shape[1] if n else 0):
+        h = hashes[:, b]
         order = np.argsort(h, kind="stable")
         hs = h[order]
         same = np.nonzero(hs[1:] == hs[:-1])[0]

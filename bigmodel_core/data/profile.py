@@ -25,27 +25,58 @@ VOCAB_SIZE = 20_000
 FILE = "data_profile.json"
 
 
+class Profiler:
+    """The profile of rows seen in parts (add each batch, then result()): label priors, word-length histogram,
+    top words with counts, OOV baseline. Words: the lower-cased text split on whitespace (columns.words_lower).
+    With a reference vocabulary it also counts the words outside it (oov_rate)."""
+
+    def __init__(self, reference_vocab: dict | None = None) -> None:
+        self.rows = 0
+        self.lengths = np.zeros(len(LENGTH_EDGES) + 1, dtype=np.int64)
+        self.counts: dict[str, int] = {}  # insertion order = first appearance
+        self.labels: dict[str, int] = {}
+        self.reference = pa.array(list(reference_vocab), type=pa.large_string()) if reference_vocab is not None else None
+        self.known = 0
+
+    def add(self, texts, labels) -> None:
+        words, per_text = columns.words_lower(columns.as_array(texts))
+        self.rows += len(per_text)
+        self.lengths += np.bincount(np.searchsorted(LENGTH_EDGES, per_text, side="left"), minlength=len(LENGTH_EDGES) + 1)
+        counted = pc.value_counts(words)  # in order of first appearance
+        for w, c in zip(counted.field("values").to_pylist(), counted.field("counts").to_numpy().tolist()):
+            self.counts[w] = self.counts.get(w, 0) + c
+        for lab, c in pd.Series(labels).astype(str).value_counts(sort=False).items():
+            self.labels[lab] = self.labels.get(lab, 0) + int(c)
+        if self.reference is not None and len(words):
+            self.known += int(pc.sum(pc.is_in(words, value_set=self.reference)).as_py() or 0)
+
+    def oov_rate(self) -> float:
+        total = sum(self.counts.values())
+        return 1 - self.known / total if total else 0.0
+
+    def result(self) -> dict:
+        values = list(self.counts)
+        counts = np.fromiter(self.counts.values(), dtype=np.int64, count=len(values))
+        top = np.argsort(-counts, kind="stable")[:VOCAB_SIZE]  # ties keep first-appearance order
+        vocab = {values[i]: int(counts[i]) for i in top}
+        total = int(counts.sum())
+        n_labels = sum(self.labels.values())
+        return {
+            "rows": self.rows,
+            "label_priors": {k: round(v / n_labels, 6) for k, v in sorted(self.labels.items())},
+            "length_bins": [f"<={e}" for e in LENGTH_EDGES] + [f">{LENGTH_EDGES[-1]}"],
+            "length_hist": [int(x) for x in self.lengths],
+            "words": total,
+            "vocab": vocab,
+            "oov_rate": round(1 - sum(vocab.values()) / total, 6) if total else 0.0,
+        }
+
+
 def profile(texts: pd.Series, labels: pd.Series) -> dict:
-    """Profile of the rows: label priors, word-length histogram, top words with counts, OOV baseline.
-    Words: the lower-cased text split on whitespace (columns.words_lower)."""
-    words, per_text = columns.words_lower(columns.as_array(texts))
-    lengths = np.bincount(np.searchsorted(LENGTH_EDGES, per_text, side="left"), minlength=len(LENGTH_EDGES) + 1)
-    counted = pc.value_counts(words)  # in order of first appearance
-    values, counts = counted.field("values").to_pylist(), counted.field("counts").to_numpy()
-    top = np.argsort(-counts, kind="stable")[:VOCAB_SIZE]  # ties keep first-appearance order
-    vocab = {values[i]: int(counts[i]) for i in top}
-    n = int(len(texts))
-    priors = labels.astype(str).value_counts(normalize=True).sort_index()
-    total = int(counts.sum())
-    return {
-        "rows": n,
-        "label_priors": {str(k): round(float(v), 6) for k, v in priors.items()},
-        "length_bins": [f"<={e}" for e in LENGTH_EDGES] + [f">{LENGTH_EDGES[-1]}"],
-        "length_hist": [int(x) for x in lengths],
-        "words": total,
-        "vocab": vocab,
-        "oov_rate": round(1 - sum(vocab.values()) / total, 6) if total else 0.0,
-    }
+    """Profile of the rows (a Profiler over one batch)."""
+    p = Profiler()
+    p.add(texts, labels)
+    return p.result()
 
 
 def js_divergence(p: list[float], q: list[float]) -> float:
@@ -64,21 +95,21 @@ def js_divergence(p: list[float], q: list[float]) -> float:
 
 
 def oov_rate(texts: pd.Series, vocab: dict) -> float:
-    words, _ = columns.words_lower(columns.as_array(texts))
-    if not len(words):
-        return 0.0
-    known = pc.sum(pc.is_in(words, value_set=pa.array(list(vocab), type=words.type))).as_py() or 0
-    return 1 - known / len(words)
+    p = Profiler(vocab)
+    p.add(texts, pd.Series([""] * len(texts)))
+    return p.oov_rate()
 
 
-def compare(texts: pd.Series, current: dict, reference: dict, p, version: str | None = None) -> dict:
-    """Drift of `current` (with its rows' `texts`) against `reference`; p: DriftParams."""
+def compare(texts: pd.Series | None, current: dict, reference: dict, p, version: str | None = None,
+            oov: float | None = None) -> dict:
+    """Drift of `current` (with its rows' `texts`, or their OOV rate against the reference's vocabulary
+    already counted: `oov`) against `reference`; p: DriftParams."""
     classes = sorted(set(current["label_priors"]) | set(reference["label_priors"]))
     shifts = {c: current["label_priors"].get(c, 0.0) - reference["label_priors"].get(c, 0.0) for c in classes}
     worst = max(classes, key=lambda c: abs(shifts[c])) if classes else None
     label_shift = abs(shifts[worst]) if worst else 0.0
     length_js = js_divergence(current["length_hist"], reference["length_hist"])
-    oov = oov_rate(texts, reference["vocab"])
+    oov = oov_rate(texts, reference["vocab"]) if oov is None else oov
     oov_increase = oov - float(reference.get("oov_rate", 0.0))
     findings = []
     if label_shift > p.max_label_shift:
