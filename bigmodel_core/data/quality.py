@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bigmodel_core.config import DATASET_RULES, ValidateParams
+from bigmodel_core.config import DATASET_RULES, ROW_RULES, ValidateParams
 from bigmodel_core.data import columns
 from bigmodel_core.data.cleaning import normalize_key
 
@@ -34,135 +34,14 @@ def group_key(text: str) -> str:
 
 @dataclass
 class QualityResult:
-    passed: pd.DataFrame
-    quarantined: pd.DataFrame
+    passed: pd.DataFrame | None  # None when the rows went to sinks (Checker.write)
+    quarantined: pd.DataFrame | None
     report: dict
     failures: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failures
-
-
-def near_duplicates(df: pd.DataFrame, candidates: pd.Series, keys: pd.Series, rule, max_pairs: int = 50) -> dict:
-    """Clusters of near-identical texts among the candidate rows: MinHash signatures of word shingles, LSH
-    bands (sizes from datasketch's optimiser) for candidate pairs, each pair kept when its estimated Jaccard
-    similarity is >= rule.min_jaccard (bigmodel_core.data.minhash, vectorised over all rows).
-
-    Returns per row (indexed like df): `cluster` (one group key per cluster: the smallest of its members'),
-    `copies` (every member but the one kept: a fixed test row first, else the first row), `stuck` (fixed
-    train rows whose cluster holds a fixed test row: they cannot follow it), `to_test` (rows whose cluster
-    holds a fixed test row), `reasons` for copies and stuck rows, the `pairs` found (the max_pairs most
-    similar, with both rows), `pairs_found` (how many) and `clusters` (how many)."""
-    from bigmodel_core.data import minhash
-
-    cand_keys = keys[candidates]
-    first_index = cand_keys.index[~cand_keys.duplicated().to_numpy()]  # exact copies share a key: one signature
-    first_keys = keys[first_index].to_numpy()
-    positions = df.index.get_indexer(first_index)
-    texts = pc.take(columns.as_array(df["text"]), pa.array(positions, type=pa.int64()))
-    sig = (minhash.signatures(texts, rule.shingle_words) if len(first_index)
-           else np.empty((0, minhash.BINS), dtype=np.uint32))
-    bands, per_band = minhash.band_params(rule.min_jaccard)
-    pairs = minhash.candidate_pairs(sig, bands, per_band)
-    sims = minhash.similarity(sig, pairs)
-    keep = sims >= rule.min_jaccard
-    pairs, sims = pairs[keep], sims[keep]
-    sig_of = {k: i for i, k in enumerate(first_keys)}
-    in_pair = set(first_keys[np.unique(pairs)]) if len(pairs) else set()
-    comp = minhash.components(len(first_index), pairs) if len(pairs) else np.arange(len(first_index))
-    # a cluster is named by the smallest group key of its members
-    name = pd.Series(first_keys).groupby(comp).transform("min").to_numpy()
-    root = {k: c for k, c in zip(first_keys, name) if k in in_pair}
-    top = np.argsort(-sims, kind="stable")[:max_pairs]
-    first_index = first_index.to_numpy()
-    pair_rows = [(first_index[pairs[t, 0]], first_index[pairs[t, 1]], float(sims[t])) for t in top]
-    n_pairs = int(len(pairs))
-    cluster = keys.copy()
-    cluster[candidates] = keys[candidates].map(root).fillna(keys[candidates])
-    members = candidates & keys.isin(in_pair)
-    fixed = df["fixed_split"].astype("object")
-    is_test = members & (fixed == "test")
-    test_clusters = set(cluster[is_test])
-    to_test = members & cluster.isin(test_clusters)
-    stuck = to_test & (fixed == "train")
-    # keep one row per cluster: a fixed test row first, then the earliest
-    order = pd.DataFrame({"c": cluster[members], "t": ~is_test[members]}).sort_values(["c", "t"], kind="stable")
-    kept = order[~order["c"].duplicated()].index
-    copies = members.copy()
-    copies[kept] = False
-    copies &= ~stuck
-    reasons = {}
-    first_of = {cluster[i]: i for i in kept}
-    for i in copies[copies | stuck].index:
-        twin = first_of[cluster[i]]
-        j = float((sig[sig_of[keys[i]]] == sig[sig_of[keys[twin]]]).mean())
-        where = f"{df.at[twin, 'source_file']} row {int(df.at[twin, 'source_row'])}"
-        reasons[i] = (f"near-duplicate (Jaccard {j:.2f}) of {where}, a fixed test row it cannot follow into test"
-                      if stuck[i] else f"near-duplicate (Jaccard {j:.2f}) of {where}, which is kept")
-
-    def row(i) -> dict:
-        return {"source_file": df.at[i, "source_file"], "source_row": int(df.at[i, "source_row"]),
-                "text": str(df.at[i, "text"])[:160], "label": df.at[i, "label"]}
-
-    pair_list = [{"jaccard": round(j, 3), "a": row(a), "b": row(b)} for a, b, j in pair_rows]
-    return {"cluster": cluster, "copies": copies, "stuck": stuck, "to_test": to_test, "reasons": reasons,
-            "pairs": pair_list, "pairs_found": n_pairs, "clusters": int(cluster[members].nunique())}
-
-
-def _text_rules(df: pd.DataFrame, p: ValidateParams, words: np.ndarray) -> dict[str, pd.Series]:
-    """Row rules on the text alone: too short, too long, control characters, HTML left after cleaning.
-    words: the word count of each row."""
-    arr = columns.as_array(df["text"])
-    present = ~columns.blank(arr)
-    chars = columns.char_counts(arr)
-    short, long_ = np.zeros(len(df), dtype=bool), np.zeros(len(df), dtype=bool)
-    r = p.rules["too_short"]
-    if r.min_chars is not None:
-        short |= chars < r.min_chars
-    if r.min_words is not None:
-        short |= words < r.min_words
-    r = p.rules["too_long"]
-    if r.max_chars is not None:
-        long_ |= chars > r.max_chars
-    if r.max_words is not None:
-        long_ |= words > r.max_words
-    undecodable = pc.fill_null(pc.match_substring(arr, "\ufffd"), False).to_numpy(zero_copy_only=False)
-    masks = {"undecodable": undecodable, "too_short": present & short, "too_long": present & long_,
-             "control_chars": present & columns.contains(arr, _CONTROL, _CONTROL_RE2),
-             "html_left": present & columns.contains(arr, _HTML_LEFT, _HTML_LEFT_RE2)}
-    return {k: pd.Series(v, index=df.index) for k, v in masks.items()}
-
-
-def _mark_rules(df: pd.DataFrame, labels: set[str] | None) -> dict[str, pd.Series]:
-    """Return, per rule, a boolean mask and a reason series; rules are checked in this order."""
-    arr = columns.as_array(df["text"])
-    empty = pd.Series(columns.blank(arr), index=df.index)
-    missing = df["label"].isna() | (df["label"].fillna("").str.strip() == "")
-    unknown = ~missing & (~df["label"].isin(sorted(labels)) if labels is not None else False)
-    if not isinstance(unknown, pd.Series):
-        unknown = pd.Series(False, index=df.index)
-    usable = ~(empty | missing | unknown)
-    keys = pd.Series(pd.NA, index=df.index, dtype="object")
-    keys[usable] = columns.group_keys(pc.filter(arr, pa.array(usable.to_numpy())))
-    n_labels = df[usable].groupby(keys[usable])["label"].nunique()
-    conflict_keys = set(n_labels[n_labels > 1].index)
-    conflicting = usable & keys.isin(conflict_keys)
-    dup_candidates = usable & ~conflicting
-    # Keep the first copy, but a copy in a fixed test split first of all: removing it would shrink
-    # the official test set, while the train copy is the one that would leak.
-    rank = (df["fixed_split"] != "test").astype(int)
-    order = rank.sort_values(kind="stable").index
-    dup_sorted = keys.where(dup_candidates).loc[order].duplicated(keep="first")
-    duplicate = dup_candidates & dup_sorted.reindex(df.index) & keys.notna()
-    return {
-        "empty_text": empty,
-        "missing_label": ~empty & missing,
-        "unknown_label": ~empty & unknown,
-        "conflicting_labels": conflicting,
-        "duplicate": duplicate,
-        "_keys": keys,
-    }
 
 
 def _reason(rule: str, label: object, labels: set[str] | None, text: object = None, p: ValidateParams | None = None) -> str:
@@ -198,107 +77,401 @@ def _reason(rule: str, label: object, labels: set[str] | None, text: object = No
 
 
 def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tokens: int | None = None) -> QualityResult:
-    """Apply every rule. max_tokens (tokenizer.max_length) feeds the truncated rule; None leaves it unchecked."""
-    label_set = set(labels) if labels is not None else None
-    marks = _mark_rules(df, label_set)
-    keys = marks.pop("_keys")
-    words = columns.word_counts(columns.as_array(df["text"]))
-    marks.update(_text_rules(df, p, words))
-    n = len(df)
-    assigned = pd.Series("", index=df.index, dtype="object")
-    report_rules = {}
-    failures: list[str] = []
-    near: dict | None = None
-    marks["near_duplicate"] = None  # computed in turn, on the rows the rules before it left
-    for rule, mask in marks.items():
-        policy = p.rules[rule].policy
-        free = assigned == ""
-        if rule == "near_duplicate":
-            near = near_duplicates(df, free & keys.notna(), keys, p.rules[rule])
-            hits = (near["copies"] | near["stuck"]) & free
-            # under warn or fail, rows that cannot follow their twin into the test split still go aside
-            aside = hits if policy == "quarantine" else near["stuck"] & free
-        else:
-            hits = mask.fillna(False).astype(bool) & free
-            aside = hits if policy == "quarantine" else None
-        count = int(hits.sum())
-        frac = count / n if n else 0.0
-        examples = [
-            {
-                "row_id": r.row_id,
-                "source": r.source,
-                "source_file": r.source_file,
-                "source_row": int(r.source_row),
-                "text": None if pd.isna(r.text) else str(r.text)[:120],
-                "label": None if pd.isna(r.label) else str(r.label),
-            }
-            for r in df.loc[hits.index[hits.to_numpy()][: p.examples]].itertuples()
-        ]
-        report_rules[rule] = {"policy": policy, "rows": count, "fraction": round(frac, 6), "max_fraction": p.rules[rule].max_fraction, "examples": examples}
-        if rule == "near_duplicate":
-            report_rules[rule].update(clusters=near["clusters"], pairs=near["pairs"][: max(p.examples, 10)],
-                                      min_jaccard=p.rules[rule].min_jaccard, shingle_words=p.rules[rule].shingle_words)
-        if policy == "fail" and count:
-            failures.append(f"rule {rule} (policy fail): {count} row(s), e.g. {_example_str(examples)}")
-        elif frac > p.rules[rule].max_fraction:
-            failures.append(
-                f"rule {rule}: {count} row(s) = {frac:.1%} > max_fraction {p.rules[rule].max_fraction:.1%}, e.g. {_example_str(examples)}"
-            )
-        if aside is not None:
-            assigned[aside] = rule
+    """Apply every rule to an in-memory table (Checker over one batch); passed and quarantined rows are
+    returned as frames. max_tokens (tokenizer.max_length) feeds the truncated rule; None leaves it unchecked."""
+    passed, quarantined = [], []
+    checker = Checker(p, labels, max_tokens)
+    checker.scan(lambda: iter([df]))
+    checker.write(passed.append, quarantined.append)
+    result = checker.result()
+    result.passed = passed[0] if passed else _empty_passed(df)
+    result.quarantined = quarantined[0] if quarantined else _empty_quarantine(df)
+    return result
 
-    q_mask = assigned != ""
-    quarantined = df[q_mask].copy()
-    quarantined["rule"] = assigned[q_mask].astype(str)
-    twin_reasons = near["reasons"] if near else {}
-    quarantined["reason"] = ([twin_reasons.get(i) or _reason(r.rule, r.label, label_set, r.text, p)
-                              for i, r in zip(quarantined.index, quarantined.itertuples())] if len(quarantined) else [])
-    quarantined = quarantined[["row_id", "source", "source_file", "source_row", "text", "label", "rule", "reason"]]
-    quarantined = quarantined.astype({"text": "str", "label": "str", "rule": "str", "reason": "str"})
 
-    passed = df[~q_mask].copy()
-    # warn-policy rows stay; they still need a usable text and label to train on.
-    unusable = passed["text"].isna() | (passed["text"].fillna("").str.strip() == "") | passed["label"].isna()
-    if unusable.any():
-        failures.append(f"{int(unusable.sum())} row(s) with empty text or no label were kept by a 'warn' policy; they cannot be trained on")
-    # near-duplicates share one group key, so the split sends them where their twin goes; a twin of a fixed
-    # test row goes to test with it
-    passed["group_key"] = (near["cluster"] if near else keys)[~q_mask].astype(str)
-    if near is not None:
-        to_test = near["to_test"][~q_mask] & passed["fixed_split"].isna()
-        passed.loc[to_test[to_test].index, "fixed_split"] = "test"
-    passed = passed.astype({"text": "str", "label": "str", "group_key": "str"})
+def _empty_passed(df: pd.DataFrame) -> pd.DataFrame:
+    return df.iloc[:0].assign(group_key=pd.Series([], dtype="str"))
 
-    frac_q = len(quarantined) / n if n else 0.0
-    if frac_q > p.max_quarantine_fraction:
-        failures.append(f"{len(quarantined)} of {n} rows quarantined = {frac_q:.1%} > max_quarantine_fraction {p.max_quarantine_fraction:.1%}")
-    if len(passed) < p.min_rows:
-        failures.append(f"only {len(passed)} rows pass, min_rows is {p.min_rows}")
-    per_class = passed["label"].value_counts().sort_index()
-    expected = sorted(label_set) if label_set is not None else sorted(per_class.index)
-    dataset_rules, warnings = _dataset_rules(per_class, expected, p), []
-    dataset_rules["truncated"] = _truncated(words[~q_mask.to_numpy()], max_tokens, p.rules["truncated"])
-    for name in DATASET_RULES:
-        r = dataset_rules[name]
-        if not r["passed"]:
-            (failures if r["policy"] == "fail" else warnings).append(f"rule {name} ({r['policy']}): {r['finding']}")
-    if len(expected) < 2:
-        failures.append(f"need at least 2 classes, found {expected}")
 
-    assert len(passed) + len(quarantined) == n, "rows in must equal rows out + rows quarantined"
-    report = {
-        "passed": not failures,
-        "rows_in": n,
-        "rows_out": len(passed),
-        "rows_quarantined": len(quarantined),
-        "quarantine_fraction": round(frac_q, 6),
-        "rules": report_rules,
-        "dataset_rules": dataset_rules,
-        "class_counts": {str(k): int(v) for k, v in per_class.items()},
-        "failures": failures,
-        "warnings": warnings,
-    }
-    return QualityResult(passed=passed, quarantined=quarantined, report=report, failures=failures)
+def _empty_quarantine(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.iloc[:0][list(QUARANTINE_COLUMNS[:6])].copy()
+    return out.assign(rule=pd.Series([], dtype="str"), reason=pd.Series([], dtype="str"))
+
+
+QUARANTINE_COLUMNS = ("row_id", "source", "source_file", "source_row", "text", "label", "rule", "reason")
+_FIXED = {"train": 1, "test": 2}
+
+
+class Checker:
+    """The rules over a table read in batches, in three passes (memory holds a few bytes per row, not rows):
+
+    1. scan(): per row, the facts every rule needs (blank text, label, group key, text rules, word count) and,
+       for rows with a usable text and label, the LSH band hashes of their MinHash signature;
+    2. the decisions over the whole table (conflicts, duplicates with the fixed test copy kept, each rule in
+       order on the rows the rules before it left, near-duplicate clusters; one more pass computes the full
+       signatures of the candidate rows to check their similarity);
+    3. write(): each batch again, split into passed rows (group key, fixed split of a near-copy of a test row)
+       and quarantined rows (rule, reason), handed to the sinks; the examples and the profile are collected.
+
+    result() then returns the report and the failures (QualityResult without rows)."""
+
+    def __init__(self, p: ValidateParams, labels: list[str] | None, max_tokens: int | None = None,
+                 reference_vocab: dict | None = None) -> None:
+        from bigmodel_core.data import minhash
+        from bigmodel_core.data.profile import Profiler
+
+        self.p, self.labels, self.max_tokens = p, labels, max_tokens
+        self.label_set = set(labels) if labels is not None else None
+        near = p.rules["near_duplicate"]
+        self.bands, self.band_rows = minhash.band_params(near.min_jaccard)
+        self.profiler = Profiler(reference_vocab)
+
+    # ---------------------------------------------------------------- pass 1
+    def scan(self, batches) -> None:
+        from bigmodel_core.data import minhash
+
+        self.batches = batches
+        facts: dict[str, list] = {k: [] for k in ("blank", "missing", "unknown", "usable", "label", "fixed", "hi",
+                                                  "lo", "words", *_TEXT_RULES)}
+        bands, band_rows = [], []
+        self.label_names: dict[str, int] = {}
+        self.batch_sizes: list[int] = []
+        self.first_empty = pd.DataFrame({c: pd.Series(dtype="int64" if c == "source_row" else "str")
+                                         for c in ("row_id", "source", "source_file", "source_row", "text", "label",
+                                                   "fixed_split")})
+        start = 0
+        near = self.p.rules["near_duplicate"]
+        for df in batches():
+            n = len(df)
+            self.batch_sizes.append(n)
+            if not start:
+                self.first_empty = df.iloc[:0]
+            arr = columns.as_array(df["text"])
+            blank = columns.blank(arr)
+            lab = df["label"]
+            missing = (lab.isna() | (lab.fillna("").astype(str).str.strip() == "")).to_numpy()
+            if self.label_set is not None:
+                unknown = ~missing & ~lab.isin(sorted(self.label_set)).to_numpy()
+            else:
+                unknown = np.zeros(n, dtype=bool)
+            usable = ~(blank | missing | unknown)
+            codes = np.full(n, -1, dtype=np.int32)
+            for i in np.nonzero(~missing)[0].tolist():
+                codes[i] = self.label_names.setdefault(str(lab.iloc[i]), len(self.label_names))
+            fixed = df["fixed_split"].map(_FIXED).fillna(0).to_numpy(dtype=np.int8)
+            hi, lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint16)
+            where = np.nonzero(usable)[0]
+            if len(where):
+                texts = pc.take(arr, pa.array(where, type=pa.int64()))
+                keys = columns.group_keys(texts)
+                hi[where] = np.fromiter((int(k[:16], 16) for k in keys), dtype=np.uint64, count=len(keys))
+                lo[where] = np.fromiter((int(k[16:20], 16) for k in keys), dtype=np.uint16, count=len(keys))
+                sig = minhash.signatures(texts, near.shingle_words)
+                bands.append(minhash.band_hashes(sig, self.bands, self.band_rows))
+                band_rows.append(where + start)
+            words = columns.word_counts(arr)
+            for k, v in _text_masks(arr, self.p, words).items():
+                facts[k].append(v)
+            for k, v in (("blank", blank), ("missing", missing), ("unknown", unknown), ("usable", usable),
+                         ("label", codes), ("fixed", fixed), ("hi", hi), ("lo", lo),
+                         ("words", words.astype(np.int32))):
+                facts[k].append(v)
+            start += n
+        self.n = start
+        self.f = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in facts.items()}
+        self.band_hash = np.concatenate(bands) if bands else np.empty((0, self.bands), dtype=np.uint32)
+        self.band_row = np.concatenate(band_rows) if band_rows else np.empty(0, dtype=np.int64)
+        self._decide()
+
+    def empty_passed(self) -> pd.DataFrame:
+        return _empty_passed(self.first_empty)
+
+    def empty_quarantine(self) -> pd.DataFrame:
+        return _empty_quarantine(self.first_empty)
+
+    # ---------------------------------------------------------------- decisions
+    def _key_ids(self) -> np.ndarray:
+        """A number per distinct group key (-1 for rows without one)."""
+        f = self.f
+        ids = np.full(self.n, -1, dtype=np.int64)
+        rows = np.nonzero(f["usable"])[0]
+        if len(rows):
+            order = rows[np.lexsort((f["lo"][rows], f["hi"][rows]))]
+            hi, lo = f["hi"][order], f["lo"][order]
+            new = np.concatenate([[True], (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
+            ids[order] = np.cumsum(new) - 1
+        return ids
+
+    def _decide(self) -> None:
+        f, p, n = self.f, self.p, self.n
+        self.key_id = key_id = self._key_ids()
+        usable = f["usable"].astype(bool)
+        # conflicting labels: one text (key), several labels
+        n_keys = int(key_id.max()) + 1 if n else 0
+        lo_lab = np.full(n_keys, np.iinfo(np.int32).max, dtype=np.int64)
+        hi_lab = np.full(n_keys, -1, dtype=np.int64)
+        np.minimum.at(lo_lab, key_id[usable], f["label"][usable])
+        np.maximum.at(hi_lab, key_id[usable], f["label"][usable])
+        conflicting = usable & (lo_lab != hi_lab)[np.maximum(key_id, 0)]
+        # duplicates: the first copy is kept, but a copy in a fixed test split first of all (removing it would
+        # shrink the official test set, while the train copy is the one that would leak)
+        cand = np.nonzero(usable & ~conflicting)[0]
+        order = cand[np.argsort((f["fixed"][cand] != 2).astype(np.int8), kind="stable")]
+        _, first_at = np.unique(key_id[order], return_index=True)
+        duplicate = usable & ~conflicting
+        duplicate[order[first_at]] = False
+        blank, missing, unknown = (f[k].astype(bool) for k in ("blank", "missing", "unknown"))
+        masks = {"empty_text": blank, "missing_label": ~blank & missing, "unknown_label": ~blank & unknown,
+                 "conflicting_labels": conflicting, "duplicate": duplicate}
+        masks.update({k: f[k].astype(bool) for k in _TEXT_RULES})
+        self.assigned = assigned = np.full(n, -1, dtype=np.int8)
+        self.hits: dict[str, np.ndarray] = {}
+        self.near = None
+        for r, rule in enumerate(ROW_RULES):
+            policy = p.rules[rule].policy
+            free = assigned < 0
+            if rule == "near_duplicate":
+                self.near = self._near_duplicates(free & usable)
+                hits = (self.near["copies"] | self.near["stuck"]) & free
+                # under warn or fail, rows that cannot follow their twin into the test split still go aside
+                aside = hits if policy == "quarantine" else self.near["stuck"] & free
+            else:
+                hits = masks[rule] & free
+                aside = hits if policy == "quarantine" else None
+            self.hits[rule] = hits
+            if aside is not None:
+                assigned[aside] = r
+        self.q_mask = assigned >= 0
+
+    def _near_duplicates(self, candidates: np.ndarray) -> dict:
+        """Clusters of near-identical texts among the candidate rows (see bigmodel_core.data.minhash): one
+        signature per distinct text (its first candidate row), candidate pairs from shared LSH bands, kept
+        when the estimated Jaccard similarity of the full signatures is >= min_jaccard; clusters are the
+        connected components, named by their smallest group key. Per row: `cluster` (a key id), `copies`
+        (members but the kept one: a fixed test row first, else the first), `stuck` (fixed train rows of a
+        cluster holding a fixed test row), `to_test` (rows of such a cluster), and `reasons`."""
+        from bigmodel_core.data import minhash
+
+        rule = self.p.rules["near_duplicate"]
+        key_id, f = self.key_id, self.f
+        rows = np.nonzero(candidates)[0]
+        _, first_at = np.unique(key_id[rows], return_index=True)
+        firsts = np.sort(rows[first_at])  # one row per distinct text, in table order
+        at = np.searchsorted(self.band_row, firsts)  # band hashes were kept for every usable row
+        pairs = minhash.pairs_from_bands(self.band_hash[at]) if len(firsts) else np.empty((0, 2), dtype=np.int64)
+        empty = {"cluster": key_id.copy(), "copies": np.zeros(self.n, dtype=bool), "stuck": np.zeros(self.n, dtype=bool),
+                 "to_test": np.zeros(self.n, dtype=bool), "reasons": {}, "pairs": [], "pairs_found": 0, "clusters": 0}
+        if not len(pairs):
+            return empty
+        # the full signatures of the rows in candidate pairs: one more pass over the texts
+        involved = np.unique(pairs)
+        need = firsts[involved]
+        sig = np.empty((len(need), minhash.BINS), dtype=np.uint32)
+        where_of = {int(r): i for i, r in enumerate(need)}
+        # where each row of those texts is (a kept twin may be a later copy of its text): for the reasons
+        located = rows[np.isin(key_id[rows], key_id[need])]
+        self.twin_rows: dict[int, tuple[str, int]] = {}
+        start = 0
+        for df, n in zip(self.batches(), self.batch_sizes):
+            lo_i, hi_i = np.searchsorted(need, [start, start + n])
+            if hi_i > lo_i:
+                local = need[lo_i:hi_i] - start
+                texts = pc.take(columns.as_array(df["text"]), pa.array(local, type=pa.int64()))
+                sig[lo_i:hi_i] = minhash.signatures(texts, rule.shingle_words)
+            lo_j, hi_j = np.searchsorted(located, [start, start + n])
+            local = located[lo_j:hi_j] - start
+            for r, file, row in zip(located[lo_j:hi_j].tolist(), df["source_file"].to_numpy()[local].tolist(),
+                                    df["source_row"].to_numpy()[local].tolist()):
+                self.twin_rows[r] = (str(file), int(row))
+            start += n
+        a, b = firsts[pairs[:, 0]], firsts[pairs[:, 1]]
+        sims = (sig[[where_of[int(x)] for x in a]] == sig[[where_of[int(x)] for x in b]]).mean(axis=1)
+        keep = sims >= rule.min_jaccard
+        pairs, sims, a, b = pairs[keep], sims[keep], a[keep], b[keep]
+        if not len(pairs):
+            return empty
+        comp = minhash.components(len(firsts), pairs)
+        in_pair = np.zeros(len(firsts), dtype=bool)
+        in_pair[np.unique(pairs)] = True
+        # cluster name: the member with the smallest group key (keys sort as (hi, lo), as their hex does)
+        member_firsts = firsts[in_pair]
+        member_comp = comp[in_pair]
+        order = np.lexsort((f["lo"][member_firsts], f["hi"][member_firsts], member_comp))
+        leader_of_comp = {}
+        for c, r in zip(member_comp[order].tolist(), member_firsts[order].tolist()):
+            leader_of_comp.setdefault(c, r)
+        # every candidate row whose text (key) is in a pair joins its text's cluster
+        cluster_of_key = {int(key_id[r]): leader_of_comp[c] for r, c in zip(member_firsts.tolist(), member_comp.tolist())}
+        cluster = np.full(self.n, -1, dtype=np.int64)  # the leader row of the row's cluster
+        members = np.zeros(self.n, dtype=bool)
+        for r in rows[np.isin(key_id[rows], np.fromiter(cluster_of_key, dtype=np.int64))].tolist():
+            cluster[r] = cluster_of_key[int(key_id[r])]
+            members[r] = True
+        fixed = f["fixed"]
+        is_test = members & (fixed == 2)
+        test_clusters = np.unique(cluster[is_test])
+        to_test = members & np.isin(cluster, test_clusters)
+        stuck = to_test & (fixed == 1)
+        # keep one row per cluster: a fixed test row first, then the earliest
+        m_rows = np.nonzero(members)[0]
+        order = m_rows[np.lexsort((m_rows, ~is_test[m_rows], cluster[m_rows]))]
+        first_in = np.concatenate([[True], cluster[order][1:] != cluster[order][:-1]])
+        kept = order[first_in]
+        copies = members.copy()
+        copies[kept] = False
+        copies &= ~stuck
+        kept_of = dict(zip(cluster[kept].tolist(), kept.tolist()))
+        first_of_key = {int(key_id[r]): int(r) for r in firsts[in_pair].tolist()}
+        reasons = {}
+        for i in np.nonzero(copies | stuck)[0].tolist():
+            twin = kept_of[int(cluster[i])]
+            si, st = sig[where_of[first_of_key[int(key_id[i])]]], sig[where_of[first_of_key[int(key_id[twin])]]]
+            j = float((si == st).mean())
+            file, row = self.twin_rows[twin]
+            where = f"{file} row {row}"
+            reasons[i] = (f"near-duplicate (Jaccard {j:.2f}) of {where}, a fixed test row it cannot follow into test"
+                          if stuck[i] else f"near-duplicate (Jaccard {j:.2f}) of {where}, which is kept")
+        top = np.argsort(-sims, kind="stable")[:max(self.p.examples, 10)]
+        self.pair_rows = [(int(a[t]), int(b[t]), float(sims[t])) for t in top]
+        return {"cluster": cluster, "copies": copies, "stuck": stuck, "to_test": to_test, "reasons": reasons,
+                "pairs": [], "pairs_found": int(len(pairs)), "clusters": int(len(np.unique(cluster[members])))}
+
+    # ---------------------------------------------------------------- pass 3
+    def write(self, passed_sink, quarantine_sink) -> None:
+        f, near = self.f, self.near
+        names = {r: i for i, r in enumerate(ROW_RULES)}
+        want: dict[int, list] = {}  # row -> the rules whose examples it is
+        for rule, hits in self.hits.items():
+            for r in np.nonzero(hits)[0][: self.p.examples].tolist():
+                want.setdefault(r, []).append(rule)
+        pair_want = {x for a, b, _ in getattr(self, "pair_rows", []) if near and near["pairs_found"] for x in (a, b)}
+        self.examples: dict[str, list] = {rule: [] for rule in ROW_RULES}
+        self.pair_detail: dict[int, dict] = {}
+        self.unusable = 0
+        start = 0
+        for df, n in zip(self.batches(), self.batch_sizes):
+            q = self.q_mask[start:start + n]
+            for r in [x for x in want if start <= x < start + n]:
+                row = df.iloc[r - start]
+                for rule in want[r]:
+                    self.examples[rule].append({
+                        "row_id": row["row_id"], "source": row["source"], "source_file": row["source_file"],
+                        "source_row": int(row["source_row"]),
+                        "text": None if pd.isna(row["text"]) else str(row["text"])[:120],
+                        "label": None if pd.isna(row["label"]) else str(row["label"])})
+            for r in [x for x in pair_want if start <= x < start + n]:
+                row = df.iloc[r - start]
+                self.pair_detail[r] = {"source_file": row["source_file"], "source_row": int(row["source_row"]),
+                                       "text": str(row["text"])[:160], "label": row["label"]}
+            if q.any():
+                part = df[q].copy()
+                rules = [ROW_RULES[k] for k in self.assigned[start:start + n][q].tolist()]
+                part["rule"] = rules
+                reasons = near["reasons"] if near else {}
+                part["reason"] = [reasons.get(start + int(i)) or _reason(rule, lab, self.label_set, text, self.p)
+                                  for i, rule, lab, text in zip(np.nonzero(q)[0], rules, part["label"], part["text"])]
+                part = part[list(QUARANTINE_COLUMNS)].astype({"text": "str", "label": "str", "rule": "str", "reason": "str"})
+                quarantine_sink(part.reset_index(drop=True))
+            keep = ~q
+            if keep.any():
+                part = df[keep].copy()
+                idx = np.nonzero(keep)[0] + start
+                # near-duplicates share one group key, so the split sends them where their twin goes; a twin of a
+                # fixed test row goes to test with it
+                hi, lo = f["hi"][idx].copy(), f["lo"][idx].copy()
+                if near is not None:
+                    lead = near["cluster"][idx]
+                    moved = lead >= 0
+                    hi[moved], lo[moved] = f["hi"][lead[moved]], f["lo"][lead[moved]]
+                    to_test = near["to_test"][idx] & part["fixed_split"].isna().to_numpy()
+                    if to_test.any():
+                        part.loc[part.index[to_test], "fixed_split"] = "test"
+                usable = f["usable"][idx].astype(bool)
+                part["group_key"] = [f"{h:016x}{l:04x}" if u else "<NA>" for h, l, u in
+                                     zip(hi.tolist(), lo.tolist(), usable.tolist())]
+                # warn-policy rows stay; they still need a usable text and label to train on
+                self.unusable += int((f["blank"][idx].astype(bool) | part["label"].isna().to_numpy()).sum())
+                part = part.astype({"text": "str", "label": "str", "group_key": "str"})
+                self.profiler.add(part["text"], part["label"])
+                passed_sink(part.reset_index(drop=True))
+            start += n
+
+    # ---------------------------------------------------------------- report
+    def result(self) -> QualityResult:
+        p, n, f = self.p, self.n, self.f
+        report_rules, failures = {}, []
+        for rule in ROW_RULES:
+            count = int(self.hits[rule].sum())
+            frac = count / n if n else 0.0
+            examples = self.examples[rule]
+            report_rules[rule] = {"policy": p.rules[rule].policy, "rows": count, "fraction": round(frac, 6),
+                                  "max_fraction": p.rules[rule].max_fraction, "examples": examples}
+            if rule == "near_duplicate":
+                pairs = [{"jaccard": round(j, 3), "a": self.pair_detail[a], "b": self.pair_detail[b]}
+                         for a, b, j in getattr(self, "pair_rows", [])] if self.near and self.near["pairs_found"] else []
+                report_rules[rule].update(clusters=self.near["clusters"], pairs=pairs, pairs_found=self.near["pairs_found"],
+                                          min_jaccard=p.rules[rule].min_jaccard, shingle_words=p.rules[rule].shingle_words)
+            if p.rules[rule].policy == "fail" and count:
+                failures.append(f"rule {rule} (policy fail): {count} row(s), e.g. {_example_str(examples)}")
+            elif frac > p.rules[rule].max_fraction:
+                failures.append(f"rule {rule}: {count} row(s) = {frac:.1%} > max_fraction "
+                                f"{p.rules[rule].max_fraction:.1%}, e.g. {_example_str(examples)}")
+        quarantined = int(self.q_mask.sum())
+        passed = n - quarantined
+        if self.unusable:
+            failures.append(f"{self.unusable} row(s) with empty text or no label were kept by a 'warn' policy; "
+                            "they cannot be trained on")
+        frac_q = quarantined / n if n else 0.0
+        if frac_q > p.max_quarantine_fraction:
+            failures.append(f"{quarantined} of {n} rows quarantined = {frac_q:.1%} > max_quarantine_fraction "
+                            f"{p.max_quarantine_fraction:.1%}")
+        if passed < p.min_rows:
+            failures.append(f"only {passed} rows pass, min_rows is {p.min_rows}")
+        code_name = {c: name for name, c in self.label_names.items()}
+        kept_labels = f["label"][~self.q_mask]
+        per_class = pd.Series({code_name[c]: int(k) for c, k in zip(*np.unique(kept_labels[kept_labels >= 0],
+                                                                                  return_counts=True))},
+                              dtype="int64").sort_index()
+        expected = sorted(self.label_set) if self.label_set is not None else sorted(per_class.index)
+        dataset_rules, warnings = _dataset_rules(per_class, expected, p), []
+        dataset_rules["truncated"] = _truncated(f["words"][~self.q_mask], self.max_tokens, p.rules["truncated"])
+        for name in DATASET_RULES:
+            r = dataset_rules[name]
+            if not r["passed"]:
+                (failures if r["policy"] == "fail" else warnings).append(f"rule {name} ({r['policy']}): {r['finding']}")
+        if len(expected) < 2:
+            failures.append(f"need at least 2 classes, found {expected}")
+        report = {
+            "passed": not failures, "rows_in": n, "rows_out": passed, "rows_quarantined": quarantined,
+            "quarantine_fraction": round(frac_q, 6), "rules": report_rules, "dataset_rules": dataset_rules,
+            "class_counts": {str(k): int(v) for k, v in per_class.items()}, "failures": failures,
+            "warnings": warnings,
+        }
+        return QualityResult(passed=None, quarantined=None, report=report, failures=failures)
+
+
+_TEXT_RULES = ("undecodable", "too_short", "too_long", "control_chars", "html_left")
+
+
+def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray) -> dict[str, np.ndarray]:
+    """Row rules on the text alone: U+FFFD, too short, too long, control characters, HTML left after cleaning."""
+    present = ~columns.blank(arr)
+    chars = columns.char_counts(arr)
+    short, long_ = np.zeros(len(arr), dtype=bool), np.zeros(len(arr), dtype=bool)
+    r = p.rules["too_short"]
+    if r.min_chars is not None:
+        short |= chars < r.min_chars
+    if r.min_words is not None:
+        short |= words < r.min_words
+    r = p.rules["too_long"]
+    if r.max_chars is not None:
+        long_ |= chars > r.max_chars
+    if r.max_words is not None:
+        long_ |= words > r.max_words
+    undecodable = pc.fill_null(pc.match_substring(arr, "\ufffd"), False).to_numpy(zero_copy_only=False)
+    return {"undecodable": undecodable, "too_short": present & short, "too_long": present & long_,
+            "control_chars": present & columns.contains(arr, _CONTROL, _CONTROL_RE2),
+            "html_left": present & columns.contains(arr, _HTML_LEFT, _HTML_LEFT_RE2)}
 
 
 def _example_str(examples: list[dict]) -> str:

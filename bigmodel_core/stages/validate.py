@@ -10,40 +10,65 @@ from __future__ import annotations
 import os
 import time
 
+import pandas as pd
+
 from bigmodel_core.config import Params
 from bigmodel_core.data import quality, schemas
-from bigmodel_core.data.profile import compare, profile
+from bigmodel_core.data.profile import compare
 from bigmodel_core.errors import GateFailed
-from bigmodel_core.io import atomic_dir, read_table, shown, write_json, write_table
+from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_json
 from bigmodel_core.paths import Paths
 
 
 def run(params: Params, paths: Paths) -> dict:
-    df = read_table(paths.clean / "rows.parquet", schemas.CLEAN)
-    result = quality.check(df, params.validate, params.data.labels, max_tokens=params.tokenizer.max_length)
-    current = profile(result.passed["text"], result.passed["label"])
-    result.report["profile"] = {k: current[k] for k in ("rows", "label_priors", "length_bins", "length_hist", "words")}
-    result.report["profile"]["top_words"] = dict(list(current["vocab"].items())[:20])
-    _drift(params, paths, result, current)
-    if not result.ok:
-        # The previous good outputs stay; the full report of this failure is kept aside, as JSON and as a page.
-        stem = paths.failures / f"validate-{time.strftime('%Y%m%d-%H%M%S')}"
-        write_json(result.report, stem.with_suffix(".json"))
-        _write_html(result, stem.with_suffix(".html"), "this run's data, stopped at the data gate")
-        message = f"data gate failed: {' | '.join(result.failures)} (report: {shown(stem.with_suffix('.html'))})"
-        from bigmodel_core.tracking.pipeline_run import record_data_gate
+    source = paths.clean / "rows.parquet"
+    reference, version, why = (None, None, "validate.drift.policy is off") if params.validate.drift.policy == "off" \
+        else _champion_profile(params, paths)
+    checker = quality.Checker(params.validate, params.data.labels, max_tokens=params.tokenizer.max_length,
+                              reference_vocab=reference["vocab"] if reference else None)
+    checker.scan(lambda: iter_frames(source, schemas.CLEAN))
+    sample: list = []  # the first quarantined rows, for the page
 
-        # findable in MLflow: attached to the flow's run, or (plain `dvc repro`) a FAILED run of its own
-        record_data_gate(params, paths.root, message, result.report, result.quarantined)
-        raise GateFailed(message)
-    for warning in result.report.get("warnings", []):
-        print(f"warning: {warning}", flush=True)
     with atomic_dir(paths.validated) as out:
-        write_table(result.passed, out / "rows.parquet", schemas.VALIDATED)
-        write_table(result.quarantined, out / "quarantine.parquet", schemas.QUARANTINE)
+        kept = TableWriter(out / "rows.parquet", schemas.VALIDATED, shown(paths.validated / "rows.parquet"))
+        aside = TableWriter(out / "quarantine.parquet", schemas.QUARANTINE, shown(paths.validated / "quarantine.parquet"))
+
+        def quarantine(df) -> None:
+            aside.write(df)
+            if sum(len(x) for x in sample) < SAMPLE_ROWS:
+                sample.append(df.head(SAMPLE_ROWS))
+
+        try:
+            checker.write(kept.write, quarantine)
+        finally:
+            kept.close(empty_like=checker.empty_passed())
+            aside.close(empty_like=checker.empty_quarantine())
+        result = checker.result()
+        result.quarantined = pd.concat(sample, ignore_index=True) if sample else checker.empty_quarantine()
+        current = checker.profiler.result()
+        result.report["profile"] = {k: current[k] for k in ("rows", "label_priors", "length_bins", "length_hist", "words")}
+        result.report["profile"]["top_words"] = dict(list(current["vocab"].items())[:20])
+        _drift(params, result, current, reference, version, why, checker.profiler.oov_rate())
+        if not result.ok:
+            # The previous good outputs stay (this directory is dropped); the full report of this failure is
+            # kept aside, as JSON and as a page.
+            stem = paths.failures / f"validate-{time.strftime('%Y%m%d-%H%M%S')}"
+            write_json(result.report, stem.with_suffix(".json"))
+            _write_html(result, stem.with_suffix(".html"), "this run's data, stopped at the data gate")
+            message = f"data gate failed: {' | '.join(result.failures)} (report: {shown(stem.with_suffix('.html'))})"
+            from bigmodel_core.tracking.pipeline_run import record_data_gate
+
+            # findable in MLflow: attached to the flow's run, or (plain `dvc repro`) a FAILED run of its own
+            record_data_gate(params, paths.root, message, result.report, result.quarantined)
+            raise GateFailed(message)
+        for warning in result.report.get("warnings", []):
+            print(f"warning: {warning}", flush=True)
     write_json(result.report, paths.quality_metrics)
     _write_html(result, paths.quality_html, None)
     return result.report
+
+
+SAMPLE_ROWS = 50  # quarantined rows shown on the page (the report has every count)
 
 
 def _write_html(result: quality.QualityResult, target, note: str | None) -> None:
@@ -54,19 +79,16 @@ def _write_html(result: quality.QualityResult, target, note: str | None) -> None
         tmp.write_text(data_quality_html(result.report, result.quarantined, note=note))
 
 
-def _drift(params: Params, paths: Paths, result: quality.QualityResult, current: dict) -> None:
+def _drift(params: Params, result: quality.QualityResult, current: dict, reference: dict | None,
+           version: str | None, why: str, oov: float) -> None:
     """Compare the passing rows with the champion's data profile; a drift beyond the thresholds closes the
     gate (policy fail) or is reported (warn). Without a champion, or one made before profiles, it is skipped
     and the report says why."""
     p = params.validate.drift
-    if p.policy == "off":
-        result.report["drift"] = {"checked": False, "reason": "validate.drift.policy is off"}
-        return
-    reference, version, why = _champion_profile(params, paths)
     if reference is None:
         result.report["drift"] = {"checked": False, "reason": why}
         return
-    drift = compare(result.passed["text"], current, reference, p, version)
+    drift = compare(None, current, reference, p, version, oov=oov)
     result.report["drift"] = drift
     if not drift["passed"]:
         line = f"drift vs champion v{version} ({p.policy}): " + "; ".join(drift["findings"])

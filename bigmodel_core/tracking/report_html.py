@@ -143,9 +143,10 @@ def data_quality_html(report: dict, quarantine=None, note: str | None = None, ma
     if quarantine is not None and len(quarantine):
         cols = [c for c in ("rule", "reason", "source_file", "source_row", "text", "label") if c in quarantine.columns]
         sample = quarantine[cols].head(max_quarantine_rows)
-        more = len(quarantine) - len(sample)
+        total = int(report.get("rows_quarantined", len(quarantine)))  # quarantine may be a sample
+        more = total - len(sample)
         rows = [[_py(v) for v in r] for r in sample.itertuples(index=False, name=None)]
-        parts.append(f"<h2>Quarantined rows ({len(quarantine):,})</h2>" + table(cols, rows, numeric={3})
+        parts.append(f"<h2>Quarantined rows ({total:,})</h2>" + table(cols, rows, numeric={3})
                      + (f"<p class=\"muted\">… and {more:,} more.</p>" if more > 0 else ""))
     return page("Data quality", "\n".join(parts))
 
