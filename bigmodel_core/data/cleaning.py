@@ -18,13 +18,22 @@ def clean_text(text: str | None, p: CleanParams) -> str | None:
     """Clean one text; None stays None (validate decides what to do with it)."""
     if text is None:
         return None
-    t = text
+    return _layout(_entities(text, p), p)
+
+
+def _entities(t: str, p: CleanParams) -> str:
+    """Steps 1-2: repair entities that lost their '&', then unescape HTML entities."""
     if p.repair_entities:
         t = _BROKEN_NUMERIC.sub(r"&#\1;", t)
         t = _BROKEN_NAMED.sub(r"&\1;", t)
     if p.unescape_html:
         # Twice: "&amp;lt;b&amp;gt;" is a tag escaped two times.
         t = html.unescape(html.unescape(t))
+    return t
+
+
+def _layout(t: str, p: CleanParams) -> str:
+    """Steps 3-6: tags, whitespace, case, length."""
     if p.strip_html:
         t = _TAG.sub(" ", t)
     if p.normalize_whitespace:
@@ -43,8 +52,8 @@ def normalize_key(text: str) -> str:
 
 # The same steps for a whole column at once, through pyarrow's kernels (RE2, which counts code points as Python
 # does). Whitespace is spelled out as the characters Python's \s matches (str.isspace), since RE2's \s is ASCII.
-# What RE2 cannot do exactly goes through clean_text: html.unescape (texts with '&'), the entity repair (texts
-# with something it could match) and, when lowercasing, non-ASCII texts (str.lower has special cases).
+# What RE2 cannot do exactly runs in Python: html.unescape (texts with '&'), the entity repair (texts with
+# something it could match) and, when lowercasing, non-ASCII texts (str.lower has special cases).
 WS_CHARS = r"\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"  # but space
 # a run of whitespace other than one lone space (left as it is: faster)
 _WS_RUN = rf" *[{WS_CHARS}][ {WS_CHARS}]*| {{2,}}"
@@ -53,7 +62,8 @@ _ENTITY = r"#\p{Nd}{1,5};|(quot|amp|lt|gt|nbsp|apos);"  # what the repair patter
 
 def clean_array(texts, p: CleanParams):
     """clean_text over a pyarrow string array (or anything pa.array takes); returns a large_string array
-    equal, text by text, to [clean_text(t, p) for t in texts]."""
+    equal, text by text, to [clean_text(t, p) for t in texts]. Steps 1-2 (entities) run in Python on the
+    texts that could need them; steps 3-6 run in pyarrow, except lower-casing of non-ASCII texts."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -62,12 +72,12 @@ def clean_array(texts, p: CleanParams):
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.cast(pa.large_string())
-    slow = pc.invert(pc.string_is_ascii(arr)) if p.lowercase else pa.array(np.zeros(len(arr), dtype=bool))
+    need = pa.array(np.zeros(len(arr), dtype=bool))
     if p.unescape_html:
-        slow = pc.or_(slow, pc.match_substring(arr, "&"))
+        need = pc.or_(need, pc.match_substring(arr, "&"))
     if p.repair_entities:
-        slow = pc.or_(slow, pc.match_substring_regex(arr, _ENTITY))
-    slow = pc.fill_null(slow, False)
+        need = pc.or_(need, pc.match_substring_regex(arr, _ENTITY))
+    arr = _replace_rows(arr, pc.fill_null(need, False), lambda t: _entities(t, p))
     fast = arr
     if p.strip_html:
         fast = pc.replace_substring_regex(fast, r"<[^<>]{0,200}>", " ")
@@ -76,12 +86,24 @@ def clean_array(texts, p: CleanParams):
     if p.lowercase:
         fast = pc.ascii_lower(fast)
     fast = pc.utf8_slice_codeunits(fast, 0, p.max_chars)
-    where = np.nonzero(slow.to_numpy(zero_copy_only=False))[0]
+    if p.lowercase:  # str.lower() has special cases beyond ASCII: those texts take the Python path
+        slow = pc.fill_null(pc.invert(pc.string_is_ascii(arr)), False)
+        done = _replace_rows(arr, slow, lambda t: _layout(t, p))
+        fast = pc.if_else(slow, done, fast)
+    return fast
+
+
+def _replace_rows(arr, mask, fn):
+    """arr with fn(text) in the rows where mask is true (nulls stay null)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    where = np.nonzero(mask.to_numpy(zero_copy_only=False))[0]
     if not len(where):
-        return fast
+        return arr
     values = pc.take(arr, pa.array(where)).to_pylist()
-    done = pa.array([clean_text(t, p) for t in values], type=pa.large_string())
-    # put the Python-cleaned texts back in place
-    mask = np.zeros(len(arr), dtype=bool)
-    mask[where] = True
-    return pc.replace_with_mask(fast, pa.array(mask), done)
+    done = pa.array([None if t is None else fn(t) for t in values], type=pa.large_string())
+    full = np.zeros(len(arr), dtype=bool)
+    full[where] = True
+    return pc.replace_with_mask(arr, pa.array(full), done)
