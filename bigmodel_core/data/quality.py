@@ -339,7 +339,6 @@ class Checker:
     # ---------------------------------------------------------------- pass 3
     def write(self, passed_sink, quarantine_sink) -> None:
         f, near = self.f, self.near
-        names = {r: i for i, r in enumerate(ROW_RULES)}
         want: dict[int, list] = {}  # row -> the rules whose examples it is
         for rule, hits in self.hits.items():
             for r in np.nonzero(hits)[0][: self.p.examples].tolist():
