@@ -156,8 +156,11 @@ class Checker:
                 unknown = np.zeros(n, dtype=bool)
             usable = ~(blank | missing | unknown)
             codes = np.full(n, -1, dtype=np.int32)
-            for i in np.nonzero(~missing)[0].tolist():
-                codes[i] = self.label_names.setdefault(str(lab.iloc[i]), len(self.label_names))
+            present = np.nonzero(~missing)[0]
+            local, uniques = pd.factorize(lab.iloc[present].astype(str))
+            to_global = np.array([self.label_names.setdefault(u, len(self.label_names)) for u in uniques],
+                                 dtype=np.int32)
+            codes[present] = to_global[local] if len(present) else codes[present]
             fixed = df["fixed_split"].map(_FIXED).fillna(0).to_numpy(dtype=np.int8)
             hi, lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint16)
             where = np.nonzero(usable)[0]
