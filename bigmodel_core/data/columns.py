@@ -78,10 +78,16 @@ def word_counts(arr: pa.Array, chunk_rows: int = 50_000) -> np.ndarray:
 
 def split_words(arr: pa.Array, lower: bool = False) -> tuple[pa.Array, np.ndarray]:
     """text.split() (of text.lower() with lower, as pyarrow lower-cases) of every text, flattened into one
-    array, and the number of words of each text. pyarrow's Unicode whitespace is Python's; its split keeps
-    empty strings at the ends of a text and between some runs, which are dropped here."""
+    array, and the number of words of each text. Whitespace runs (Python's \s, spelled out for RE2) become
+    one space and the text is split on that space: pyarrow 25's utf8_split_whitespace was seen to keep a
+    trailing space in a word now and then (a read past the end of the buffer), so it is not used."""
+    from bigmodel_core.data.cleaning import _WS_RUN
+
     arr = pc.fill_null(as_array(arr), "")
-    lists = pc.utf8_split_whitespace(pc.utf8_lower(arr) if lower else arr)
+    if lower:
+        arr = pc.utf8_lower(arr)
+    spaced = pc.utf8_trim(pc.replace_substring_regex(arr, _WS_RUN, " "), " ")
+    lists = pc.split_pattern(spaced, " ")
     flat = lists.flatten()
     keep = pc.greater(pc.binary_length(flat), 0).to_numpy(zero_copy_only=False)
     offsets = lists.offsets.to_numpy().astype(np.int64)
