@@ -12,7 +12,8 @@ mixed in; written as Parquet files of 250k rows, the input of a `parquet` source
 its own, measured with os.wait4 (CPU seconds, wall seconds, peak RSS):
 
 - bigmodel: the stage's own `run(params, paths)` on a workspace made for the corpus (drift off: no registry);
-- floor: pyarrow reading the stage's input Parquet and writing it back (no work at all on the rows);
+- floor: pyarrow reading the stage's input Parquet and writing it back, in record batches of 65,536 rows
+  (no work at all on the rows);
 - pandas: a straightforward pandas implementation of the same stage (row-wise `apply` for text
   cleaning, `duplicated`/`groupby`/`str.contains` for the rules, one datasketch MinHash per row for
   near-duplicates, `itertuples` with the same seeded word dropout and swaps for augmentation, `apply` of the
@@ -155,8 +156,11 @@ def child_floor(stage: str, ws: str, corpus: str) -> None:
 
     ins, out = _stage_io(stage, Path(ws), Path(corpus))
     out.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(ins):
-        pq.write_table(pq.read_table(f), out / f"floor-{i}.parquet")
+    for i, f in enumerate(ins):  # in record batches, as the stages stream (a 10M-row table does not fit whole)
+        reader = pq.ParquetFile(f)
+        with pq.ParquetWriter(out / f"floor-{i}.parquet", reader.schema_arrow) as writer:
+            for batch in reader.iter_batches(batch_size=65_536):
+                writer.write_batch(batch)
 
 
 _TAG = re.compile(r"<[^<>]{0,200}>")
