@@ -170,6 +170,16 @@ _NAMED = re.compile(r"(?<![&\w])(quot|amp|lt|gt|nbsp|apos);")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+def _split_of(key: str, s: dict) -> str:
+    """The split rule, written out for the pandas version: a hash of salt and group key."""
+    import hashlib
+
+    u = int.from_bytes(hashlib.sha256(f"{s['salt']}\0{key}".encode()).digest()[:8], "big") / 2**64
+    if u < s["test_fraction"]:
+        return "test"
+    return "val" if (u - s["test_fraction"]) / (1 - s["test_fraction"]) < s["val_fraction"] else "train"
+
+
 def child_pandas(stage: str, ws: str, corpus: str) -> None:
     """The same stage written the way a pandas script would: correct, row-wise where the work is per text."""
     import hashlib
@@ -247,14 +257,8 @@ def child_pandas(stage: str, ws: str, corpus: str) -> None:
         a, s = p["augment"], p["split"]
         df = pd.read_parquet(ins[0])
 
-        def split3(key):
-            u = int.from_bytes(hashlib.sha256(f"{s['salt']}\0{key}".encode()).digest()[:8], "big") / 2**64
-            if u < s["test_fraction"]:
-                return "test"
-            return "val" if (u - s["test_fraction"]) / (1 - s["test_fraction"]) < s["val_fraction"] else "train"
-
         rows = []
-        for r in df[df["group_key"].apply(split3) == "train"].itertuples(index=False):
+        for r in df[df["group_key"].apply(_split_of, args=(s,)) == "train"].itertuples(index=False):
             for k in range(a["copies"]):
                 seed = int.from_bytes(hashlib.sha256(f"{a['seed']}\0{r.row_id}\0{k}".encode()).digest()[:8], "big")
                 rng = random.Random(seed)
@@ -276,13 +280,7 @@ def child_pandas(stage: str, ws: str, corpus: str) -> None:
         s = p["split"]
         df = pd.read_parquet(ins[0])
 
-        def split_of(key):
-            u = int.from_bytes(hashlib.sha256(f"{s['salt']}\0{key}".encode()).digest()[:8], "big") / 2**64
-            if u < s["test_fraction"]:
-                return "test"
-            return "val" if (u - s["test_fraction"]) / (1 - s["test_fraction"]) < s["val_fraction"] else "train"
-
-        df["split"] = df["group_key"].apply(split_of)
+        df["split"] = df["group_key"].apply(_split_of, args=(s,))
         assert df.groupby("group_key")["split"].nunique().max() == 1
         for name, part in df.groupby("split"):
             part.to_parquet(out / f"{name}.parquet")
