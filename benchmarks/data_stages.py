@@ -159,8 +159,9 @@ def child_floor(stage: str, ws: str, corpus: str) -> None:
     for i, f in enumerate(ins):  # in record batches, as the stages stream (a 10M-row table does not fit whole)
         reader = pq.ParquetFile(f)
         with pq.ParquetWriter(out / f"floor-{i}.parquet", reader.schema_arrow) as writer:
-            for batch in reader.iter_batches(batch_size=65_536):
-                writer.write_batch(batch)
+            for group in range(reader.num_row_groups):  # a row group at a time, as bigmodel_core.io does
+                for batch in reader.iter_batches(batch_size=65_536, row_groups=[group]):
+                    writer.write_batch(batch)
 
 
 _TAG = re.compile(r"<[^<>]{0,200}>")

@@ -384,7 +384,9 @@ def _read_parquet(path: str, src: Source, shown: str) -> Iterator[pd.DataFrame]:
     if pf.metadata.num_rows == 0:
         yield schema.empty_table().to_pandas()
         return
-    batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+    from bigmodel_core.io import iter_batches
+
+    batches = iter_batches(pf, PARQUET_BATCH_ROWS)
     while True:
         try:
             batch = next(batches)

@@ -30,7 +30,7 @@ def run(params: Params, paths: Paths) -> dict:
     rows = changed = truncated = 0
     with atomic_dir(paths.clean) as out:
         with pq.ParquetWriter(out / "rows.parquet", schema) as writer:
-            for batch in reader.iter_batches(batch_size=io.BATCH_ROWS):
+            for batch in io.iter_batches(reader):
                 check_table(batch.to_pandas(), schemas.RAW, f"input {shown(source)}")
                 before = batch.column(text_at)
                 after = clean_array(before, params.clean).cast(schema.field(text_at).type)
