@@ -86,6 +86,7 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tok
     result = checker.result()
     result.passed = passed[0] if passed else _empty_passed(df)
     result.quarantined = quarantined[0] if quarantined else _empty_quarantine(df)
+    assert len(result.passed) + len(result.quarantined) == len(df), "rows in must equal rows out + rows quarantined"
     return result
 
 

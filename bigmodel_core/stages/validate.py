@@ -44,6 +44,8 @@ def run(params: Params, paths: Paths) -> dict:
             kept.close(empty_like=checker.empty_passed())
             aside.close(empty_like=checker.empty_quarantine())
         result = checker.result()
+        if kept.rows + aside.rows != checker.n:  # nothing lost: every row read is written once, kept or aside
+            raise AssertionError(f"validate read {checker.n} rows but wrote {kept.rows} kept + {aside.rows} quarantined")
         result.quarantined = pd.concat(sample, ignore_index=True) if sample else checker.empty_quarantine()
         current = checker.profiler.result()
         result.report["profile"] = {k: current[k] for k in ("rows", "label_priors", "length_bins", "length_hist", "words")}
