@@ -152,7 +152,7 @@ def test_pretrained_backbone_is_fine_tuned_and_its_bundle_serves_without_it(spli
     backbone = shutil.copytree(tiny_backbone, tmp_path / "backbone")
     ws = copy_ws(split_ws, tmp_path / "ws", model={"kind": "pretrained", "backbone": str(backbone)},
                  # a randomly initialised 2-layer BERT (no hub here) needs more than 3 epochs on the demo topics
-                 train={"lr": 0.003, "epochs": 8}, tokenizer={"truncation": "head_tail"})
+                 train={"lr": 0.005, "epochs": 8}, tokenizer={"truncation": "head_tail"})
     out = run_train(ws).stdout
     assert "train: pretrained model" in out
     m = json.loads((ws / "metrics/train.json").read_text())
