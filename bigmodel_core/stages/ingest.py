@@ -9,45 +9,33 @@ from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data.formats import iter_source
 from bigmodel_core.errors import DataError
-from bigmodel_core.io import atomic_dir, check_table, shown, write_json
+from bigmodel_core.io import TableWriter, atomic_dir, shown, write_json
 from bigmodel_core.paths import Paths
 
 
 def run(params: Params, paths: Paths) -> dict:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     import numpy as np
 
     per_source: dict[str, int] = {}
-    files = rows = 0
+    files = 0
     ids: list[np.ndarray] = []  # row ids as 64-bit numbers: unique over the whole table, checked at the end
     with atomic_dir(paths.raw) as out:
-        target = out / "rows.parquet"
-        writer = None
+        writer = TableWriter(out / "rows.parquet", schemas.RAW, shown(paths.raw / "rows.parquet"))
         try:
             for src in params.data.sources:
                 per_source[src.name] = 0
                 for frame in iter_source(src, paths.root):
-                    frame = check_table(frame, schemas.RAW, f"output {shown(paths.raw / 'rows.parquet')}")
-                    if writer is None:
-                        table = pa.Table.from_pandas(frame, preserve_index=False)
-                        writer = pq.ParquetWriter(target, table.schema)
-                    else:
-                        table = pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False)
-                    writer.write_table(table)
+                    writer.write(frame)
                     ids.append(np.fromiter((int(x, 16) for x in frame["row_id"]), dtype=np.uint64, count=len(frame)))
                     per_source[src.name] += len(frame)
-                    rows += len(frame)
                     files += int(frame["source_file"].nunique())
         finally:
-            if writer is not None:
-                writer.close()
+            writer.close()
         every = np.sort(np.concatenate(ids)) if ids else np.empty(0, dtype=np.uint64)
         repeated = every[1:][every[1:] == every[:-1]]
         if len(repeated):
             raise DataError(f"output {shown(paths.raw / 'rows.parquet')} breaks schema raw: row_id "
                             f"{int(repeated[0]):016x} is not unique ({len(repeated)} repeated id(s))")
-        report = {"rows": rows, "per_source": per_source, "files": files}
+        report = {"rows": writer.rows, "per_source": per_source, "files": files}
         write_json(report, out / "report.json")
     return report
