@@ -271,7 +271,7 @@ class Checker:
         involved = np.unique(pairs)
         need = firsts[involved]
         sig = np.empty((len(need), minhash.BINS), dtype=np.uint32)
-        where_of = {int(r): i for i, r in enumerate(need)}
+        at_row = lambda rows_: np.searchsorted(need, rows_)  # noqa: E731  (need is sorted: row -> its signature)
         # where each row of those texts is (a kept twin may be a later copy of its text): for the reasons
         located = rows[np.isin(key_id[rows], key_id[need])]
         self.twin_rows: dict[int, tuple[str, int]] = {}
@@ -289,7 +289,7 @@ class Checker:
                 self.twin_rows[r] = (str(file), int(row))
             start += n
         a, b = firsts[pairs[:, 0]], firsts[pairs[:, 1]]
-        sims = (sig[[where_of[int(x)] for x in a]] == sig[[where_of[int(x)] for x in b]]).mean(axis=1)
+        sims = minhash.similarity(sig, np.stack([at_row(a), at_row(b)], axis=1))
         keep = sims >= rule.min_jaccard
         pairs, sims, a, b = pairs[keep], sims[keep], a[keep], b[keep]
         if not len(pairs):
@@ -329,7 +329,7 @@ class Checker:
         reasons = {}
         for i in np.nonzero(copies | stuck)[0].tolist():
             twin = kept_of[int(cluster[i])]
-            si, st = sig[where_of[first_of_key[int(key_id[i])]]], sig[where_of[first_of_key[int(key_id[twin])]]]
+            si, st = sig[at_row(first_of_key[int(key_id[i])])], sig[at_row(first_of_key[int(key_id[twin])])]
             j = float((si == st).mean())
             file, row = self.twin_rows[twin]
             where = f"{file} row {row}"
