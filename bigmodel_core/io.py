@@ -161,7 +161,7 @@ def iter_frames(path: str | Path, schema: Any | None = None, batch_rows: int | N
 
 class TableWriter:
     """Append schema-checked pandas frames to one Parquet file (use inside atomic_dir, so a failure leaves
-    nothing); the Arrow schema comes from the first frame, or from `like` when given."""
+    nothing); the Arrow schema comes from the first frame."""
 
     def __init__(self, target: str | Path, schema: Any | None = None, shown_as: str | None = None):
         self.target, self.schema, self.shown_as = Path(target), schema, shown_as or shown(target)

@@ -1,9 +1,9 @@
 """Text operations over a whole column, equal to their row-by-row Python definitions.
 
-Pure-ASCII texts (the bulk of most corpora) go through pyarrow's kernels with patterns written to match, on
-ASCII, exactly what the Python ones match (Python's \\s, \\d and str.split() are Unicode-aware, RE2's are
-ASCII); every other text goes through the Python definition. tests/test_vectorized_text.py checks each one
-against its Python definition on adversarial samples.
+Whitespace is spelled out as the characters Python's \\s matches, so blank texts, word counts and word splits
+are exact for every text in pyarrow. Patterns that need more of Python's Unicode classes (\\d, casefold) run
+in pyarrow on ASCII texts only, and the others go through the Python definition. tests/test_vectorized_text.py
+checks each one against its Python definition on adversarial samples.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _ASCII_WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # Python's str.isspac
 
 def word_counts(arr: pa.Array, chunk_rows: int = 50_000) -> np.ndarray:
     """len(text.split()) per text (0 for null): word starts counted on the UTF-8 bytes of ASCII texts (a
-    non-space byte after a space byte or at the text's start), pyarrow's Unicode split for the others."""
+    non-space byte after a space byte or at the text's start), split_words for the others."""
     arr = pc.fill_null(as_array(arr), "")
     out = np.empty(len(arr), dtype=np.int64)
     for start in range(0, len(arr), chunk_rows):
