@@ -204,3 +204,33 @@ def test_near_duplicate_threshold_is_bounded_and_the_bounds_work():
         p = ValidateParams(min_rows=1, min_rows_per_class=1, rules={"near_duplicate": {"min_jaccard": edge}})
         found = check(_frame(rows), p, ["x", "y"]).report["rules"]["near_duplicate"]["clusters"]
         assert found == (1 if edge == 0.1 else 0)
+
+
+def test_validate_profile_equals_a_profile_of_the_passing_rows():
+    """validate counts words during its near-duplicate search (every usable row) and takes the quarantined
+    rows' words away afterwards; rows that pass under a warn policy are counted then. The result must equal a
+    fresh profile of the rows that passed."""
+    from bigmodel_core.data.profile import profile
+    from bigmodel_core.data.quality import Checker
+
+    base = "the quick brown fox jumps over the lazy dog near the river bank today"
+    df = _frame([
+        (base, "x"), (base, "x"), (base + " again", "x"),  # a duplicate, a near-duplicate
+        ("Other Words Entirely here", "y"), ("unique zebra text", "y"), ("Zebra unique TEXT", "y"),
+        ("labelled outside the set", "z"),  # unknown label, passing under warn: counted in write()
+        ("   ", "x"), ("tiny", "y"), ("ÉTÉ été Été words", "x"),
+    ])
+    p = ValidateParams(min_rows=1, min_rows_per_class=1, max_quarantine_fraction=1.0,
+                       rules={"unknown_label": Rule(policy="warn"), "too_short": Rule(min_words=2),
+                              "near_duplicate": Rule(policy="quarantine", min_jaccard=0.7, shingle_words=3)})
+    passed, aside = [], []
+    checker = Checker(p, ["x", "y"])
+    checker.scan(lambda: iter([df.iloc[:4], df.iloc[4:]]))
+    checker.write(passed.append, aside.append)
+    passed, aside = pd.concat(passed), pd.concat(aside)
+    assert set(aside["rule"]) >= {"duplicate", "near_duplicate", "empty_text", "too_short"}
+    assert "labelled outside the set" in set(passed["text"])
+    got, want = checker.profiler.result(), profile(passed["text"], passed["label"])
+    assert got == want
+    # "the": three times in the one kept copy of the base text, once in "labelled outside the set"
+    assert got["vocab"]["the"] == 4 and "again" not in got["vocab"] and got["vocab"]["été"] == 3

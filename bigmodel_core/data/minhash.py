@@ -8,14 +8,12 @@ probability equal to their Jaccard similarity. One hash per shingle instead of o
 permutation: the whole search costs a few numpy passes over the words.
 
 Words are the whitespace-separated words of the lower-cased text; a shingle is `k` consecutive words (a text
-of k words or fewer is one shingle). Word hashes are a keyed BLAKE2b of the word, so a text's signature does
-not depend on the other rows or on the process. LSH bands and rows come from datasketch's optimiser for the
+of k words or fewer is one shingle). A word's hash depends on its bytes alone (_string_hashes, in numpy), so a
+text's signature does not depend on the other rows or on the process. LSH bands and rows come from datasketch's optimiser for the
 threshold; candidate pairs from shared bands are then checked against the threshold on the full signature.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 import pyarrow as pa
@@ -38,41 +36,55 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _word_hash(w: str) -> int:
-    return int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8, key=b"bigmodel-minhash").digest(), "little")
+_SEED = np.uint64(0x6B6D62696D6F6465)  # "bigmodel": the hashes are the same in every process
 
 
-def _word_hashes(words: pa.Array, cache: dict[str, int]) -> np.ndarray:
-    """A stable 64-bit hash per word: BLAKE2b of each distinct word (remembered in `cache` across chunks),
-    spread over all its occurrences."""
-    encoded = pc.dictionary_encode(words)
-    uniq = encoded.dictionary.to_pylist()
-    table = np.fromiter((cache[w] if w in cache else cache.setdefault(w, _word_hash(w)) for w in uniq),
-                        dtype=np.uint64, count=len(uniq))
-    if len(cache) > 2_000_000:  # a bound on memory for corpora with endless distinct words
-        cache.clear()
-    return table[encoded.indices.to_numpy(zero_copy_only=False)]
+def _string_hashes(arr: pa.Array) -> np.ndarray:
+    """A stable 64-bit hash per string of a (large_)string array without nulls, in numpy: each byte at
+    position i of its string is mixed with i into a 64-bit value, a string's values are summed and the sum is
+    mixed with its length. For two different strings of the same length the sums differ by mixed values of
+    different (position, byte) pairs, so they collide only by chance (2^-64); the length separates the others."""
+    n = len(arr)
+    if not n:
+        return np.empty(0, dtype=np.uint64)
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset:arr.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
+    pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+    terms = _mix((pos.astype(np.uint64) << np.uint64(8)) + data.astype(np.uint64) + _SEED)
+    sums = np.zeros(n, dtype=np.uint64)
+    nonempty = lengths > 0
+    if len(data):
+        sums[nonempty] = np.add.reduceat(terms, starts[nonempty])
+    return _mix(sums + lengths.astype(np.uint64) * _MUL[0])
 
 
-def signatures(texts: list[str] | pa.Array, k: int, chunk_rows: int = 50_000) -> np.ndarray:
-    """(n, BINS) uint32 signatures, one row per text (a text without words matches no other)."""
+def signatures(texts: list[str] | pa.Array, k: int, chunk_rows: int = 50_000, on_words=None) -> np.ndarray:
+    """(n, BINS) uint32 signatures, one row per text (a text without words matches no other). on_words, if
+    given, is called with the distinct lower-cased words of each chunk and how often each occurs (so a caller
+    can count words without splitting the texts again)."""
     arr = pa.array(texts, type=pa.large_string()) if not isinstance(texts, (pa.Array, pa.ChunkedArray)) else texts
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     out = np.empty((len(arr), BINS), dtype=np.uint32)
-    cache: dict[str, int] = {}
     for start in range(0, len(arr), chunk_rows):
-        out[start:start + chunk_rows] = _signatures(arr.slice(start, chunk_rows), k, cache)
+        out[start:start + chunk_rows] = _signatures(arr.slice(start, chunk_rows), k, on_words)
     return out
 
 
-def _signatures(arr: pa.Array, k: int, cache: dict[str, int]) -> np.ndarray:
+def _signatures(arr: pa.Array, k: int, on_words=None) -> np.ndarray:
     from bigmodel_core.data.columns import split_words
 
     words, counts = split_words(arr, lower=True)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     n = len(counts)
-    wh = _word_hashes(words, cache)
+    # a hash per distinct word, spread over its occurrences
+    encoded = pc.dictionary_encode(words)
+    index = encoded.indices.to_numpy(zero_copy_only=False)
+    wh = _string_hashes(encoded.dictionary)[index]
+    if on_words is not None:
+        on_words(encoded.dictionary, np.bincount(index, minlength=len(encoded.dictionary)))
     total = len(wh)
     padded = np.concatenate([wh, np.zeros(k, dtype=np.uint64)])
     # the word at position i, and the k-1 after it when they belong to the same text (0 when past its end)

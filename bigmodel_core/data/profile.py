@@ -28,37 +28,76 @@ FILE = "data_profile.json"
 class Profiler:
     """The profile of rows seen in parts (add each batch, then result()): label priors, word-length histogram,
     top words with counts, OOV baseline. Words: the lower-cased text split on whitespace (columns.words_lower).
-    With a reference vocabulary it also counts the words outside it (oov_rate)."""
+    With a reference vocabulary it also counts the words outside it (oov_rate).
+
+    The word counts live in Arrow and numpy (the distinct words seen, a count for each), so adding a batch
+    costs a hash lookup of its distinct words, not a Python loop; counts can also be added for words already
+    split elsewhere (add_counts) and taken away again (sign=-1), which is how validate reuses the words its
+    near-duplicate search split."""
 
     def __init__(self, reference_vocab: dict | None = None) -> None:
         self.rows = 0
         self.lengths = np.zeros(len(LENGTH_EDGES) + 1, dtype=np.int64)
-        self.counts: dict[str, int] = {}  # insertion order = first appearance
+        self.words = pa.array([], type=pa.large_string())  # the distinct words seen, in order of first appearance
+        self.word_counts = np.zeros(0, dtype=np.int64)
         self.labels: dict[str, int] = {}
         self.reference = pa.array(list(reference_vocab), type=pa.large_string()) if reference_vocab is not None else None
-        self.known = 0
 
     def add(self, texts, labels) -> None:
         words, per_text = columns.words_lower(columns.as_array(texts))
+        self.add_lengths(per_text)
+        self.add_labels(labels)
+        self.add_words(words)
+
+    def add_lengths(self, per_text: np.ndarray) -> None:
+        """Rows with these word counts."""
         self.rows += len(per_text)
         self.lengths += np.bincount(np.searchsorted(LENGTH_EDGES, per_text, side="left"), minlength=len(LENGTH_EDGES) + 1)
-        counted = pc.value_counts(words)  # in order of first appearance
-        for w, c in zip(counted.field("values").to_pylist(), counted.field("counts").to_numpy().tolist()):
-            self.counts[w] = self.counts.get(w, 0) + c
+
+    def add_labels(self, labels) -> None:
         for lab, c in pd.Series(labels).astype(str).value_counts(sort=False).items():
             self.labels[lab] = self.labels.get(lab, 0) + int(c)
-        if self.reference is not None and len(words):
-            self.known += int(pc.sum(pc.is_in(words, value_set=self.reference)).as_py() or 0)
+
+    def add_words(self, words: pa.Array, sign: int = 1) -> None:
+        """Count each occurrence in `words` (a flat array of words)."""
+        if len(words):
+            encoded = pc.dictionary_encode(words)
+            counts = np.bincount(encoded.indices.to_numpy(zero_copy_only=False), minlength=len(encoded.dictionary))
+            self.add_counts(encoded.dictionary, counts, sign)
+
+    def add_counts(self, distinct: pa.Array, counts: np.ndarray, sign: int = 1) -> None:
+        """Add (sign=-1: take away) `counts[i]` occurrences of the word `distinct[i]` (distinct words)."""
+        distinct = distinct.cast(pa.large_string())
+        if len(self.words):
+            at = pc.fill_null(pc.index_in(distinct, value_set=self.words), -1).to_numpy(zero_copy_only=False)
+        else:
+            at = np.full(len(distinct), -1, dtype=np.int64)
+        seen = at >= 0
+        self.word_counts[at[seen]] += sign * counts[seen].astype(np.int64)  # distinct words: no index repeats
+        new = ~seen & (counts > 0)
+        if new.any():
+            if sign < 0:
+                raise ValueError(f"cannot take away {int(new.sum())} word(s) never added, e.g. {distinct.filter(pa.array(new))[0]!r}")
+            self.words = pa.concat_arrays([self.words, distinct.filter(pa.array(new))])
+            self.word_counts = np.concatenate([self.word_counts, counts[new].astype(np.int64)])
 
     def oov_rate(self) -> float:
-        total = sum(self.counts.values())
-        return 1 - self.known / total if total else 0.0
+        """The share of word occurrences outside the reference vocabulary (all of them without one)."""
+        total = int(self.word_counts.sum())
+        if not total:
+            return 0.0
+        if self.reference is None:
+            return 1.0
+        known = int(self.word_counts[pc.is_in(self.words, value_set=self.reference).to_numpy(zero_copy_only=False)].sum())
+        return 1 - known / total
 
     def result(self) -> dict:
-        values = list(self.counts)
-        counts = np.fromiter(self.counts.values(), dtype=np.int64, count=len(values))
-        top = np.argsort(-counts, kind="stable")[:VOCAB_SIZE]  # ties keep first-appearance order
-        vocab = {values[i]: int(counts[i]) for i in top}
+        present = self.word_counts > 0
+        words, counts = self.words.filter(pa.array(present)), self.word_counts[present]
+        # the most frequent words; equal counts in word order, so the vocabulary does not depend on row order
+        order = pc.sort_indices(pa.table({"count": counts, "word": words}),
+                                sort_keys=[("count", "descending"), ("word", "ascending")])[:VOCAB_SIZE]
+        vocab = dict(zip(words.take(order).to_pylist(), counts[order.to_numpy()].tolist()))
         total = int(counts.sum())
         n_labels = sum(self.labels.values())
         return {

@@ -170,7 +170,9 @@ class Checker:
                 keys = columns.group_keys(texts)
                 hi[where] = np.fromiter((int(k[:16], 16) for k in keys), dtype=np.uint64, count=len(keys))
                 lo[where] = np.fromiter((int(k[16:20], 16) for k in keys), dtype=np.uint16, count=len(keys))
-                sig = minhash.signatures(texts, near.shingle_words)
+                # the words of every usable row are counted for the profile here; write() takes away the
+                # quarantined rows' words, so the profile is of the passing rows without a second split
+                sig = minhash.signatures(texts, near.shingle_words, on_words=self.profiler.add_counts)
                 bands.append(minhash.band_hashes(sig, self.bands, self.band_rows))
                 band_rows.append(where + start)
             words = columns.word_counts(arr)
@@ -395,8 +397,16 @@ class Checker:
                 # warn-policy rows stay; they still need a usable text and label to train on
                 self.unusable += int((f["blank"][idx].astype(bool) | part["label"].isna().to_numpy()).sum())
                 part = part.astype({"text": "str", "label": "str", "group_key": "str"})
-                self.profiler.add(part["text"], part["label"])
+                lengths = f["words"][idx].copy()
+                if not usable.all():  # passing under a warn policy: their words were not counted in scan()
+                    words, lengths[~usable] = columns.words_lower(columns.as_array(part["text"][~usable]))
+                    self.profiler.add_words(words)
+                self.profiler.add_lengths(lengths)
+                self.profiler.add_labels(part["label"])
                 passed_sink(part.reset_index(drop=True))
+            gone = q & f["usable"][start:start + n].astype(bool)  # counted in scan(), but not passing
+            if gone.any():
+                self.profiler.add_words(columns.words_lower(columns.as_array(df["text"][gone]))[0], sign=-1)
             start += n
 
     # ---------------------------------------------------------------- report
