@@ -346,8 +346,9 @@ def main() -> int:
 
         def cell(m):
             return f"{m['cpu_s']:.1f} s ({m['wall_s']:.1f}), {m['peak_rss_mib'] / 1024:.2f} GiB" if m else "-"
+        speedup = f"{pd_['cpu_s'] / b['cpu_s']:.1f}x" if pd_ else "-"
         print(f"| {stage} | {cell(f)} | {cell(b)} | {cell(pd_)} | {b['cpu_s'] / f['cpu_s']:.1f}x | "
-              f"{(pd_['cpu_s'] / b['cpu_s']) if pd_ else float('nan'):.1f}x | {rows / b['wall_s']:,.0f} |")
+              f"{speedup} | {rows / b['wall_s']:,.0f} |")
     out = args.out or args.workdir / f"results-{rows}.json"
     out.write_text(json.dumps({"rows": rows, "corpus": info, "machine": platform.platform(), "cpus": os.cpu_count(),
                                "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=2))

@@ -68,6 +68,10 @@ def test_minhash_estimates_jaccard_without_bias_and_is_stable():
     assert abs(float((est - exact).mean())) < 0.01        # unbiased
     assert float(np.abs(est - exact).mean()) < 0.05        # 128 bins: standard error <= 0.044
     assert exact.min() < 0.5 < 0.9 < exact.max()           # the test covers a real range
+    # 8 bits per bin (what validate keeps per row): chance agreement taken out, the same accuracy
+    est8 = minhash.similarity(minhash.bbit(sig), pairs)
+    assert abs(float((est8 - exact).mean())) < 0.01 and float(np.abs(est8 - exact).mean()) < 0.05
+    assert float(np.abs(est8 - est).mean()) < 0.02 and est8.min() >= 0 and est8.max() <= 1
     # a text's signature depends on the text alone: not on its neighbours, the batch or the case
     again = minhash.signatures(list(reversed(base[:50])) + [base[0].upper()], 3, chunk_rows=7)
     assert (again[::-1][1:] == sig[:50]).all() and (again[-1] == sig[0]).all()
@@ -78,15 +82,22 @@ def test_lsh_finds_the_similar_pairs_and_components_join_them():
     vocab = [f"w{i}" for i in range(5000)]
     seeds = [[rng.choice(vocab) for _ in range(60)] for _ in range(300)]
     texts = [" ".join(w) for w in seeds] + [" ".join(_mutate(w, rng, 2)) for w in seeds[:100]] + ["", "x"]
-    sig = minhash.signatures(texts, 3)
+    sig32 = minhash.signatures(texts, 3)
     bands, rows = minhash.band_params(0.7)
-    pairs = minhash.candidate_pairs(sig, bands, rows)
-    sims = minhash.similarity(sig, pairs)
-    close = {tuple(p) for p, s in zip(pairs.tolist(), sims) if s >= 0.7}
     truth = {(i, 300 + i) for i in range(100) if _jaccard(texts[i], texts[300 + i]) >= 0.8}
-    # the estimate's spread is that of 128-permutation MinHash (sd ~0.035 at J=0.8), so a rare pair falls under
-    assert len(truth) >= 60 and len(truth & close) >= 0.97 * len(truth)
-    assert all(b - a == 300 for a, b in close)                      # and nothing unrelated (the empty text included)
+    assert len(truth) >= 60
+    for sig in (sig32, minhash.bbit(sig32)):  # 32-bit values, and the 8 bits validate keeps
+        pairs = minhash.candidate_pairs(sig, bands, rows)
+        sims = minhash.similarity(sig, pairs)
+        close = {tuple(p) for p, s in zip(pairs.tolist(), sims) if s >= 0.7}
+        # the estimate's spread is that of 128-permutation MinHash (sd ~0.035 at J=0.8), so a rare pair falls under
+        assert len(truth & close) >= 0.97 * len(truth)
+        assert all(b - a == 300 for a, b in close)                  # and nothing unrelated (the empty text included)
+        # searching a subset gives the same pairs, as positions in the subset
+        subset = np.arange(0, len(texts), 2)
+        sub = minhash.candidate_pairs(sig, bands, rows, subset=subset)
+        assert {tuple(p) for p in subset[sub].tolist()} == {tuple(p) for p in pairs.tolist() if p[0] % 2 == 0 == p[1] % 2}
+        assert (minhash.pairs_from_bands(minhash.band_hashes(sig, bands, rows)) == pairs).all()
     comp = minhash.components(len(texts), np.array(sorted(close)))
     assert all(comp[a] == comp[b] for a, b in close) and len(set(comp[:300])) == 300
 

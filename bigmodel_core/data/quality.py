@@ -81,7 +81,7 @@ def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tok
     returned as frames. max_tokens (tokenizer.max_length) feeds the truncated rule; None leaves it unchecked."""
     passed, quarantined = [], []
     checker = Checker(p, labels, max_tokens)
-    checker.scan(lambda: iter([df]))
+    checker.scan(lambda: iter([df]), rows=len(df))
     checker.write(passed.append, quarantined.append)
     result = checker.result()
     result.passed = passed[0] if passed else _empty_passed(df)
@@ -103,15 +103,37 @@ QUARANTINE_COLUMNS = ("row_id", "source", "source_file", "source_row", "text", "
 _FIXED = {"train": 1, "test": 2}
 
 
-class Checker:
-    """The rules over a table read in batches, in three passes (memory holds a few bytes per row, not rows):
+class _RowArrays:
+    """Per-row arrays filled batch by batch: sized once when the row count is known up front, otherwise grown
+    by half again whenever a batch does not fit."""
 
-    1. scan(): per row, the facts every rule needs (blank text, label, group key, text rules, word count) and,
-       for rows with a usable text and label, the LSH band hashes of their MinHash signature;
-    2. the decisions over the whole table (conflicts, duplicates with the fixed test copy kept, each rule in
-       order on the rows the rules before it left, near-duplicate clusters; one more pass computes the full
-       signatures of the candidate rows to check their similarity);
-    3. write(): each batch again, split into passed rows (group key, fixed split of a near-copy of a test row)
+    def __init__(self, spec: dict[str, tuple], capacity: int) -> None:
+        self.spec, self.capacity = spec, max(capacity, 1)
+        self.a = {k: np.zeros((self.capacity, *tail), dtype=dtype) for k, (dtype, tail) in spec.items()}
+
+    def put(self, start: int, values: dict[str, np.ndarray], n: int) -> None:
+        if start + n > self.capacity:
+            self.capacity = max(start + n, self.capacity * 3 // 2)
+            for k, (dtype, tail) in self.spec.items():
+                grown = np.zeros((self.capacity, *tail), dtype=dtype)
+                grown[:start] = self.a[k][:start]
+                self.a[k] = grown
+        for k, v in values.items():
+            self.a[k][start:start + n] = v
+
+    def trimmed(self, n: int) -> dict[str, np.ndarray]:
+        return {k: v[:n] for k, v in self.a.items()}
+
+
+class Checker:
+    """The rules over a table read in batches, in two passes (memory holds a few bytes per row, not rows):
+
+    1. scan(): per row, the facts every rule needs (blank text, label, group key, text rules, word count,
+       source file and row) and, for rows with a usable text and label, an 8-bit MinHash signature
+       (minhash.bbit: 128 bytes a row); then the decisions over the whole table (conflicts, duplicates with the
+       fixed test copy kept, each rule in order on the rows the rules before it left, near-duplicate clusters
+       from LSH bands of the signatures, each candidate pair checked on its full signature);
+    2. write(): each batch again, split into passed rows (group key, fixed split of a near-copy of a test row)
        and quarantined rows (rule, reason), handed to the sinks; the examples and the profile are collected.
 
     result() then returns the report and the failures (QualityResult without rows)."""
@@ -128,14 +150,19 @@ class Checker:
         self.profiler = Profiler(reference_vocab)
 
     # ---------------------------------------------------------------- pass 1
-    def scan(self, batches) -> None:
+    def scan(self, batches, rows: int | None = None) -> None:
+        """batches: a callable giving the table's frames (called again by write()); rows: how many rows they
+        hold, if known (the per-row arrays are then allocated once)."""
         from bigmodel_core.data import minhash
 
         self.batches = batches
-        facts: dict[str, list] = {k: [] for k in ("blank", "missing", "unknown", "usable", "label", "fixed", "hi",
-                                                  "lo", "words", *_TEXT_RULES)}
-        bands, band_rows = [], []
+        flags = ("blank", "missing", "unknown", "usable", *_TEXT_RULES)
+        spec = {**{k: (bool, ()) for k in flags}, "label": (np.int32, ()), "fixed": (np.int8, ()),
+                "hi": (np.uint64, ()), "lo": (np.uint16, ()), "words": (np.int32, ()), "file": (np.int32, ()),
+                "source_row": (np.int64, ()), "sig": (np.uint8, (minhash.BINS,))}
+        store = _RowArrays(spec, rows or 65_536)
         self.label_names: dict[str, int] = {}
+        self.file_names: dict[str, int] = {}
         self.batch_sizes: list[int] = []
         self.first_empty = pd.DataFrame({c: pd.Series(dtype="int64" if c == "source_row" else "str")
                                          for c in ("row_id", "source", "source_file", "source_row", "text", "label",
@@ -162,8 +189,11 @@ class Checker:
             to_global = np.array([self.label_names.setdefault(u, len(self.label_names)) for u in uniques],
                                  dtype=np.int32)
             codes[present] = to_global[local] if len(present) else codes[present]
+            local, uniques = pd.factorize(df["source_file"].astype(str))
+            files = np.array([self.file_names.setdefault(u, len(self.file_names)) for u in uniques], dtype=np.int32)
             fixed = df["fixed_split"].map(_FIXED).fillna(0).to_numpy(dtype=np.int8)
             hi, lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint16)
+            sig = np.zeros((n, minhash.BINS), dtype=np.uint8)
             where = np.nonzero(usable)[0]
             if len(where):
                 texts = pc.take(arr, pa.array(where, type=pa.int64()))
@@ -172,21 +202,17 @@ class Checker:
                 lo[where] = np.fromiter((int(k[16:20], 16) for k in keys), dtype=np.uint16, count=len(keys))
                 # the words of every usable row are counted for the profile here; write() takes away the
                 # quarantined rows' words, so the profile is of the passing rows without a second split
-                sig = minhash.signatures(texts, near.shingle_words, on_words=self.profiler.add_counts)
-                bands.append(minhash.band_hashes(sig, self.bands, self.band_rows))
-                band_rows.append(where + start)
+                sig[where] = minhash.bbit(minhash.signatures(texts, near.shingle_words,
+                                                             on_words=self.profiler.add_counts))
             words = columns.word_counts(arr)
-            for k, v in _text_masks(arr, self.p, words).items():
-                facts[k].append(v)
-            for k, v in (("blank", blank), ("missing", missing), ("unknown", unknown), ("usable", usable),
-                         ("label", codes), ("fixed", fixed), ("hi", hi), ("lo", lo),
-                         ("words", words.astype(np.int32))):
-                facts[k].append(v)
+            store.put(start, {**_text_masks(arr, self.p, words), "blank": blank, "missing": missing,
+                              "unknown": unknown, "usable": usable, "label": codes, "fixed": fixed, "hi": hi,
+                              "lo": lo, "words": words, "file": files[local], "source_row": df["source_row"].to_numpy(),
+                              "sig": sig}, n)
             start += n
         self.n = start
-        self.f = {k: (np.concatenate(v) if v else np.empty(0)) for k, v in facts.items()}
-        self.band_hash = np.concatenate(bands) if bands else np.empty((0, self.bands), dtype=np.uint32)
-        self.band_row = np.concatenate(band_rows) if band_rows else np.empty(0, dtype=np.int64)
+        self.f = store.trimmed(start)
+        self.files = list(self.file_names)
         self._decide()
 
     def empty_passed(self) -> pd.DataFrame:
@@ -263,35 +289,14 @@ class Checker:
         rows = np.nonzero(candidates)[0]
         _, first_at = np.unique(key_id[rows], return_index=True)
         firsts = np.sort(rows[first_at])  # one row per distinct text, in table order
-        at = np.searchsorted(self.band_row, firsts)  # band hashes were kept for every usable row
-        pairs = minhash.pairs_from_bands(self.band_hash[at]) if len(firsts) else np.empty((0, 2), dtype=np.int64)
+        sig = f["sig"]
         empty = {"cluster": key_id.copy(), "copies": np.zeros(self.n, dtype=bool), "stuck": np.zeros(self.n, dtype=bool),
                  "to_test": np.zeros(self.n, dtype=bool), "reasons": {}, "pairs": [], "pairs_found": 0, "clusters": 0}
-        if not len(pairs):
+        if not len(firsts):
             return empty
-        # the full signatures of the rows in candidate pairs: one more pass over the texts
-        involved = np.unique(pairs)
-        need = firsts[involved]
-        sig = np.empty((len(need), minhash.BINS), dtype=np.uint32)
-        at_row = lambda rows_: np.searchsorted(need, rows_)  # noqa: E731  (need is sorted: row -> its signature)
-        # where each row of those texts is (a kept twin may be a later copy of its text): for the reasons
-        located = rows[np.isin(key_id[rows], key_id[need])]
-        self.twin_rows: dict[int, tuple[str, int]] = {}
-        start = 0
-        for df, n in zip(self.batches(), self.batch_sizes):
-            lo_i, hi_i = np.searchsorted(need, [start, start + n])
-            if hi_i > lo_i:
-                local = need[lo_i:hi_i] - start
-                texts = pc.take(columns.as_array(df["text"]), pa.array(local, type=pa.int64()))
-                sig[lo_i:hi_i] = minhash.signatures(texts, rule.shingle_words)
-            lo_j, hi_j = np.searchsorted(located, [start, start + n])
-            local = located[lo_j:hi_j] - start
-            for r, file, row in zip(located[lo_j:hi_j].tolist(), df["source_file"].to_numpy()[local].tolist(),
-                                    df["source_row"].to_numpy()[local].tolist()):
-                self.twin_rows[r] = (str(file), int(row))
-            start += n
+        pairs = minhash.candidate_pairs(sig, self.bands, self.band_rows, subset=firsts)
         a, b = firsts[pairs[:, 0]], firsts[pairs[:, 1]]
-        sims = minhash.similarity(sig, np.stack([at_row(a), at_row(b)], axis=1))
+        sims = minhash.similarity(sig, np.stack([a, b], axis=1))
         keep = sims >= rule.min_jaccard
         pairs, sims, a, b = pairs[keep], sims[keep], a[keep], b[keep]
         if not len(pairs):
@@ -328,13 +333,13 @@ class Checker:
         copies &= ~stuck
         kept_of = dict(zip(cluster[kept].tolist(), kept.tolist()))
         first_of_key = {int(key_id[r]): int(r) for r in firsts[in_pair].tolist()}
+        aside = np.nonzero(copies | stuck)[0]
+        twins = np.array([kept_of[int(c)] for c in cluster[aside].tolist()], dtype=np.int64)
+        firsts_of = lambda r: np.array([first_of_key[int(k)] for k in key_id[r].tolist()], dtype=np.int64)  # noqa: E731
+        jac = minhash.similarity(sig, np.stack([firsts_of(aside), firsts_of(twins)], axis=1)) if len(aside) else []
         reasons = {}
-        for i in np.nonzero(copies | stuck)[0].tolist():
-            twin = kept_of[int(cluster[i])]
-            si, st = sig[at_row(first_of_key[int(key_id[i])])], sig[at_row(first_of_key[int(key_id[twin])])]
-            j = float((si == st).mean())
-            file, row = self.twin_rows[twin]
-            where = f"{file} row {row}"
+        for i, twin, j in zip(aside.tolist(), twins.tolist(), list(jac)):
+            where = f"{self.files[f['file'][twin]]} row {int(f['source_row'][twin])}"
             reasons[i] = (f"near-duplicate (Jaccard {j:.2f}) of {where}, a fixed test row it cannot follow into test"
                           if stuck[i] else f"near-duplicate (Jaccard {j:.2f}) of {where}, which is kept")
         top = np.argsort(-sims, kind="stable")[:max(self.p.examples, 10)]

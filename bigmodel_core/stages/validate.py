@@ -11,6 +11,7 @@ import os
 import time
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from bigmodel_core.config import Params
 from bigmodel_core.data import quality, schemas
@@ -26,7 +27,8 @@ def run(params: Params, paths: Paths) -> dict:
         else _champion_profile(params, paths)
     checker = quality.Checker(params.validate, params.data.labels, max_tokens=params.tokenizer.max_length,
                               reference_vocab=reference["vocab"] if reference else None)
-    checker.scan(lambda: iter_frames(source, schemas.CLEAN))
+    rows = pq.read_metadata(source).num_rows if source.exists() else None  # the per-row arrays, allocated once
+    checker.scan(lambda: iter_frames(source, schemas.CLEAN), rows)
     sample: list = []  # the first quarantined rows, for the page
 
     with atomic_dir(paths.validated) as out:
