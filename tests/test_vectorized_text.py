@@ -106,7 +106,7 @@ def test_column_operations_equal_their_python_definitions():
     from bigmodel_core.data import columns, quality
     from bigmodel_core.data.cleaning import normalize_key
 
-    texts = _samples(11, 4000) + ["<p class='x'>", "&nbsp;", "&#x1F;", "a\u0085b", "x\x7fy", "\x9f", "<a\u00a0href>", "١٢"]
+    texts = _samples(11, 4000) + ["<p class='x'>", "&nbsp;", "&#x1F;", "a\u0085b", "x\x7fy", "\x9f", "<a\u00a0href>", "١٢", "&#١٢٣;", "&#𝟙;", "<b\u2003x>", "<b\u200bx>"]
     arr = columns.as_array(texts)
     plain = ["" if t is None else t for t in texts]
     assert columns.word_counts(arr).tolist() == [len(t.split()) for t in plain]
@@ -118,10 +118,29 @@ def test_column_operations_equal_their_python_definitions():
     assert words.to_pylist()[:counts[0] + counts[1]] == " ".join(lowered).split()
     assert columns.char_counts(arr).tolist() == [len(t) for t in plain]
     assert columns.blank(arr).tolist() == [not t.strip() for t in plain]
-    assert columns.contains(arr, quality._CONTROL, quality._CONTROL_RE2).tolist() == [bool(quality._CONTROL.search(t)) for t in plain]
-    assert columns.contains(arr, quality._HTML_LEFT, quality._HTML_LEFT_RE2).tolist() == [bool(quality._HTML_LEFT.search(t)) for t in plain]
+    assert columns.contains(arr, quality._CONTROL_RE2).tolist() == [bool(quality._CONTROL.search(t)) for t in plain]
+    assert columns.contains(arr, quality._html_left_re2()).tolist() == [bool(quality._HTML_LEFT.search(t)) for t in plain]
     assert columns.normalized(arr) == [normalize_key(t) for t in plain]
     assert columns.group_keys(arr) == [quality.group_key(t) for t in plain]
+    hi, lo = columns.group_key_ints(arr)
+    assert [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist())] == [quality.group_key(t) for t in plain]
     # the patterns' hits are not all false: the samples exercise each rule
-    assert sum(columns.contains(arr, quality._HTML_LEFT, quality._HTML_LEFT_RE2)) > 100
-    assert sum(columns.contains(arr, quality._CONTROL, quality._CONTROL_RE2)) > 100
+    assert sum(columns.contains(arr, quality._html_left_re2())) > 100
+    assert sum(columns.contains(arr, quality._CONTROL_RE2)) > 100
+
+
+def test_re2_classes_match_pythons_on_every_code_point():
+    """RE2 matches code points, but its \\s and \\d are ASCII: the classes spelled out for it must hold exactly
+    the characters Python's \\s, \\d and the control-character rule match, on every code point."""
+    import re
+
+    from bigmodel_core.data import columns, quality
+    from bigmodel_core.data.cleaning import WS_CHARS
+
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]  # surrogates are not UTF-8
+    arr = pa.array(chars, type=pa.large_string())
+    for re2, python in ((f"^[ {WS_CHARS}]$", r"\s"), (f"^[{columns.python_class(str.isdecimal)}]$", r"\d"),
+                        (quality._CONTROL_RE2, quality._CONTROL.pattern)):
+        got = np.nonzero(columns.contains(arr, re2))[0]
+        want = [i for i, c in enumerate(chars) if re.search(python, c)]
+        assert got.tolist() == want, (python, len(got), len(want))

@@ -1,16 +1,15 @@
 """Text operations over a whole column, equal to their row-by-row Python definitions.
 
 Whitespace is spelled out as the characters Python's \\s matches, so blank texts, word counts and word splits
-are exact for every text in pyarrow. Patterns that need more of Python's Unicode classes (\\d, casefold) run
-in pyarrow on ASCII texts only, and the others go through the Python definition. tests/test_vectorized_text.py
-checks each one against its Python definition on adversarial samples.
+are exact for every text in pyarrow; Python's \\d is spelled out the same way (python_class), so the text
+rules' patterns run in RE2 on every text. Only casefold() of non-ASCII text runs in Python.
+tests/test_vectorized_text.py checks each one against its Python definition on adversarial samples.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import re
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -32,23 +31,11 @@ def as_array(texts) -> pa.Array:
     return pa.array(texts, type=pa.large_string())
 
 
-def _routed(arr: pa.Array, fast: Callable[[pa.Array], pa.Array], slow: Callable[[str], object], dtype) -> np.ndarray:
-    """fast() over the ASCII texts, slow() over the others; nulls count as empty text."""
-    arr = pc.fill_null(arr, "")
-    ascii_ = pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
-    out = np.array(fast(arr).to_numpy(zero_copy_only=False), dtype=dtype)  # a writable copy
-    others = np.nonzero(~ascii_)[0]
-    if len(others):
-        values = pc.take(arr, pa.array(others)).to_pylist()
-        out[others] = np.fromiter((slow(t) for t in values), dtype=dtype, count=len(values))
-    return out
-
-
 _ASCII_WS = np.zeros(256, dtype=bool)
 _ASCII_WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # Python's str.isspace among single bytes < 128
 
 
-def word_counts(arr: pa.Array, chunk_rows: int = 50_000) -> np.ndarray:
+def word_counts(arr: pa.Array, chunk_rows: int = 8192) -> np.ndarray:
     """len(text.split()) per text (0 for null): word starts counted on the UTF-8 bytes of ASCII texts (a
     non-space byte after a space byte or at the text's start), split_words for the others."""
     arr = pc.fill_null(as_array(arr), "")
@@ -67,9 +54,9 @@ def word_counts(arr: pa.Array, chunk_rows: int = 50_000) -> np.ndarray:
             np.copyto(begins[1:], ws[:-1])
         nonempty = rel[1:] > rel[:-1]
         begins[rel[:-1][nonempty]] = True  # the first byte of each text starts a word unless it is a space
-        at = np.flatnonzero(begins & ~ws)  # byte positions where a word starts
-        counts = np.bincount(np.searchsorted(rel, at, side="right") - 1, minlength=len(part))
-        out[start:start + len(part)] = counts
+        starts_before = np.zeros(len(data) + 1, dtype=np.int64)
+        np.cumsum(begins & ~ws, out=starts_before[1:])  # word starts before each byte position
+        out[start:start + len(part)] = starts_before[rel[1:]] - starts_before[rel[:-1]]
     others = np.nonzero(~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False))[0]
     if len(others):
         out[others] = split_words(pc.take(arr, pa.array(others)))[1]
@@ -106,27 +93,55 @@ def blank(arr: pa.Array) -> np.ndarray:
     return pc.match_substring_regex(pc.fill_null(arr, ""), f"^[{_WS_ALL}]*$").to_numpy(zero_copy_only=False)
 
 
-def contains(arr: pa.Array, python: re.Pattern, re2: str) -> np.ndarray:
-    """bool(python.search(text)); re2 must match the same on ASCII text."""
-    return _routed(arr, lambda a: pc.match_substring_regex(a, re2), lambda t: python.search(t) is not None, bool)
+def contains(arr: pa.Array, re2: str) -> np.ndarray:
+    """re.search(pattern, text) is not None per text (null: False), where re2 spells the Python pattern
+    for RE2 (code points, with Python's Unicode classes written out; see python_class)."""
+    return pc.fill_null(pc.match_substring_regex(arr, re2), False).to_numpy(zero_copy_only=False)
+
+
+@functools.cache
+def python_class(test) -> str:
+    """The body of an RE2 character class holding exactly the code points where test(chr) is true (e.g.
+    str.isdecimal for Python's \\d), as ranges."""
+    ranges: list[list[int]] = []
+    for c in range(0x110000):
+        if test(chr(c)):
+            if ranges and ranges[-1][1] == c - 1:
+                ranges[-1][1] = c
+            else:
+                ranges.append([c, c])
+    return "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" if a != b else f"\\x{{{a:x}}}" for a, b in ranges)
 
 
 def normalized(arr: pa.Array) -> list[str]:
-    """cleaning.normalize_key per text: case-folded, whitespace runs made one space, stripped."""
-    from bigmodel_core.data.cleaning import _WS_RUN, normalize_key
+    """cleaning.normalize_key per text: case-folded, whitespace runs made one space, stripped. casefold()
+    runs in Python on the non-ASCII texts only (it is lower() on ASCII); the rest is RE2."""
+    from bigmodel_core.data.cleaning import _WS_RUN
+
+    def squeeze(a: pa.Array) -> list[str]:
+        return pc.utf8_trim(pc.replace_substring_regex(a, _WS_RUN, " "), " ").to_pylist()
 
     arr = pc.fill_null(arr, "")
-    ascii_ = pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
-    # casefold() is lower() on ASCII
-    fast = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(arr), _WS_RUN, " "), " ").to_pylist()
-    for i in np.nonzero(~ascii_)[0].tolist():
-        fast[i] = normalize_key(arr[i].as_py())
-    return fast
+    others = np.nonzero(~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False))[0]
+    out = squeeze(pc.ascii_lower(arr))
+    if len(others):
+        folded = [t.casefold() for t in pc.take(arr, pa.array(others)).to_pylist()]
+        for i, t in zip(others.tolist(), squeeze(pa.array(folded, type=pa.large_string()))):
+            out[i] = t
+    return out
 
 
 def group_keys(arr: pa.Array) -> list[str]:
     """quality.group_key per text: the first 20 hex digits of SHA-1 of the normalised text."""
     return [hashlib.sha1(t.encode()).hexdigest()[:20] for t in normalized(arr)]
+
+
+def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """group_keys as two numbers per text: the first 16 hex digits (uint64) and the next 4 (uint16)."""
+    digests = b"".join(hashlib.sha1(t.encode()).digest()[:10] for t in normalized(arr))
+    raw = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 10)
+    return (raw[:, :8].copy().view(">u8").ravel().astype(np.uint64),
+            raw[:, 8:].copy().view(">u2").ravel().astype(np.uint16))
 
 
 def words_lower(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:

@@ -6,6 +6,7 @@ are only reported. Every row ends up in exactly one of: passed, quarantined (wit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -17,15 +18,20 @@ import pyarrow.compute as pc
 
 from bigmodel_core.config import DATASET_RULES, ROW_RULES, ValidateParams
 from bigmodel_core.data import columns
-from bigmodel_core.data.cleaning import normalize_key
+from bigmodel_core.data.cleaning import WS_CHARS, normalize_key
 
 # C0 and C1 control characters other than tab, line feed and carriage return (and DEL)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _HTML_LEFT = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]{0,200})?/?>|&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});")
-# the same on ASCII text, for pyarrow's RE2 (whose \s and \d are ASCII-only)
-_CONTROL_RE2 = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
-_HTML_LEFT_RE2 = (r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:[\t\n\x0b\x0c\r \x1c-\x1f][^<>]{0,200})?/?>"
-                  r"|&(?:[a-zA-Z]{2,8}|#[0-9]{1,6}|#x[0-9a-fA-F]{1,6});")
+# the same for pyarrow's RE2, on every text: RE2 matches code points as Python does, but its \s and \d are
+# ASCII, so Python's classes are spelled out (tests/test_vectorized_text.py compares both on adversarial text)
+_CONTROL_RE2 = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{7f}-\x{9f}]"
+
+
+@functools.cache
+def _html_left_re2() -> str:
+    return (rf"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:[ {WS_CHARS}][^<>]{{0,200}})?/?>"
+            rf"|&(?:[a-zA-Z]{{2,8}}|#[{columns.python_class(str.isdecimal)}]{{1,6}}|#x[0-9a-fA-F]{{1,6}});")
 
 
 def group_key(text: str) -> str:
@@ -197,9 +203,7 @@ class Checker:
             where = np.nonzero(usable)[0]
             if len(where):
                 texts = pc.take(arr, pa.array(where, type=pa.int64()))
-                keys = columns.group_keys(texts)
-                hi[where] = np.fromiter((int(k[:16], 16) for k in keys), dtype=np.uint64, count=len(keys))
-                lo[where] = np.fromiter((int(k[16:20], 16) for k in keys), dtype=np.uint16, count=len(keys))
+                hi[where], lo[where] = columns.group_key_ints(texts)
                 # the words of every usable row are counted for the profile here; write() takes away the
                 # quarantined rows' words, so the profile is of the passing rows without a second split
                 sig[where] = minhash.bbit(minhash.signatures(texts, near.shingle_words,
@@ -488,8 +492,8 @@ def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray) -> dict[str
         long_ |= words > r.max_words
     undecodable = pc.fill_null(pc.match_substring(arr, "\ufffd"), False).to_numpy(zero_copy_only=False)
     return {"undecodable": undecodable, "too_short": present & short, "too_long": present & long_,
-            "control_chars": present & columns.contains(arr, _CONTROL, _CONTROL_RE2),
-            "html_left": present & columns.contains(arr, _HTML_LEFT, _HTML_LEFT_RE2)}
+            "control_chars": present & columns.contains(arr, _CONTROL_RE2),
+            "html_left": present & columns.contains(arr, _html_left_re2())}
 
 
 def _example_str(examples: list[dict]) -> str:
