@@ -16,7 +16,7 @@ its own, measured with os.wait4 (CPU seconds, wall seconds, peak RSS):
   (no work at all on the rows);
 - pandas: a straightforward pandas implementation of the same stage (row-wise `apply` for text
   cleaning, `duplicated`/`groupby`/`str.contains` for the rules, one datasketch MinHash per row for
-  near-duplicates, `itertuples` with the same seeded word dropout and swaps for augmentation, `apply` of the
+  near-duplicates, `itertuples` with the same word dropout and swaps (Python's `random`) for augmentation, `apply` of the
   same hash for the split). It does the same work, without bigmodel's extras (provenance checks, reports,
   examples, profile, pandera schemas). --no-pandas skips it.
 

@@ -75,3 +75,29 @@ def test_check_split_refuses_leaks():
     leak = pd.concat([df, df.head(1).assign(row_id="copy", split="test" if df["split"].iloc[0] != "test" else "train")], ignore_index=True)
     with pytest.raises(GateFailed, match="more than one split"):
         check_split(leak)
+
+
+@pytest.mark.parametrize("dropout,swap", [(0.3, 0.3), (0.9, 0.9), (0.0, 0.5), (0.5, 0.0)])
+def test_column_variants_equal_the_word_by_word_definition(dropout, swap):
+    """augment makes variants for a whole column with array operations; each must equal `variant`, the
+    word-by-word definition (dropout, keep one word when all are dropped, left-to-right swaps)."""
+    import random
+
+    import pyarrow as pa
+
+    from bigmodel_core.data.augment import variant, variant_seeds, variants
+
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(40)]
+    texts = ["", "one", "a b", "a  b", " lead", "trail ", "x y z w v u t s r q", "é ü 漢字"] + [
+        " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 30))) for _ in range(1500)]
+    p = AugmentParams(copies=1, word_dropout=dropout, swap_prob=swap, seed=7)
+    seeds = variant_seeds(pa.array([f"r{i}" for i in range(len(texts))], type=pa.large_string()), 0, p.seed)
+    got = variants(pa.array(texts, type=pa.large_string()), seeds, p, chunk_rows=97).to_pylist()
+    assert got == [variant(t, int(s), p) for t, s in zip(texts, seeds)]
+    changed = sum(g != t for g, t in zip(got, texts))
+    assert changed > 0.8 * len(texts)  # the variants differ from their parents
+    # every variant keeps the parent's words (dropout removes, swaps reorder: nothing new appears)
+    assert all(set(g.split(" ")) <= set(t.split(" ")) for g, t in zip(got, texts))
+    # a seed gives its variant: a different copy number gives other seeds
+    assert not (variant_seeds(pa.array(["r0"], type=pa.large_string()), 1, p.seed) == seeds[:1]).any()

@@ -2,33 +2,90 @@
 
 Variants are made only for rows whose split will be `train` (the split function is pure, so
 augment can ask it), and carry their parent's group key, so they can never reach val or test.
+
+A variant's random numbers come from a counter-based generator (hashing.streams) seeded by the augment
+seed, the parent's row id and the copy number, so a column of variants is made with a few array passes
+(variants) and each equals the row-by-row definition (variant), whatever the batch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
-
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from bigmodel_core.config import AugmentParams, SplitParams
+from bigmodel_core.data import hashing
 from bigmodel_core.data import split as splitting
 
+_DROP, _CHOICE, _SWAP = 1, 2, 3  # the random streams of one variant
 
-def variant(text: str, rng: random.Random, p: AugmentParams) -> str:
+
+def variant_seeds(row_ids: pa.Array, copy: int, seed: int) -> np.ndarray:
+    """The seed of copy `copy` of each parent row: its row id's hash mixed with the augment seed."""
+    base = hashing.mix(hashing.string_hashes(row_ids) ^ hashing.mix(np.uint64(seed)))
+    return hashing.mix(base ^ hashing.mix(np.uint64(copy) + np.uint64(1)))
+
+
+def variant(text: str, seed: int, p: AugmentParams) -> str:
+    """One variant of a text, word by word (the definition variants() computes for a column). Words are
+    the text split on single spaces; each is dropped with probability word_dropout (a text of one word
+    keeps it; when all are dropped one random word is kept); then, left to right, each word is swapped with
+    the next with probability swap_prob, and a swapped pair is not swapped again."""
+    s = np.array([seed], dtype=np.uint64)
     words = text.split(" ")
     if len(words) > 1 and p.word_dropout:
-        kept = [w for w in words if rng.random() >= p.word_dropout]
-        words = kept or [rng.choice(words)]
+        u = hashing.streams(np.repeat(s, len(words)), _DROP, np.arange(len(words)))
+        kept = [w for w, x in zip(words, u) if x >= p.word_dropout]
+        words = kept or [words[int(hashing.streams(s, _CHOICE, np.zeros(1))[0] * len(words))]]
+    u = hashing.streams(np.repeat(s, len(words)), _SWAP, np.arange(len(words)))
     i = 0
     while i < len(words) - 1:
-        if rng.random() < p.swap_prob:
+        if u[i] < p.swap_prob:
             words[i], words[i + 1] = words[i + 1], words[i]
             i += 2
         else:
             i += 1
     return " ".join(words)
+
+
+def variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams, chunk_rows: int = 8192) -> pa.Array:
+    """variant(texts[i], seeds[i], p) for every i, as array operations over the words of a few thousand
+    texts at a time (the per-word arrays stay small)."""
+    parts = [_variants(texts.slice(s, chunk_rows), seeds[s:s + chunk_rows], p) for s in range(0, len(texts), chunk_rows)]
+    return pa.concat_arrays(parts) if parts else pa.array([], type=pa.large_string())
+
+
+def _variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams) -> pa.Array:
+    lists = pc.split_pattern(pc.fill_null(texts, ""), " ")
+    words = lists.flatten()
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    counts = np.diff(offsets)
+    n = len(counts)
+    owner = np.repeat(np.arange(n), counts)
+    pos = np.arange(len(words), dtype=np.int64) - np.repeat(offsets[:-1] - offsets[0], counts)
+    keep = np.ones(len(words), dtype=bool)
+    if p.word_dropout:
+        keep = (hashing.streams(seeds[owner], _DROP, pos) >= p.word_dropout) | (counts[owner] <= 1)
+        kept = np.bincount(owner[keep], minlength=n)
+        lost = np.nonzero(kept == 0)[0]  # every word dropped: keep one, chosen at random
+        if len(lost):
+            pick = (hashing.streams(seeds[lost], _CHOICE, np.zeros(len(lost))) * counts[lost]).astype(np.int64)
+            keep[offsets[lost] - offsets[0] + pick] = True
+    words, owner = words.filter(pa.array(keep)), owner[keep]
+    counts = np.bincount(owner, minlength=n)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    pos = np.arange(len(words), dtype=np.int64) - np.repeat(starts[:-1], counts)
+    # a word may swap with the next one; of a run of such words, the 1st, 3rd, ... do (the left-to-right rule)
+    can = (hashing.streams(seeds[owner], _SWAP, pos) < p.swap_prob) & (pos < counts[owner] - 1)
+    begins = can & ~np.concatenate([[False], can[:-1] & (pos[1:] > 0)])
+    run_start = np.maximum.accumulate(np.where(begins, np.arange(len(can)), 0))
+    swap = np.nonzero(can & ((np.arange(len(can)) - run_start) % 2 == 0))[0]
+    order = np.arange(len(words), dtype=np.int64)
+    order[swap], order[swap + 1] = swap + 1, swap
+    joined = pa.LargeListArray.from_arrays(pa.array(starts, type=pa.int64()), words.take(pa.array(order)))
+    return pc.binary_join(joined, pa.scalar(" ", pa.large_string()))
 
 
 def augment(df: pd.DataFrame, p: AugmentParams, split_params: SplitParams) -> tuple[pd.DataFrame, dict]:
@@ -38,20 +95,17 @@ def augment(df: pd.DataFrame, p: AugmentParams, split_params: SplitParams) -> tu
     if not p.enabled or p.copies == 0:
         return out, {"originals": len(df), "variants": 0}
     will_train = (splitting.assign_frame(df, split_params) == "train").to_numpy()
-    parents = df[will_train]
-    ids, texts = parents["row_id"].tolist(), parents["text"].tolist()
-    new_ids, new_texts = [], []
-    for row_id, text in zip(ids, texts):  # a parent's variants follow one another, copy 0 first
-        for k in range(p.copies):
-            seed = int.from_bytes(hashlib.sha256(f"{p.seed}\0{row_id}\0{k}".encode()).digest()[:8], "big")
-            new_ids.append(f"{row_id}-aug{k}")
-            new_texts.append(variant(text, random.Random(seed), p))
-    # the parents' columns (parent_id is the parent's row_id already), with the variants' ids and texts
-    variants = out[will_train].iloc[np.repeat(np.arange(len(ids)), p.copies)].reset_index(drop=True)
-    variants["row_id"] = new_ids
-    variants["text"] = new_texts
-    variants["is_augmented"] = True
-    rows = len(variants)
-    result = pd.concat([out, variants], ignore_index=True) if rows else out
+    parents = out[will_train]
+    ids = pa.array(parents["row_id"].astype(str), type=pa.large_string())
+    texts = pa.array(parents["text"], type=pa.large_string(), from_pandas=True)
+    # a parent's variants follow one another, copy 0 first
+    seeds = np.stack([variant_seeds(ids, k, p.seed) for k in range(p.copies)], axis=1).ravel()
+    at = np.repeat(np.arange(len(parents)), p.copies)
+    variants_ = parents.iloc[at].reset_index(drop=True)  # the parents' columns; parent_id is the parent's row_id
+    variants_["row_id"] = [f"{r}-aug{k}" for r, k in zip(variants_["parent_id"], np.tile(np.arange(p.copies), len(parents)))]
+    variants_["text"] = variants(pc.take(texts, pa.array(at)), seeds, p).to_pandas(types_mapper=None)
+    variants_["is_augmented"] = True
+    rows = len(variants_)
+    result = pd.concat([out, variants_], ignore_index=True) if rows else out
     result = result.astype({"text": "str", "label": "str", "group_key": "str", "fixed_split": "str", "source_row": "int64", "is_augmented": "bool"})
     return result, {"originals": len(df), "variants": rows, "train_parents": int(will_train.sum())}

@@ -8,7 +8,7 @@ probability equal to their Jaccard similarity. One hash per shingle instead of o
 permutation: the whole search costs a few numpy passes over the words.
 
 Words are the whitespace-separated words of the lower-cased text; a shingle is `k` consecutive words (a text
-of k words or fewer is one shingle). A word's hash depends on its bytes alone (_string_hashes, in numpy), so a
+of k words or fewer is one shingle). A word's hash depends on its bytes alone (hashing.string_hashes, in numpy), so a
 text's signature does not depend on the other rows or on the process. LSH bands and rows come from datasketch's optimiser for the
 threshold; candidate pairs from shared bands are then checked against the threshold on the full signature.
 """
@@ -19,45 +19,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bigmodel_core.data.hashing import mix as _mix
+from bigmodel_core.data.hashing import string_hashes as _string_hashes
+
 BINS = 128
 _BITS = 7  # log2(BINS)
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _MUL = [np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
         np.uint64(0xD6E8FEB86659FD93), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)]
 _EMPTY = np.uint32(np.iinfo(np.uint32).max)  # signatures hold 32-bit values: half the memory of 64
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: every input bit moves every output bit."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * _M1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _M2
-    return x ^ (x >> np.uint64(31))
-
-
-_SEED = np.uint64(0x6B6D62696D6F6465)  # "bigmodel": the hashes are the same in every process
-
-
-def _string_hashes(arr: pa.Array) -> np.ndarray:
-    """A stable 64-bit hash per string of a (large_)string array without nulls, in numpy: each byte at
-    position i of its string is mixed with i into a 64-bit value, a string's values are summed and the sum is
-    mixed with its length. For two different strings of the same length the sums differ by mixed values of
-    different (position, byte) pairs, so they collide only by chance (2^-64); the length separates the others."""
-    n = len(arr)
-    if not n:
-        return np.empty(0, dtype=np.uint64)
-    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset:arr.offset + n + 1].astype(np.int64)
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
-    pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
-    terms = _mix((pos.astype(np.uint64) << np.uint64(8)) + data.astype(np.uint64) + _SEED)
-    sums = np.zeros(n, dtype=np.uint64)
-    nonempty = lengths > 0
-    if len(data):
-        sums[nonempty] = np.add.reduceat(terms, starts[nonempty])
-    return _mix(sums + lengths.astype(np.uint64) * _MUL[0])
 
 
 def signatures(texts: list[str] | pa.Array, k: int, chunk_rows: int = 8192, on_words=None) -> np.ndarray:
