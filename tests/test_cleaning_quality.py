@@ -234,3 +234,21 @@ def test_validate_profile_equals_a_profile_of_the_passing_rows():
     assert got == want
     # "the": three times in the one kept copy of the base text, once in "labelled outside the set"
     assert got["vocab"]["the"] == 4 and "again" not in got["vocab"] and got["vocab"]["été"] == 3
+
+
+def test_entity_repair_patterns_equal_their_readable_form():
+    """cleaning's repair patterns put the look-behind after the first character (for speed); they must
+    replace exactly what the readable form does, on strings built from the characters that matter."""
+    import random
+    import re
+
+    from bigmodel_core.data import cleaning
+
+    readable = [(re.compile(r"(?<![&\w])#(\d{1,5});"), cleaning._BROKEN_NUMERIC, r"&#\1;"),
+                (re.compile(r"(?<![&\w])(quot|amp|lt|gt|nbsp|apos);"), cleaning._BROKEN_NAMED, r"&\1;")]
+    rng = random.Random(4)
+    parts = ["#", "&", ";", "quot", "amp", "lt", "gt", "nbsp", "apos", "1", "٣", "x", " ", "é", "_", "#39", "123456", "q"]
+    samples = ["".join(rng.choice(parts) for _ in range(rng.randint(1, 12))) for _ in range(30000)]
+    for plain, fast, repl in readable:
+        assert [fast.sub(repl, t) for t in samples] == [plain.sub(repl, t) for t in samples]
+        assert sum(plain.sub(repl, t) != t for t in samples) > 100  # the samples exercise the pattern
