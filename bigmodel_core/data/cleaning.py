@@ -67,7 +67,6 @@ def clean_array(texts, p: CleanParams):
     """clean_text over a pyarrow string array (or anything pa.array takes); returns a large_string array
     equal, text by text, to [clean_text(t, p) for t in texts]. Steps 1-2 (entities) run in Python on the
     texts that could need them; steps 3-6 run in pyarrow, except lower-casing of non-ASCII texts."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -75,12 +74,11 @@ def clean_array(texts, p: CleanParams):
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.cast(pa.large_string())
-    need = pa.array(np.zeros(len(arr), dtype=bool))
-    if p.unescape_html:
-        need = pc.or_(need, pc.match_substring(arr, "&"))
-    if p.repair_entities:
-        need = pc.or_(need, pc.match_substring_regex(arr, _ENTITY))
-    arr = _replace_rows(arr, pc.fill_null(need, False), lambda t: _entities(t, p))
+    # the texts steps 1-2 could change, found in one scan: an '&' to unescape, an entity to repair
+    could = ["&"] * p.unescape_html + [_ENTITY] * p.repair_entities
+    if could:
+        need = pc.fill_null(pc.match_substring_regex(arr, "|".join(could)), False)
+        arr = _replace_rows(arr, need, lambda t: _entities(t, p))
     fast = arr
     if p.strip_html:
         fast = pc.replace_substring_regex(fast, r"<[^<>]{0,200}>", " ")
