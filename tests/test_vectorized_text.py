@@ -144,3 +144,21 @@ def test_re2_classes_match_pythons_on_every_code_point():
         got = np.nonzero(columns.contains(arr, re2))[0]
         want = [i for i, c in enumerate(chars) if re.search(python, c)]
         assert got.tolist() == want, (python, len(got), len(want))
+
+
+def test_band_buckets_pair_every_two_texts_that_share_a_band():
+    """pairs_from_bands against brute force: buckets of two, of several, and one over max_bucket (which
+    pairs each member with the first and with its neighbour)."""
+    rng = np.random.default_rng(2)
+    hashes = rng.integers(0, 400, size=(700, 3)).astype(np.uint32)  # buckets of every size up to ~8
+    hashes[:30, 0] = 7777  # one bucket larger than max_bucket below
+    got = {tuple(p) for p in minhash.pairs_from_bands(hashes, max_bucket=20).tolist()}
+    want = set()
+    for b in range(3):
+        for v in np.unique(hashes[:, b]):
+            members = np.nonzero(hashes[:, b] == v)[0].tolist()
+            if len(members) <= 20:
+                want |= {(i, j) for k, i in enumerate(members) for j in members[k + 1:]}
+            else:
+                want |= {(members[0], j) for j in members[1:]} | set(zip(members[:-1], members[1:]))
+    assert got == want and len(want) > 1000

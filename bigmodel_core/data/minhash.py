@@ -127,12 +127,17 @@ def bbit(sig: np.ndarray) -> np.ndarray:
     return (sig & np.uint32(0xFF)).astype(np.uint8)
 
 
-def _band_hash(block: np.ndarray) -> np.ndarray:
-    """One uint32 hash per row of a (n, rows) block of signature values."""
-    h = np.zeros(len(block), dtype=np.uint64)
-    for c in range(block.shape[1]):
-        h = _mix(h ^ block[:, c].astype(np.uint64))
-    return (h >> np.uint64(32)).astype(np.uint32)
+def _band_hash(block: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """One uint32 hash per row of a (n, rows) block of signature values (a million rows at a time, so the
+    64-bit temporaries stay small)."""
+    out = np.empty(len(block), dtype=np.uint32)
+    for s in range(0, len(block), chunk):
+        part = block[s:s + chunk]
+        h = np.zeros(len(part), dtype=np.uint64)
+        for c in range(part.shape[1]):
+            h = _mix(h ^ part[:, c].astype(np.uint64))
+        out[s:s + chunk] = (h >> np.uint64(32)).astype(np.uint32)
+    return out
 
 
 def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -183,8 +188,11 @@ def _bucket_codes(h: np.ndarray, max_bucket: int) -> np.ndarray:
     run_start = np.nonzero(np.diff(np.concatenate([[-2], same])) != 1)[0]
     starts = same[run_start]
     ends = np.concatenate([same[run_start[1:] - 1], same[-1:]]) + 2
-    found = []
-    for s, e in zip(starts.tolist(), ends.tolist()):
+    # buckets of two (most of them) at once; larger ones one by one
+    pair = ends - starts == 2
+    a, b = order[starts[pair]].astype(np.int64), order[starts[pair] + 1].astype(np.int64)
+    found = [np.minimum(a, b) * n + np.maximum(a, b)]
+    for s, e in zip(starts[~pair].tolist(), ends[~pair].tolist()):
         members = np.sort(order[s:e]).astype(np.int64)
         m = len(members)
         if m <= max_bucket:

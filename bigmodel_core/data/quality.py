@@ -217,6 +217,7 @@ class Checker:
         self.n = start
         self.f = store.trimmed(start)
         self.files = list(self.file_names)
+        pa.default_memory_pool().release_unused()  # the batches' Arrow buffers, before the decisions
         self._decide()
 
     def empty_passed(self) -> pd.DataFrame:
