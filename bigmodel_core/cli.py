@@ -3,7 +3,7 @@
     bigmodel run [-S train.epochs=5 ...]   # the retraining flow (Prefect), stages through DVC
     bigmodel schedule --cron "0 3 * * 1"   # the same flow, served on a schedule
     bigmodel stage clean                   # one stage, in-process (this is what dvc.yaml calls)
-    bigmodel dag                           # stage order as the flow sees it
+    bigmodel dag [--write | --check]       # stage order as the flow sees it; dvc.yaml from the stages
     bigmodel predict "some text"           # score texts with the champion model
     bigmodel predict -i in.csv -o out.parquet   # score a file in batches
     bigmodel serve --port 5001             # the champion over HTTP (MLflow's scoring server)
@@ -205,10 +205,30 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
 
 
 @app.command()
-def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml to read.")) -> None:
-    """Print the stage order the flow follows."""
-    from bigmodel_core.dag import load_dag
+def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml to read (or write)."),
+        write: bool = typer.Option(False, "--write", help="Write dvc.yaml from the stages' declarations (SPEC in "
+                                                         "each bigmodel_core/stages module)."),
+        check: bool = typer.Option(False, "--check", help="Exit 1 when dvc.yaml differs from the declarations.")) -> None:
+    """Print the stage order the flow follows; --write generates dvc.yaml, --check compares it."""
+    from bigmodel_core.dag import load_dag, render_dvc_yaml
 
+    if write or check:
+        wanted = render_dvc_yaml()
+        current = dvc_file.read_text() if dvc_file.exists() else None
+        if check:
+            if current != wanted:
+                typer.echo(f"error: {dvc_file} differs from the stages' declarations; run `bigmodel dag --write`",
+                           err=True)
+                raise typer.Exit(1)
+            typer.echo(f"{dvc_file} matches the stages' declarations")
+            return
+        from bigmodel_core.io import atomic_path
+
+        with atomic_path(dvc_file) as tmp:
+            tmp.write_text(wanted)
+            tmp.chmod(0o644)  # a file to commit, readable like the rest of the repository
+        typer.echo(f"{'wrote' if current != wanted else 'unchanged:'} {dvc_file}")
+        return
     try:
         for s in load_dag(dvc_file):
             typer.echo(f"{s.name:<10} <- {', '.join(s.upstream) or '-'}")

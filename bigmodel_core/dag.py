@@ -61,3 +61,52 @@ def load_dag(path: str | Path = "dvc.yaml") -> list[Stage]:
         done.add(ready[0].name)
         pending.remove(ready[0])
     return order
+
+
+HEADER = """\
+# The DAG, generated from the stages' declarations (SPEC in each bigmodel_core/stages/*.py) by
+# `bigmodel dag --write`: edit those, not this file (a test fails when the two differ).
+# Every stage runs `bigmodel stage NAME`; deps and params list exactly what it reads.
+# Outputs are `persist: true` so that a failing stage leaves the last good output in place
+# (the stage itself swaps new outputs in atomically).
+# metrics/*.json and plots/*.csv are `cache: false`: git tracks them (commit them with dvc.lock after
+# a run), which is what lets `dvc exp show`, `dvc metrics diff` and `dvc plots diff` read them.
+"""
+
+
+def render_dvc_yaml() -> str:
+    """dvc.yaml as the stages declare it (bigmodel_core.stages.STAGES order, each module's SPEC)."""
+    from bigmodel_core.stages import STAGES, get
+
+    lines = [HEADER.rstrip("\n"), "stages:"]
+    for i, name in enumerate(STAGES):
+        spec = get(name).SPEC
+        if i:
+            lines.append("")
+        lines += [f"  {name}:", f"    cmd: bigmodel stage {name}", "    deps:"]
+        lines += [f"      - {d}" for d in spec.deps(name)]
+        lines += ["    params:"] + [f"      - {p}" for p in spec.params]
+        for kind in ("outs", "metrics", "plots"):
+            outs = [o for o in spec.outs if o.kind == kind]
+            if outs:
+                lines.append(f"    {kind}:")
+            for o in outs:
+                if o.note:
+                    lines += _comment(o.note, "      # ")
+                lines.append(f"      - {o.path}:")
+                if not o.cache:
+                    lines.append("          cache: false")
+                lines.append("          persist: true")
+                lines += [f"          {k}: {v}" for k, v in o.plot]
+    return "\n".join(lines) + "\n"
+
+
+def _comment(text: str, prefix: str, width: int = 115) -> list[str]:
+    out, line = [], ""
+    for word in text.split():
+        if line and len(prefix) + len(line) + 1 + len(word) > width:
+            out.append(prefix + line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return out + ([prefix + line] if line else [])

@@ -37,3 +37,37 @@ def test_cycle_is_reported(tmp_path):
     }}))
     with pytest.raises(ConfigError, match="cycle"):
         load_dag(tmp_path / "dvc.yaml")
+
+
+def test_dvc_yaml_is_what_the_stages_declare(tmp_path):
+    """Each stage declares its inputs, outputs and params once (SPEC); dvc.yaml is generated from them and
+    Paths reads the same locations, so the three cannot drift apart."""
+    import subprocess
+    import sys
+
+    from bigmodel_core.dag import render_dvc_yaml
+    from bigmodel_core.paths import Paths
+    from bigmodel_core.stages import get
+    from bigmodel_core.stages.spec import LOCATIONS
+
+    assert (REPO / "dvc.yaml").read_text() == render_dvc_yaml(), "run `bigmodel dag --write` and commit dvc.yaml"
+    doc = yaml.safe_load(render_dvc_yaml())
+    paths = Paths(tmp_path)
+    for name in STAGES:
+        spec = get(name).SPEC
+        declared = [next(iter(o)) for k in ("outs", "metrics", "plots") for o in doc["stages"][name].get(k, [])]
+        assert declared == [o.path for k in ("outs", "metrics", "plots") for o in spec.outs if o.kind == k]
+        assert all(getattr(paths, o.name) == tmp_path / o.path for o in spec.outs)
+        assert all(i in LOCATIONS or (REPO / i).exists() or i == "data/sources" for i in spec.inputs)
+        assert all((REPO / c).exists() for c in spec.code), f"stage {name}: a code dependency does not exist"
+    with pytest.raises(AttributeError, match="stage outputs are"):
+        paths.no_such_output
+    # the CLI: --check fails on a stale file and names the fix; --write repairs it
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text(render_dvc_yaml().replace("      - clean\n", "", 1))
+    cli = [sys.executable, "-m", "bigmodel_core.cli", "dag", "--file", str(stale)]
+    bad = subprocess.run([*cli, "--check"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 1 and "bigmodel dag --write" in bad.stderr
+    assert subprocess.run([*cli, "--write"], capture_output=True, text=True, cwd=REPO).returncode == 0
+    assert stale.read_text() == render_dvc_yaml()
+    assert subprocess.run([*cli, "--check"], capture_output=True, text=True, cwd=REPO).returncode == 0

@@ -12,6 +12,15 @@ from bigmodel_core import io
 from bigmodel_core.errors import DataError
 from bigmodel_core.io import atomic_dir, check_table, shown, write_json
 from bigmodel_core.paths import Paths
+from bigmodel_core.stages.spec import Out, StageSpec
+
+
+SPEC = StageSpec(
+    code=("bigmodel_core/data/cleaning.py",),
+    inputs=("raw",),
+    params=("clean",),
+    outs=(Out("clean"),),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:

@@ -17,6 +17,7 @@ from bigmodel_core.data import schemas
 from bigmodel_core.errors import GateFailed
 from bigmodel_core.io import read_json, read_table, sha256_file, write_json
 from bigmodel_core.paths import Paths
+from bigmodel_core.stages.spec import Out, StageSpec
 
 
 def _git_commit(root) -> str:
@@ -62,6 +63,16 @@ def experiment_reason(root) -> str | None:
         more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
         return f"uncommitted changes to {', '.join(changed[:5])}{more}"
     return None
+
+
+SPEC = StageSpec(
+    code=("bigmodel_core/tracking",),
+    inputs=("model", "evaluation", "eval_metrics", "quality_metrics"),
+    params=("deploy", "tracking"),
+    outs=(Out("deployment", cache=False,
+              note="which registry version this run made and where the aliases point: facts about this workspace's "
+                   "own mlflow.db, so neither DVC's cache nor git keeps it (.gitignore: /reports/)"),),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:

@@ -23,6 +23,7 @@ from bigmodel_core.evaluation.runtime import directory_bytes, latency, sample_ro
 from bigmodel_core.evaluation.slices import check_columns, slice_groups, slice_metrics
 from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, write_json
 from bigmodel_core.paths import Paths
+from bigmodel_core.stages.spec import Out, StageSpec, metric, plot
 
 ECE_BINS = 15
 MB = 1_000_000
@@ -40,6 +41,22 @@ def score(predictor, texts: list[str], y_true: list[str], labels: list[str],
         raise ValueError(f"test labels {unknown} are not known to the model (labels {labels})")
     m = classification_metrics(true_idx, pred_idx, num_classes=len(labels), labels=labels)
     return m, [labels[i] for i in pred_idx], probs
+
+
+SPEC = StageSpec(
+    code=("bigmodel_core/evaluation",),
+    inputs=("model", "split", "train_metrics"),
+    params=("evaluate", "deploy.model_name", "deploy.champion_alias", "tracking"),
+    outs=(Out("evaluation"), metric("eval_metrics"),
+          plot("confusion_plot", template="confusion", x="predicted", y="actual"),
+          plot("roc_plot", note="ROC and precision-recall of the positive class (the second label) on binary tasks; "
+               "header only otherwise", x="fpr", y="tpr", title="ROC (test)", x_label="false positive rate",
+               y_label="true positive rate"),
+          plot("pr_plot", x="recall", y="precision", title="Precision-recall (test)"),
+          plot("calibration_plot", template="scatter", x="confidence", y="accuracy",
+               title="Reliability (test, 15 confidence bins)", x_label="mean confidence of the predicted class",
+               y_label="accuracy")),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:

@@ -11,6 +11,15 @@ from bigmodel_core.data.formats import iter_source
 from bigmodel_core.errors import DataError
 from bigmodel_core.io import TableWriter, atomic_dir, shown, write_json
 from bigmodel_core.paths import Paths
+from bigmodel_core.stages.spec import Out, StageSpec
+
+
+SPEC = StageSpec(
+    code=("bigmodel_core/data/formats.py", "bigmodel_core/data/demo.py"),
+    inputs=("data/sources",),
+    params=("data",),
+    outs=(Out("raw"),),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:

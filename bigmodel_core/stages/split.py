@@ -10,6 +10,15 @@ from bigmodel_core.data import schemas
 from bigmodel_core.data import split as splitting
 from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_json
 from bigmodel_core.paths import Paths
+from bigmodel_core.stages.spec import Out, StageSpec
+
+
+SPEC = StageSpec(
+    code=("bigmodel_core/data/split.py",),
+    inputs=("augmented",),
+    params=("split",),
+    outs=(Out("split"),),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:

@@ -21,6 +21,7 @@ from bigmodel_core.data.profile import FILE as PROFILE_FILE
 from bigmodel_core.errors import BigmodelError
 from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, sha256_file, shown, write_json
 from bigmodel_core.paths import Paths
+from bigmodel_core.stages.spec import Out, StageSpec, metric, plot
 
 # the code whose change makes an old checkpoint meaningless
 CODE_DIRS = ("training", "models", "text")
@@ -112,6 +113,15 @@ class _Console:
         print(f"epoch {epoch}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
               f"val_acc {row['val_accuracy']:.4f}  val_macro_f1 {row['val_macro_f1']:.4f}  "
               f"({row['tokens_per_second']:.0f} tokens/s, {row['seconds']:.1f}s)", flush=True)
+
+
+SPEC = StageSpec(
+    code=("bigmodel_core/training", "bigmodel_core/models", "bigmodel_core/text"),
+    inputs=("split",),
+    params=("data.labels", "clean", "tokenizer", "model", "train"),
+    outs=(Out("model"), metric("train_metrics"),
+          plot("training_plot", x="epoch", y="val_macro_f1"), plot("training_steps_plot", x="step", y="loss")),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:

@@ -19,6 +19,15 @@ from bigmodel_core.data.profile import compare
 from bigmodel_core.errors import GateFailed
 from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_json
 from bigmodel_core.paths import Paths
+from bigmodel_core.stages.spec import Out, StageSpec, metric
+
+
+SPEC = StageSpec(
+    code=("bigmodel_core/data/quality.py",),
+    inputs=("clean",),
+    params=("validate", "data.labels"),
+    outs=(Out("validated"), Out("quality_html"), metric("quality_metrics")),
+)
 
 
 def run(params: Params, paths: Paths) -> dict:
