@@ -457,7 +457,8 @@ class TrackingParams(_Section):
         default="sqlite:///mlflow.db", description="MLflow tracking URI; the MLFLOW_TRACKING_URI variable overrides it."
     )
     experiment: str = Field(default="bigmodel", description="MLflow experiment name.")
-    artifact_root: str = Field(default="mlartifacts", description="Where a new experiment keeps artifacts (local path).")
+    artifact_root: str = Field(default="mlartifacts", description="Where a new experiment keeps artifacts (local path) "
+                               "with a local store (SQLite); a tracking server (http/https) uses its own artifact root.")
 
 
 class FlowParams(_Section):

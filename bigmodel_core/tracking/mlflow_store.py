@@ -129,6 +129,10 @@ def _experiment_id(mlflow, params: Params, root: Path) -> str:
     exp = mlflow.get_experiment_by_name(params.tracking.experiment)
     if exp is not None:
         return exp.experiment_id
+    if tracking_uri(params, root).split(":", 1)[0] in ("http", "https", "databricks"):
+        # a tracking server keeps the artifacts in its own artifact root (proxied), where every client can
+        # read them; a path on this machine would be readable here only
+        return mlflow.create_experiment(params.tracking.experiment)
     art = Path(params.tracking.artifact_root)
     art = art if art.is_absolute() else root / art
     art.mkdir(parents=True, exist_ok=True)
