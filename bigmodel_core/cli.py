@@ -3,6 +3,7 @@
     bigmodel run [-S train.epochs=5 ...]   # the retraining flow (Prefect), stages through DVC
     bigmodel schedule --cron "0 3 * * 1"   # the same flow, served on a schedule
     bigmodel stage clean                   # one stage, in-process (this is what dvc.yaml calls)
+    bigmodel init [DIR]                    # make your repository a workspace (params.yaml, dvc.yaml, ...)
     bigmodel dag [--write | --check]       # stage order as the flow sees it; dvc.yaml from the stages
     bigmodel predict "some text"           # score texts with the champion model
     bigmodel predict -i in.csv -o out.parquet   # score a file in batches
@@ -100,6 +101,11 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
         load_params(Path("params.yaml"), set_ or None)  # every param and override is checked before anything starts
     except BigmodelError as e:
         _fail(e)
+    from bigmodel_core.workspace_init import refresh_version
+
+    changed = refresh_version(root)
+    if changed:
+        typer.echo(changed)
     server = configure(root, verbose)
     try:
         with raise_on_signals(), workspace.exclusive(root, "bigmodel run", wait=wait):
@@ -205,15 +211,31 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
 
 
 @app.command()
+def init(directory: Path = typer.Argument(Path("."), help="The workspace (your git repository); default: here."),
+         force: bool = typer.Option(False, "--force", help="Write params.yaml, dvc.yaml and bigmodel.version again.")) -> None:
+    """Make a directory a bigmodel workspace: params.yaml, dvc.yaml, bigmodel.version, data/sources/,
+    .gitignore and .dvcignore lines, `dvc init` when needed. Then: edit params.yaml, `bigmodel run`."""
+    from bigmodel_core.workspace_init import init as init_workspace
+
+    try:
+        for line in init_workspace(directory, force=force):
+            typer.echo(line)
+    except BigmodelError as e:
+        _fail(e)
+    typer.echo(f"next: name your data in {directory / 'params.yaml'} (data.sources, data.labels; the demo corpus "
+               f"runs as written), then `bigmodel run` in {directory}")
+
+
+@app.command()
 def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml to read (or write)."),
         write: bool = typer.Option(False, "--write", help="Write dvc.yaml from the stages' declarations (SPEC in "
                                                          "each bigmodel_core/stages module)."),
         check: bool = typer.Option(False, "--check", help="Exit 1 when dvc.yaml differs from the declarations.")) -> None:
     """Print the stage order the flow follows; --write generates dvc.yaml, --check compares it."""
-    from bigmodel_core.dag import load_dag, render_dvc_yaml
+    from bigmodel_core.dag import installed_layout, load_dag, render_dvc_yaml
 
     if write or check:
-        wanted = render_dvc_yaml()
+        wanted = render_dvc_yaml(installed=installed_layout(dvc_file.resolve().parent))
         current = dvc_file.read_text() if dvc_file.exists() else None
         if check:
             if current != wanted:

@@ -67,6 +67,13 @@ HEADER = """\
 # The DAG, generated from the stages' declarations (SPEC in each bigmodel_core/stages/*.py) by
 # `bigmodel dag --write`: edit those, not this file (a test fails when the two differ).
 # Every stage runs `bigmodel stage NAME`; deps and params list exactly what it reads.
+"""
+HEADER_INSTALLED = """\
+# The DAG, written by `bigmodel init` from the installed bigmodel's stage declarations
+# (`bigmodel dag --write` writes it again). Every stage runs `bigmodel stage NAME`; deps and params list
+# what it reads, and bigmodel.version stands for its code: a new bigmodel version re-runs the stages.
+"""
+HEADER_COMMON = """\
 # Outputs are `persist: true` so that a failing stage leaves the last good output in place
 # (the stage itself swaps new outputs in atomically).
 # metrics/*.json and plots/*.csv are `cache: false`: git tracks them (commit them with dvc.lock after
@@ -74,17 +81,23 @@ HEADER = """\
 """
 
 
-def render_dvc_yaml() -> str:
+def installed_layout(root: str | Path = ".") -> bool:
+    """True in a workspace of one's own (no bigmodel_core/ sources: the stages depend on bigmodel.version),
+    False in a clone of this repository (the stages depend on their source files)."""
+    return not (Path(root) / "bigmodel_core" / "stages").is_dir()
+
+
+def render_dvc_yaml(installed: bool = False) -> str:
     """dvc.yaml as the stages declare it (bigmodel_core.stages.STAGES order, each module's SPEC)."""
     from bigmodel_core.stages import STAGES, get
 
-    lines = [HEADER.rstrip("\n"), "stages:"]
+    lines = [((HEADER_INSTALLED if installed else HEADER) + HEADER_COMMON).rstrip("\n"), "stages:"]
     for i, name in enumerate(STAGES):
         spec = get(name).SPEC
         if i:
             lines.append("")
         lines += [f"  {name}:", f"    cmd: bigmodel stage {name}", "    deps:"]
-        lines += [f"      - {d}" for d in spec.deps(name)]
+        lines += [f"      - {d}" for d in spec.deps(name, installed)]
         lines += ["    params:"] + [f"      - {p}" for p in spec.params]
         for kind in ("outs", "metrics", "plots"):
             outs = [o for o in spec.outs if o.kind == kind]

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: In a workspace of your own (`bigmodel init`), the stages depend on this file, which names the installed
+#: bigmodel version, instead of on source files the workspace does not have: a new version re-runs them.
+VERSION_FILE = "bigmodel.version"
+
 #: Where each stage output lives, relative to the workspace root (the one place these paths are spelled).
 LOCATIONS = {
     "raw": "data/raw",
@@ -59,8 +63,11 @@ class StageSpec:
     params: tuple[str, ...] = ()
     outs: tuple[Out, ...] = field(default_factory=tuple)
 
-    def deps(self, stage: str) -> list[str]:
-        return [f"bigmodel_core/stages/{stage}.py", *self.code, *(LOCATIONS.get(i, i) for i in self.inputs)]
+    def deps(self, stage: str, installed: bool = False) -> list[str]:
+        """The DVC deps: the stage's code (in a clone of this repository) or the version file (installed), then
+        its inputs."""
+        code = [VERSION_FILE] if installed else [f"bigmodel_core/stages/{stage}.py", *self.code]
+        return [*code, *(LOCATIONS.get(i, i) for i in self.inputs)]
 
 
 def metric(name: str) -> Out:
