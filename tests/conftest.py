@@ -71,6 +71,8 @@ def env_for(root: Path) -> dict:
     env["PREFECT_HOME"] = str(Path(root).resolve() / ".prefect")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["DVC_NO_ANALYTICS"] = "1"
+    # Prefect's 20 s default for a temporary server to start failed on CI's loaded 2-core machine
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     return env
 
 

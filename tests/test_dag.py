@@ -62,12 +62,20 @@ def test_dvc_yaml_is_what_the_stages_declare(tmp_path):
         assert all((REPO / c).exists() for c in spec.code), f"stage {name}: a code dependency does not exist"
     with pytest.raises(AttributeError, match="stage outputs are"):
         paths.no_such_output
-    # the CLI: --check fails on a stale file and names the fix; --write repairs it
-    stale = tmp_path / "dvc.yaml"
-    stale.write_text(render_dvc_yaml().replace("      - clean\n", "", 1))
-    cli = [sys.executable, "-m", "bigmodel_core.cli", "dag", "--file", str(stale)]
-    bad = subprocess.run([*cli, "--check"], capture_output=True, text=True, cwd=REPO)
-    assert bad.returncode == 1 and "bigmodel dag --write" in bad.stderr
-    assert subprocess.run([*cli, "--write"], capture_output=True, text=True, cwd=REPO).returncode == 0
-    assert stale.read_text() == render_dvc_yaml()
-    assert subprocess.run([*cli, "--check"], capture_output=True, text=True, cwd=REPO).returncode == 0
+    # the CLI: --check fails on a stale file and names the fix; --write repairs it. The layout follows the
+    # file's directory: a clone of bigmodel (bigmodel_core/stages/ there) gets deps on source files, any
+    # other directory (a workspace of one's own) deps on bigmodel.version.
+    clone, own = tmp_path / "clone", tmp_path / "own"
+    (clone / "bigmodel_core/stages").mkdir(parents=True)
+    own.mkdir()
+    for root, installed in ((clone, False), (own, True)):
+        stale = root / "dvc.yaml"
+        stale.write_text(render_dvc_yaml(installed).replace("      - clean\n", "", 1))
+        cli = [sys.executable, "-m", "bigmodel_core.cli", "dag", "--file", str(stale)]
+        bad = subprocess.run([*cli, "--check"], capture_output=True, text=True, cwd=REPO)
+        assert bad.returncode == 1 and "bigmodel dag --write" in bad.stderr
+        assert subprocess.run([*cli, "--write"], capture_output=True, text=True, cwd=REPO).returncode == 0
+        assert stale.read_text() == render_dvc_yaml(installed)
+        assert subprocess.run([*cli, "--check"], capture_output=True, text=True, cwd=REPO).returncode == 0
+    assert "bigmodel_core/stages/train.py" in (clone / "dvc.yaml").read_text()
+    assert "bigmodel_core/" not in (own / "dvc.yaml").read_text() and "bigmodel.version" in (own / "dvc.yaml").read_text()

@@ -47,6 +47,9 @@ def test_dvc_repro_runs_dag_then_only_what_changed(dvc_workspace):
     assert any("metrics/eval.json" in str(v) for v in metrics.values())
 
     edit_params(root, "train", "epochs", 3)
+    # this test is about what re-runs, not the gate: on ~110 test rows one changed prediction moves macro-F1
+    # by ~0.009, so the champion comparison is widened to let either outcome through
+    edit_params(root, "evaluate", "max_regression", 1.0)
     assert ran(dvc(root, "repro").stdout) == ["train", "evaluate", "deploy"]
     assert json.loads((root / "metrics/train.json").read_text())["epochs_run"] == 3
     assert registry_versions(root)[0] == [1, 2]

@@ -55,7 +55,9 @@ def test_flow_runs_stale_stages_only_and_leaves_dvc_clean(ws, harness):
     assert run.data.tags["bigmodel.flow_run_id"] not in ("", "none")
 
     from bigmodel_core.params_file import persist_overrides
-    persist_overrides(root / "params.yaml", ["train.epochs=3"])
+    # what re-runs is the subject here, not the gate: on ~110 test rows one changed prediction moves macro-F1
+    # by ~0.009, so the champion comparison is widened
+    persist_overrides(root / "params.yaml", ["train.epochs=3", "evaluate.max_regression=1.0"])
     third = retrain(root=str(root))
     assert ran(third) == ["train", "evaluate", "deploy"]
     assert registry_versions(root)[0] == [1, 2]
