@@ -144,15 +144,36 @@ def _client(root=None):
     return mlflow.MlflowClient(tracking_uri(parse_params(tiny_params_dict()), root))
 
 
-def _retrain_and_deploy(root, seed: int, **deploy):
+def _retrain_and_deploy(root, seed: int, evaluate: dict | None = None, **deploy):
     raw = tiny_params_dict()
     raw["train"]["seed"] = seed
     raw["evaluate"]["max_regression"] = 1.0  # any retrained model passes the comparison
+    raw["evaluate"].update(evaluate or {})
     raw["deploy"].update(deploy)
     params = parse_params(raw)
     for name in ("train", "evaluate", "deploy"):
         out = stages.get(name).run(params, Paths(root))
     return out
+
+
+def test_a_closed_gate_ends_a_dvc_experiment_without_an_error(registry_ws, monkeypatch):
+    """Under `dvc exp run` a closed model gate is recorded but deploy returns normally: a failing stage would make
+    DVC drop the experiment, and a sweep's `dvc exp show` would lose the points that lost. Elsewhere it exits 3."""
+    from bigmodel_core.errors import GateFailed
+    from bigmodel_core.tracking.registry import alias_version
+
+    root, params = registry_ws
+    client = _client(root)
+    champion = alias_version(client, "tiny-model", "champion")
+    closed = {"min_gain_over_baseline": 1.0}  # out of reach: the gate closes
+    monkeypatch.setenv("DVC_EXP_NAME", "sweep-point")
+    d = _retrain_and_deploy(root, seed=21, evaluate=closed)
+    assert not d["promoted"] and d["reasons"][0].startswith("min_gain_over_baseline")
+    assert client.get_model_version("tiny-model", d["version"]).tags["bigmodel.gate"] == "failed"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    with pytest.raises(GateFailed, match="model gate closed: min_gain_over_baseline"):
+        _retrain_and_deploy(root, seed=22, evaluate=closed)
+    assert alias_version(client, "tiny-model", "champion") == champion
 
 
 def test_policy_experiments_and_never_register_without_promoting(registry_ws, monkeypatch):

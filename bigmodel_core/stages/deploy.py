@@ -2,7 +2,8 @@
 
 The run is the pipeline's (see tracking/pipeline_run.py): the flow's, or under plain `dvc repro` the one
 the train stage opened. A closed model gate still registers the challenger, then marks a run that no flow
-owns FAILED with the gate's reason and exits 3.
+owns FAILED with the gate's reason and exits 3 (under `dvc exp run` it exits 0, so that DVC keeps the
+experiment for `dvc exp show`).
 """
 
 from __future__ import annotations
@@ -135,5 +136,10 @@ def run(params: Params, paths: Paths) -> dict:
         # same bundle) is not this stop's
         if flow_run_id() is None and result.get("run_id") and result.get("run_gate") == "failed":
             close_run(params, paths.root, result["run_id"], "FAILED", reason=message, stopped_by="model gate")
+        if os.environ.get("DVC_EXP_NAME"):
+            # an experiment never moves the champion anyway; failing here would make DVC drop it, and a sweep's
+            # `dvc exp show` would lose exactly the points that lost
+            print(f"deploy: {message} (experiment {os.environ['DVC_EXP_NAME']}: recorded, not an error)", flush=True)
+            return result
         raise GateFailed(message)
     return result

@@ -21,9 +21,26 @@ from bigmodel_core.evaluation.runtime import cost_line
 from bigmodel_core.io import sha256_file
 
 
+def home_workspace(root: Path) -> Path:
+    """The workspace whose local state (mlflow.db, mlartifacts/) a run in `root` uses: `root` itself, except in a
+    queued DVC experiment (`dvc exp run --queue`, then `dvc queue start`), which runs in a copy of the workspace
+    under <workspace>/.dvc/tmp/exps/ that DVC deletes afterwards; DVC names the workspace in DVC_ROOT. Its runs
+    and versions belong in the workspace's registry, beside the other runs, not in the copy's."""
+    root = Path(root)
+    parent = os.environ.get("DVC_ROOT")
+    if parent:
+        try:
+            root.resolve().relative_to(Path(parent).resolve() / ".dvc" / "tmp" / "exps")
+            return Path(parent)
+        except ValueError:
+            pass
+    return root
+
+
 def tracking_uri(params: Params, root: Path) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
     if uri.startswith("sqlite:///"):
+        root = home_workspace(root)
         db = uri[len("sqlite:///"):].split("?", 1)[0]
         db_path = Path(db) if Path(db).is_absolute() else root / db
         if not db_path.exists():
@@ -134,7 +151,7 @@ def _experiment_id(mlflow, params: Params, root: Path) -> str:
         # read them; a path on this machine would be readable here only
         return mlflow.create_experiment(params.tracking.experiment)
     art = Path(params.tracking.artifact_root)
-    art = art if art.is_absolute() else root / art
+    art = art if art.is_absolute() else home_workspace(root) / art
     art.mkdir(parents=True, exist_ok=True)
     return mlflow.create_experiment(params.tracking.experiment, artifact_location=art.resolve().as_uri())
 
