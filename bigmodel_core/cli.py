@@ -9,6 +9,7 @@
     bigmodel predict -i in.csv -o out.parquet   # score a file in batches
     bigmodel serve --port 5001             # the champion over HTTP (MLflow's scoring server)
     bigmodel report data                   # the last data-quality report, in the terminal
+    bigmodel verify-repro NAME VERSION     # re-derive a registered version from its commit and DVC remote
 """
 
 from __future__ import annotations
@@ -224,6 +225,32 @@ def init(directory: Path = typer.Argument(Path("."), help="The workspace (your g
         _fail(e)
     typer.echo(f"next: name your data in {directory / 'params.yaml'} (data.sources, data.labels; the demo corpus "
                f"runs as written), then `bigmodel run` in {directory}")
+
+
+@app.command("verify-repro")
+def verify_repro(name: str = typer.Argument(..., help="Registered model name (deploy.model_name)."),
+                 version: str = typer.Argument(..., help="Version to re-derive."),
+                 tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0.0, help="Largest difference allowed "
+                                                           "per metric (default: 0 for a model trained on CPU, else 0.01)."),
+                 keep: bool = typer.Option(False, "--keep", help="Keep the temporary worktree (its path is printed)."),
+                 params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    """Re-derive a version from the commit and DVC remote deploy.git_commit recorded; compare its metrics.
+
+    Exit 0 when every test metric matches the registered one, 1 when one differs or the data is gone, 2 when the
+    version has no record. The workspace, its registry and dvc.lock are not touched.
+    """
+    from bigmodel_core.config import load_params
+    from bigmodel_core.verify import check, report, verify
+
+    try:
+        params = load_params(params_file)
+        verdict = verify(Path.cwd(), params, name, version, tolerance=tolerance, keep=keep,
+                         say=lambda m: typer.echo(m))
+        for line in report(verdict):
+            typer.echo(line)
+        typer.echo(check(verdict))
+    except BigmodelError as e:
+        _fail(e)
 
 
 @app.command()

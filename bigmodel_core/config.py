@@ -450,6 +450,22 @@ class DeployParams(_Section):
         description="Start a new, empty registry when the tracking database (sqlite) is missing although "
         "reports/deploy.json records a version registered in it (a deleted or moved mlflow.db). Off: stop with an error.",
     )
+    git_commit: bool = Field(
+        default=False,
+        description="After a `bigmodel run` that registered a version: `dvc push` the data and model, commit dvc.yaml, "
+        "dvc.lock, params.yaml, metrics/ and plots/, tag the commit model/<name>/v<version>, and record commit, tag and "
+        "remote on the version (what `bigmodel verify-repro` reads). Needs a git repository whose inputs are committed.",
+    )
+    dvc_remote: str | None = Field(
+        default=None, min_length=1,
+        description="The DVC remote deploy.git_commit pushes to; null: the repository's default remote, or with none, "
+        "a local folder remote at deploy.local_remote.",
+    )
+    local_remote: str = Field(
+        default=".bigmodel/dvc-storage", min_length=1,
+        description="Folder of the local DVC remote used when the repository has no default remote (relative: to the "
+        "workspace). For storage that outlives this machine configure one: `dvc remote add -d store s3://bucket/path`.",
+    )
 
 
 class TrackingParams(_Section):

@@ -23,10 +23,11 @@ from prefect.runtime import flow_run
 
 from bigmodel_core.config import Params, load_params
 from bigmodel_core.dag import load_dag
-from bigmodel_core.errors import GateFailed
+from bigmodel_core.errors import BigmodelError, GateFailed
 from bigmodel_core.interrupts import as_interrupted, doing
 from bigmodel_core.workspace import exclusive
 from tasks.dvc_stage import StageFailed, check_stale, run_stage
+from tasks.release import record_release
 
 __all__ = ["retrain", "print_summary", "StageFailed", "run_name"]
 
@@ -78,6 +79,10 @@ def retrain(root: str = ".", force: bool = False, set_params: list[str] | None =
             for line in persist_overrides(rootp / "params.yaml", set_params, "params.yaml"):
                 _say(f"params: {line}")
         params = load_params(rootp / "params.yaml")
+        if params.deploy.git_commit:
+            from bigmodel_core.release import preflight
+
+            preflight(rootp)  # a git repository with its inputs committed, before anything runs
         _tag_run(params)
         stages = load_dag(rootp / "dvc.yaml")
         stale = check_stale(str(rootp))
@@ -116,6 +121,11 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
                   f"({res['seconds']:.1f}s)", flush=True)
             results.append(res)
         doing(None)
+        if params.deploy.git_commit and any(r["stage"] == "deploy" and r["ran"] for r in results):
+            running = "release"
+            doing("the release (deploy.git_commit)")
+            result["release"] = record_release(str(root))
+            doing(None)
     except StageFailed as e:
         status, reason, error = "FAILED", e.message, e
         result["failed"] = {"stage": e.stage, "exit_code": e.exit_code, "message": e.message}
@@ -125,6 +135,10 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
             where = f"stage {running!r}" if running else "the flow"
             status, reason, error = "KILLED", f"interrupted by {stopped.signame} during {where}", e
             result["failed"] = {"stage": running or "flow", "exit_code": stopped.exit_code, "message": reason}
+        elif running == "release" and isinstance(e, BigmodelError):
+            # the version is registered; what failed is its commit, tag or push (the message says which)
+            status, reason, error = "FAILED", f"deploy.git_commit: {e}", e
+            result["failed"] = {"stage": "release", "exit_code": e.exit_code, "message": reason}
         else:
             status, reason, error = "FAILED", f"{type(e).__name__}: {e}", e
             result["failed"] = {"stage": "flow", "exit_code": 1, "message": reason}
@@ -198,6 +212,11 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
         lines += ["", f"**Registered:** {deploy['model_name']} version {deploy['version']}, aliases "
                       f"{', '.join(deploy.get('aliases') or []) or 'none'}; "
                       + ("promoted" if deploy.get("promoted") else f"not promoted ({deploy.get('note') or 'gate closed'})")]
+    release = result.get("release")
+    if release:
+        lines += ["", f"**Reproducible from:** commit `{release['commit'][:12]}`, tag `{release['tag']}`; data and model "
+                      f"in DVC remote `{release['remote']}` (`bigmodel verify-repro {release['model_name']} "
+                      f"{release['version']}`)"]
     link = _mlflow_link(params, root, mlflow_run)
     if link:
         lines += ["", f"**MLflow run:** [{mlflow_run}]({link})"]
@@ -281,6 +300,10 @@ def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
         out.append(f"  MLflow run {d['run_id']}")
     elif not ran:
         out.append("  nothing to do: every stage is up to date (no new model version)")
+    release = result.get("release")
+    if release:
+        out.append(f"  reproducible from commit {release['commit'][:12]} (tag {release['tag']}), data and model in DVC "
+                   f"remote {release['remote']}: bigmodel verify-repro {release['model_name']} {release['version']}")
     out.append(f"  flow time: {result['seconds']:.1f}s (command total {wall_seconds:.1f}s)")
     out.append("  look further: make ui  |  dvc metrics show  |  dvc plots show  |  dvc status")
     print("\n".join(out), flush=True)

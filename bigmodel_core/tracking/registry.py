@@ -220,3 +220,38 @@ def history_lines(params, root: Path) -> list[str]:
         out.append(f"{r['seq']:>4}  {r['at']}  {r['action']:<8} {move}  by {r['who']}: {r['why']}"
                    + (f"  [{figures}]" if figures else ""))
     return out
+
+
+# --------------------------------------------------------------------------- reproduction records
+#: model version tags written by deploy.git_commit and read by `bigmodel verify-repro`
+REPRO_COMMIT, REPRO_TAG, REPRO_REMOTE = "bigmodel.repro.commit", "bigmodel.repro.tag", "bigmodel.repro.dvc_remote"
+
+
+def record_reproduction(params, root: Path, name: str, version: str, run_id: str | None, tags: dict[str, str]) -> None:
+    """Put the commit, tag and DVC remote that reproduce `name` v`version` on the version and on its run."""
+    from bigmodel_core.tracking.mlflow_store import _setup
+
+    client = _setup(params, root).MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if run_id:
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+
+
+def version_record(params, root: Path, name: str, version: str) -> dict:
+    """A registered version as verify-repro needs it: its tags, its run's id and metrics (test_<key>, data_rows_*)."""
+    from mlflow.exceptions import MlflowException
+
+    from bigmodel_core.errors import ConfigError
+    from bigmodel_core.tracking.mlflow_store import _setup, tracking_uri
+
+    client = _setup(params, root).MlflowClient()
+    try:
+        mv = client.get_model_version(name, str(version))
+    except MlflowException:
+        raise ConfigError(f"{name} has no version {version!r} in {tracking_uri(params, root).split('?')[0]} "
+                          "(see `bigmodel registry history` or the MLflow UI)") from None
+    metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    return {"name": name, "version": str(mv.version), "tags": dict(mv.tags or {}), "run_id": mv.run_id,
+            "metrics": dict(metrics)}
