@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.bigmodel-installed
 # The CPU build of torch is installed first where there is no GPU, so the open range in
 # pyproject.toml never pulls a multi-GB CUDA build there. Override TORCH_SPEC for another build.
+# --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set nothing else
+# does, so every stage process compiled mlflow, prefect and pandas again: 5.3 s of imports, 2.3 s compiled.
 TORCH_SPEC ?= torch==2.13.0
 MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
@@ -26,7 +28,7 @@ PREFECT_UI_API := http://127.0.0.1:$(PREFECT_PORT)/api
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if ! $(BIN)/python -c "import torch" 2>/dev/null; then \
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  else echo "no GPU: installing the CPU build ($(TORCH_SPEC))"; $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi; \
 	fi
 	$(BIN)/python -m pip install -q "uv>=0.5"
-	$(BIN)/uv pip install --python $(BIN)/python -q -c constraints.txt -e '.[test]'
+	$(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 run: $(STAMP)
