@@ -72,17 +72,18 @@ def retrain(root: str = ".", force: bool = False, set_params: list[str] | None =
     started = time.perf_counter()
     name = flow_run.name or run_name()
     with exclusive(rootp, f"flow run {name}", wait=wait, say=_say):
+        # every override is checked before the file changes
+        pending = load_params(rootp / "params.yaml", set_params) if set_params else None
+        if (pending or load_params(rootp / "params.yaml")).deploy.git_commit:
+            from bigmodel_core.release import preflight
+
+            preflight(rootp)  # a git repository with its inputs committed, before anything runs or changes
         if set_params:
             from bigmodel_core.params_file import persist_overrides
 
-            load_params(rootp / "params.yaml", set_params)  # every override is checked before the file changes
             for line in persist_overrides(rootp / "params.yaml", set_params, "params.yaml"):
                 _say(f"params: {line}")
         params = load_params(rootp / "params.yaml")
-        if params.deploy.git_commit:
-            from bigmodel_core.release import preflight
-
-            preflight(rootp)  # a git repository with its inputs committed, before anything runs
         _tag_run(params)
         stages = load_dag(rootp / "dvc.yaml")
         stale = check_stale(str(rootp))
