@@ -163,7 +163,8 @@ def test_pretrained_backbone_is_fine_tuned_and_its_bundle_serves_without_it(spli
     pred = Predictor(bundle)
     probs = pred.predict_proba(["<b>The striker scored twice in the derby</b>", "Shares and profit rose", ""])
     assert probs.shape == (3, 4) and abs(probs.sum(1) - 1).max() < 1e-5
-    assert pred.predict(["The striker scored twice in the derby"])[0] == "sports"
+    # words the backbone's vocabulary has (built from the demo corpus): most of the sentence above is [UNK] to it
+    assert pred.predict(["The striker and the referee argued over the penalty goal"])[0] == "sports"
 
 
 def test_pretrained_encoder_keeps_special_tokens_when_truncating(tiny_backbone):
