@@ -296,7 +296,9 @@ class Checker:
         firsts = np.sort(rows[first_at])  # one row per distinct text, in table order
         sig = f["sig"]
         empty = {"cluster": key_id.copy(), "copies": np.zeros(self.n, dtype=bool), "stuck": np.zeros(self.n, dtype=bool),
-                 "to_test": np.zeros(self.n, dtype=bool), "reasons": {}, "pairs": [], "pairs_found": 0, "clusters": 0}
+                 "to_test": np.zeros(self.n, dtype=bool), "aside": np.empty(0, dtype=np.int64),
+                 "twin": np.empty(0, dtype=np.int64), "jaccard": np.empty(0, dtype=np.float32), "pairs": [],
+                 "pairs_found": 0, "clusters": 0}
         if not len(firsts):
             return empty
         pairs = minhash.candidate_pairs(sig, self.bands, self.band_rows, subset=firsts)
@@ -313,16 +315,21 @@ class Checker:
         member_firsts = firsts[in_pair]
         member_comp = comp[in_pair]
         order = np.lexsort((f["lo"][member_firsts], f["hi"][member_firsts], member_comp))
-        leader_of_comp = {}
-        for c, r in zip(member_comp[order].tolist(), member_firsts[order].tolist()):
-            leader_of_comp.setdefault(c, r)
-        # every candidate row whose text (key) is in a pair joins its text's cluster
-        cluster_of_key = {int(key_id[r]): leader_of_comp[c] for r, c in zip(member_firsts.tolist(), member_comp.tolist())}
+        sorted_comp = member_comp[order]
+        leads = np.concatenate([[True], sorted_comp[1:] != sorted_comp[:-1]])
+        leader_of_comp = np.full(int(comp.max()) + 1, -1, dtype=np.int64)
+        leader_of_comp[sorted_comp[leads]] = member_firsts[order][leads]
+        # per distinct text (key id): its cluster's leader row, and the first row holding it (whose signature
+        # stands for the text); every candidate row whose text is in a pair joins that text's cluster
+        n_keys = int(key_id.max()) + 1
+        leader_of_key = np.full(n_keys, -1, dtype=np.int64)
+        leader_of_key[key_id[member_firsts]] = leader_of_comp[member_comp]
+        first_of_key = np.full(n_keys, -1, dtype=np.int64)
+        first_of_key[key_id[member_firsts]] = member_firsts
         cluster = np.full(self.n, -1, dtype=np.int64)  # the leader row of the row's cluster
-        members = np.zeros(self.n, dtype=bool)
-        for r in rows[np.isin(key_id[rows], np.fromiter(cluster_of_key, dtype=np.int64))].tolist():
-            cluster[r] = cluster_of_key[int(key_id[r])]
-            members[r] = True
+        cluster[rows] = leader_of_key[key_id[rows]]
+        del leader_of_key
+        members = cluster >= 0
         fixed = f["fixed"]
         is_test = members & (fixed == 2)
         test_clusters = np.unique(cluster[is_test])
@@ -332,25 +339,30 @@ class Checker:
         m_rows = np.nonzero(members)[0]
         order = m_rows[np.lexsort((m_rows, ~is_test[m_rows], cluster[m_rows]))]
         first_in = np.concatenate([[True], cluster[order][1:] != cluster[order][:-1]])
-        kept = order[first_in]
+        kept = order[first_in]  # in ascending order of their cluster's leader
         copies = members.copy()
         copies[kept] = False
         copies &= ~stuck
-        kept_of = dict(zip(cluster[kept].tolist(), kept.tolist()))
-        first_of_key = {int(key_id[r]): int(r) for r in firsts[in_pair].tolist()}
         aside = np.nonzero(copies | stuck)[0]
-        twins = np.array([kept_of[int(c)] for c in cluster[aside].tolist()], dtype=np.int64)
-        firsts_of = lambda r: np.array([first_of_key[int(k)] for k in key_id[r].tolist()], dtype=np.int64)  # noqa: E731
-        jac = minhash.similarity(sig, np.stack([firsts_of(aside), firsts_of(twins)], axis=1)) if len(aside) else []
-        reasons = {}
-        for i, twin, j in zip(aside.tolist(), twins.tolist(), list(jac)):
-            where = f"{self.files[f['file'][twin]]} row {int(f['source_row'][twin])}"
-            reasons[i] = (f"near-duplicate (Jaccard {j:.2f}) of {where}, a fixed test row it cannot follow into test"
-                          if stuck[i] else f"near-duplicate (Jaccard {j:.2f}) of {where}, which is kept")
+        twins = kept[np.searchsorted(cluster[kept], cluster[aside])]
+        jac = (minhash.similarity(sig, np.stack([first_of_key[key_id[aside]], first_of_key[key_id[twins]]], axis=1))
+               if len(aside) else np.empty(0))
         top = np.argsort(-sims, kind="stable")[:max(self.p.examples, 10)]
         self.pair_rows = [(int(a[t]), int(b[t]), float(sims[t])) for t in top]
-        return {"cluster": cluster, "copies": copies, "stuck": stuck, "to_test": to_test, "reasons": reasons,
-                "pairs": [], "pairs_found": int(len(pairs)), "clusters": int(len(np.unique(cluster[members])))}
+        # reasons are written out in write(), for the rows a batch quarantines: per row only its twin and Jaccard
+        return {"cluster": cluster, "copies": copies, "stuck": stuck, "to_test": to_test, "aside": aside,
+                "twin": twins, "jaccard": jac.astype(np.float32), "pairs": [], "pairs_found": int(len(pairs)),
+                "clusters": int(len(kept))}
+
+    def _near_reason(self, row: int) -> str:
+        """Why a row went aside as a near-duplicate: its Jaccard similarity and where its kept twin is."""
+        near, f = self.near, self.f
+        i = int(np.searchsorted(near["aside"], row))
+        twin, j = int(near["twin"][i]), float(near["jaccard"][i])
+        where = f"{self.files[f['file'][twin]]} row {int(f['source_row'][twin])}"
+        if near["stuck"][row]:
+            return f"near-duplicate (Jaccard {j:.2f}) of {where}, a fixed test row it cannot follow into test"
+        return f"near-duplicate (Jaccard {j:.2f}) of {where}, which is kept"
 
     # ---------------------------------------------------------------- pass 3
     def write(self, passed_sink, quarantine_sink) -> None:
@@ -382,8 +394,8 @@ class Checker:
                 part = df[q].copy()
                 rules = [ROW_RULES[k] for k in self.assigned[start:start + n][q].tolist()]
                 part["rule"] = rules
-                reasons = near["reasons"] if near else {}
-                part["reason"] = [reasons.get(start + int(i)) or _reason(rule, lab, self.label_set, text, self.p)
+                part["reason"] = [self._near_reason(start + int(i)) if rule == "near_duplicate"
+                                  else _reason(rule, lab, self.label_set, text, self.p)
                                   for i, rule, lab, text in zip(np.nonzero(q)[0], rules, part["label"], part["text"])]
                 part = part[list(QUARANTINE_COLUMNS)].astype({"text": "str", "label": "str", "rule": "str", "reason": "str"})
                 quarantine_sink(part.reset_index(drop=True))
