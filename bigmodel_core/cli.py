@@ -9,6 +9,7 @@
     bigmodel predict -i in.csv -o out.parquet   # score a file in batches
     bigmodel serve --port 5001             # the champion over HTTP (MLflow's scoring server)
     bigmodel report data                   # the last data-quality report, in the terminal
+    bigmodel release                       # push, commit, tag the last registered version (deploy.git_commit)
     bigmodel verify-repro NAME VERSION     # re-derive a registered version from its commit and DVC remote
 """
 
@@ -225,6 +226,28 @@ def init(directory: Path = typer.Argument(Path("."), help="The workspace (your g
         _fail(e)
     typer.echo(f"next: name your data in {directory / 'params.yaml'} (data.sources, data.labels; the demo corpus "
                f"runs as written), then `bigmodel run` in {directory}")
+
+
+@app.command()
+def release() -> None:
+    """Push, commit, tag and record the version the last run registered (what deploy.git_commit does at the end of
+    `bigmodel run`); for a release that failed there (a remote that was down, say), once the cause is fixed."""
+    from bigmodel_core import workspace
+    from bigmodel_core.config import load_params
+    from bigmodel_core.release import record
+
+    root = Path.cwd()
+    try:
+        params = load_params(Path("params.yaml"))
+        with workspace.exclusive(root, "bigmodel release", wait=True):
+            done = record(root, params, say=lambda m: typer.echo(m))
+    except BigmodelError as e:
+        _fail(e)
+    if done is None:
+        typer.echo("error: reports/deploy.json names no registered version: run `bigmodel run` first", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"recorded {done['model_name']} v{done['version']}: commit {done['commit'][:12]}, tag {done['tag']}, "
+               f"DVC remote {done['remote']}")
 
 
 @app.command("verify-repro")

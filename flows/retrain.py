@@ -138,7 +138,9 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
             result["failed"] = {"stage": running or "flow", "exit_code": stopped.exit_code, "message": reason}
         elif running == "release" and isinstance(e, BigmodelError):
             # the version is registered; what failed is its commit, tag or push (the message says which)
-            status, reason, error = "FAILED", f"deploy.git_commit: {e}", e
+            said = str(e) if str(e).startswith("deploy.") else f"deploy.git_commit: {e}"
+            reason = f"{said} (the version is registered: once the cause is fixed, `bigmodel release` records it)"
+            status, error = "FAILED", type(e)(reason)
             result["failed"] = {"stage": "release", "exit_code": e.exit_code, "message": reason}
         else:
             status, reason, error = "FAILED", f"{type(e).__name__}: {e}", e

@@ -180,3 +180,28 @@ def test_a_queued_sweep_gives_each_experiment_its_own_mlflow_run(ws):
                                                                               "dvc exp run (lr-high)"}
     assert str(client.get_model_version_by_alias("tiny-model", "champion").version) == "1"  # experiments never promote
     assert not list((ws / ".dvc/tmp/exps").glob("tmp*/mlflow.db"))
+
+
+def test_a_failed_release_keeps_the_version_and_bigmodel_release_records_it_later(ws):
+    head = git(ws, "rev-parse", "HEAD")
+    failed = bigmodel(ws, "run", "-S", "train.seed=5", "-S", "evaluate.max_regression=1.0",
+                      "-S", "deploy.dvc_remote=team", check=False)
+    assert failed.returncode == 2, failed.stdout[-2000:] + failed.stderr[-2000:]
+    assert "deploy.dvc_remote: no DVC remote named 'team'" in failed.stderr
+    assert "the version is registered: once the cause is fixed, `bigmodel release` records it" in failed.stderr
+    assert git(ws, "rev-parse", "HEAD") == head  # nothing committed
+    client = registry(ws)
+    latest = max(int(v.version) for v in client.search_model_versions("name='tiny-model'"))
+    assert "bigmodel.repro.commit" not in client.get_model_version("tiny-model", str(latest)).tags
+
+    store = ws.parent / "team-store"
+    dvc(ws, "remote", "add", "team", str(store))
+    done = bigmodel(ws, "release")
+    assert f"recorded tiny-model v{latest}: commit " in done.stdout and f"tag model/tiny-model/v{latest}" in done.stdout
+    new_head = git(ws, "rev-parse", "HEAD")
+    assert new_head != head and git(ws, "rev-parse", f"model/tiny-model/v{latest}^{{commit}}") == new_head
+    assert yaml.safe_load(git(ws, "show", "HEAD:params.yaml"))["train"]["seed"] == 5  # what ran is committed
+    assert git(ws, "status", "--porcelain") == "M .dvc/config"  # the remote added here, for the user to commit
+    assert any(p.is_file() for p in store.rglob("*"))
+    tags = registry(ws).get_model_version("tiny-model", str(latest)).tags
+    assert tags["bigmodel.repro.commit"] == new_head and tags["bigmodel.repro.dvc_remote"] == str(store)

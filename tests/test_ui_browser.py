@@ -182,11 +182,12 @@ def make_ui_workspace(root: Path) -> Path:
     ws = make_workspace(root)
     dvc(ws, "init", "--no-scm", "-q")
     dvc(ws, "config", "core.analytics", "false")
-    shutil.copy(REPO / "Makefile", ws / "Makefile")
     (ws / ".venv").symlink_to(VENV, target_is_directory=True)
     assert STAMP.exists(), f"{STAMP} missing: `make install` has not run in the repo"
     older = STAMP.stat().st_mtime - 10
-    for name in ("pyproject.toml", "constraints.txt"):  # the stamp's prerequisites, older than it
+    # the stamp's prerequisites, older than it: a newer one would make `make ui` reinstall the shared venv
+    # as an editable install of this workspace
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
         shutil.copy(REPO / name, ws / name)
         os.utime(ws / name, (older, older))
     return ws
@@ -218,6 +219,7 @@ def ui(tmp_path_factory):
             assert proc.poll() is None, f"make ui exited {proc.returncode}:\n{tail(log)}"
             assert time.time() < deadline, f"make ui not ready after {STARTUP_TIMEOUT}s:\n{tail(log)}"
             time.sleep(1)
+        assert "uv pip install" not in log.read_text(), f"make ui reinstalled the shared venv:\n{tail(log)}"
         yield handle
     finally:
         # normally test_stopping_make_ui_leaves_nothing_running has stopped it; this is the safety net
