@@ -4,7 +4,7 @@ import pytest
 from bigmodel_core.config import AugmentParams, SplitParams
 from bigmodel_core.data.augment import augment
 from bigmodel_core.data.quality import group_key
-from bigmodel_core.data.split import assign_frame, check_split
+from bigmodel_core.data.split import assign, assign_frame, check_split
 from bigmodel_core.errors import GateFailed
 
 
@@ -46,6 +46,24 @@ def test_fixed_splits_are_kept_and_same_text_shares_split():
     dup["group_key"] = group_key("Same Text")
     s = assign_frame(dup, P)
     assert s.iloc[0] == s.iloc[1]
+
+
+@pytest.mark.parametrize("params", [P, SplitParams(val_fraction=0.5, test_fraction=0.01, salt="other"),
+                                    SplitParams(val_fraction=0.01, test_fraction=0.4)])
+def test_assign_frame_is_assign_row_by_row(params):
+    df = frame(3000)
+    df["fixed_split"] = pd.Series(["test", "train", None, "val"] * 750, dtype="str")
+    expected = [assign(k, None if pd.isna(f) else f, params) for k, f in zip(df["group_key"], df["fixed_split"])]
+    got = assign_frame(df, params)
+    assert got.tolist() == expected and list(got.index) == list(df.index)
+    assert set(expected) == {"train", "val", "test"}
+
+
+def test_augmented_row_ids_name_parent_and_copy():
+    df = frame(50)
+    out, _ = augment(df, AugmentParams(copies=3, word_dropout=0.2, swap_prob=0.2), P)
+    variants = out[out["is_augmented"]]
+    assert variants["row_id"].tolist() == [f"{r}-aug{k}" for r in variants["parent_id"].iloc[::3] for k in range(3)]
 
 
 def test_augment_makes_train_only_variants_deterministically():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -162,3 +163,11 @@ def test_band_buckets_pair_every_two_texts_that_share_a_band():
             else:
                 want |= {(members[0], j) for j in members[1:]} | set(zip(members[:-1], members[1:]))
     assert got == want and len(want) > 1000
+
+
+def test_column_operations_take_a_chunked_pandas_series():
+    from bigmodel_core.data import columns
+
+    s = pd.concat([pd.Series(["a b", None], dtype="str"), pd.Series(["c  d\te"], dtype="str")], ignore_index=True)
+    assert isinstance(columns.as_array(s), pa.Array)
+    assert columns.word_counts(s).tolist() == [2, 0, 3]

@@ -102,7 +102,9 @@ def augment(df: pd.DataFrame, p: AugmentParams, split_params: SplitParams) -> tu
     seeds = np.stack([variant_seeds(ids, k, p.seed) for k in range(p.copies)], axis=1).ravel()
     at = np.repeat(np.arange(len(parents)), p.copies)
     variants_ = parents.iloc[at].reset_index(drop=True)  # the parents' columns; parent_id is the parent's row_id
-    variants_["row_id"] = [f"{r}-aug{k}" for r, k in zip(variants_["parent_id"], np.tile(np.arange(p.copies), len(parents)))]
+    suffixes = pa.array(np.tile([f"-aug{k}" for k in range(p.copies)], len(parents)), type=pa.large_string())
+    variants_["row_id"] = pc.binary_join_element_wise(pc.take(ids, pa.array(at)), suffixes,
+                                                         pa.scalar("", pa.large_string())).to_pandas()
     variants_["text"] = variants(pc.take(texts, pa.array(at)), seeds, p).to_pandas(types_mapper=None)
     variants_["is_augmented"] = True
     rows = len(variants_)

@@ -27,7 +27,7 @@ def as_array(texts) -> pa.Array:
     if isinstance(texts, pa.Array):
         return texts.cast(pa.large_string())
     if hasattr(texts, "to_numpy"):  # a pandas Series (Arrow-backed str: no copy to Python strings); NaN -> null
-        return pa.array(texts, from_pandas=True).cast(pa.large_string())
+        return as_array(pa.array(texts, from_pandas=True))  # chunked when the Series is
     return pa.array(texts, type=pa.large_string())
 
 

@@ -37,9 +37,30 @@ def assign(group_key: str, fixed_split: str | None, p: SplitParams) -> str:
     return "val" if v < p.val_fraction else "train"
 
 
+def buckets(keys, salt: str) -> np.ndarray:
+    """bucket(key, salt) for every key, with one SHA-256 per key and the arithmetic in numpy (a uint64 made
+    float and divided by 2**64 rounds as Python's int / int does)."""
+    prefix, sha = f"{salt}\0".encode(), hashlib.sha256
+    raw = b"".join([sha(prefix + k.encode()).digest()[:8] for k in keys])
+    return np.frombuffer(raw, dtype=">u8").astype(np.float64) / 2**64
+
+
+def assign_codes(group_keys, fixed_split: np.ndarray, p: SplitParams) -> np.ndarray:
+    """assign() for every row as an index into SPLITS; fixed_split holds 'test', 'train' or anything else
+    (no fixed split)."""
+    u = buckets(group_keys, p.salt)
+    train, val, test = (np.int8(SPLITS.index(s)) for s in ("train", "val", "test"))
+    v = (u - p.test_fraction) / (1 - p.test_fraction)
+    free = np.where(u < p.test_fraction, test, np.where(v < p.val_fraction, val, train))
+    return np.where(fixed_split == "test", test,
+                    np.where(fixed_split == "train", np.where(u < p.val_fraction, val, train), free)).astype(np.int8)
+
+
 def assign_frame(df: pd.DataFrame, p: SplitParams) -> pd.Series:
-    fixed = df["fixed_split"].astype("object").where(df["fixed_split"].notna(), None)
-    return pd.Series([assign(k, f, p) for k, f in zip(df["group_key"], fixed)], index=df.index, dtype="str")
+    """assign() for every row of a frame with group_key and fixed_split columns."""
+    fixed = df["fixed_split"].astype("object").where(df["fixed_split"].notna(), "").to_numpy()
+    codes = assign_codes(df["group_key"].tolist(), fixed, p)
+    return pd.Series(np.asarray(SPLITS, dtype=object)[codes], index=df.index, dtype="str")
 
 
 def check_split(df: pd.DataFrame) -> dict:
