@@ -131,14 +131,15 @@ class CleanParams(_Section):
 #: Row rules mark rows (policy quarantine, fail or warn); they are checked in this order and a row is
 #: counted under the first rule it breaks.
 ROW_RULES = ("empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate", "undecodable",
-             "too_short", "too_long", "control_chars", "html_left", "near_duplicate")
+             "too_short", "too_long", "control_chars", "html_left", "near_duplicate", "label_noise")
 #: Dataset rules judge the passing rows as a whole (policy fail or warn: there is no row to quarantine).
 DATASET_RULES = ("class_imbalance", "too_few_rows_per_class", "truncated")
 RULES = ROW_RULES + DATASET_RULES
 
 # The settings each rule takes beyond policy and max_fraction.
 _RULE_SETTINGS = {"too_short": {"min_chars", "min_words"}, "too_long": {"max_chars", "max_words"},
-                  "class_imbalance": {"max_ratio"}, "near_duplicate": {"min_jaccard", "shingle_words"}}
+                  "class_imbalance": {"max_ratio"}, "near_duplicate": {"min_jaccard", "shingle_words"},
+                  "label_noise": {"folds", "sample_rows"}}
 
 
 class Rule(_Section):
@@ -159,6 +160,10 @@ class Rule(_Section):
         description="near_duplicate: estimated Jaccard similarity of word shingles (MinHash), 0.1 to 0.99 (exact "
                     "copies are the duplicate rule's).")
     shingle_words: int | None = Field(default=None, ge=1, le=10, description="near_duplicate: words per shingle.")
+    folds: int | None = Field(default=None, ge=2, le=20, description="label_noise: cross-validation folds.")
+    sample_rows: int | None = Field(
+        default=None, ge=0,
+        description="label_noise: rows checked (a sample chosen by group key when there are more); 0 turns the check off.")
 
 
 def default_rule(name: str) -> Rule:
@@ -169,6 +174,9 @@ def default_rule(name: str) -> Rule:
         "control_chars": Rule(policy="quarantine"),
         "html_left": Rule(policy="warn"),
         "near_duplicate": Rule(policy="warn", min_jaccard=0.8, shingle_words=3),
+        # rows whose label a cross-validated cheap model confidently contradicts (confident learning);
+        # max_fraction (of the rows checked) is a gate for badly broken labels, such as a shifted label column
+        "label_noise": Rule(policy="warn", max_fraction=0.3, folds=5, sample_rows=20_000),
         "class_imbalance": Rule(policy="warn", max_ratio=20.0),
         "too_few_rows_per_class": Rule(policy="fail"),
         # share of passing rows longer (in words) than tokenizer.max_length: the model sees only their start
@@ -227,7 +235,7 @@ class ValidateParams(_Section):
             raise ValueError(f"unknown rule(s) {unknown}; known rules: {list(RULES)}")
         for name, rule in v.items():
             extra = {k for k in ("min_chars", "min_words", "max_chars", "max_words", "max_ratio", "min_jaccard",
-                                 "shingle_words")
+                                 "shingle_words", "folds", "sample_rows")
                      if getattr(rule, k) is not None} - _RULE_SETTINGS.get(name, set())
             if extra:
                 raise ValueError(f"rule {name} takes no {', '.join(sorted(extra))} (only "

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bigmodel_core.config import DATASET_RULES, ROW_RULES, ValidateParams
+from bigmodel_core.config import DATASET_RULES, ROW_RULES, ValidateParams, default_rule
 from bigmodel_core.data import columns
 from bigmodel_core.data.cleaning import WS_CHARS, normalize_key
 
@@ -154,6 +154,10 @@ class Checker:
         near = p.rules["near_duplicate"]
         self.bands, self.band_rows = minhash.band_params(near.min_jaccard)
         self.profiler = Profiler(reference_vocab)
+        # a Rule built in code may leave the settings out: the defaults stand in
+        given, default = p.rules["label_noise"], default_rule("label_noise")
+        self.noise_rule = given.model_copy(update={k: getattr(default, k) for k in ("folds", "sample_rows")
+                                                   if getattr(given, k) is None})
 
     # ---------------------------------------------------------------- pass 1
     def scan(self, batches, rows: int | None = None) -> None:
@@ -175,6 +179,13 @@ class Checker:
                                                    "fixed_split")})
         start = 0
         near = self.p.rules["near_duplicate"]
+        # label_noise: the texts of a sample of rows, chosen by group key (uniform 64-bit numbers), a fifth more
+        # than asked for since later rules take some; _label_noise() keeps sample_rows of them
+        want = self.noise_rule.sample_rows
+        share = 1.0 if not rows else min(1.0, 1.2 * want / rows)
+        cutoff = np.uint64(min(2**64 - 1, int(share * 2**64)))
+        self.noise_texts: list[str] = []
+        noise_rows: list[np.ndarray] = []
         for df in batches():
             n = len(df)
             self.batch_sizes.append(n)
@@ -204,6 +215,10 @@ class Checker:
             if len(where):
                 texts = pc.take(arr, pa.array(where, type=pa.int64()))
                 hi[where], lo[where] = columns.group_key_ints(texts)
+                if want:
+                    pick = np.nonzero(hi[where] <= cutoff)[0]
+                    noise_rows.append(start + where[pick])
+                    self.noise_texts += pc.take(texts, pa.array(pick, type=pa.int64())).to_pylist()
                 # the words of every usable row are counted for the profile here; write() takes away the
                 # quarantined rows' words, so the profile is of the passing rows without a second split
                 sig[where] = minhash.bbit(minhash.signatures(texts, near.shingle_words,
@@ -215,6 +230,7 @@ class Checker:
                               "sig": sig}, n)
             start += n
         self.n = start
+        self.noise_rows = np.concatenate(noise_rows) if noise_rows else np.empty(0, dtype=np.int64)
         self.f = store.trimmed(start)
         self.files = list(self.file_names)
         pa.default_memory_pool().release_unused()  # the batches' Arrow buffers, before the decisions
@@ -272,6 +288,9 @@ class Checker:
                 hits = (self.near["copies"] | self.near["stuck"]) & free
                 # under warn or fail, rows that cannot follow their twin into the test split still go aside
                 aside = hits if policy == "quarantine" else self.near["stuck"] & free
+            elif rule == "label_noise":
+                hits = self._label_noise(free & usable)
+                aside = hits if policy == "quarantine" else None
             else:
                 hits = masks[rule] & free
                 aside = hits if policy == "quarantine" else None
@@ -354,6 +373,38 @@ class Checker:
                 "twin": twins, "jaccard": jac.astype(np.float32), "pairs": [], "pairs_found": int(len(pairs)),
                 "clusters": int(len(kept))}
 
+    def _label_noise(self, candidates: np.ndarray) -> np.ndarray:
+        """Rows among the candidates (at most sample_rows of those collected in scan, the smallest group keys)
+        whose label a cross-validated model contradicts (bigmodel_core.data.label_noise)."""
+        from bigmodel_core.data import label_noise
+
+        r, f = self.noise_rule, self.f
+        hits = np.zeros(self.n, dtype=bool)
+        sel = np.nonzero(candidates[self.noise_rows])[0]
+        if len(sel) > r.sample_rows:
+            sel = np.sort(sel[np.argsort(f["hi"][self.noise_rows[sel]], kind="stable")[:r.sample_rows]])
+        rows = self.noise_rows[sel]
+        self.noise = {"rows": np.empty(0, dtype=np.int64), "checked": 0, "candidates": int(candidates.sum()),
+                      "kappa": None, "note": "off (sample_rows 0)" if not r.sample_rows else ""}
+        if len(rows):
+            found = label_noise.find([self.noise_texts[i] for i in sel], f["label"][rows], r.folds)
+            self.noise.update(rows=rows[found.flagged], given_p=found.given_p, predicted=found.predicted,
+                              predicted_p=found.predicted_p, checked=int(len(found.checked)), note=found.note,
+                              kappa=None if found.kappa is None else round(found.kappa, 4))
+            hits[self.noise["rows"]] = True
+        self.noise_texts = []
+        return hits
+
+    def _noise_reason(self, row: int) -> str:
+        """Why a row's label looks wrong: the out-of-fold probability of its label and the model's choice."""
+        from bigmodel_core.data.label_noise import MODEL
+
+        z, names = self.noise, {c: name for name, c in self.label_names.items()}
+        i = int(np.searchsorted(z["rows"], row))
+        given = names[int(self.f["label"][row])]
+        return (f"label {given!r} is contradicted by a cross-validated {MODEL}: p({given})={z['given_p'][i]:.2f}, "
+                f"it predicts {names[int(z['predicted'][i])]!r} (p={z['predicted_p'][i]:.2f})")
+
     def _near_reason(self, row: int) -> str:
         """Why a row went aside as a near-duplicate: its Jaccard similarity and where its kept twin is."""
         near, f = self.near, self.f
@@ -395,6 +446,7 @@ class Checker:
                 rules = [ROW_RULES[k] for k in self.assigned[start:start + n][q].tolist()]
                 part["rule"] = rules
                 part["reason"] = [self._near_reason(start + int(i)) if rule == "near_duplicate"
+                                  else self._noise_reason(start + int(i)) if rule == "label_noise"
                                   else _reason(rule, lab, self.label_set, text, self.p)
                                   for i, rule, lab, text in zip(np.nonzero(q)[0], rules, part["label"], part["text"])]
                 part = part[list(QUARANTINE_COLUMNS)].astype({"text": "str", "label": "str", "rule": "str", "reason": "str"})
@@ -438,6 +490,8 @@ class Checker:
         for rule in ROW_RULES:
             count = int(self.hits[rule].sum())
             frac = count / n if n else 0.0
+            if rule == "label_noise":  # of the rows the model checked (a sample when there are many)
+                frac = count / self.noise["checked"] if self.noise["checked"] else 0.0
             examples = self.examples[rule]
             report_rules[rule] = {"policy": p.rules[rule].policy, "rows": count, "fraction": round(frac, 6),
                                   "max_fraction": p.rules[rule].max_fraction, "examples": examples}
@@ -446,6 +500,12 @@ class Checker:
                          for a, b, j in getattr(self, "pair_rows", [])] if self.near and self.near["pairs_found"] else []
                 report_rules[rule].update(clusters=self.near["clusters"], pairs=pairs, pairs_found=self.near["pairs_found"],
                                           min_jaccard=p.rules[rule].min_jaccard, shingle_words=p.rules[rule].shingle_words)
+            if rule == "label_noise":
+                from bigmodel_core.data.label_noise import MODEL
+
+                report_rules[rule].update(checked=self.noise["checked"], candidates=self.noise["candidates"],
+                                          model=MODEL, folds=self.noise_rule.folds, model_kappa=self.noise["kappa"],
+                                          note=self.noise["note"])
             if p.rules[rule].policy == "fail" and count:
                 failures.append(f"rule {rule} (policy fail): {count} row(s), e.g. {_example_str(examples)}")
             elif frac > p.rules[rule].max_fraction:
