@@ -112,3 +112,15 @@ def test_flipped_labels_in_ag_news_are_found():
     moved = set(df.loc[flip, "row_id"])
     # measured: 86% of the 428 moved labels found; the other flags are mostly AG News's own ambiguous rows
     assert len(q & moved) >= 0.8 * len(moved) and len(q & moved) >= 0.4 * len(q)
+
+
+def test_the_data_report_shows_what_the_model_would_choose(demo_flipped):
+    from bigmodel_core.tracking.report_html import data_quality_html
+
+    df, _ = demo_flipped
+    r = check(df, params(policy="warn"), LABELS)
+    example = r.report["rules"]["label_noise"]["examples"][0]
+    assert example["reason"].startswith(f"label {example['label']!r} is contradicted")
+    page = data_quality_html(r.report)
+    assert "<h3>label_noise: examples</h3>" in page and "<th>why</th>" in page
+    assert f"{len(df)} row(s) checked by a 5-fold cross-validated TF-IDF" in page and "Cohen&#x27;s kappa 0.9" in page

@@ -436,7 +436,9 @@ class Checker:
                         "row_id": row["row_id"], "source": row["source"], "source_file": row["source_file"],
                         "source_row": int(row["source_row"]),
                         "text": None if pd.isna(row["text"]) else str(row["text"])[:120],
-                        "label": None if pd.isna(row["label"]) else str(row["label"])})
+                        "label": None if pd.isna(row["label"]) else str(row["label"]),
+                        # under warn a flagged row stays, so the example is where the model's choice is shown
+                        **({"reason": self._noise_reason(r)} if rule == "label_noise" else {})})
             for r in [x for x in pair_want if start <= x < start + n]:
                 row = df.iloc[r - start]
                 self.pair_detail[r] = {"source_file": row["source_file"], "source_row": int(row["source_row"]),

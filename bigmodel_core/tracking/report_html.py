@@ -102,10 +102,17 @@ def data_quality_html(report: dict, quarantine=None, note: str | None = None, ma
                                               numeric={2, 3, 4}))
         for name, r in rules.items():
             examples = r.get("examples") or []
+            if name == "label_noise" and (r.get("checked") or r.get("note")):
+                kappa = "" if r.get("model_kappa") is None else f", agreeing with the labels at Cohen's kappa {r['model_kappa']}"
+                said = (f"label_noise: {r.get('checked')} row(s) checked by a {r.get('folds')}-fold cross-validated "
+                        f"{r.get('model')}{kappa}. {r.get('note') or ''}")
+                parts.append(f"<p>{html.escape(said)}</p>")
             if examples:
+                reasons = any("reason" in e for e in examples)
                 parts.append(f"<h3>{html.escape(name)}: examples</h3>" + table(
-                    ["source file", "row", "text", "label"],
-                    [[e.get("source_file"), e.get("source_row"), e.get("text"), e.get("label")] for e in examples],
+                    ["source file", "row", "text", "label"] + (["why"] if reasons else []),
+                    [[e.get("source_file"), e.get("source_row"), e.get("text"), e.get("label")]
+                     + ([e.get("reason")] if reasons else []) for e in examples],
                     numeric={1}))
     pairs = (rules.get("near_duplicate") or {}).get("pairs") or []
     if pairs:
