@@ -138,7 +138,8 @@ class Checker:
        source file and row) and, for rows with a usable text and label, an 8-bit MinHash signature
        (minhash.bbit: 128 bytes a row); then the decisions over the whole table (conflicts, duplicates with the
        fixed test copy kept, each rule in order on the rows the rules before it left, near-duplicate clusters
-       from LSH bands of the signatures, each candidate pair checked on its full signature);
+       from LSH bands of the signatures, each candidate pair checked on its full signature; label_noise on a
+       sample of the rows still passing, whose texts scan() keeps);
     2. write(): each batch again, split into passed rows (group key, fixed split of a near-copy of a test row)
        and quarantined rows (rule, reason), handed to the sinks; the examples and the profile are collected.
 
@@ -162,7 +163,8 @@ class Checker:
     # ---------------------------------------------------------------- pass 1
     def scan(self, batches, rows: int | None = None) -> None:
         """batches: a callable giving the table's frames (called again by write()); rows: how many rows they
-        hold, if known (the per-row arrays are then allocated once)."""
+        hold, if known (the per-row arrays are then allocated once, and label_noise keeps the texts of about
+        its sample; unknown, it keeps every usable text)."""
         from bigmodel_core.data import minhash
 
         self.batches = batches
