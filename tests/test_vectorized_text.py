@@ -74,7 +74,7 @@ def test_minhash_estimates_jaccard_without_bias_and_is_stable():
     assert abs(float((est8 - exact).mean())) < 0.01 and float(np.abs(est8 - exact).mean()) < 0.05
     assert float(np.abs(est8 - est).mean()) < 0.02 and est8.min() >= 0 and est8.max() <= 1
     # a text's signature depends on the text alone: not on its neighbours, the batch or the case
-    again = minhash.signatures(list(reversed(base[:50])) + [base[0].upper()], 3, chunk_rows=7)
+    again = minhash.signatures(list(reversed(base[:50])) + [base[0].upper()], 3)
     assert (again[::-1][1:] == sig[:50]).all() and (again[-1] == sig[0]).all()
 
 
@@ -107,19 +107,21 @@ def test_column_operations_equal_their_python_definitions():
     from bigmodel_core.data import columns, quality
     from bigmodel_core.data.cleaning import normalize_key
 
-    texts = _samples(11, 4000) + ["<p class='x'>", "&nbsp;", "&#x1F;", "a\u0085b", "x\x7fy", "\x9f", "<a\u00a0href>", "١٢", "&#١٢٣;", "&#𝟙;", "<b\u2003x>", "<b\u200bx>"]
+    texts = _samples(11, 4000) + ["<p class='x'>", "&nbsp;", "&#x1F;", "a\u0085b", "x\x7fy", "\x9f", "<a\u00a0href>", "١٢", "&#١٢٣;", "&#𝟙;", "<b\u2003x>", "<b\u200bx>", "x\ufffdy", "\ufffd", "é\ufffd", "\u0080", "a\u009fb"]
     arr = columns.as_array(texts)
     plain = ["" if t is None else t for t in texts]
-    assert columns.word_counts(arr).tolist() == [len(t.split()) for t in plain]
-    assert columns.word_counts(arr, chunk_rows=7).tolist() == [len(t.split()) for t in plain]
-    assert columns.word_counts(arr.slice(5, 100)).tolist() == [len(t.split()) for t in plain[5:105]]
+    assert minhash.scan(arr, 3)[1].tolist() == [len(t.split()) for t in plain]  # validate's word counts
+    assert minhash.scan(arr.slice(5, 100), 3)[1].tolist() == [len(t.split()) for t in plain[5:105]]
     words, counts = columns.split_words(arr, lower=True)
     assert counts.tolist() == [len(t.split()) for t in plain] and "" not in set(words.to_pylist())
     lowered = pc.utf8_lower(pa.array(plain[:2])).to_pylist()  # pyarrow's lower (no final-sigma rule)
     assert words.to_pylist()[:counts[0] + counts[1]] == " ".join(lowered).split()
-    assert columns.char_counts(arr).tolist() == [len(t) for t in plain]
     assert columns.blank(arr).tolist() == [not t.strip() for t in plain]
-    assert columns.contains(arr, quality._CONTROL_RE2).tolist() == [bool(quality._CONTROL.search(t)) for t in plain]
+    chars, control, replacement, markup = text_facts(arr)
+    assert chars.tolist() == [len(t) for t in plain]
+    assert control.tolist() == [bool(quality._CONTROL.search(t)) for t in plain]
+    assert replacement.tolist() == ["\ufffd" in t for t in plain]
+    assert markup.tolist() == [("<" in t or "&" in t) for t in plain]
     assert columns.contains(arr, quality._html_left_re2()).tolist() == [bool(quality._HTML_LEFT.search(t)) for t in plain]
     assert columns.normalized(arr) == [normalize_key(t) for t in plain]
     assert columns.group_keys(arr) == [quality.group_key(t) for t in plain]
@@ -127,7 +129,19 @@ def test_column_operations_equal_their_python_definitions():
     assert [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist())] == [quality.group_key(t) for t in plain]
     # the patterns' hits are not all false: the samples exercise each rule
     assert sum(columns.contains(arr, quality._html_left_re2())) > 100
-    assert sum(columns.contains(arr, quality._CONTROL_RE2)) > 100
+    assert control.sum() > 100 and replacement.sum() == 3
+
+
+def text_facts(arr: pa.Array) -> tuple[np.ndarray, ...]:
+    """kernels.text_facts of a string array: code points, control character, U+FFFD, '<' or '&'."""
+    from bigmodel_core.data import kernels
+
+    arr = pc.fill_null(arr.cast(pa.large_string()), "")
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    out = (np.empty(len(arr), dtype=np.int64), *(np.empty(len(arr), dtype=bool) for _ in range(3)))
+    kernels.text_facts(data, offsets, *out)
+    return out
 
 
 def test_re2_classes_match_pythons_on_every_code_point():
@@ -140,11 +154,16 @@ def test_re2_classes_match_pythons_on_every_code_point():
 
     chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]  # surrogates are not UTF-8
     arr = pa.array(chars, type=pa.large_string())
-    for re2, python in ((f"^[ {WS_CHARS}]$", r"\s"), (f"^[{columns.python_class(str.isdecimal)}]$", r"\d"),
-                        (quality._CONTROL_RE2, quality._CONTROL.pattern)):
+    for re2, python in ((f"^[ {WS_CHARS}]$", r"\s"), (f"^[{columns.python_class(str.isdecimal)}]$", r"\d")):
         got = np.nonzero(columns.contains(arr, re2))[0]
         want = [i for i, c in enumerate(chars) if re.search(python, c)]
         assert got.tolist() == want, (python, len(got), len(want))
+    # the control-character rule, computed on the bytes, on every code point alone and inside a word
+    for texts in (chars, [f"a{c}b" for c in chars]):
+        lengths, control, replacement, _ = text_facts(pa.array(texts, type=pa.large_string()))
+        assert np.nonzero(control)[0].tolist() == [i for i, c in enumerate(chars) if quality._CONTROL.search(c)]
+        assert np.nonzero(replacement)[0].tolist() == [chars.index("\ufffd")]
+        assert lengths.tolist() == [len(t) for t in texts]
 
 
 def test_band_buckets_pair_every_two_texts_that_share_a_band():
@@ -170,4 +189,4 @@ def test_column_operations_take_a_chunked_pandas_series():
 
     s = pd.concat([pd.Series(["a b", None], dtype="str"), pd.Series(["c  d\te"], dtype="str")], ignore_index=True)
     assert isinstance(columns.as_array(s), pa.Array)
-    assert columns.word_counts(s).tolist() == [2, 0, 3]
+    assert minhash.scan(s, 3)[1].tolist() == [2, 0, 3]

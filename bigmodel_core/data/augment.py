@@ -4,8 +4,8 @@ Variants are made only for rows whose split will be `train` (the split function 
 augment can ask it), and carry their parent's group key, so they can never reach val or test.
 
 A variant's random numbers come from a counter-based generator (hashing.streams) seeded by the augment
-seed, the parent's row id and the copy number, so a column of variants is made with a few array passes
-(variants) and each equals the row-by-row definition (variant), whatever the batch.
+seed, the parent's row id and the copy number, so a column of variants is made in one compiled pass
+(variants, kernels.word_variants) and each equals the row-by-row definition (variant), whatever the batch.
 """
 
 from __future__ import annotations
@@ -50,42 +50,23 @@ def variant(text: str, seed: int, p: AugmentParams) -> str:
     return " ".join(words)
 
 
-def variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams, chunk_rows: int = 8192) -> pa.Array:
-    """variant(texts[i], seeds[i], p) for every i, as array operations over the words of a few thousand
-    texts at a time (the per-word arrays stay small)."""
-    parts = [_variants(texts.slice(s, chunk_rows), seeds[s:s + chunk_rows], p) for s in range(0, len(texts), chunk_rows)]
-    return pa.concat_arrays(parts) if parts else pa.array([], type=pa.large_string())
+def variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams) -> pa.Array:
+    """variant(texts[i], seeds[i], p) for every i (nulls as ""), in one compiled pass over the texts' bytes
+    (kernels.word_variants)."""
+    from bigmodel_core.data import kernels
 
-
-def _variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams) -> pa.Array:
-    lists = pc.split_pattern(pc.fill_null(texts, ""), " ")
-    words = lists.flatten()
-    offsets = lists.offsets.to_numpy().astype(np.int64)
-    counts = np.diff(offsets)
-    n = len(counts)
-    owner = np.repeat(np.arange(n), counts)
-    pos = np.arange(len(words), dtype=np.int64) - np.repeat(offsets[:-1] - offsets[0], counts)
-    keep = np.ones(len(words), dtype=bool)
-    if p.word_dropout:
-        keep = (hashing.streams(seeds[owner], _DROP, pos) >= p.word_dropout) | (counts[owner] <= 1)
-        kept = np.bincount(owner[keep], minlength=n)
-        lost = np.nonzero(kept == 0)[0]  # every word dropped: keep one, chosen at random
-        if len(lost):
-            pick = (hashing.streams(seeds[lost], _CHOICE, np.zeros(len(lost))) * counts[lost]).astype(np.int64)
-            keep[offsets[lost] - offsets[0] + pick] = True
-    words, owner = words.filter(pa.array(keep)), owner[keep]
-    counts = np.bincount(owner, minlength=n)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    pos = np.arange(len(words), dtype=np.int64) - np.repeat(starts[:-1], counts)
-    # a word may swap with the next one; of a run of such words, the 1st, 3rd, ... do (the left-to-right rule)
-    can = (hashing.streams(seeds[owner], _SWAP, pos) < p.swap_prob) & (pos < counts[owner] - 1)
-    begins = can & ~np.concatenate([[False], can[:-1] & (pos[1:] > 0)])
-    run_start = np.maximum.accumulate(np.where(begins, np.arange(len(can)), 0))
-    swap = np.nonzero(can & ((np.arange(len(can)) - run_start) % 2 == 0))[0]
-    order = np.arange(len(words), dtype=np.int64)
-    order[swap], order[swap + 1] = swap + 1, swap
-    joined = pa.LargeListArray.from_arrays(pa.array(starts, type=pa.int64()), words.take(pa.array(order)))
-    return pc.binary_join(joined, pa.scalar(" ", pa.large_string()))
+    arr = pc.fill_null(texts.cast(pa.large_string()), "")
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    out_offsets = np.empty(n + 1, dtype=np.int64)
+    out_data = np.empty(max(int(offsets[-1] - offsets[0]), 1), dtype=np.uint8)
+    keys = [np.uint64(hashing.mix(np.uint64(s))) for s in (_DROP, _CHOICE, _SWAP)]
+    size = kernels.word_variants(data, offsets, np.ascontiguousarray(seeds, dtype=np.uint64), float(p.word_dropout),
+                                 float(p.swap_prob), *keys, out_offsets, out_data)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out_data[:size]))
 
 
 def augment(df: pd.DataFrame, p: AugmentParams, split_params: SplitParams) -> tuple[pd.DataFrame, dict]:

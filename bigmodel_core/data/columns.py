@@ -1,6 +1,6 @@
 """Text operations over a whole column, equal to their row-by-row Python definitions.
 
-Whitespace is spelled out as the characters Python's \\s matches, so blank texts, word counts and word splits
+Whitespace is spelled out as the characters Python's \\s matches, so blank texts and word splits
 are exact for every text in pyarrow; Python's \\d is spelled out the same way (python_class), so the text
 rules' patterns run in RE2 on every text. Only casefold() of non-ASCII text runs in Python.
 tests/test_vectorized_text.py checks each one against its Python definition on adversarial samples.
@@ -31,38 +31,6 @@ def as_array(texts) -> pa.Array:
     return pa.array(texts, type=pa.large_string())
 
 
-_ASCII_WS = np.zeros(256, dtype=bool)
-_ASCII_WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # Python's str.isspace among single bytes < 128
-
-
-def word_counts(arr: pa.Array, chunk_rows: int = 8192) -> np.ndarray:
-    """len(text.split()) per text (0 for null): word starts counted on the UTF-8 bytes of ASCII texts (a
-    non-space byte after a space byte or at the text's start), split_words for the others."""
-    arr = pc.fill_null(as_array(arr), "")
-    out = np.empty(len(arr), dtype=np.int64)
-    for start in range(0, len(arr), chunk_rows):
-        part = arr.slice(start, chunk_rows)
-        offsets = np.frombuffer(part.buffers()[1], dtype=np.int64)[part.offset:part.offset + len(part) + 1]
-        data = np.frombuffer(part.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-        rel = offsets - offsets[0]
-        ws = data <= 32  # space, or a control byte: most of those are not whitespace
-        low = np.flatnonzero(data < 32)
-        ws[low] = _ASCII_WS[data[low]]
-        begins = np.empty(len(data), dtype=bool)
-        if len(data):
-            begins[0] = True
-            np.copyto(begins[1:], ws[:-1])
-        nonempty = rel[1:] > rel[:-1]
-        begins[rel[:-1][nonempty]] = True  # the first byte of each text starts a word unless it is a space
-        starts_before = np.zeros(len(data) + 1, dtype=np.int64)
-        np.cumsum(begins & ~ws, out=starts_before[1:])  # word starts before each byte position
-        out[start:start + len(part)] = starts_before[rel[1:]] - starts_before[rel[:-1]]
-    others = np.nonzero(~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False))[0]
-    if len(others):
-        out[others] = split_words(pc.take(arr, pa.array(others)))[1]
-    return out
-
-
 def split_words(arr: pa.Array, lower: bool = False) -> tuple[pa.Array, np.ndarray]:
     """text.split() (of text.lower() with lower, as pyarrow lower-cases) of every text, flattened into one
     array, and the number of words of each text. Whitespace runs (Python's \s, spelled out for RE2) become
@@ -81,11 +49,6 @@ def split_words(arr: pa.Array, lower: bool = False) -> tuple[pa.Array, np.ndarra
     kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
     counts = kept_before[offsets[1:] - offsets[0]] - kept_before[offsets[:-1] - offsets[0]]
     return flat.filter(pa.array(keep)), counts
-
-
-def char_counts(arr: pa.Array) -> np.ndarray:
-    """len(text) per text in code points (0 for null)."""
-    return pc.utf8_length(pc.fill_null(arr, "")).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def blank(arr: pa.Array) -> np.ndarray:
@@ -113,22 +76,30 @@ def python_class(test) -> str:
     return "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" if a != b else f"\\x{{{a:x}}}" for a, b in ranges)
 
 
+def _normalized_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """cleaning.normalize_key of every text (null: ""), as the (offsets, bytes) of a string array: casefold()
+    in Python on the non-ASCII texts only (it is lower() on ASCII), then one compiled pass
+    (kernels.squeeze_spaces) lower-cases ASCII and squeezes and strips whitespace."""
+    from bigmodel_core.data import kernels
+
+    arr = pc.fill_null(as_array(arr), "")
+    others = ~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
+    if others.any():
+        folded = [t.casefold() for t in arr.filter(pa.array(others)).to_pylist()]
+        arr = pc.replace_with_mask(arr, pa.array(others), pa.array(folded, type=pa.large_string()))
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    out_offsets = np.empty(n + 1, dtype=np.int64)
+    out_data = np.empty(max(int(offsets[-1] - offsets[0]) if n else 0, 1), dtype=np.uint8)
+    size = kernels.squeeze_spaces(data, offsets, out_offsets, out_data)
+    return out_offsets, out_data[:size]
+
+
 def normalized(arr: pa.Array) -> list[str]:
-    """cleaning.normalize_key per text: case-folded, whitespace runs made one space, stripped. casefold()
-    runs in Python on the non-ASCII texts only (it is lower() on ASCII); the rest is RE2."""
-    from bigmodel_core.data.cleaning import _WS_RUN
-
-    def squeeze(a: pa.Array) -> list[str]:
-        return pc.utf8_trim(pc.replace_substring_regex(a, _WS_RUN, " "), " ").to_pylist()
-
-    arr = pc.fill_null(arr, "")
-    others = np.nonzero(~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False))[0]
-    out = squeeze(pc.ascii_lower(arr))
-    if len(others):
-        folded = [t.casefold() for t in pc.take(arr, pa.array(others)).to_pylist()]
-        for i, t in zip(others.tolist(), squeeze(pa.array(folded, type=pa.large_string()))):
-            out[i] = t
-    return out
+    """cleaning.normalize_key per text: case-folded, whitespace runs made one space, stripped."""
+    offsets, data = _normalized_buffers(arr)
+    return pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data)).to_pylist()
 
 
 def group_keys(arr: pa.Array) -> list[str]:
@@ -138,7 +109,10 @@ def group_keys(arr: pa.Array) -> list[str]:
 
 def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """group_keys as two numbers per text: the first 16 hex digits (uint64) and the next 4 (uint16)."""
-    digests = b"".join(hashlib.sha1(t.encode()).digest()[:10] for t in normalized(arr))
+    offsets, data = _normalized_buffers(arr)
+    view, bounds = memoryview(data), offsets.tolist()
+    sha1 = hashlib.sha1
+    digests = b"".join([sha1(view[a:b]).digest()[:10] for a, b in zip(bounds[:-1], bounds[1:])])
     raw = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 10)
     return (raw[:, :8].copy().view(">u8").ravel().astype(np.uint64),
             raw[:, 8:].copy().view(">u2").ravel().astype(np.uint16))

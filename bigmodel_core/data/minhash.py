@@ -1,16 +1,18 @@
-"""Near-duplicate search over many texts, vectorised: MinHash signatures of word shingles and LSH banding.
+"""Near-duplicate search over many texts: MinHash signatures of word shingles and LSH banding.
 
 The signature is one-permutation MinHash (Li, Owen & Zhang 2012) with densification: each shingle is hashed
 once (64 bits), its top bits pick one of `bins` bins and the rest is its value; a text's signature holds the
 smallest value per bin, and a bin no shingle fell into borrows the value of another bin of the same text,
 chosen by a probe sequence shared by all texts (Shrivastava 2017), so two texts agree on a bin with
 probability equal to their Jaccard similarity. One hash per shingle instead of one per shingle and
-permutation: the whole search costs a few numpy passes over the words.
+permutation, computed in one compiled pass over the texts' bytes (kernels.minhash_scan), which also counts
+every text's words and the distinct words for the data profile.
 
-Words are the whitespace-separated words of the lower-cased text; a shingle is `k` consecutive words (a text
-of k words or fewer is one shingle). A word's hash depends on its bytes alone (hashing.string_hashes, in numpy), so a
-text's signature does not depend on the other rows or on the process. LSH bands and rows come from datasketch's optimiser for the
-threshold; candidate pairs from shared bands are then checked against the threshold on the full signature.
+Words are the whitespace-separated words (Python's str.split) of the text lower-cased by pyarrow's utf8_lower;
+a shingle is `k` consecutive words (a text of k words or fewer is one shingle). A word's hash depends on its
+bytes alone (the definition is hashing.string_hashes), so a text's signature does not depend on the other
+rows or on the process. LSH bands and rows come from datasketch's optimiser for the threshold; candidate
+pairs from shared bands are then checked against the threshold on the full signature.
 """
 
 from __future__ import annotations
@@ -20,96 +22,48 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bigmodel_core.data.hashing import mix as _mix
-from bigmodel_core.data.hashing import string_hashes as _string_hashes
 
-BINS = 128
-_BITS = 7  # log2(BINS)
+BINS = 128  # kernels.minhash_scan picks a bin with a shingle hash's top 7 bits
 _MUL = [np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
         np.uint64(0xD6E8FEB86659FD93), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)]
-_EMPTY = np.uint32(np.iinfo(np.uint32).max)  # signatures hold 32-bit values: half the memory of 64
 
 
-def signatures(texts: list[str] | pa.Array, k: int, chunk_rows: int = 8192, on_words=None) -> np.ndarray:
+def signatures(texts: list[str] | pa.Array, k: int, on_words=None) -> np.ndarray:
     """(n, BINS) uint32 signatures, one row per text (a text without words matches no other). on_words, if
     given, is called once with the distinct lower-cased words of all texts and how often each occurs (so a
-    caller can count words without splitting the texts again). Chunks of a few thousand texts keep the
-    per-word arrays in cache: 65,536 at once took twice the time of 8,192."""
-    arr = pa.array(texts, type=pa.large_string()) if not isinstance(texts, (pa.Array, pa.ChunkedArray)) else texts
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    out = np.empty((len(arr), BINS), dtype=np.uint32)
-    seen: list[tuple[pa.Array, np.ndarray]] = []
-    for start in range(0, len(arr), chunk_rows):
-        out[start:start + chunk_rows] = _signatures(arr.slice(start, chunk_rows), k,
-                                                    None if on_words is None else seen.append)
-    if on_words is not None and seen:
-        encoded = pc.dictionary_encode(pa.concat_arrays([words for words, _ in seen]))
-        counts = np.bincount(encoded.indices.to_numpy(zero_copy_only=False), minlength=len(encoded.dictionary),
-                             weights=np.concatenate([c for _, c in seen]))
-        on_words(encoded.dictionary, counts.astype(np.int64))
-    return out
+    caller can count words without splitting the texts again)."""
+    return scan(texts, k, on_words=on_words)[0]
 
 
-def _signatures(arr: pa.Array, k: int, keep_words=None) -> np.ndarray:
-    from bigmodel_core.data.columns import split_words
+def scan(texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None,
+         on_words=None) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the texts' bytes (kernels.minhash_scan): the word count of every text (len(text.split()),
+    0 for null) and, for the texts with want[i] (all without it), their signature (the others' rows are 0)
+    and words for on_words (see signatures)."""
+    from bigmodel_core.data import kernels
+    from bigmodel_core.data.columns import as_array
 
-    words, counts = split_words(arr, lower=True)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    n = len(counts)
-    # a hash per distinct word, spread over its occurrences
-    encoded = pc.dictionary_encode(words)
-    index = encoded.indices.to_numpy(zero_copy_only=False)
-    wh = _string_hashes(encoded.dictionary)[index]
-    if keep_words is not None:  # this chunk's distinct words and their counts
-        keep_words((encoded.dictionary, np.bincount(index, minlength=len(encoded.dictionary))))
-    total = len(wh)
-    padded = np.concatenate([wh, np.zeros(k, dtype=np.uint64)])
-    # the word at position i, and the k-1 after it when they belong to the same text (0 when past its end)
-    text_of = np.repeat(np.arange(n, dtype=np.int64), counts)
-    ends = offsets[1:][text_of]
-    pos = np.arange(total, dtype=np.int64)
-    sh = np.zeros(total, dtype=np.uint64)
-    for j in range(k):
-        nxt = padded[pos + j] if j else wh
-        if j:
-            nxt = np.where(pos + j < ends, nxt, np.uint64(0))
-        sh = (sh + nxt + np.uint64(j + 1)) * _MUL[j % len(_MUL)]  # word hashes are random already: one mix at the end
-    sh = _mix(sh)
-    # a shingle starts at i when k words fit from i, or at a text's first word when the text is shorter
-    starts_ok = (pos + k <= ends) | ((pos == offsets[:-1][text_of]) & (counts[text_of] <= k))
-    sh, text_of = sh[starts_ok], text_of[starts_ok]
-    bins = (sh >> np.uint64(64 - _BITS)).astype(np.int64)
-    values = ((sh >> np.uint64(64 - _BITS - 32)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    sig = np.full(n * BINS, _EMPTY, dtype=np.uint32)
-    np.minimum.at(sig, text_of * BINS + bins, values)
-    sig = _densify(sig.reshape(n, BINS))
-    wordless = np.nonzero(counts == 0)[0]
-    if len(wordless):  # no words, no shingles: a signature of its own that matches nothing
-        sig[wordless] = (_mix((wordless[:, None] * BINS + np.arange(BINS)).astype(np.uint64) + np.uint64(1 << 62))
-                         >> np.uint64(32)).astype(np.uint32)
-    return sig
+    arr = pc.utf8_lower(pc.fill_null(as_array(texts), ""))
+    n = len(arr)
+    want = np.ones(n, dtype=bool) if want is None else np.ascontiguousarray(want, dtype=bool)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if n and arr.buffers()[2] is not None else np.zeros(1, np.uint8)
+    sig = np.zeros((n, BINS), dtype=np.uint32)
+    words = np.zeros(n, dtype=np.int64)
+    table, slots, used = kernels.minhash_scan(data, offsets, want, k, _MULS, _PROBES, sig, words,
+                                              np.zeros((1 << 16, 2), dtype=np.int64),
+                                              np.zeros((1 << 15, 3), dtype=np.int64), on_words is not None)
+    if on_words is not None:
+        out_offsets = np.empty(used + 1, dtype=np.int64)
+        out_data = np.empty(int(slots[:used, 2].sum()), dtype=np.uint8)
+        kernels.gather(data, slots, used, out_offsets, out_data)
+        distinct = pa.LargeStringArray.from_buffers(used, pa.py_buffer(out_offsets), pa.py_buffer(out_data))
+        on_words(distinct, table[slots[:used, 0], 1])
+    return sig, words
 
 
-_PROBES = np.random.default_rng(20241125).permuted(np.tile(np.arange(BINS), (64, 1)), axis=1)
-
-
-def _densify(sig: np.ndarray) -> np.ndarray:
-    """Fill each empty bin from another bin of the same text: attempt t looks at bin _PROBES[t][bin]; a bin
-    still empty after every attempt takes the text's smallest value."""
-    empty_rows, empty_bins = np.nonzero(sig == _EMPTY)
-    filled = sig.copy()
-    for t in range(len(_PROBES)):
-        if not len(empty_rows):
-            break
-        donor = sig[empty_rows, _PROBES[t][empty_bins]]
-        got = donor != _EMPTY
-        # the attempt number is mixed in, so a borrowed value differs from the donor's own
-        filled[empty_rows[got], empty_bins[got]] = (_mix(donor[got].astype(np.uint64) + np.uint64(t + 1))
-                                                    >> np.uint64(32)).astype(np.uint32)
-        empty_rows, empty_bins = empty_rows[~got], empty_bins[~got]
-    if len(empty_rows):
-        filled[empty_rows, empty_bins] = sig.min(axis=1)[empty_rows]
-    return filled
+_MULS = np.array(_MUL, dtype=np.uint64)
+_PROBES = np.ascontiguousarray(np.random.default_rng(20241125).permuted(np.tile(np.arange(BINS), (64, 1)), axis=1))
 
 
 def band_params(threshold: float, weights: tuple[float, float] = (0.1, 0.9)) -> tuple[int, int]:

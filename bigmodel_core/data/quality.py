@@ -25,7 +25,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _HTML_LEFT = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]{0,200})?/?>|&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});")
 # the same for pyarrow's RE2, on every text: RE2 matches code points as Python does, but its \s and \d are
 # ASCII, so Python's classes are spelled out (tests/test_vectorized_text.py compares both on adversarial text)
-_CONTROL_RE2 = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{7f}-\x{9f}]"
 
 
 @functools.cache
@@ -212,7 +211,6 @@ class Checker:
             files = np.array([self.file_names.setdefault(u, len(self.file_names)) for u in uniques], dtype=np.int32)
             fixed = df["fixed_split"].map(_FIXED).fillna(0).to_numpy(dtype=np.int8)
             hi, lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint16)
-            sig = np.zeros((n, minhash.BINS), dtype=np.uint8)
             where = np.nonzero(usable)[0]
             if len(where):
                 texts = pc.take(arr, pa.array(where, type=pa.int64()))
@@ -221,11 +219,12 @@ class Checker:
                     pick = np.nonzero(hi[where] <= cutoff)[0]
                     noise_rows.append(start + where[pick])
                     self.noise_texts += pc.take(texts, pa.array(pick, type=pa.int64())).to_pylist()
-                # the words of every usable row are counted for the profile here; write() takes away the
-                # quarantined rows' words, so the profile is of the passing rows without a second split
-                sig[where] = minhash.bbit(minhash.signatures(texts, near.shingle_words,
-                                                             on_words=self.profiler.add_counts))
-            words = columns.word_counts(arr)
+            # one pass over the bytes: every row's word count, the usable rows' signatures and their words,
+            # counted for the profile here; write() takes away the quarantined rows' words, so the profile is
+            # of the passing rows without a second split
+            sig, words = minhash.scan(arr, near.shingle_words, want=usable,
+                                      on_words=self.profiler.add_counts if len(where) else None)
+            sig = minhash.bbit(sig)
             store.put(start, {**_text_masks(arr, self.p, words), "blank": blank, "missing": missing,
                               "unknown": unknown, "usable": usable, "label": codes, "fixed": fixed, "hi": hi,
                               "lo": lo, "words": words, "file": files[local], "source_row": df["source_row"].to_numpy(),
@@ -553,10 +552,21 @@ _TEXT_RULES = ("undecodable", "too_short", "too_long", "control_chars", "html_le
 
 
 def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray) -> dict[str, np.ndarray]:
-    """Row rules on the text alone: U+FFFD, too short, too long, control characters, HTML left after cleaning."""
-    present = ~columns.blank(arr)
-    chars = columns.char_counts(arr)
-    short, long_ = np.zeros(len(arr), dtype=bool), np.zeros(len(arr), dtype=bool)
+    """Row rules on the text alone (words: each text's word count, 0 for a blank or null text): U+FFFD, too
+    short, too long, control characters (_CONTROL), HTML left after cleaning (_html_left_re2, matched
+    only in the texts holding '<' or '&'). One compiled pass over the bytes (kernels.text_facts) gives the
+    rest."""
+    from bigmodel_core.data import kernels
+
+    arr = pc.fill_null(columns.as_array(arr), "")
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    chars = np.empty(n, dtype=np.int64)
+    control, undecodable, markup = (np.empty(n, dtype=bool) for _ in range(3))
+    kernels.text_facts(data, offsets, chars, control, undecodable, markup)
+    present = words > 0
+    short, long_ = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     r = p.rules["too_short"]
     if r.min_chars is not None:
         short |= chars < r.min_chars
@@ -567,10 +577,12 @@ def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray) -> dict[str
         long_ |= chars > r.max_chars
     if r.max_words is not None:
         long_ |= words > r.max_words
-    undecodable = pc.fill_null(pc.match_substring(arr, "\ufffd"), False).to_numpy(zero_copy_only=False)
+    html = np.zeros(n, dtype=bool)
+    maybe = np.nonzero(markup & present)[0]
+    if len(maybe):
+        html[maybe] = columns.contains(arr.take(pa.array(maybe)), _html_left_re2())
     return {"undecodable": undecodable, "too_short": present & short, "too_long": present & long_,
-            "control_chars": present & columns.contains(arr, _CONTROL_RE2),
-            "html_left": present & columns.contains(arr, _html_left_re2())}
+            "control_chars": present & control, "html_left": html}
 
 
 def _example_str(examples: list[dict]) -> str:

@@ -13,7 +13,7 @@ from bigmodel_core.stages.spec import Out, StageSpec
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/data/augment.py", "bigmodel_core/data/split.py"),
+    code=("bigmodel_core/data/augment.py", "bigmodel_core/data/kernels.py", "bigmodel_core/data/split.py"),
     inputs=("validated",),
     params=("augment", "split"),
     outs=(Out("augmented"),),

@@ -1,0 +1,158 @@
+"""The compiled loops of bigmodel_core.data.kernels against their definitions: MinHash signatures, word counts
+and vocabulary (validate), word-dropout variants (augment)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from bigmodel_core.data import minhash
+from bigmodel_core.data.hashing import mix, string_hashes
+
+# every character Python's str.split() splits on, and some that it does not
+SPACES = [c for c in map(chr, range(0x3001)) if c.isspace()]
+NOT_SPACES = ["\u200b", "\u00ad", "\x00", "\x7f", "\u180e", "\ufeff", "\u2060", "é", "ß", "İ", "Σ", "ﬁ", "😀"]
+
+
+def reference_signatures(texts: list[str], k: int) -> np.ndarray:
+    """The definition, row by row: word hashes (hashing.string_hashes) of the words of the text lower-cased as
+    pyarrow does (utf8_lower: no final sigma, unlike str.lower), k-word shingles summed and mixed,
+    one-permutation bins, densified by minhash._PROBES."""
+    out = np.empty((len(texts), minhash.BINS), dtype=np.uint32)
+    for r, text in enumerate(texts):
+        words = _lower(text).split()
+        if not words:
+            continue
+        wh = string_hashes(pa.array(words, type=pa.large_string()))
+        starts = range(len(words) - k + 1) if len(words) >= k else [0]
+        raw = np.full(minhash.BINS, np.iinfo(np.uint32).max, dtype=np.uint64)
+        for s in starts:
+            sh = np.uint64(0)
+            with np.errstate(over="ignore"):
+                for j in range(k):
+                    nxt = wh[s + j] if s + j < len(words) else np.uint64(0)
+                    sh = (sh + nxt + np.uint64(j + 1)) * minhash._MULS[j % len(minhash._MULS)]
+            sh = mix(np.array([sh], dtype=np.uint64))[0]
+            b, v = int(sh >> np.uint64(57)), int((sh >> np.uint64(25)) & np.uint64(0xFFFFFFFF))
+            raw[b] = min(raw[b], v)
+        empty = np.iinfo(np.uint32).max
+        for b in range(minhash.BINS):
+            if raw[b] != empty:
+                out[r, b] = raw[b]
+                continue
+            out[r, b] = raw.min()
+            for t in range(len(minhash._PROBES)):
+                donor = raw[minhash._PROBES[t][b]]
+                if donor != empty:
+                    out[r, b] = int(mix(np.array([donor + np.uint64(t + 1)], dtype=np.uint64))[0] >> np.uint64(32))
+                    break
+    return out
+
+
+def _lower(text: str) -> str:
+    return pc.utf8_lower(pa.array([text]))[0].as_py()
+
+
+def adversarial_texts(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    words = ["Alpha", "beta", "GAMMA", "straße", "İstanbul", "ÉCOLE", "naïve", "x", "a1", "ΣΊΣΥΦΟΣ", "😀ok", "-", "é"]
+    words += NOT_SPACES
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.choice([0, 1, 2, 3, 4, 7, 20, 60])):
+            parts.append(rng.choice(words))
+            parts.append("".join(rng.choice(SPACES + [" "] * 5) for _ in range(rng.choice([1, 1, 2]))))
+        text = "".join(parts)
+        if rng.random() < 0.3:
+            text = rng.choice(SPACES) + text
+        out.append(text)
+    return out
+
+
+def test_whitespace_table_is_pythons():
+    from bigmodel_core.data.kernels import BYTE_CLASS
+
+    assert len(SPACES) == 29  # Python's whitespace: 10 ASCII, 19 wider (all below U+3001)
+    assert {c.encode()[0] for c in SPACES if ord(c) >= 128} == set(np.nonzero(BYTE_CLASS == 2)[0])
+    # the kernel splits exactly where str.split() does, for every whitespace character alone and in a word
+    texts = [f"a{c}b" for c in SPACES] + [f"a{c}b" for c in NOT_SPACES] + [c for c in SPACES]
+    _, words = minhash.scan(texts, 3)
+    assert words.tolist() == [len(t.split()) for t in texts]
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_scan_equals_the_definition(k):
+    texts = adversarial_texts(k, 400)
+    sig, words = minhash.scan(texts, k)
+    assert words.tolist() == [len(t.split()) for t in texts]
+    ref = reference_signatures(texts, k)
+    has = np.array([bool(t.split()) for t in texts])
+    assert has.sum() > 300 and (~has).sum() > 5
+    assert (sig[has] == ref[has]).all()
+    # wordless texts: a signature of their own, unlike any other's
+    blank = sig[~has]
+    assert len({row.tobytes() for row in blank}) == len(blank)
+    assert not (blank[:, None, :] == sig[has][None, :, :]).all(axis=2).any()
+
+
+def test_scan_counts_words_and_signs_only_the_wanted_rows():
+    texts = adversarial_texts(11, 300) + [None, ""]
+    want = np.array([i % 3 != 0 for i in range(len(texts))])
+    got = {}
+    sig, words = minhash.scan(pa.array(texts, type=pa.string()), 3, want=want,
+                              on_words=lambda d, c: got.update(zip(d.to_pylist(), c.tolist())))
+    plain = [t or "" for t in texts]
+    assert words.tolist() == [len(t.split()) for t in plain]
+    assert (sig[~want] == 0).all()
+    signed = want & (words > 0)
+    assert (sig[signed] == reference_signatures([t for t, on in zip(plain, signed) if on], 3)).all()
+    expected = Counter(w for t, on in zip(plain, want) if on for w in _lower(t).split())
+    assert got == dict(expected)
+
+
+def test_word_table_grows_and_keeps_every_count():
+    # 600,000 distinct words: the table starts at 65,536 slots and grows several times mid-batch
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 600_000, size=(3000, 400))
+    texts = [" ".join(f"w{i}" for i in row) for row in ids]
+    got = {}
+    sig, words = minhash.scan(texts, 2, on_words=lambda d, c: got.update(zip(d.to_pylist(), c.tolist())))
+    expected = Counter(f"w{i}" for i in ids.ravel())
+    assert got == dict(expected) and len(got) > 300_000
+    assert (words == 400).all()
+    assert (sig[:20] == reference_signatures(texts[:20], 2)).all()
+
+
+def test_scan_of_a_slice_reads_only_its_rows():
+    texts = pa.array(["one two three", "four five six", "seven eight nine ten"], type=pa.large_string())
+    sig, words = minhash.scan(texts.slice(1, 2), 3)
+    assert words.tolist() == [3, 4]
+    assert (sig == reference_signatures(["four five six", "seven eight nine ten"], 3)).all()
+
+
+def test_word_table_grows_within_one_text():
+    # one text of 200,000 distinct words: the table doubles mid-text, from 65,536 slots to 524,288
+    text = " ".join(f"w{i}" for i in range(200_000)) + " w7 w7"
+    got = {}
+    _, words = minhash.scan([text, "w7"], 3, on_words=lambda d, c: got.update(zip(d.to_pylist(), c.tolist())))
+    assert words.tolist() == [200_002, 1]
+    assert len(got) == 200_000 and got["w7"] == 4 and got["w199999"] == 1
+
+
+def test_variants_of_a_slice_with_nulls_equal_the_definition():
+    from bigmodel_core.config import AugmentParams
+    from bigmodel_core.data.augment import variant, variant_seeds, variants
+
+    texts = ["skip me", None, "a b c d e f", "", "one", "x  y", None, "é ü 漢字 z", "p q r s t u v w"]
+    arr = pa.array(texts, type=pa.string()).slice(1)
+    p = AugmentParams(copies=1, word_dropout=0.5, swap_prob=0.5, seed=3)
+    seeds = variant_seeds(pa.array([f"r{i}" for i in range(len(arr))], type=pa.large_string()), 0, p.seed)
+    got = variants(arr, seeds, p).to_pylist()
+    assert got == [variant(t or "", int(s), p) for t, s in zip(texts[1:], seeds)]
+    assert got[1] != texts[2] and got[0] == "" and got[3] == "one"
