@@ -77,23 +77,21 @@ def python_class(test) -> str:
 
 
 def _normalized_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """cleaning.normalize_key of every text (null: ""), as the (offsets, bytes) of a string array: casefold()
-    in Python on the non-ASCII texts only (it is lower() on ASCII), then one compiled pass
-    (kernels.squeeze_spaces) lower-cases ASCII and squeezes and strips whitespace."""
-    from bigmodel_core.data import kernels
+    """cleaning.normalize_key of every text (null: ""), as the (offsets, bytes) of a string array (hashed
+    from there: no Python string per text): casefold() in Python on the non-ASCII texts only (it is lower()
+    on ASCII), the rest in RE2."""
+    from bigmodel_core.data.cleaning import _WS_RUN
 
     arr = pc.fill_null(as_array(arr), "")
     others = ~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
     if others.any():
         folded = [t.casefold() for t in arr.filter(pa.array(others)).to_pylist()]
         arr = pc.replace_with_mask(arr, pa.array(others), pa.array(folded, type=pa.large_string()))
+    arr = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(arr), _WS_RUN, " "), " ")
     n = len(arr)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
-    out_offsets = np.empty(n + 1, dtype=np.int64)
-    out_data = np.empty(max(int(offsets[-1] - offsets[0]) if n else 0, 1), dtype=np.uint8)
-    size = kernels.squeeze_spaces(data, offsets, out_offsets, out_data)
-    return out_offsets, out_data[:size]
+    return offsets, data
 
 
 def normalized(arr: pa.Array) -> list[str]:

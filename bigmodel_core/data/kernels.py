@@ -282,36 +282,6 @@ def _nth_word(data, a, b, n):
 
 
 @njit(cache=True)
-def squeeze_spaces(data, offsets, out_offsets, out_data):
-    """Each text with its whitespace runs (Python's str.isspace) made one space, stripped, and A-Z
-    lower-cased: cleaning.normalize_key for a text already case-folded, or ASCII. Returns the bytes written."""
-    pos = 0
-    out_offsets[0] = 0
-    for t in range(offsets.size - 1):
-        a, b = offsets[t], offsets[t + 1]
-        start = pos
-        gap = False
-        i = a
-        while i < b:
-            c = BYTE_CLASS[data[i]]
-            w = 1 if c == 1 else (_wide_space(data, i, b) if c == 2 else 0)
-            if w:
-                gap = True
-                i += w
-                continue
-            if gap and pos > start:
-                out_data[pos] = 32
-                pos += 1
-            gap = False
-            v = data[i]
-            out_data[pos] = v + 32 if 65 <= v <= 90 else v
-            pos += 1
-            i += 1
-        out_offsets[t + 1] = pos
-    return pos
-
-
-@njit(cache=True)
 def text_facts(data, offsets, chars, control, replacement, markup):
     """Per text, from its UTF-8 bytes: its length in code points (chars), whether it holds a control
     character (control: U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F-U+009F), U+FFFD
