@@ -134,11 +134,9 @@ def test_column_operations_equal_their_python_definitions():
 
 def text_facts(arr: pa.Array) -> tuple[np.ndarray, ...]:
     """kernels.text_facts of a string array: code points, control character, U+FFFD, '<' or '&'."""
-    from bigmodel_core.data import kernels
+    from bigmodel_core.data import columns, kernels
 
-    arr = pc.fill_null(arr.cast(pa.large_string()), "")
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    offsets, data = columns.byte_view(pc.fill_null(arr.cast(pa.large_string()), ""))
     out = (np.empty(len(arr), dtype=np.int64), *(np.empty(len(arr), dtype=bool) for _ in range(3)))
     kernels.text_facts(data, offsets, *out)
     return out

@@ -54,13 +54,11 @@ def variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams) -> pa.Array:
     """variant(texts[i], seeds[i], p) for every i (nulls as ""), in one compiled pass over the texts' bytes
     (kernels.word_variants)."""
     from bigmodel_core.data import kernels
+    from bigmodel_core.data.columns import as_array, byte_view
 
-    arr = pc.fill_null(texts.cast(pa.large_string()), "")
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = pc.fill_null(as_array(texts), "")
     n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    offsets, data = byte_view(arr)
     out_offsets = np.empty(n + 1, dtype=np.int64)
     out_data = np.empty(max(int(offsets[-1] - offsets[0]), 1), dtype=np.uint8)
     keys = [np.uint64(hashing.mix(np.uint64(s))) for s in (_DROP, _CHOICE, _SWAP)]

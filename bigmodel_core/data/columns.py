@@ -31,6 +31,15 @@ def as_array(texts) -> pa.Array:
     return pa.array(texts, type=pa.large_string())
 
 
+def byte_view(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """numpy views of a large_string array's buffers, for the compiled loops (kernels): offsets (len + 1
+    int64, into data) and data (the UTF-8 bytes). A null reads as "" (its offsets are equal)."""
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    raw = arr.buffers()[2]
+    return offsets, (np.frombuffer(raw, dtype=np.uint8) if raw is not None and raw.size else np.zeros(1, np.uint8))
+
+
 def split_words(arr: pa.Array, lower: bool = False) -> tuple[pa.Array, np.ndarray]:
     """text.split() (of text.lower() with lower, as pyarrow lower-cases) of every text, flattened into one
     array, and the number of words of each text. Whitespace runs (Python's \s, spelled out for RE2) become
@@ -87,11 +96,7 @@ def _normalized_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     if others.any():
         folded = [t.casefold() for t in arr.filter(pa.array(others)).to_pylist()]
         arr = pc.replace_with_mask(arr, pa.array(others), pa.array(folded, type=pa.large_string()))
-    arr = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(arr), _WS_RUN, " "), " ")
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
-    return offsets, data
+    return byte_view(pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(arr), _WS_RUN, " "), " "))
 
 
 def normalized(arr: pa.Array) -> list[str]:

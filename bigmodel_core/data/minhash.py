@@ -41,13 +41,12 @@ def scan(texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None,
     0 for null) and, for the texts with want[i] (all without it), their signature (the others' rows are 0)
     and words for on_words (see signatures)."""
     from bigmodel_core.data import kernels
-    from bigmodel_core.data.columns import as_array
+    from bigmodel_core.data.columns import as_array, byte_view
 
     arr = pc.utf8_lower(pc.fill_null(as_array(texts), ""))
     n = len(arr)
     want = np.ones(n, dtype=bool) if want is None else np.ascontiguousarray(want, dtype=bool)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if n and arr.buffers()[2] is not None else np.zeros(1, np.uint8)
+    offsets, data = byte_view(arr)
     sig = np.zeros((n, BINS), dtype=np.uint32)
     words = np.zeros(n, dtype=np.int64)
     table, slots, used = kernels.minhash_scan(data, offsets, want, k, _MULS, _PROBES, sig, words,

@@ -560,8 +560,7 @@ def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray) -> dict[str
 
     arr = pc.fill_null(columns.as_array(arr), "")
     n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    offsets, data = columns.byte_view(arr)
     chars = np.empty(n, dtype=np.int64)
     control, undecodable, markup = (np.empty(n, dtype=bool) for _ in range(3))
     kernels.text_facts(data, offsets, chars, control, undecodable, markup)
