@@ -149,7 +149,7 @@ def _add_shingle(ring, s, have, k, muls, raw):
     sh = np.uint64(0)
     for j in range(k):
         nxt = ring[(s + j) & 15] if j < have else np.uint64(0)
-        sh = (sh + nxt + np.uint64(j + 1)) * muls[j % muls.size]
+        sh = (sh + nxt + np.uint64(j + 1)) * muls[j]  # muls holds one multiplier per position (no division)
     sh = mix(sh)
     bn = np.int64(sh >> np.uint64(57))
     v = np.uint32((sh >> np.uint64(25)) & np.uint64(0xFFFFFFFF))

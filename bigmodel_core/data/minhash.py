@@ -61,7 +61,7 @@ def scan(texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None,
     return sig, words
 
 
-_MULS = np.array(_MUL, dtype=np.uint64)
+_MULS = np.array([_MUL[j % len(_MUL)] for j in range(16)], dtype=np.uint64)  # the multiplier of each shingle position
 _PROBES = np.ascontiguousarray(np.random.default_rng(20241125).permuted(np.tile(np.arange(BINS), (64, 1)), axis=1))
 
 
