@@ -187,6 +187,7 @@ class Checker:
         cutoff = np.uint64(min(2**64 - 1, int(share * 2**64)))
         self.noise_texts: list[str] = []
         noise_rows: list[np.ndarray] = []
+        sig = None
         for df in batches():
             n = len(df)
             self.batch_sizes.append(n)
@@ -233,6 +234,7 @@ class Checker:
         self.n = start
         self.noise_rows = np.concatenate(noise_rows) if noise_rows else np.empty(0, dtype=np.int64)
         self.f = store.trimmed(start)
+        del store, sig  # self.f holds the arrays now: _decide() can let the signatures go
         self.files = list(self.file_names)
         pa.default_memory_pool().release_unused()  # the batches' Arrow buffers, before the decisions
         self._decide()
@@ -286,6 +288,7 @@ class Checker:
             free = assigned < 0
             if rule == "near_duplicate":
                 self.near = self._near_duplicates(free & usable)
+                del self.f["sig"]  # 128 bytes a row that nothing after the near-duplicate search reads
                 hits = (self.near["copies"] | self.near["stuck"]) & free
                 # under warn or fail, rows that cannot follow their twin into the test split still go aside
                 aside = hits if policy == "quarantine" else self.near["stuck"] & free
