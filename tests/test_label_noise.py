@@ -43,7 +43,7 @@ def test_flipped_labels_are_found_and_quarantined_with_a_reason(demo_flipped):
     q = r.quarantined[r.quarantined["rule"] == "label_noise"]
     moved = set(df.loc[flip, "row_id"])
     found = set(q["row_id"]) & moved
-    assert len(found) >= 0.8 * len(moved) and len(found) >= 0.8 * len(q)  # measured: recall 0.87, precision 0.84
+    assert len(found) >= 0.8 * len(moved) and len(found) >= 0.8 * len(q)  # measured: recall 0.90, precision 0.94
     rule = r.report["rules"]["label_noise"]
     assert rule["rows"] == len(q) and rule["checked"] == len(df) and rule["model_kappa"] > 0.8
     assert rule["fraction"] == round(len(q) / len(df), 6)
@@ -110,7 +110,7 @@ def test_flipped_labels_in_ag_news_are_found():
     r = check(df, params(), sorted(set(labels)))
     q = set(r.quarantined.loc[r.quarantined["rule"] == "label_noise", "row_id"])
     moved = set(df.loc[flip, "row_id"])
-    # measured: 86% of the 428 moved labels found; the other flags are mostly AG News's own ambiguous rows
+    # measured: 85% of the 428 moved labels found; the other flags are mostly AG News's own ambiguous rows
     assert len(q & moved) >= 0.8 * len(moved) and len(q & moved) >= 0.4 * len(q)
 
 

@@ -13,11 +13,13 @@ with the given labels (Cohen's kappa) is under MIN_KAPPA, nothing is flagged and
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 MODEL = "TF-IDF (hashed word 1-2-grams) + SGD logistic classifier"
+UPDATES, MIN_PASSES = 60_000, 3  # SGD's passes over the training rows (see find)
 MIN_KAPPA = 0.4  # "moderate" agreement and up: below it the model's contradictions say little about a label
 
 
@@ -46,6 +48,7 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
         return Findings(none, none, np.empty(0), none, np.empty(0),
                         note=f"not checked: needs 2 classes with at least {folds} rows each (folds)")
     from cleanlab.filter import find_label_issues
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
     from sklearn.linear_model import SGDClassifier
     from sklearn.metrics import cohen_kappa_score
@@ -55,9 +58,14 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
     x = HashingVectorizer(n_features=2**20, ngram_range=(1, 2), alternate_sign=False, norm=None).transform(
         [texts[i] for i in checked])
     x = TfidfTransformer(sublinear_tf=True).fit_transform(x)
-    model = SGDClassifier(loss="log_loss", alpha=1e-5, random_state=seed)
-    probs = cross_val_predict(model, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                              method="predict_proba")
+    # a fixed number of passes, enough for about UPDATES updates and at least MIN_PASSES: on 20k real texts
+    # 3 passes flagged the same rows as SGD run to its stopping tolerance (7 passes), in half the time
+    passes = max(MIN_PASSES, -(-UPDATES // len(checked)))
+    model = SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=passes, tol=None, random_state=seed)
+    with warnings.catch_warnings():  # stopping after `passes` passes is the plan, not a failure to converge
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        probs = cross_val_predict(model, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                                  method="predict_proba")
     kappa = float(cohen_kappa_score(y, probs.argmax(axis=1)))
     if kappa < MIN_KAPPA:
         return Findings(checked, none, np.empty(0), none, np.empty(0), kappa=kappa,
