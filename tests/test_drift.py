@@ -43,6 +43,28 @@ def test_profile_and_compare_name_what_moved():
     assert same["passed"] and same["label_shift"] == 0 and same["length_js"] == 0 and same["oov_increase"] == 0
 
 
+def test_profiler_counts_added_in_parts_and_taken_away_like_one_profile(monkeypatch):
+    import pyarrow as pa
+
+    from bigmodel_core.data import profile as prof
+
+    texts = pd.Series(["b a a", "c b", "a d d d", "e", "b b c"] * 3)
+    labels = pd.Series(["x", "y", "x", "y", "x"] * 3)
+    whole = profile(texts, labels)
+    monkeypatch.setattr(prof, "MERGE_AT", 4)  # merges while the parts come in, not only at the end
+    p = prof.Profiler()
+    for s in range(0, len(texts), 4):
+        p.add(texts[s:s + 4], labels[s:s + 4])
+    p.add_counts(pa.array(["z", "a"]), [5, 2])
+    p.add_counts(pa.array(["a", "z"]), [2, 5], sign=-1)  # taken away again: "z" leaves the vocabulary
+    got = p.result()
+    assert got == whole and got["words"] == 39
+    assert list(got["vocab"].items()) == [("b", 12), ("a", 9), ("d", 9), ("c", 6), ("e", 3)]
+    p.add_counts(pa.array(["never"]), [1], sign=-1)
+    with pytest.raises(ValueError, match="cannot take away 1 word\\(s\\) never added, e.g. 'never'"):
+        p.result()
+
+
 @pytest.fixture(scope="module")
 def champion_ws(tmp_path_factory) -> Path:
     root = make_workspace(tmp_path_factory.mktemp("drift") / "ws")

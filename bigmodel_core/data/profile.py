@@ -22,6 +22,7 @@ from bigmodel_core.data import columns
 #: Upper edges (words) of the length bins; the last bin is open.
 LENGTH_EDGES = (2, 5, 10, 20, 50, 100, 200, 500, 1000)
 VOCAB_SIZE = 20_000
+MERGE_AT = 4_000_000  # (word, count) pairs that wait before they are summed (Profiler.add_counts)
 FILE = "data_profile.json"
 
 
@@ -30,16 +31,17 @@ class Profiler:
     top words with counts, OOV baseline. Words: the lower-cased text split on whitespace (columns.words_lower).
     With a reference vocabulary it also counts the words outside it (oov_rate).
 
-    The word counts live in Arrow and numpy (the distinct words seen, a count for each), so adding a batch
-    costs a hash lookup of its distinct words, not a Python loop; counts can also be added for words already
-    split elsewhere (add_counts) and taken away again (sign=-1), which is how validate reuses the words its
-    near-duplicate search split."""
+    The word counts live in Arrow and numpy (the distinct words seen, a count for each), summed by Arrow
+    group-bys, not a Python loop; counts can also be added for words already split elsewhere (add_counts)
+    and taken away again (sign=-1), which is how validate reuses the words its near-duplicate search split."""
 
     def __init__(self, reference_vocab: dict | None = None) -> None:
         self.rows = 0
         self.lengths = np.zeros(len(LENGTH_EDGES) + 1, dtype=np.int64)
-        self.words = pa.array([], type=pa.large_string())  # the distinct words seen, in order of first appearance
+        self.words = pa.array([], type=pa.large_string())  # the distinct words seen (as of the last merge)
         self.word_counts = np.zeros(0, dtype=np.int64)
+        self._pending: list[pa.Table] = []  # counts added since the last merge (see add_counts)
+        self._waiting = 0
         self.labels: dict[str, int] = {}
         self.reference = pa.array(list(reference_vocab), type=pa.large_string()) if reference_vocab is not None else None
 
@@ -66,23 +68,35 @@ class Profiler:
             self.add_counts(encoded.dictionary, counts, sign)
 
     def add_counts(self, distinct: pa.Array, counts: np.ndarray, sign: int = 1) -> None:
-        """Add (sign=-1: take away) `counts[i]` occurrences of the word `distinct[i]` (distinct words)."""
-        distinct = distinct.cast(pa.large_string())
-        if len(self.words):
-            at = pc.fill_null(pc.index_in(distinct, value_set=self.words), -1).to_numpy(zero_copy_only=False)
-        else:
-            at = np.full(len(distinct), -1, dtype=np.int64)
-        seen = at >= 0
-        self.word_counts[at[seen]] += sign * counts[seen].astype(np.int64)  # distinct words: no index repeats
-        new = ~seen & (counts > 0)
-        if new.any():
-            if sign < 0:
-                raise ValueError(f"cannot take away {int(new.sum())} word(s) never added, e.g. {distinct.filter(pa.array(new))[0]!r}")
-            self.words = pa.concat_arrays([self.words, distinct.filter(pa.array(new))])
-            self.word_counts = np.concatenate([self.word_counts, counts[new].astype(np.int64)])
+        """Add (sign=-1: take away) `counts[i]` occurrences of the word `distinct[i]` (distinct words). The
+        counts wait in a list and are summed per word in one Arrow group-by once MERGE_AT of them wait (and
+        before any figure is read), so a batch costs no lookup against the words seen so far."""
+        if len(distinct):
+            self._pending.append(pa.table({"word": distinct.cast(pa.large_string()),
+                                           "count": pa.array(sign * np.asarray(counts, dtype=np.int64))}))
+            self._waiting += len(distinct)
+            if self._waiting >= MERGE_AT:
+                self._merge()
+
+    def _merge(self) -> None:
+        """Sum the waiting counts into (words, word_counts); a word taken away more often than it was added
+        is an error of the caller."""
+        if not self._pending:
+            return
+        parts = [pa.table({"word": self.words, "count": pa.array(self.word_counts)}), *self._pending]
+        summed = pa.concat_tables(parts).group_by("word").aggregate([("count", "sum")])
+        self._pending, self._waiting = [], 0
+        counts = summed["count_sum"].to_numpy()
+        if (counts < 0).any():
+            bad = summed["word"].filter(pa.array(counts < 0))[0].as_py()
+            raise ValueError(f"cannot take away {int((counts < 0).sum())} word(s) never added, e.g. {bad!r}")
+        keep = pa.array(counts > 0)
+        self.words = summed["word"].filter(keep).combine_chunks()
+        self.word_counts = counts[counts > 0].astype(np.int64)
 
     def oov_rate(self) -> float:
         """The share of word occurrences outside the reference vocabulary (all of them without one)."""
+        self._merge()
         total = int(self.word_counts.sum())
         if not total:
             return 0.0
@@ -92,6 +106,7 @@ class Profiler:
         return 1 - known / total
 
     def result(self) -> dict:
+        self._merge()
         present = self.word_counts > 0
         words, counts = self.words.filter(pa.array(present)), self.word_counts[present]
         # the most frequent words; equal counts in word order, so the vocabulary does not depend on row order
