@@ -140,9 +140,14 @@ def test_word_table_grows_within_one_text():
     # one text of 200,000 distinct words: the table doubles mid-text, from 65,536 slots to 524,288
     text = " ".join(f"w{i}" for i in range(200_000)) + " w7 w7"
     got = {}
-    _, words = minhash.scan([text, "w7"], 3, on_words=lambda d, c: got.update(zip(d.to_pylist(), c.tolist())))
+    sig, words = minhash.scan([text, "w7"], 3, on_words=lambda d, c: got.update(zip(d.to_pylist(), c.tolist())))
     assert words.tolist() == [200_002, 1]
     assert len(got) == 200_000 and got["w7"] == 4 and got["w199999"] == 1
+    # the scan stops mid-text to grow the table and goes on with the text's last words and bins: the same
+    # signature as a scan that counts no words (and never stops)
+    alone, _ = minhash.scan([text, "w7"], 3)
+    assert (sig == alone).all()
+    assert (sig[1] == reference_signatures(["w7"], 3)[0]).all()
 
 
 def test_variants_of_a_slice_with_nulls_equal_the_definition():

@@ -124,6 +124,7 @@ def test_column_operations_equal_their_python_definitions():
     assert markup.tolist() == [("<" in t or "&" in t) for t in plain]
     assert columns.contains(arr, quality._html_left_re2()).tolist() == [bool(quality._HTML_LEFT.search(t)) for t in plain]
     assert columns.normalized(arr) == [normalize_key(t) for t in plain]
+    assert columns.normalized(arr.slice(7, 300)) == [normalize_key(t) for t in plain[7:307]]  # offsets past 0
     assert columns.group_keys(arr) == [quality.group_key(t) for t in plain]
     hi, lo = columns.group_key_ints(arr)
     assert [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist())] == [quality.group_key(t) for t in plain]

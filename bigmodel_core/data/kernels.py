@@ -68,25 +68,31 @@ def _word_hash(data, a, b):
 
 
 @njit(cache=True)
-def minhash_scan(data, offsets, want, k, muls, probes, sig, words, table, slots, vocab):
-    """Every text of (data, offsets): its word count (words[t]); for the texts with want[t], the densified
-    one-permutation MinHash signature of their k-word shingles (sig[t], see the minhash module) and, with
-    vocab, their words counted in an open-addressing table (a row per slot: word hash (0: free), count;
-    slots: a row per distinct word, in order of appearance: its slot, the offset of its first occurrence
-    in data, its length). The table doubles whenever it is half full; returns (table, slots, words found)."""
+def minhash_scan(data, offsets, want, k, muls, probes, sig, words, table, slots, vocab, ring, raw, state):
+    """The texts of (data, offsets): each one's word count (words[t]); for the texts with want[t], the
+    densified one-permutation MinHash signature of their k-word shingles (sig[t], see the minhash module)
+    and, with vocab, their words counted in an open-addressing table (a row per slot: word hash (0: free),
+    count; slots: a row per distinct word, in order of appearance: its slot, the offset of its first
+    occurrence in data, its length).
+
+    state = (text, byte, words so far, slots taken) says where to start (0, -1, 0, 0: at the beginning).
+    When a new word would fill the table past half, it stops there, writes state and returns False; the
+    caller grows the table (grown) and calls again with the same ring and raw (the text's last words and
+    bins so far). Returns True when every text is done. (Growing the table inside the loop, which reassigns
+    two arrays there, made numba's code for the whole loop about twice as slow.)"""
     bins = sig.shape[1]
     empty = np.uint32(0xFFFFFFFF)
     mask = table.shape[0] - 1
-    n_used = 0
-    ring = np.zeros(16, dtype=np.uint64)
-    raw = np.empty(bins, dtype=np.uint32)
-    for t in range(offsets.size - 1):
+    first, n_used = state[0], state[3]
+    for t in range(first, offsets.size - 1):
         a, b = offsets[t], offsets[t + 1]
         on = want[t]
-        if on:
-            raw[:] = empty
-        n = 0
-        i = a
+        if t == first and state[1] >= 0:  # resuming inside this text
+            i, n = state[1], state[2]
+        else:
+            i, n = a, 0
+            if on:
+                raw[:] = empty
         while i < b:
             c = BYTE_CLASS[data[i]]
             if c == 1 or (c == 2 and _wide_space(data, i, b)):
@@ -101,9 +107,9 @@ def minhash_scan(data, offsets, want, k, muls, probes, sig, words, table, slots,
             if on:
                 h = _word_hash(data, i, j)
                 if vocab:
-                    if 2 * n_used >= table.shape[0]:
-                        table, slots = _grown(table, slots, n_used)
-                        mask = table.shape[0] - 1
+                    if 2 * (n_used + 1) > table.shape[0]:
+                        state[0], state[1], state[2], state[3] = t, i, n, n_used
+                        return False
                     n_used = _count(table, slots, n_used, mask, i, j, h)
                 ring[n & 15] = h
                 if n >= k - 1:  # the shingle of words n-k+1 .. n
@@ -121,7 +127,8 @@ def minhash_scan(data, offsets, want, k, muls, probes, sig, words, table, slots,
         if n < k:  # a text of fewer than k words is one shingle
             _add_shingle(ring, 0, n, k, muls, raw)
         _densify_row(raw, sig[t], probes, empty)
-    return table, slots, n_used
+    state[0], state[1], state[2], state[3] = offsets.size - 1, -1, 0, n_used
+    return True
 
 
 @njit(cache=True, inline="always")
@@ -192,10 +199,11 @@ def gather(data, slots, n_used, out_offsets, out_data):
 
 
 @njit(cache=True)
-def _grown(table, slots, n_used):
+def grown(table, slots, n_used):
     """The table at twice the size, its entries moved (slots follow), and room for as many more slots."""
-    new = np.zeros((2 * table.shape[0], 2), dtype=np.int64)
-    more = np.zeros((table.shape[0], 3), dtype=np.int64)
+    size = 2 * table.shape[0]
+    new = np.zeros((size, 2), dtype=np.int64)
+    more = np.zeros((size // 2, 3), dtype=np.int64)
     more[:n_used] = slots[:n_used]
     mask = new.shape[0] - 1
     for u in range(n_used):

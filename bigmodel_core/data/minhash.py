@@ -49,9 +49,13 @@ def scan(texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None,
     offsets, data = byte_view(arr)
     sig = np.zeros((n, BINS), dtype=np.uint32)
     words = np.zeros(n, dtype=np.int64)
-    table, slots, used = kernels.minhash_scan(data, offsets, want, k, _MULS, _PROBES, sig, words,
-                                              np.zeros((1 << 16, 2), dtype=np.int64),
-                                              np.zeros((1 << 15, 3), dtype=np.int64), on_words is not None)
+    table, slots = np.zeros((1 << 16, 2), dtype=np.int64), np.zeros((1 << 15, 3), dtype=np.int64)
+    ring, raw, state = np.zeros(16, dtype=np.uint64), np.empty(BINS, dtype=np.uint32), np.array([0, -1, 0, 0])
+    # the kernel stops where a new word would fill the table past half: grow it and go on from there
+    while not kernels.minhash_scan(data, offsets, want, k, _MULS, _PROBES, sig, words, table, slots,
+                                   on_words is not None, ring, raw, state):
+        table, slots = kernels.grown(table, slots, int(state[3]))
+    used = int(state[3])
     if on_words is not None:
         out_offsets = np.empty(used + 1, dtype=np.int64)
         out_data = np.empty(int(slots[:used, 2].sum()), dtype=np.uint8)
