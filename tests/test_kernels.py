@@ -112,6 +112,8 @@ def test_scan_counts_words_and_signs_only_the_wanted_rows():
     assert (sig[~want] == 0).all()
     signed = want & (words > 0)
     assert (sig[signed] == reference_signatures([t for t, on in zip(plain, signed) if on], 3)).all()
+    low, _ = minhash.scan(pa.array(texts, type=pa.string()), 3, want=want, low_bits=True)
+    assert low.dtype == np.uint8 and (low == minhash.bbit(sig)).all()
     expected = Counter(w for t, on in zip(plain, want) if on for w in _lower(t).split())
     assert got == dict(expected)
 

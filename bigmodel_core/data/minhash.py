@@ -36,10 +36,11 @@ def signatures(texts: list[str] | pa.Array, k: int, on_words=None) -> np.ndarray
 
 
 def scan(texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None,
-         on_words=None) -> tuple[np.ndarray, np.ndarray]:
+         on_words=None, low_bits: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One pass over the texts' bytes (kernels.minhash_scan): the word count of every text (len(text.split()),
     0 for null) and, for the texts with want[i] (all without it), their signature (the others' rows are 0)
-    and words for on_words (see signatures)."""
+    and words for on_words (see signatures). low_bits: the signatures as bbit() gives them (uint8), written
+    so by the kernel without the 32-bit array."""
     from bigmodel_core.data import kernels
     from bigmodel_core.data.columns import as_array, byte_view
 
@@ -47,7 +48,7 @@ def scan(texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None,
     n = len(arr)
     want = np.ones(n, dtype=bool) if want is None else np.ascontiguousarray(want, dtype=bool)
     offsets, data = byte_view(arr)
-    sig = np.zeros((n, BINS), dtype=np.uint32)
+    sig = np.zeros((n, BINS), dtype=np.uint8 if low_bits else np.uint32)  # a uint32 stored in uint8 keeps its low 8 bits
     words = np.zeros(n, dtype=np.int64)
     table, slots = np.zeros((1 << 16, 2), dtype=np.int64), np.zeros((1 << 15, 3), dtype=np.int64)
     ring, raw, state = np.zeros(16, dtype=np.uint64), np.empty(BINS, dtype=np.uint32), np.array([0, -1, 0, 0])

@@ -224,8 +224,7 @@ class Checker:
             # counted for the profile here; write() takes away the quarantined rows' words, so the profile is
             # of the passing rows without a second split
             sig, words = minhash.scan(arr, near.shingle_words, want=usable,
-                                      on_words=self.profiler.add_counts if len(where) else None)
-            sig = minhash.bbit(sig)
+                                      on_words=self.profiler.add_counts if len(where) else None, low_bits=True)
             store.put(start, {**_text_masks(arr, self.p, words), "blank": blank, "missing": missing,
                               "unknown": unknown, "usable": usable, "label": codes, "fixed": fixed, "hi": hi,
                               "lo": lo, "words": words, "file": files[local], "source_row": df["source_row"].to_numpy(),
