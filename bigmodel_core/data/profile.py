@@ -76,9 +76,9 @@ class Profiler:
                                            "count": pa.array(sign * np.asarray(counts, dtype=np.int64))}))
             self._waiting += len(distinct)
             if self._waiting >= MERGE_AT:
-                self._merge()
+                self.merge()
 
-    def _merge(self) -> None:
+    def merge(self) -> None:
         """Sum the waiting counts into (words, word_counts); a word taken away more often than it was added
         is an error of the caller."""
         if not self._pending:
@@ -96,7 +96,7 @@ class Profiler:
 
     def oov_rate(self) -> float:
         """The share of word occurrences outside the reference vocabulary (all of them without one)."""
-        self._merge()
+        self.merge()
         total = int(self.word_counts.sum())
         if not total:
             return 0.0
@@ -106,7 +106,7 @@ class Profiler:
         return 1 - known / total
 
     def result(self) -> dict:
-        self._merge()
+        self.merge()
         present = self.word_counts > 0
         words, counts = self.words.filter(pa.array(present)), self.word_counts[present]
         # the most frequent words; equal counts in word order, so the vocabulary does not depend on row order

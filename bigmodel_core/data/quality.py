@@ -235,6 +235,7 @@ class Checker:
         self.f = store.trimmed(start)
         del store, sig  # self.f holds the arrays now: _decide() can let the signatures go
         self.files = list(self.file_names)
+        self.profiler.merge()  # the word counts waiting to be summed go before the near-duplicate search
         pa.default_memory_pool().release_unused()  # the batches' Arrow buffers, before the decisions
         self._decide()
 
