@@ -186,6 +186,45 @@ def _densify_row(raw, out, probes, empty):
         out[j] = v
 
 
+#: bytes that belong to a token of hashed_ngrams: ASCII letters and digits, and every byte of a non-ASCII
+#: character (UTF-8 bytes >= 0x80)
+TOKEN_BYTE = np.zeros(256, dtype=np.uint8)
+TOKEN_BYTE[48:58] = TOKEN_BYTE[65:91] = TOKEN_BYTE[97:123] = TOKEN_BYTE[95] = TOKEN_BYTE[128:] = 1
+
+
+@njit(cache=True)
+def hashed_ngrams(data, offsets, bits, rows, cols):
+    """The token unigrams and bigrams of every text as (row, column) entries of a bag-of-n-grams matrix with
+    2**bits columns (repeats are summed by the caller): tokens are runs of two or more TOKEN_BYTE bytes (for
+    ASCII text what `\\b\\w\\w+\\b` finds), a unigram's column is its word hash's low bits, a bigram's the low
+    bits of a mix of its two tokens' hashes. Returns the number of entries written (rows and cols hold at
+    least the texts' total bytes)."""
+    m = np.uint64((1 << bits) - 1)
+    e = 0
+    for t in range(offsets.size - 1):
+        a, b = offsets[t], offsets[t + 1]
+        prev = np.uint64(0)
+        have = False
+        i = a
+        while i < b:
+            if TOKEN_BYTE[data[i]] == 0:
+                i += 1
+                continue
+            j = i + 1
+            while j < b and TOKEN_BYTE[data[j]] != 0:
+                j += 1
+            if j - i >= 2:
+                h = _word_hash(data, i, j)
+                rows[e], cols[e] = t, np.int64(h & m)
+                e += 1
+                if have:
+                    rows[e], cols[e] = t, np.int64(mix(prev * _GOLD + h) & m)
+                    e += 1
+                prev, have = h, True
+            i = j
+    return e
+
+
 @njit(cache=True)
 def gather(data, slots, n_used, out_offsets, out_data):
     """The words of slots[:n_used], in that order, as (offsets, bytes) of a string array."""

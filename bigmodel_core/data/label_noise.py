@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MODEL = "TF-IDF (hashed word 1-2-grams) + SGD logistic classifier"
+FEATURE_BITS = 20  # 2**20 hashed n-gram columns
 UPDATES, MIN_PASSES = 60_000, 3  # SGD's passes over the training rows (see find)
 MIN_KAPPA = 0.4  # "moderate" agreement and up: below it the model's contradictions say little about a label
 
@@ -32,6 +33,25 @@ class Findings:
     predicted_p: np.ndarray  # per flagged row: its probability
     note: str = ""           # why some or all rows were not checked
     kappa: float | None = None  # out-of-fold agreement of model and labels beyond chance (Cohen's kappa)
+
+
+def ngram_counts(texts: list[str], bits: int = FEATURE_BITS):
+    """A CSR matrix of counts, a row per text (lower-cased) and 2**bits columns, of its hashed token unigrams
+    and bigrams (kernels.hashed_ngrams: for ASCII text the tokens of scikit-learn's default token pattern)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from scipy.sparse import csr_matrix
+
+    from bigmodel_core.data import kernels
+    from bigmodel_core.data.columns import byte_view
+
+    offsets, data = byte_view(pc.utf8_lower(pa.array(texts, type=pa.large_string())))
+    size = max(1, int(offsets[-1] - offsets[0]))
+    rows, cols = np.empty(size, dtype=np.int32), np.empty(size, dtype=np.int32)
+    e = kernels.hashed_ngrams(data, offsets, bits, rows, cols)
+    x = csr_matrix((np.ones(e, dtype=np.float64), (rows[:e], cols[:e])), shape=(len(texts), 1 << bits))
+    x.sum_duplicates()
+    return x
 
 
 def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Findings:
@@ -49,15 +69,13 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
                         note=f"not checked: needs 2 classes with at least {folds} rows each (folds)")
     from cleanlab.filter import find_label_issues
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+    from sklearn.feature_extraction.text import TfidfTransformer
     from sklearn.linear_model import SGDClassifier
     from sklearn.metrics import cohen_kappa_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     y = np.searchsorted(kept, labels[checked])  # 0..k-1, as cleanlab wants
-    x = HashingVectorizer(n_features=2**20, ngram_range=(1, 2), alternate_sign=False, norm=None).transform(
-        [texts[i] for i in checked])
-    x = TfidfTransformer(sublinear_tf=True).fit_transform(x)
+    x = TfidfTransformer(sublinear_tf=True).fit_transform(ngram_counts([texts[i] for i in checked]))
     # a fixed number of passes, enough for about UPDATES updates and at least MIN_PASSES: on 20k real texts
     # 3 passes flagged the same rows as SGD run to its stopping tolerance (7 passes), in half the time
     passes = max(MIN_PASSES, -(-UPDATES // len(checked)))
