@@ -137,29 +137,37 @@ def _bucket_codes(h: np.ndarray, max_bucket: int) -> np.ndarray:
     """Pairs i < j with h[i] == h[j], as codes i * len(h) + j. A bucket of more than max_bucket texts pairs
     each with the bucket's first and with its neighbour (enough to connect a cluster)."""
     n = len(h)
-    order = np.argsort(h, kind="stable")
-    hs = h[order]
+    assert n < 2**32, "positions are packed in 32 bits"
+    # hash and position packed in one uint64 and sorted (a plain sort of 64-bit numbers is about twice as fast
+    # as a stable argsort of the hashes): equal hashes end up together, their positions ascending
+    packed = (h.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)
+    packed.sort()
+    hs = packed >> np.uint64(32)
     same = np.nonzero(hs[1:] == hs[:-1])[0]
+    del hs
     if not len(same):
         return np.empty(0, dtype=np.int64)
-    # runs of equal band hashes: [start, end) in sorted order
-    run_start = np.nonzero(np.diff(np.concatenate([[-2], same])) != 1)[0]
-    starts = same[run_start]
-    ends = np.concatenate([same[run_start[1:] - 1], same[-1:]]) + 2
-    # buckets of two (most of them) at once; larger ones one by one
-    pair = ends - starts == 2
-    a, b = order[starts[pair]].astype(np.int64), order[starts[pair] + 1].astype(np.int64)
-    found = [np.minimum(a, b) * n + np.maximum(a, b)]
-    for s, e in zip(starts[~pair].tolist(), ends[~pair].tolist()):
-        members = np.sort(order[s:e]).astype(np.int64)
-        m = len(members)
-        if m <= max_bucket:
-            i, j = np.triu_indices(m, 1)
-            found.append(members[i] * n + members[j])
-        else:
-            found.append(members[0] * n + members[1:])
-            found.append(members[:-1] * n + members[1:])
-    return np.concatenate(found)
+    # the members of every bucket of two or more, in sorted order, with their bucket's number and size
+    first = np.concatenate([[True], np.diff(same) != 1])  # a new bucket starts at same[k]
+    starts, ends = same[first], np.concatenate([same[np.nonzero(first)[0][1:] - 1], same[-1:]]) + 2
+    size = ends - starts
+    offs = np.cumsum(size) - size  # where each bucket's members start in pos
+    at = np.repeat(starts, size) + (np.arange(int(size.sum())) - np.repeat(offs, size))
+    pos = (packed[at] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    bucket = np.repeat(np.arange(len(size)), size)
+    big = np.repeat(size > max_bucket, size)
+    found = []
+    # a bucket of up to max_bucket: every pair, taken as the members d places apart for d = 1, 2, ...
+    small_pos, small_bucket = pos[~big], bucket[~big]
+    for d in range(1, int(size[size <= max_bucket].max(initial=1))):
+        together = small_bucket[:-d] == small_bucket[d:]
+        found.append(small_pos[:-d][together] * n + small_pos[d:][together])
+    # larger: each member with the first and with the one before it
+    for s, m in zip(offs[size > max_bucket].tolist(), size[size > max_bucket].tolist()):
+        members = pos[s:s + m]
+        found.append(members[0] * n + members[1:])
+        found.append(members[:-1] * n + members[1:])
+    return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
 
 def similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 50_000) -> np.ndarray:
