@@ -192,6 +192,22 @@ def test_near_duplicate_policies_and_a_fixed_test_twin():
     assert any(f.startswith("rule near_duplicate (policy fail): 2 row(s)") for f in r.failures)
 
 
+def test_a_row_outside_any_near_duplicate_cluster_keeps_its_own_group_key():
+    """A passing row's group key is its text's (group_key) unless it is in a near-duplicate cluster, whose
+    members share their cluster's: with no pair found at all, and with one pair among unrelated rows."""
+    from bigmodel_core.data.quality import group_key
+
+    rows = [(f"unrelated text number {i} " + " ".join(str(i * j + 7) for j in range(12)), "ab"[i % 2])
+            for i in range(60)]
+    for extra in ([], [(rows[3][0] + " indeed", "b")]):
+        r = check(_frame(rows + extra), LOOSE, ["a", "b"])
+        assert r.report["rules"]["near_duplicate"]["clusters"] == len(extra)
+        own = r.passed["text"].map(group_key)
+        in_cluster = r.passed["text"].isin([rows[3][0]] + [t for t, _ in extra])
+        assert (r.passed["group_key"] == own)[~in_cluster].all() and len(r.passed) == 60 + len(extra)
+        assert r.passed.loc[in_cluster, "group_key"].nunique() == 1
+
+
 def test_near_duplicate_threshold_is_bounded_and_the_bounds_work():
     import pydantic
 

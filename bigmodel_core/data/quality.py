@@ -247,9 +247,10 @@ class Checker:
 
     # ---------------------------------------------------------------- decisions
     def _key_ids(self) -> np.ndarray:
-        """A number per distinct group key (-1 for rows without one)."""
+        """A number per distinct group key (-1 for rows without one); 32 bits, as the near-duplicate search
+        indexes by it."""
         f = self.f
-        ids = np.full(self.n, -1, dtype=np.int64)
+        ids = np.full(self.n, -1, dtype=np.int32)
         rows = np.nonzero(f["usable"])[0]
         if len(rows):
             order = rows[np.lexsort((f["lo"][rows], f["hi"][rows]))]
@@ -258,24 +259,33 @@ class Checker:
             ids[order] = np.cumsum(new) - 1
         return ids
 
-    def _decide(self) -> None:
-        f, p, n = self.f, self.p, self.n
-        self.key_id = key_id = self._key_ids()
-        usable = f["usable"].astype(bool)
+    def _copies(self, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(conflicting, duplicate) row masks. Its own function so that its temporaries (a few 8-byte numbers a
+        row) are gone before the near-duplicate search, validate's peak."""
+        f, key_id = self.f, self.key_id
         # conflicting labels: one text (key), several labels
-        n_keys = int(key_id.max()) + 1 if n else 0
-        lo_lab = np.full(n_keys, np.iinfo(np.int32).max, dtype=np.int64)
-        hi_lab = np.full(n_keys, -1, dtype=np.int64)
+        n_keys = int(key_id.max()) + 1 if self.n else 0
+        lo_lab = np.full(n_keys, np.iinfo(np.int32).max, dtype=np.int32)
+        hi_lab = np.full(n_keys, -1, dtype=np.int32)
         np.minimum.at(lo_lab, key_id[usable], f["label"][usable])
         np.maximum.at(hi_lab, key_id[usable], f["label"][usable])
         conflicting = usable & (lo_lab != hi_lab)[np.maximum(key_id, 0)]
+        del lo_lab, hi_lab
         # duplicates: the first copy is kept, but a copy in a fixed test split first of all (removing it would
         # shrink the official test set, while the train copy is the one that would leak)
         cand = np.nonzero(usable & ~conflicting)[0]
         order = cand[np.argsort((f["fixed"][cand] != 2).astype(np.int8), kind="stable")]
+        del cand
         _, first_at = np.unique(key_id[order], return_index=True)
         duplicate = usable & ~conflicting
         duplicate[order[first_at]] = False
+        return conflicting, duplicate
+
+    def _decide(self) -> None:
+        f, p, n = self.f, self.p, self.n
+        self.key_id = self._key_ids()
+        usable = f["usable"].astype(bool)
+        conflicting, duplicate = self._copies(usable)
         blank, missing, unknown = (f[k].astype(bool) for k in ("blank", "missing", "unknown"))
         masks = {"empty_text": blank, "missing_label": ~blank & missing, "unknown_label": ~blank & unknown,
                  "conflicting_labels": conflicting, "duplicate": duplicate}
@@ -307,7 +317,8 @@ class Checker:
         """Clusters of near-identical texts among the candidate rows (see bigmodel_core.data.minhash): one
         signature per distinct text (its first candidate row), candidate pairs from shared LSH bands, kept
         when the estimated Jaccard similarity of the full signatures is >= min_jaccard; clusters are the
-        connected components, named by their smallest group key. Per row: `cluster` (a key id), `copies`
+        connected components, named by their smallest group key. Per row: `cluster` (the row of the cluster's
+        name, -1 for rows in no cluster: write() gives a member its cluster's group key), `copies`
         (members but the kept one: a fixed test row first, else the first), `stuck` (fixed train rows of a
         cluster holding a fixed test row), `to_test` (rows of such a cluster), and `reasons`."""
         from bigmodel_core.data import minhash
@@ -317,20 +328,23 @@ class Checker:
         rows = np.nonzero(candidates)[0]
         _, first_at = np.unique(key_id[rows], return_index=True)
         firsts = np.sort(rows[first_at])  # one row per distinct text, in table order
+        del _, first_at
         sig = f["sig"]
-        empty = {"cluster": key_id.copy(), "copies": np.zeros(self.n, dtype=bool), "stuck": np.zeros(self.n, dtype=bool),
-                 "to_test": np.zeros(self.n, dtype=bool), "aside": np.empty(0, dtype=np.int64),
-                 "twin": np.empty(0, dtype=np.int64), "jaccard": np.empty(0, dtype=np.float32), "pairs": [],
-                 "pairs_found": 0, "clusters": 0}
+
+        def none_found() -> dict:
+            no = np.zeros(self.n, dtype=bool)
+            return {"cluster": np.full(self.n, -1, dtype=np.int64), "copies": no, "stuck": no, "to_test": no,
+                    "aside": np.empty(0, dtype=np.int64), "twin": np.empty(0, dtype=np.int64),
+                    "jaccard": np.empty(0, dtype=np.float32), "pairs": [], "pairs_found": 0, "clusters": 0}
         if not len(firsts):
-            return empty
+            return none_found()
         pairs = minhash.candidate_pairs(sig, self.bands, self.band_rows, subset=firsts)
         a, b = firsts[pairs[:, 0]], firsts[pairs[:, 1]]
         sims = minhash.similarity(sig, np.stack([a, b], axis=1))
         keep = sims >= rule.min_jaccard
         pairs, sims, a, b = pairs[keep], sims[keep], a[keep], b[keep]
         if not len(pairs):
-            return empty
+            return none_found()
         comp = minhash.components(len(firsts), pairs)
         in_pair = np.zeros(len(firsts), dtype=bool)
         in_pair[np.unique(pairs)] = True
