@@ -1,7 +1,8 @@
 """Compiled loops (numba) over the UTF-8 bytes of a text column, for the per-word work that array passes do
-badly: MinHash signatures with the word counts and vocabulary that come with them (validate), and the
-word-dropout variants of augment. Each computes exactly the numbers of its row-by-row definition (word
-hashes: hashing.string_hashes; signatures: minhash's docstring; variants: augment.variant), in one pass over
+badly: MinHash signatures with the word counts and vocabulary that come with them (validate), the hashed
+word 1-2-gram counts of label_noise's model, and the word-dropout variants of augment. Each computes exactly
+the numbers of its row-by-row definition (word hashes: hashing.string_hashes; signatures: minhash's
+docstring; n-grams: label_noise.ngram_counts; variants: augment.variant), in one pass over
 the bytes where the array passes they replace made a dozen over per-word arrays (at a million rows, measured
 alternating with the numpy version: validate 1.24x and augment 1.37x less CPU time). tests/test_kernels.py,
 tests/test_vectorized_text.py and tests/test_split_augment.py compare them with their definitions.
