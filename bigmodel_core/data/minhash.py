@@ -147,15 +147,14 @@ def _bucket_codes(h: np.ndarray, max_bucket: int) -> np.ndarray:
     del hs
     if not len(same):
         return np.empty(0, dtype=np.int64)
-    # the members of every bucket of two or more, in sorted order, with their bucket's number and size
-    first = np.concatenate([[True], np.diff(same) != 1])  # a new bucket starts at same[k]
-    starts, ends = same[first], np.concatenate([same[np.nonzero(first)[0][1:] - 1], same[-1:]]) + 2
-    size = ends - starts
-    offs = np.cumsum(size) - size  # where each bucket's members start in pos
-    at = np.repeat(starts, size) + (np.arange(int(size.sum())) - np.repeat(offs, size))
-    pos = (packed[at] & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    bucket = np.repeat(np.arange(len(size)), size)
-    big = np.repeat(size > max_bucket, size)
+    # the members of the buckets of two or more: both ends of every pair of equal neighbours in sorted order
+    member, follows = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    member[same] = member[same + 1] = follows[same + 1] = True
+    at = np.nonzero(member)[0]
+    pos = (packed[at] & np.uint64(0xFFFFFFFF)).astype(np.int64)  # ascending within a bucket
+    bucket = np.cumsum(~follows[at]) - 1
+    size = np.bincount(bucket)
+    big = size[bucket] > max_bucket
     found = []
     # a bucket of up to max_bucket: every pair, taken as the members d places apart for d = 1, 2, ...
     small_pos, small_bucket = pos[~big], bucket[~big]
@@ -163,8 +162,8 @@ def _bucket_codes(h: np.ndarray, max_bucket: int) -> np.ndarray:
         together = small_bucket[:-d] == small_bucket[d:]
         found.append(small_pos[:-d][together] * n + small_pos[d:][together])
     # larger: each member with the first and with the one before it
-    for s, m in zip(offs[size > max_bucket].tolist(), size[size > max_bucket].tolist()):
-        members = pos[s:s + m]
+    for b in np.nonzero(size > max_bucket)[0].tolist():
+        members = pos[bucket == b]
         found.append(members[0] * n + members[1:])
         found.append(members[:-1] * n + members[1:])
     return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
