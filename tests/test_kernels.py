@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from bigmodel_core.data import minhash
-from bigmodel_core.data.hashing import mix, string_hashes
+from bigmodel_core.data.hashing import mix, word_hash
 
 # every character Python's str.split() splits on, and some that it does not
 SPACES = [c for c in map(chr, range(0x3001)) if c.isspace()]
@@ -20,7 +20,7 @@ NOT_SPACES = ["\u200b", "\u00ad", "\x00", "\x7f", "\u180e", "\ufeff", "\u2060", 
 
 
 def reference_signatures(texts: list[str], k: int) -> np.ndarray:
-    """The definition, row by row: word hashes (hashing.string_hashes) of the words of the text lower-cased as
+    """The definition, row by row: word hashes (hashing.word_hash) of the words of the text lower-cased as
     pyarrow does (utf8_lower: no final sigma, unlike str.lower), k-word shingles summed and mixed,
     one-permutation bins, densified by minhash._PROBES."""
     out = np.empty((len(texts), minhash.BINS), dtype=np.uint32)
@@ -28,7 +28,7 @@ def reference_signatures(texts: list[str], k: int) -> np.ndarray:
         words = _lower(text).split()
         if not words:
             continue
-        wh = string_hashes(pa.array(words, type=pa.large_string()))
+        wh = np.array([word_hash(w.encode()) for w in words], dtype=np.uint64)
         starts = range(len(words) - k + 1) if len(words) >= k else [0]
         raw = np.full(minhash.BINS, np.iinfo(np.uint32).max, dtype=np.uint64)
         for s in starts:
@@ -138,18 +138,47 @@ def test_scan_of_a_slice_reads_only_its_rows():
     assert (sig == reference_signatures(["four five six", "seven eight nine ten"], 3)).all()
 
 
-def test_word_table_grows_within_one_text():
-    # one text of 200,000 distinct words: the table doubles mid-text, from 65,536 slots to 524,288
+def test_word_table_grows_before_a_long_text():
+    # one text of 200,000 distinct words: before it the table grows from 65,536 slots to room for all of
+    # them at once, so the text is scanned in one go
     text = " ".join(f"w{i}" for i in range(200_000)) + " w7 w7"
     got = {}
     sig, words = minhash.scan([text, "w7"], 3, on_words=lambda d, c: got.update(zip(d.to_pylist(), c.tolist())))
     assert words.tolist() == [200_002, 1]
     assert len(got) == 200_000 and got["w7"] == 4 and got["w199999"] == 1
-    # the scan stops mid-text to grow the table and goes on with the text's last words and bins: the same
-    # signature as a scan that counts no words (and never stops)
+    # the same signatures as a scan that counts no words (and never stops)
     alone, _ = minhash.scan([text, "w7"], 3)
     assert (sig == alone).all()
     assert (sig[1] == reference_signatures(["w7"], 3)[0]).all()
+
+
+def test_scanner_keeps_the_words_of_every_part_and_finds_keys_and_facts():
+    from bigmodel_core.data import kernels
+    from bigmodel_core.data.hashing import text_key
+
+    texts = adversarial_texts(21, 600) + [None, "", "a\x00b", "x <b> y", "caf\ufffd", "p\x85q", "&amp; z"]
+    arr = pa.array(texts, type=pa.large_string())
+    scanner = minhash.Scanner(3, vocab=True)
+    want = np.array([i % 4 != 1 for i in range(len(texts))])
+    parts = [scanner.scan(arr.slice(s, 97), want=want[s:s + 97]) for s in range(0, len(texts), 97)]
+    distinct, counts = scanner.vocabulary()
+    plain = [t or "" for t in texts]
+    assert dict(zip(distinct.to_pylist(), counts.tolist())) == dict(
+        Counter(w for t, on in zip(plain, want) if on for w in _lower(t).split()))
+    assert len(distinct) == len(set(distinct.to_pylist()))  # each word once, though it is in many parts
+    got = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("words", "key_hi", "key_lo", "chars", "flags")}
+    assert got["words"].tolist() == [len(t.split()) for t in plain]
+    assert got["chars"].tolist() == [len(t) for t in plain]
+    keys = [text_key([w.encode() for w in _lower(t).split()]) for t in plain]
+    assert list(zip(got["key_hi"].tolist(), got["key_lo"].tolist())) == keys
+    control = [any(0 <= ord(c) <= 8 or c in "\x0b\x0c" or 0x0e <= ord(c) <= 0x1f or 0x7f <= ord(c) <= 0x9f
+                   for c in t) for t in plain]
+    assert ((got["flags"] & kernels.CONTROL) > 0).tolist() == control and sum(control) > 50
+    assert ((got["flags"] & kernels.REPLACEMENT) > 0).tolist() == ["\ufffd" in t for t in plain]
+    assert ((got["flags"] & kernels.MARKUP) > 0).tolist() == [("<" in t or "&" in t) for t in plain]
+    # the words of the texts not wanted are counted (words) but not signed
+    sig = np.concatenate([p.sig for p in parts])
+    assert (sig[~want] == 0).all() and (sig[want & (got["words"] > 0)] != 0).any(axis=1).all()
 
 
 def test_variants_of_a_slice_with_nulls_equal_the_definition():
@@ -177,7 +206,7 @@ def reference_ngram_counts(texts: list[str], bits: int) -> list[Counter]:
     out = []
     for text in texts:
         tokens = re.findall(r"(?u)\b\w\w+\b", text.lower())
-        h = string_hashes(pa.array(tokens, type=pa.string())) if tokens else np.empty(0, np.uint64)
+        h = np.array([word_hash(t.encode()) for t in tokens], dtype=np.uint64)
         pairs = mix(h[:-1] * _GOLD + h[1:]) if len(h) > 1 else np.empty(0, np.uint64)
         out.append(Counter(int(c) for c in np.concatenate([h & mask, pairs & mask])))
     return out

