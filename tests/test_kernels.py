@@ -76,10 +76,11 @@ def adversarial_texts(seed: int, n: int) -> list[str]:
 
 
 def test_whitespace_table_is_pythons():
-    from bigmodel_core.data.kernels import BYTE_CLASS
+    from bigmodel_core.data.kernels import _SP, _WIDE, SCAN_CLASS
 
     assert len(SPACES) == 29  # Python's whitespace: 10 ASCII, 19 wider (all below U+3001)
-    assert {c.encode()[0] for c in SPACES if ord(c) >= 128} == set(np.nonzero(BYTE_CLASS == 2)[0])
+    assert {c.encode()[0] for c in SPACES if ord(c) >= 128} == set(np.nonzero(SCAN_CLASS & _WIDE)[0])
+    assert {ord(c) for c in SPACES if ord(c) < 128} == set(np.nonzero(SCAN_CLASS & _SP)[0])
     # the kernel splits exactly where str.split() does, for every whitespace character alone and in a word
     texts = [f"a{c}b" for c in SPACES] + [f"a{c}b" for c in NOT_SPACES] + [c for c in SPACES]
     _, words = minhash.scan(texts, 3)

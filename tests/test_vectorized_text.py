@@ -116,16 +116,20 @@ def test_column_operations_equal_their_python_definitions():
     assert counts.tolist() == [len(t.split()) for t in plain] and "" not in set(words.to_pylist())
     lowered = pc.utf8_lower(pa.array(plain[:2])).to_pylist()  # pyarrow's lower (no final-sigma rule)
     assert words.to_pylist()[:counts[0] + counts[1]] == " ".join(lowered).split()
-    assert columns.blank(arr).tolist() == [not t.strip() for t in plain]
+    assert (minhash.scan(arr, 3)[1] == 0).tolist() == [not t.strip() for t in plain]  # validate's blank texts
     chars, control, replacement, markup = text_facts(arr)
     assert chars.tolist() == [len(t) for t in plain]
     assert control.tolist() == [bool(quality._CONTROL.search(t)) for t in plain]
     assert replacement.tolist() == ["\ufffd" in t for t in plain]
     assert markup.tolist() == [("<" in t or "&" in t) for t in plain]
     assert columns.contains(arr, quality._html_left_re2()).tolist() == [bool(quality._HTML_LEFT.search(t)) for t in plain]
-    assert columns.normalized(arr) == [normalize_key(t) for t in plain]
-    assert columns.normalized(arr.slice(7, 300)) == [normalize_key(t) for t in plain[7:307]]  # offsets past 0
     assert columns.group_keys(arr) == [quality.group_key(t) for t in plain]
+    assert columns.group_keys(arr.slice(7, 300)) == [quality.group_key(t) for t in plain[7:307]]  # offsets past 0
+    # the key is that of the normalised text: texts equal after normalize_key share it, and only those
+    keyed = {}
+    for t, k in zip(plain, columns.group_keys(arr)):
+        keyed.setdefault(k, set()).add(normalize_key(t))
+    assert all(len(v) == 1 for v in keyed.values()) and len(keyed) == len({normalize_key(t) for t in plain})
     hi, lo = columns.group_key_ints(arr)
     assert [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist())] == [quality.group_key(t) for t in plain]
     # the patterns' hits are not all false: the samples exercise each rule
@@ -134,13 +138,11 @@ def test_column_operations_equal_their_python_definitions():
 
 
 def text_facts(arr: pa.Array) -> tuple[np.ndarray, ...]:
-    """kernels.text_facts of a string array: code points, control character, U+FFFD, '<' or '&'."""
-    from bigmodel_core.data import columns, kernels
+    """minhash.Scanner's facts of a string array: code points, control character, U+FFFD, '<' or '&'."""
+    from bigmodel_core.data import kernels
 
-    offsets, data = columns.byte_view(pc.fill_null(arr.cast(pa.large_string()), ""))
-    out = (np.empty(len(arr), dtype=np.int64), *(np.empty(len(arr), dtype=bool) for _ in range(3)))
-    kernels.text_facts(data, offsets, *out)
-    return out
+    got = minhash.Scanner(3).scan(arr, want=np.zeros(len(arr), dtype=bool))
+    return (got.chars, *((got.flags & flag) > 0 for flag in (kernels.CONTROL, kernels.REPLACEMENT, kernels.MARKUP)))
 
 
 def test_re2_classes_match_pythons_on_every_code_point():

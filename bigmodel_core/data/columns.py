@@ -1,8 +1,9 @@
 """Text operations over a whole column, equal to their row-by-row Python definitions.
 
-Whitespace is spelled out as the characters Python's \\s matches, so blank texts and word splits
-are exact for every text in pyarrow; Python's \\d is spelled out the same way (python_class), so the text
-rules' patterns run in RE2 on every text. Only casefold() of non-ASCII text runs in Python.
+Whitespace is spelled out as the characters Python's \\s matches, so word splits are exact for every
+text in pyarrow; Python's \\d is spelled out the same way (python_class), so the text rules' patterns run
+in RE2 on every text. Group keys split and hash in one compiled pass (minhash.Scanner); only casefold() of
+non-ASCII text runs in Python.
 tests/test_vectorized_text.py checks each one against its Python definition on adversarial samples.
 """
 
@@ -13,10 +14,6 @@ import functools
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from bigmodel_core.data.cleaning import WS_CHARS
-
-_WS_ALL = " " + WS_CHARS  # Python's \s (str.isspace), for RE2
 
 
 def as_array(texts) -> pa.Array:
@@ -59,11 +56,6 @@ def split_words(arr: pa.Array, lower: bool = False) -> tuple[pa.Array, np.ndarra
     return flat.filter(pa.array(keep)), counts
 
 
-def blank(arr: pa.Array) -> np.ndarray:
-    """text is None or text.strip() == ''."""
-    return pc.match_substring_regex(pc.fill_null(arr, ""), f"^[{_WS_ALL}]*$").to_numpy(zero_copy_only=False)
-
-
 def contains(arr: pa.Array, re2: str) -> np.ndarray:
     """re.search(pattern, text) is not None per text (null: False), where re2 spells the Python pattern
     for RE2 (code points, with Python's Unicode classes written out; see python_class)."""
@@ -82,26 +74,6 @@ def python_class(test) -> str:
             else:
                 ranges.append([c, c])
     return "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" if a != b else f"\\x{{{a:x}}}" for a, b in ranges)
-
-
-def _normalized_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """cleaning.normalize_key of every text (null: ""), as the (offsets, bytes) of a string array (hashed
-    from there: no Python string per text): casefold() in Python on the non-ASCII texts only (it is lower()
-    on ASCII), the rest in RE2."""
-    from bigmodel_core.data.cleaning import _WS_RUN
-
-    arr = pc.fill_null(as_array(arr), "")
-    others = ~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
-    if others.any():
-        folded = [t.casefold() for t in arr.filter(pa.array(others)).to_pylist()]
-        arr = pc.replace_with_mask(arr, pa.array(others), pa.array(folded, type=pa.large_string()))
-    return byte_view(pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(arr), _WS_RUN, " "), " "))
-
-
-def normalized(arr: pa.Array) -> list[str]:
-    """cleaning.normalize_key per text: case-folded, whitespace runs made one space, stripped."""
-    offsets, data = _normalized_buffers(arr)
-    return pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data)).to_pylist()
 
 
 def group_keys(arr: pa.Array) -> list[str]:

@@ -34,17 +34,10 @@ def mix(x):
     return x ^ (x >> np.uint64(31))
 
 
-#: byte classes for splitting: 1 an ASCII whitespace byte (Python's str.isspace), 2 the lead byte of a
-#: multi-byte character that may be whitespace (U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
-#: U+202F, U+205F, U+3000), 0 the rest
-BYTE_CLASS = np.zeros(256, dtype=np.uint8)
-BYTE_CLASS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = 1
-BYTE_CLASS[[0xC2, 0xE1, 0xE2, 0xE3]] = 2
-
-
 @njit(cache=True, inline="always")
 def _wide_space(data, i, end):
-    """The length in bytes of the multi-byte whitespace character at data[i] (a byte of class 2), 0 if the
+    """The length in bytes of the multi-byte whitespace character at data[i] (U+0085, U+00A0, U+1680,
+    U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000: a lead byte 0xC2, 0xE1, 0xE2 or 0xE3), 0 if the
     character there is not whitespace."""
     c = data[i]
     if c == 0xC2:
@@ -80,7 +73,7 @@ def _word_hash(data, a, b):
 
 
 #: byte classes of text_scan (bits): whitespace, the lead byte of a multi-byte character that may be whitespace
-#: (as BYTE_CLASS), a control character (U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F), '<' or '&',
+#: (_wide_space), a control character (U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F), '<' or '&',
 #: 0xC2 (U+0080-U+009F are controls too), 0xEF (U+FFFD starts with it), any byte >= 0x80
 _SP, _WIDE, _CTL, _MARK, _C2, _EF, _HIGH = 1, 2, 4, 8, 16, 32, 64
 SCAN_CLASS = np.zeros(256, dtype=np.uint8)
@@ -126,10 +119,10 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
               vocab, table, slots, store, state):
     """Everything validate reads from a text column, in one pass over its (lower-cased) UTF-8 bytes. For every
     text t: its word count (words[t]: len(text.split())), the key of its words (key_hi[t], key_lo[t]:
-    hashing.text_key), its length in code points (chars[t]) and flags (CONTROL, REPLACEMENT, MARKUP, as
-    text_facts); for the texts with want[t], the densified one-permutation MinHash signature of their k-word
-    shingles (sig[t], see the minhash module) and, with vocab, their words counted in an open-addressing table
-    kept from call to call (table: a row per slot, word hash (0: free) and count; slots: a row per distinct
+    hashing.text_key), its length in code points (chars[t]) and flags (CONTROL: a character U+0000-U+0008,
+    U+000B, U+000C, U+000E-U+001F or U+007F-U+009F; REPLACEMENT: U+FFFD; MARKUP: '<' or '&'); for the texts
+    with want[t], the densified one-permutation MinHash signature of their k-word shingles (sig[t], see the
+    minhash module) and, with vocab, their words counted in an open-addressing table kept from call to call (table: a row per slot, word hash (0: free) and count; slots: a row per distinct
     word, in order of appearance, its slot, the offset of its bytes in store and its length; store: the
     bytes of those words).
 
@@ -424,35 +417,6 @@ def _nth_word(data, a, b, n):
             n -= 1
             s = i + 1
     return s, b
-
-
-@njit(cache=True)
-def text_facts(data, offsets, chars, control, replacement, markup):
-    """Per text, from its UTF-8 bytes: its length in code points (chars), whether it holds a control
-    character (control: U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F-U+009F), U+FFFD
-    (replacement), and '<' or '&' (markup: only those texts can hold HTML)."""
-    for t in range(offsets.size - 1):
-        a, b = offsets[t], offsets[t + 1]
-        n = 0
-        ctl = rep = mk = False
-        for i in range(a, b):
-            v = data[i]
-            if v & 0xC0 != 0x80:
-                n += 1
-            if v < 0x20:
-                if v != 9 and v != 10 and v != 13:
-                    ctl = True
-            elif v == 0x7F:
-                ctl = True
-            elif v == 0x3C or v == 0x26:
-                mk = True
-            elif v == 0xC2:
-                if i + 1 < b and 0x80 <= data[i + 1] <= 0x9F:
-                    ctl = True
-            elif v == 0xEF:
-                if i + 2 < b and data[i + 1] == 0xBF and data[i + 2] == 0xBD:
-                    rep = True
-        chars[t], control[t], replacement[t], markup[t] = n, ctl, rep, mk
 
 
 @njit(cache=True)
