@@ -7,6 +7,7 @@ without bias and find the near-duplicate pairs."""
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pandas as pd
@@ -121,7 +122,11 @@ def test_column_operations_equal_their_python_definitions():
     assert chars.tolist() == [len(t) for t in plain]
     assert control.tolist() == [bool(quality._CONTROL.search(t)) for t in plain]
     assert replacement.tolist() == ["\ufffd" in t for t in plain]
-    assert markup.tolist() == [("<" in t or "&" in t) for t in plain]
+    # where a tag or entity can start, in the text as the scan reads it (lower-cased by pyarrow: "&İ" reads "&i")
+    lowered_all = pc.utf8_lower(pa.array(plain, type=pa.large_string())).to_pylist()
+    assert markup.tolist() == [bool(re.search(r"<[a-zA-Z/]|&[a-zA-Z#]", t)) for t in lowered_all]
+    # every text where the HTML rule fires is one the scan marks (the rule's pattern only runs on those)
+    assert not (np.array([bool(quality._HTML_LEFT.search(t)) for t in plain]) & ~markup).any()
     assert columns.contains(arr, quality._html_left_re2()).tolist() == [bool(quality._HTML_LEFT.search(t)) for t in plain]
     assert columns.group_keys(arr) == [quality.group_key(t) for t in plain]
     assert columns.group_keys(arr.slice(7, 300)) == [quality.group_key(t) for t in plain[7:307]]  # offsets past 0
@@ -138,7 +143,7 @@ def test_column_operations_equal_their_python_definitions():
 
 
 def text_facts(arr: pa.Array) -> tuple[np.ndarray, ...]:
-    """minhash.Scanner's facts of a string array: code points, control character, U+FFFD, '<' or '&'."""
+    """minhash.Scanner's facts of a string array: code points, control character, U+FFFD, where HTML can start."""
     from bigmodel_core.data import kernels
 
     got = minhash.Scanner(3).scan(arr, want=np.zeros(len(arr), dtype=bool))

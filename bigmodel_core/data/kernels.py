@@ -95,8 +95,10 @@ def _byte_flags(data, i, end, c):
     f = 0
     if c & _CTL:
         f |= CONTROL
-    if c & _MARK:
-        f |= MARKUP
+    if c & _MARK and i + 1 < end:  # where a tag or an entity can start: '<' then a letter or '/', '&' then a letter or '#'
+        d = data[i + 1] | 0x20
+        if 0x61 <= d <= 0x7A or data[i + 1] == (0x2F if data[i] == 0x3C else 0x23):
+            f |= MARKUP
     if c & _C2 and i + 1 < end and 0x80 <= data[i + 1] <= 0x9F:
         f |= CONTROL
     if c & _EF and i + 2 < end and data[i + 1] == 0xBF and data[i + 2] == 0xBD:
@@ -120,7 +122,8 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
     """Everything validate reads from a text column, in one pass over its (lower-cased) UTF-8 bytes. For every
     text t: its word count (words[t]: len(text.split())), the key of its words (key_hi[t], key_lo[t]:
     hashing.text_key), its length in code points (chars[t]) and flags (CONTROL: a character U+0000-U+0008,
-    U+000B, U+000C, U+000E-U+001F or U+007F-U+009F; REPLACEMENT: U+FFFD; MARKUP: '<' or '&'); for the texts
+    U+000B, U+000C, U+000E-U+001F or U+007F-U+009F; REPLACEMENT: U+FFFD; MARKUP: '<' followed by an ASCII
+    letter or '/', or '&' followed by one or '#': where HTML left after cleaning can start); for the texts
     with want[t], the densified one-permutation MinHash signature of their k-word shingles (sig[t], see the
     minhash module) and, with vocab, their words counted in an open-addressing table kept from call to call (table: a row per slot, word hash (0: free) and count; slots: a row per distinct
     word, in order of appearance, its slot, the offset of its bytes in store and its length; store: the
