@@ -331,8 +331,23 @@ def main() -> int:
     make_workspace(ws, corpus)
     print(f"corpus: {info['rows']:,} rows in {info['files']} Parquet files, {info['bytes'] / 2**20:.0f} MiB", flush=True)
     kinds = ["floor", "bigmodel"] + ([] if args.no_pandas else ["pandas"])
+    requested = args.stages.split(",")
+    unknown = [s for s in requested if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+
+    def ensure_input(stage: str) -> None:
+        # a stage measured alone needs the outputs of the stages before it: run those first, untimed
+        if all(f.exists() for f in _stage_io(stage, ws, corpus)[0]):
+            return
+        before = STAGES[STAGES.index(stage) - 1]
+        ensure_input(before)
+        print(f"  {before:9s} (untimed: {stage} needs its output)", flush=True)
+        measure("bigmodel", before, ws, corpus)
+
     results = {}
-    for stage in args.stages.split(","):
+    for stage in requested:
+        ensure_input(stage)
         results[stage] = {}
         for kind in kinds:  # bigmodel runs before pandas: later stages read bigmodel's outputs
             results[stage][kind] = measure(kind, stage, ws, corpus)

@@ -179,10 +179,39 @@ def test_scanner_keeps_the_words_of_every_part_and_finds_keys_and_facts():
     assert ((got["flags"] & kernels.CONTROL) > 0).tolist() == control and sum(control) > 50
     assert ((got["flags"] & kernels.REPLACEMENT) > 0).tolist() == ["\ufffd" in t for t in plain]
     starts = re.compile(r"<[a-zA-Z/]|&[a-zA-Z#]")
-    assert ((got["flags"] & kernels.MARKUP) > 0).tolist() == [bool(starts.search(_lower(t))) for t in plain]
+    assert ((got["flags"] & kernels.MARKUP) > 0).tolist() == [bool(starts.search(t)) for t in plain]
+    # a character that str.casefold() folds otherwise than pyarrow lower-cases it (ß, ς): its text is marked
+    refold = [any(c.casefold() != _lower(c) for c in t) for t in plain]
+    assert ((got["flags"] & kernels.CASEFOLD) > 0).tolist() == refold and sum(refold) > 20
     # the words of the texts not wanted are counted (words) but not signed
     sig = np.concatenate([p.sig for p in parts])
     assert (sig[~want] == 0).all() and (sig[want & (got["words"] > 0)] != 0).any(axis=1).all()
+
+
+def test_scan_lower_cases_every_code_point_as_pyarrow_does():
+    # each code point (but surrogates) in a word of its own, between ASCII capitals: the scan, which lower-cases
+    # as it reads (kernels.fold_table), keys and counts the words of pyarrow's utf8_lower of the text
+    from bigmodel_core.data import kernels
+
+    cps = [c for c in range(0x30000) if not 0xD800 <= c < 0xE000]
+    texts = [f"Q{chr(c)}Z" for c in cps]
+    arr = pa.array(texts, type=pa.large_string())
+    lowered = pc.utf8_lower(arr)
+    scanner = minhash.Scanner(1, vocab=True)
+    folded = scanner.scan(arr)
+    plain = minhash.Scanner(1).scan(lowered, lower=False)
+    assert (folded.key_hi == plain.key_hi).all() and (folded.key_lo == plain.key_lo).all()
+    assert (folded.words == plain.words).all() and (folded.chars == [len(t) for t in texts]).all()
+    distinct, counts = scanner.vocabulary()
+    assert dict(zip(distinct.to_pylist(), counts.tolist())) == dict(
+        Counter(w for t in lowered.to_pylist() for w in t.split()))
+    assert sum(a != b for a, b in zip(texts, lowered.to_pylist())) > 1000  # many code points do change
+    marked = (folded.flags & kernels.CASEFOLD) > 0
+    assert marked.tolist() == [chr(c).casefold() != low[1:-1] for c, low in zip(cps, lowered.to_pylist())]
+    assert 50 < marked.sum() < 500 and marked[cps.index(ord("ß"))] and marked[cps.index(ord("ς"))]
+    # above fold_table's end nothing has a lower case or a case folding, so the kernel reads it as it is
+    rest = "".join(chr(c) for c in range(kernels.FOLD_LIMIT, 0x110000))
+    assert pc.utf8_lower(pa.array([rest]))[0].as_py() == rest and rest.casefold() == rest
 
 
 def test_variants_of_a_slice_with_nulls_equal_the_definition():

@@ -84,17 +84,27 @@ def group_keys(arr: pa.Array) -> list[str]:
 
 
 def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """group_keys as two numbers per text: the first 16 hex digits (uint64) and the next 4 (uint16). The texts
-    are case-folded (casefold() in Python for the non-ASCII ones, which it is lower() for ASCII), then one
-    compiled pass (minhash.Scanner) splits them as str.split() does and keys their words."""
+    """group_keys as two numbers per text: the first 16 hex digits (uint64) and the next 4 (uint16). One
+    compiled pass (minhash.Scanner) splits the texts as str.split() does, lower-cased as pyarrow's utf8_lower
+    does, and keys their words; that is str.casefold() except for the few characters it flags (kernels.CASEFOLD:
+    ß, ς, ligatures, ...), whose texts are case-folded in Python and keyed again (casefold_key_ints)."""
+    from bigmodel_core.data import kernels
     from bigmodel_core.data.minhash import Scanner
 
     arr = pc.fill_null(as_array(arr), "")
-    others = ~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
-    if others.any():
-        folded = [t.casefold() for t in arr.filter(pa.array(others)).to_pylist()]
-        arr = pc.replace_with_mask(arr, pa.array(others), pa.array(folded, type=pa.large_string()))
-    got = Scanner(1).scan(pc.ascii_lower(arr), want=np.zeros(len(arr), dtype=bool), lower=False)
+    got = Scanner(1).scan(arr, want=np.zeros(len(arr), dtype=bool))
+    redo = np.nonzero(got.flags & kernels.CASEFOLD)[0]
+    if len(redo):
+        got.key_hi[redo], got.key_lo[redo] = casefold_key_ints(arr.take(pa.array(redo, type=pa.int64())))
+    return got.key_hi, got.key_lo
+
+
+def casefold_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """group_key_ints of texts case-folded by str.casefold() in Python (for texts the kernel flags)."""
+    from bigmodel_core.data.minhash import Scanner
+
+    folded = pa.array([t.casefold() for t in pc.fill_null(as_array(arr), "").to_pylist()], type=pa.large_string())
+    got = Scanner(1).scan(folded, want=np.zeros(len(folded), dtype=bool), lower=False)
     return got.key_hi, got.key_lo
 
 

@@ -14,6 +14,8 @@ first call in a fresh install compiles for a few seconds.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -84,8 +86,35 @@ SCAN_CLASS[[0x3C, 0x26]] |= _MARK
 SCAN_CLASS[0xC2] |= _C2
 SCAN_CLASS[0xEF] |= _EF
 SCAN_CLASS[0x80:] |= _HIGH
-#: text_scan's flags per text
-CONTROL, REPLACEMENT, MARKUP = 1, 2, 4
+#: text_scan's flags per text (CASEFOLD: only when it lower-cases)
+CONTROL, REPLACEMENT, MARKUP, CASEFOLD = 1, 2, 4, 8
+#: fold_table() covers the code points below this; none above it has a lower case or a case folding (a test
+#: checks every one)
+FOLD_LIMIT = 0x20000
+#: the bit of a fold_table() entry marking a character whose str.casefold() is not its utf8_lower
+FOLDS_OTHERWISE = np.uint32(1 << 31)
+
+
+@functools.cache
+def fold_table() -> np.ndarray:
+    """For each code point below FOLD_LIMIT, the code point pyarrow's utf8_lower maps it to (one for one: a
+    check here), with FOLDS_OTHERWISE where Python's str.casefold() gives something else (ß -> ss, ς -> σ,
+    Cherokee, ligatures: under 300 characters). Built from the two functions themselves, once a process
+    (about 50 ms), so it follows the installed pyarrow and Python."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cps = [c for c in range(FOLD_LIMIT) if not 0xD800 <= c < 0xE000]  # surrogates are not UTF-8
+    text = "".join(map(chr, cps))
+    lowered = pc.utf8_lower(pa.array([text], type=pa.large_string()))[0].as_py()
+    if len(lowered) != len(text):
+        raise RuntimeError("pyarrow's utf8_lower no longer maps code points one for one; kernels.fold_table "
+                           "cannot stand in for it")
+    table = np.arange(FOLD_LIMIT, dtype=np.uint32)
+    table[cps] = np.frombuffer(lowered.encode("utf-32-le"), dtype=np.uint32)
+    other = [c for c, low in zip(cps, lowered) if chr(c).casefold() != low]
+    table[other] |= FOLDS_OTHERWISE
+    return table
 _KEY_SEED, _KEY_MUL = np.uint64(hashing.KEY_SEED), np.uint64(hashing.KEY_MUL)
 
 
@@ -116,9 +145,88 @@ def _space_at(data, i, end, c):
     return 0
 
 
+@njit(cache=True, inline="always")
+def _feed(h, acc, shift, byte):
+    """One byte into a word hash being read (hashing.word_hash: eight bytes to a chunk)."""
+    acc |= np.uint64(byte) << shift
+    shift += np.uint64(8)
+    if shift == np.uint64(64):
+        h = mix(h ^ acc)
+        acc = np.uint64(0)
+        shift = np.uint64(0)
+    return h, acc, shift
+
+
+@njit(cache=True, inline="always")
+def _char_at(data, i, end):
+    """(code point, length in bytes) of the UTF-8 character starting at data[i] (a byte >= 0x80); length 0
+    where the bytes there are not a whole character (then the byte is taken as it is)."""
+    c = np.int64(data[i])
+    if c < 0xC0:
+        return 0, 0
+    if c < 0xE0:
+        n, cp = 2, c & 0x1F
+    elif c < 0xF0:
+        n, cp = 3, c & 0x0F
+    elif c < 0xF8:
+        n, cp = 4, c & 0x07
+    else:
+        return 0, 0
+    if i + n > end:
+        return 0, 0
+    for x in range(i + 1, i + n):
+        d = np.int64(data[x])
+        if d & 0xC0 != 0x80:
+            return 0, 0
+        cp = (cp << 6) | (d & 0x3F)
+    return cp, n
+
+
+@njit(cache=True, inline="always")
+def _utf8_len(cp):
+    return 1 if cp < 0x80 else 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
+
+
+@njit(cache=True, inline="always")
+def _utf8_byte(cp, n, x):
+    """Byte x of the n-byte UTF-8 encoding of cp."""
+    if n == 1:
+        return cp
+    if x == 0:
+        lead = 0xC0 if n == 2 else 0xE0 if n == 3 else 0xF0
+        return lead | (cp >> (6 * (n - 1)))
+    return 0x80 | ((cp >> (6 * (n - 1 - x))) & 0x3F)
+
+
+@njit(cache=True)
+def _store_lowered(data, a, b, fold_map, store, at):
+    """The bytes data[a:b] lower-cased as text_scan reads them with fold, into store[at:]; returns the end."""
+    i = a
+    while i < b:
+        v = data[i]
+        if v < 0x80:
+            store[at] = v + 32 if 65 <= v <= 90 else v
+            at += 1
+            i += 1
+            continue
+        cp, m = _char_at(data, i, b)
+        if m == 0:
+            store[at] = v
+            at += 1
+            i += 1
+            continue
+        low = np.int64(fold_map[cp] & 0x1FFFFF) if cp < fold_map.size else cp
+        n = _utf8_len(low)
+        for x in range(n):
+            store[at + x] = _utf8_byte(low, n, x)
+        at += n
+        i += m
+    return at
+
+
 @njit(cache=True)
 def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, chars, flags,
-              vocab, table, slots, store, state):
+              vocab, table, slots, store, state, fold, fold_map):
     """Everything validate reads from a text column, in one pass over its (lower-cased) UTF-8 bytes. For every
     text t: its word count (words[t]: len(text.split())), the key of its words (key_hi[t], key_lo[t]:
     hashing.text_key), its length in code points (chars[t]) and flags (CONTROL: a character U+0000-U+0008,
@@ -128,6 +236,10 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
     minhash module) and, with vocab, their words counted in an open-addressing table kept from call to call (table: a row per slot, word hash (0: free) and count; slots: a row per distinct
     word, in order of appearance, its slot, the offset of its bytes in store and its length; store: the
     bytes of those words).
+
+    fold: the bytes are read lower-cased as pyarrow's utf8_lower would make them (ASCII letters in place, other
+    characters through fold_map, fold_table()), and CASEFOLD marks a text with a character whose
+    str.casefold() differs; without it they are read as they are.
 
     state = (first text, slots taken, store bytes taken, slots needed, store bytes needed). Before a wanted
     text whose words might fill the table past half, or the store, it stops, writes state and returns False;
@@ -142,9 +254,10 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
         a, b = offsets[t], offsets[t + 1]
         on = want[t]
         count = on and vocab
-        if count and (2 * (n_used + (b - a + 1) // 2 + 1) > table.shape[0] or stored + (b - a) > store.size):
+        room = (b - a) + (b - a) // 2 if fold else b - a  # lower-casing makes a character 1.5x longer at most
+        if count and (2 * (n_used + (b - a + 1) // 2 + 1) > table.shape[0] or stored + room > store.size):
             state[0], state[1], state[2] = t, n_used, stored
-            state[3], state[4] = n_used + (b - a + 1) // 2 + 1, stored + (b - a)
+            state[3], state[4] = n_used + (b - a + 1) // 2 + 1, stored + room
             return False
         if on:
             raw[:] = empty
@@ -171,14 +284,30 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
             acc = np.uint64(0)
             shift = np.uint64(0)
             j = i
+            wl = 0  # the word's length in bytes as read (lower-cased with fold)
             while True:
-                acc |= np.uint64(data[j]) << shift
-                shift += np.uint64(8)
-                if shift == np.uint64(64):
-                    h = mix(h ^ acc)
-                    acc = np.uint64(0)
-                    shift = np.uint64(0)
-                j += 1
+                if not fold or v < 0x80:
+                    h, acc, shift = _feed(h, acc, shift, v + 32 if fold and 65 <= v <= 90 else v)
+                    wl += 1
+                    j += 1
+                else:
+                    cp, m = _char_at(data, j, b)
+                    if m == 0:  # not a whole character: the byte as it is
+                        h, acc, shift = _feed(h, acc, shift, v)
+                        wl += 1
+                        j += 1
+                    else:
+                        low = cp
+                        if cp < fold_map.size:
+                            e = fold_map[cp]
+                            low = np.int64(e & 0x1FFFFF)
+                            if e & FOLDS_OTHERWISE:
+                                fl |= CASEFOLD
+                        nb = _utf8_len(low)
+                        for x in range(nb):
+                            h, acc, shift = _feed(h, acc, shift, _utf8_byte(low, nb, x))
+                        wl += nb
+                        j += m
                 if j >= b:
                     break
                 v = data[j]
@@ -192,7 +321,7 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
                         break
             if shift:
                 h = mix(h ^ acc)
-            h = mix(h + np.uint64(j - i) * _GOLD)
+            h = mix(h + np.uint64(wl) * _GOLD)
             khi = mix(khi ^ h)
             klo = klo * _KEY_MUL + h
             if on:
@@ -206,9 +335,12 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
                             break
                         if kk == 0:
                             table[slot, 0], table[slot, 1] = key, 1
-                            slots[n_used, 0], slots[n_used, 1], slots[n_used, 2] = slot, stored, j - i
-                            store[stored:stored + j - i] = data[i:j]
-                            stored += j - i
+                            slots[n_used, 0], slots[n_used, 1], slots[n_used, 2] = slot, stored, wl
+                            if fold:
+                                _store_lowered(data, i, j, fold_map, store, stored)
+                            else:
+                                store[stored:stored + wl] = data[i:j]
+                            stored += wl
                             n_used += 1
                             break
                         slot = (slot + 1) & mask

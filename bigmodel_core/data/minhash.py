@@ -8,7 +8,8 @@ probability equal to their Jaccard similarity. One hash per shingle instead of o
 permutation, computed in one compiled pass over the texts' bytes (kernels.text_scan), which also counts
 every text's words and the distinct words for the data profile, and finds the group keys and text facts.
 
-Words are the whitespace-separated words (Python's str.split) of the text lower-cased by pyarrow's utf8_lower;
+Words are the whitespace-separated words (Python's str.split) of the text lower-cased as pyarrow's utf8_lower
+does (the kernel lower-cases as it reads, with a table made from utf8_lower itself);
 a shingle is `k` consecutive words (a text of k words or fewer is one shingle). A word's hash depends on its
 bytes alone (the definition is hashing.word_hash), so a text's signature does not depend on the other
 rows or on the process. LSH bands and rows come from datasketch's optimiser for the threshold; candidate
@@ -74,14 +75,13 @@ class Scanner:
 
     def scan(self, texts, want: np.ndarray | None = None, low_bits: bool = False, lower: bool = True,
              sig: np.ndarray | None = None) -> Scan:
-        """texts: an Arrow string array (or what columns.as_array takes), lower-cased here by pyarrow's
-        utf8_lower unless lower=False; sig: where to write the signatures ((n, BINS), zeros), if not new."""
+        """texts: an Arrow string array (or what columns.as_array takes), read lower-cased as pyarrow's
+        utf8_lower makes them (by the kernel, as it reads: kernels.fold_table) unless lower=False; sig: where
+        to write the signatures ((n, BINS), zeros), if not new."""
         from bigmodel_core.data import kernels
         from bigmodel_core.data.columns import as_array, byte_view
 
         arr = pc.fill_null(as_array(texts), "")
-        if lower:
-            arr = pc.utf8_lower(arr)
         n = len(arr)
         want = np.ones(n, dtype=bool) if want is None else np.ascontiguousarray(want, dtype=bool)
         offsets, data = byte_view(arr)
@@ -93,7 +93,7 @@ class Scanner:
         st[0] = 0
         while not kernels.text_scan(data, offsets, want, self.k, _MULS, _PROBES, got.sig, got.words, got.key_hi,
                                     got.key_lo, got.chars, got.flags, self.vocab, self.table, self.slots,
-                                    self.store, st):
+                                    self.store, st, lower, kernels.fold_table() if lower else _NO_FOLD):
             while self.table.shape[0] < 2 * st[3]:  # room for the next text's words, all new at worst
                 self.table, self.slots = kernels.grown(self.table, self.slots, int(st[1]))
             if self.store.size < st[4]:
@@ -115,6 +115,7 @@ class Scanner:
         return distinct, self.table[self.slots[:used, 0], 1].copy()
 
 
+_NO_FOLD = np.zeros(0, dtype=np.uint32)
 _MULS = np.array([_MUL[j % len(_MUL)] for j in range(16)], dtype=np.uint64)  # the multiplier of each shingle position
 _PROBES = np.ascontiguousarray(np.random.default_rng(20241125).permuted(np.tile(np.arange(BINS), (64, 1)), axis=1))
 

@@ -168,7 +168,7 @@ class Checker:
         """batches: a callable giving the table's frames (called again by write()); rows: how many rows they
         hold, if known (the per-row arrays are then allocated once, and label_noise keeps the texts of about
         its sample; unknown, it keeps every usable text)."""
-        from bigmodel_core.data import minhash
+        from bigmodel_core.data import kernels, minhash
 
         self.batches = batches
         flags = ("blank", "missing", "unknown", "usable", *_TEXT_RULES)
@@ -221,12 +221,12 @@ class Checker:
             local, uniques = pd.factorize(df["source_file"].astype(str))
             files = np.array([self.file_names.setdefault(u, len(self.file_names)) for u in uniques], dtype=np.int32)
             fixed = df["fixed_split"].map(_FIXED).fillna(0).to_numpy(dtype=np.int8)
-            # group keys: the scan's keys of the lower-cased words are those of the normalised text for ASCII
-            # texts; the others are case-folded (str.casefold) and keyed again
+            # group keys: the scan's keys of the lower-cased words are those of the normalised text, but for the
+            # texts with a character that str.casefold() folds otherwise (kernels.CASEFOLD), keyed again
             hi, lo = np.where(usable, got.key_hi, np.uint64(0)), np.where(usable, got.key_lo, np.uint16(0))
-            folded = np.nonzero(usable & ~pc.string_is_ascii(pc.fill_null(arr, "")).to_numpy(zero_copy_only=False))[0]
+            folded = np.nonzero(usable & (got.flags & kernels.CASEFOLD).astype(bool))[0]
             if len(folded):
-                hi[folded], lo[folded] = columns.group_key_ints(arr.take(pa.array(folded, type=pa.int64())))
+                hi[folded], lo[folded] = columns.casefold_key_ints(arr.take(pa.array(folded, type=pa.int64())))
             where = np.nonzero(usable)[0]
             if want and len(where):
                 pick = where[hi[where] <= cutoff]
