@@ -154,11 +154,14 @@ def child_floor(stage: str, ws: str, corpus: str) -> None:
     """Read the stage's input and write the same rows back: the I/O a stage cannot avoid."""
     import pyarrow.parquet as pq
 
+    from bigmodel_core.io import PARQUET_OPTIONS
+
     ins, out = _stage_io(stage, Path(ws), Path(corpus))
     out.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(ins):  # in record batches, as the stages stream (a 10M-row table does not fit whole)
         reader = pq.ParquetFile(f)
-        with pq.ParquetWriter(out / f"floor-{i}.parquet", reader.schema_arrow) as writer:
+        # written as the stages write (io.PARQUET_OPTIONS), so the floor is the same files' I/O
+        with pq.ParquetWriter(out / f"floor-{i}.parquet", reader.schema_arrow, **PARQUET_OPTIONS) as writer:
             for group in range(reader.num_row_groups):  # a row group at a time, as bigmodel_core.io does
                 for batch in reader.iter_batches(batch_size=65_536, row_groups=[group]):
                     writer.write_batch(batch)

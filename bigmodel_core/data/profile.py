@@ -80,19 +80,30 @@ class Profiler:
 
     def merge(self) -> None:
         """Sum the waiting counts into (words, word_counts); a word taken away more often than it was added
-        is an error of the caller."""
+        is an error of the caller. The first counts, from one call, are taken as they are (a call's words are
+        distinct); later ones are summed per word among themselves, then added to the words already seen that
+        they name (a hash lookup, not a group-by over every word seen) and the new words appended."""
         if not self._pending:
             return
-        parts = [pa.table({"word": self.words, "count": pa.array(self.word_counts)}), *self._pending]
-        summed = pa.concat_tables(parts).group_by("word").aggregate([("count", "sum")])
-        self._pending, self._waiting = [], 0
-        counts = summed["count_sum"].to_numpy()
+        pending, self._pending, self._waiting = self._pending, [], 0
+        if not len(self.words) and len(pending) == 1:
+            words, counts = pending[0]["word"].combine_chunks(), pending[0]["count"].to_numpy()
+        else:
+            summed = pa.concat_tables(pending).group_by("word").aggregate([("count", "sum")])
+            added = summed["count_sum"].to_numpy()
+            at = pc.fill_null(pc.index_in(summed["word"], value_set=self.words), -1).to_numpy(zero_copy_only=False)
+            known = at >= 0
+            counts = self.word_counts.copy()
+            counts[at[known]] += added[known]  # at most once each: the group-by made the words distinct
+            new = ~known
+            words = pa.concat_arrays([self.words, summed["word"].filter(pa.array(new)).combine_chunks()])
+            counts = np.concatenate([counts, added[new]])
         if (counts < 0).any():
-            bad = summed["word"].filter(pa.array(counts < 0))[0].as_py()
+            bad = words.filter(pa.array(counts < 0))[0].as_py()
             raise ValueError(f"cannot take away {int((counts < 0).sum())} word(s) never added, e.g. {bad!r}")
-        keep = pa.array(counts > 0)
-        self.words = summed["word"].filter(keep).combine_chunks()
-        self.word_counts = counts[counts > 0].astype(np.int64)
+        keep = counts > 0
+        self.words = words if keep.all() else words.filter(pa.array(keep))
+        self.word_counts = counts[keep].astype(np.int64)
 
     def oov_rate(self) -> float:
         """The share of word occurrences outside the reference vocabulary (all of them without one)."""

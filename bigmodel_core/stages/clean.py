@@ -38,7 +38,7 @@ def run(params: Params, paths: Paths) -> dict:
         raise DataError(f"input {shown(source)} breaks schema raw: column text is missing")
     rows = changed = truncated = 0
     with atomic_dir(paths.clean) as out:
-        with pq.ParquetWriter(out / "rows.parquet", schema) as writer:
+        with pq.ParquetWriter(out / "rows.parquet", schema, **io.PARQUET_OPTIONS) as writer:
             for batch in io.iter_batches(reader):
                 check_table(batch.to_pandas(), schemas.RAW, f"input {shown(source)}")
                 before = batch.column(text_at)
