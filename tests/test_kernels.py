@@ -214,6 +214,44 @@ def test_scan_lower_cases_every_code_point_as_pyarrow_does():
     assert pc.utf8_lower(pa.array([rest]))[0].as_py() == rest and rest.casefold() == rest
 
 
+@pytest.mark.parametrize("lower", [True, False])
+def test_scan_reads_words_of_every_length_eight_bytes_at_a_time_as_byte_by_byte(lower):
+    # words of 1 to 40 bytes, mostly plain ASCII (the eight-byte path) with capitals, and now and then a
+    # byte that path must stop at (space, tab, control, '<', '&', DEL, non-ASCII) at every position,
+    # texts ending anywhere in a chunk: keys, word counts, flags and the vocabulary equal the definitions
+    from bigmodel_core.data import kernels
+    from bigmodel_core.data.hashing import text_key
+
+    rng = random.Random(5 if lower else 6)
+    plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'\"-_@[]{}~^`|/=+*%$#()"
+    odd = ["<", "&", "\x7f", "\x01", "\t", "é", "É", "ß", "😀", "\u00a0", "<b", "&a", "@", "Z", "A", "\x1f", "\x20"]
+    texts = []
+    for _ in range(3000):
+        words = []
+        for _ in range(rng.choice([1, 2, 3, 8])):
+            w = "".join(rng.choice(plain) for _ in range(rng.randint(1, 40)))
+            if rng.random() < 0.3:
+                at = rng.randint(0, len(w))
+                w = w[:at] + rng.choice(odd) + w[at:]
+            words.append(w)
+        texts.append(rng.choice([" ", "  ", "\n"]).join(words) + rng.choice(["", " ", "x"]))
+    arr = pa.array(texts, type=pa.large_string())
+    scanner = minhash.Scanner(2, vocab=True)
+    got = scanner.scan(arr, lower=lower)
+    read = [_lower(t) if lower else t for t in texts]
+    assert got.words.tolist() == [len(t.split()) for t in texts]
+    assert list(zip(got.key_hi.tolist(), got.key_lo.tolist())) == [text_key([w.encode() for w in t.split()]) for t in read]
+    assert ((got.flags & kernels.MARKUP) > 0).tolist() == [bool(re.search(r"<[a-zA-Z/]|&[a-zA-Z#]", t)) for t in texts]
+    assert ((got.flags & kernels.CONTROL) > 0).tolist() == [bool(re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", t))
+                                                             for t in texts]
+    assert got.chars.tolist() == [len(t) for t in texts]
+    distinct, counts = scanner.vocabulary()
+    assert dict(zip(distinct.to_pylist(), counts.tolist())) == dict(Counter(w for t in read for w in t.split()))
+    if lower:  # the definition of the signatures reads the text lower-cased
+        assert (got.sig == reference_signatures(texts, 2)).all()
+    assert sum(len(w.encode()) > 16 for t in texts for w in t.split()) > 1000
+
+
 def test_variants_of_a_slice_with_nulls_equal_the_definition():
     from bigmodel_core.config import AugmentParams
     from bigmodel_core.data.augment import variant, variant_seeds, variants

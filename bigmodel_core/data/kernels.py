@@ -86,6 +86,45 @@ SCAN_CLASS[[0x3C, 0x26]] |= _MARK
 SCAN_CLASS[0xC2] |= _C2
 SCAN_CLASS[0xEF] |= _EF
 SCAN_CLASS[0x80:] |= _HIGH
+_ONE, _L8, _H8, _M7 = np.uint64(1), np.uint64(0x0101010101010101), np.uint64(0x8080808080808080), np.uint64(0x7F7F7F7F7F7F7F7F)
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_CTZ = np.zeros(64, dtype=np.int64)  # bit index of a power of two, by its de Bruijn product's top 6 bits
+for _b in range(64):
+    _CTZ[((1 << _b) * int(_DEBRUIJN) % 2**64) >> 58] = _b
+
+
+@njit(cache=True, inline="always")
+def _load8(data, i):
+    """The bytes data[i:i+8] as one little-endian uint64 (compiled to one load)."""
+    x = np.uint64(0)
+    for s in range(8):
+        x |= np.uint64(data[i + s]) << np.uint64(8 * s)
+    return x
+
+
+@njit(cache=True, inline="always")
+def _zero8(y):
+    """0x80 in each byte of y that is 0, 0 elsewhere (exact: no carry crosses a byte)."""
+    return ~(((y & _M7) + _M7) | y | _M7)
+
+
+@njit(cache=True, inline="always")
+def _specials8(x):
+    """0x80 in each byte of x that the byte loop of text_scan must look at (SCAN_CLASS not 0, or a plain
+    space): below 0x21, 0x7F, '&', '<', or 0x80 and above; 0 elsewhere."""
+    below21 = ~((x & _M7) + _L8 * np.uint64(0x5F)) & _H8
+    return ((x & _H8) | below21 | _zero8(x ^ (_L8 * np.uint64(0x7F))) | _zero8(x ^ (_L8 * np.uint64(0x26)))
+            | _zero8(x ^ (_L8 * np.uint64(0x3C))))
+
+
+@njit(cache=True, inline="always")
+def _lower8(x):
+    """The ASCII capitals of x (bytes all below 0x80) lower-cased, byte by byte."""
+    ge_a = x + _L8 * np.uint64(0x3F)   # a byte's top bit set where it is >= 'A' (0x41)
+    past_z = x + _L8 * np.uint64(0x25)  # ... where it is > 'Z' (0x5A)
+    return x | ((ge_a & ~past_z & _H8) >> np.uint64(2))
+
+
 #: text_scan's flags per text (CASEFOLD: only when it lower-cases)
 CONTROL, REPLACEMENT, MARKUP, CASEFOLD = 1, 2, 4, 8
 #: fold_table() covers the code points below this; none above it has a lower case or a case folding (a test
@@ -227,15 +266,16 @@ def _store_lowered(data, a, b, fold_map, store, at):
 @njit(cache=True)
 def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, chars, flags,
               vocab, table, slots, store, state, fold, fold_map):
-    """Everything validate reads from a text column, in one pass over its (lower-cased) UTF-8 bytes. For every
+    """Everything validate reads from a text column, in one pass over its UTF-8 bytes (eight at a time where
+    they are plain ASCII, _specials8). For every
     text t: its word count (words[t]: len(text.split())), the key of its words (key_hi[t], key_lo[t]:
     hashing.text_key), its length in code points (chars[t]) and flags (CONTROL: a character U+0000-U+0008,
     U+000B, U+000C, U+000E-U+001F or U+007F-U+009F; REPLACEMENT: U+FFFD; MARKUP: '<' followed by an ASCII
     letter or '/', or '&' followed by one or '#': where HTML left after cleaning can start); for the texts
     with want[t], the densified one-permutation MinHash signature of their k-word shingles (sig[t], see the
-    minhash module) and, with vocab, their words counted in an open-addressing table kept from call to call (table: a row per slot, word hash (0: free) and count; slots: a row per distinct
-    word, in order of appearance, its slot, the offset of its bytes in store and its length; store: the
-    bytes of those words).
+    minhash module) and, with vocab, their words counted in an open-addressing table kept from call to call
+    (table: a row per slot, word hash (0: free) and count; slots: a row per distinct word, in order of
+    appearance, its slot, the offset of its bytes in store and its length; store: the bytes of those words).
 
     fold: the bytes are read lower-cased as pyarrow's utf8_lower would make them (ASCII letters in place, other
     characters through fold_map, fold_table()), and CASEFOLD marks a text with a character whose
@@ -285,7 +325,41 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
             shift = np.uint64(0)
             j = i
             wl = 0  # the word's length in bytes as read (lower-cased with fold)
-            while True:
+            # eight bytes at a time while they are plain (ASCII, no whitespace, control, '<' or '&': _plain8),
+            # which is most words whole; the byte loop below takes over at the first other byte
+            while j + 8 <= data.size:
+                x = _load8(data, j)
+                sp = _specials8(x)
+                p = 8 if sp == 0 else _CTZ[(((sp & (~sp + _ONE)) * _DEBRUIJN) >> np.uint64(58))] >> 3
+                if p > b - j:
+                    p = b - j
+                if p == 0:
+                    break
+                if p < 8:
+                    x &= (_ONE << np.uint64(8 * p)) - _ONE
+                if fold:
+                    x = _lower8(x)
+                wl += p
+                j += p
+                if p < 8:  # a word shorter than eight bytes, or its last part: the rest of the hash's chunk
+                    acc, shift = x, np.uint64(8 * p)
+                    break
+                h = mix(h ^ x)
+            go = True
+            if j > i:  # the byte the fast path stopped at is not looked at yet
+                if j >= b:
+                    go = False
+                else:
+                    v = data[j]
+                    c = SCAN_CLASS[v]
+                    if v == 32:
+                        go = False
+                    elif c:
+                        fl |= _byte_flags(data, j, b, c)
+                        high |= (c & _HIGH) != 0
+                        if _space_at(data, j, b, c):
+                            go = False
+            while go:
                 if not fold or v < 0x80:
                     h, acc, shift = _feed(h, acc, shift, v + 32 if fold and 65 <= v <= 90 else v)
                     wl += 1
