@@ -77,12 +77,13 @@ def _word_hash(data, a, b):
 #: byte classes of text_scan (bits): whitespace, the lead byte of a multi-byte character that may be whitespace
 #: (_wide_space), a control character (U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F), '<' or '&',
 #: 0xC2 (U+0080-U+009F are controls too), 0xEF (U+FFFD starts with it), any byte >= 0x80
-_SP, _WIDE, _CTL, _MARK, _C2, _EF, _HIGH = 1, 2, 4, 8, 16, 32, 64
+_SP, _WIDE, _CTL, _MARK, _C2, _EF, _HIGH, _GT = 1, 2, 4, 8, 16, 32, 64, 128
 SCAN_CLASS = np.zeros(256, dtype=np.uint8)
 SCAN_CLASS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] |= _SP
 SCAN_CLASS[[0xC2, 0xE1, 0xE2, 0xE3]] |= _WIDE
 SCAN_CLASS[[*range(0, 9), 11, 12, *range(14, 32), 0x7F]] |= _CTL
 SCAN_CLASS[[0x3C, 0x26]] |= _MARK
+SCAN_CLASS[0x3E] |= _GT
 SCAN_CLASS[0xC2] |= _C2
 SCAN_CLASS[0xEF] |= _EF
 SCAN_CLASS[0x80:] |= _HIGH
@@ -111,10 +112,10 @@ def _zero8(y):
 @njit(cache=True, inline="always")
 def _specials8(x):
     """0x80 in each byte of x that the byte loop of text_scan must look at (SCAN_CLASS not 0, or a plain
-    space): below 0x21, 0x7F, '&', '<', or 0x80 and above; 0 elsewhere."""
+    space): below 0x21, 0x7F, '&', '<', '>', or 0x80 and above; 0 elsewhere."""
     below21 = ~((x & _M7) + _L8 * np.uint64(0x5F)) & _H8
     return ((x & _H8) | below21 | _zero8(x ^ (_L8 * np.uint64(0x7F))) | _zero8(x ^ (_L8 * np.uint64(0x26)))
-            | _zero8(x ^ (_L8 * np.uint64(0x3C))))
+            | _zero8(x ^ (_L8 * np.uint64(0x3C))) | _zero8(x ^ (_L8 * np.uint64(0x3E))))
 
 
 @njit(cache=True, inline="always")
@@ -157,16 +158,29 @@ def fold_table() -> np.ndarray:
 _KEY_SEED, _KEY_MUL = np.uint64(hashing.KEY_SEED), np.uint64(hashing.KEY_MUL)
 
 
+_OPEN = 16  # a text's flag while text_scan reads it: a tag can start before this point ('<' then a letter or '/')
+_ENTITY_BYTES = 27  # the longest entity the HTML rule matches, '&#' + six 4-byte digits + ';', in bytes
+
+
 @njit(cache=True, inline="always")
-def _byte_flags(data, i, end, c):
-    """text_scan's flags that the byte data[i] (of class c, not 0) raises."""
-    f = 0
+def _byte_flags(data, i, end, c, f):
+    """The text's flags f with those the byte data[i] (of class c, not 0) raises. MARKUP: a '>' after a
+    possible tag start, or a possible entity start ('&' then a letter or '#') with a ';' in reach of it
+    (every match of the HTML rule has one or the other, and the rule runs only on those texts)."""
     if c & _CTL:
         f |= CONTROL
-    if c & _MARK and i + 1 < end:  # where a tag or an entity can start: '<' then a letter or '/', '&' then a letter or '#'
+    if c & _MARK and i + 1 < end:
         d = data[i + 1] | 0x20
         if 0x61 <= d <= 0x7A or data[i + 1] == (0x2F if data[i] == 0x3C else 0x23):
-            f |= MARKUP
+            if data[i] == 0x3C:
+                f |= _OPEN
+            else:
+                for x in range(i + 2, min(end, i + _ENTITY_BYTES + 1)):
+                    if data[x] == 0x3B:
+                        f |= MARKUP
+                        break
+    if c & _GT and f & _OPEN:
+        f |= MARKUP
     if c & _C2 and i + 1 < end and 0x80 <= data[i + 1] <= 0x9F:
         f |= CONTROL
     if c & _EF and i + 2 < end and data[i + 1] == 0xBF and data[i + 2] == 0xBD:
@@ -271,7 +285,8 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
     text t: its word count (words[t]: len(text.split())), the key of its words (key_hi[t], key_lo[t]:
     hashing.text_key), its length in code points (chars[t]) and flags (CONTROL: a character U+0000-U+0008,
     U+000B, U+000C, U+000E-U+001F or U+007F-U+009F; REPLACEMENT: U+FFFD; MARKUP: '<' followed by an ASCII
-    letter or '/', or '&' followed by one or '#': where HTML left after cleaning can start); for the texts
+    letter or '/' and later by '>', or '&' followed by one or '#' and within 27 bytes by ';': where HTML
+    left after cleaning can be); for the texts
     with want[t], the densified one-permutation MinHash signature of their k-word shingles (sig[t], see the
     minhash module) and, with vocab, their words counted in an open-addressing table kept from call to call
     (table: a row per slot, word hash (0: free) and count; slots: a row per distinct word, in order of
@@ -313,7 +328,7 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
                 continue
             c = SCAN_CLASS[v]
             if c:
-                fl |= _byte_flags(data, i, b, c)
+                fl = _byte_flags(data, i, b, c, fl)
                 high |= (c & _HIGH) != 0
                 w = _space_at(data, i, b, c)
                 if w:
@@ -355,7 +370,7 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
                     if v == 32:
                         go = False
                     elif c:
-                        fl |= _byte_flags(data, j, b, c)
+                        fl = _byte_flags(data, j, b, c, fl)
                         high |= (c & _HIGH) != 0
                         if _space_at(data, j, b, c):
                             go = False
@@ -389,7 +404,7 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
                     break
                 c = SCAN_CLASS[v]
                 if c:
-                    fl |= _byte_flags(data, j, b, c)
+                    fl = _byte_flags(data, j, b, c, fl)
                     high |= (c & _HIGH) != 0
                     if _space_at(data, j, b, c):
                         break
@@ -434,7 +449,7 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
             chars[t] = m
         else:
             chars[t] = b - a
-        flags[t] = fl
+        flags[t] = fl & ~_OPEN
         if not on:
             continue
         if n == 0:  # no words, no shingles: a signature of its own that matches nothing
