@@ -59,7 +59,7 @@ class Scan:
     key_hi: np.ndarray  # uint64 and uint16: hashing.text_key of the words of the lower-cased text
     key_lo: np.ndarray
     chars: np.ndarray  # int64 lengths in code points
-    flags: np.ndarray  # uint8 kernels.CONTROL | REPLACEMENT | MARKUP
+    flags: np.ndarray  # uint8 kernels.CONTROL | REPLACEMENT | MARKUP | CASEFOLD
 
 
 class Scanner:

@@ -582,7 +582,7 @@ def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray, chars: np.n
     """Row rules on the text alone, from the facts minhash.Scanner found (words: each text's word count, 0
     for a blank or null text; chars: its length in code points; flags: kernels.CONTROL, REPLACEMENT,
     MARKUP): U+FFFD, too short, too long, control characters (_CONTROL), HTML left after cleaning
-    (_html_left_re2, matched only in the texts where a tag or entity can start: MARKUP)."""
+    (_html_left_re2, matched only in the texts where a tag or an entity can be: MARKUP)."""
     from bigmodel_core.data import kernels
 
     present = words > 0
