@@ -23,7 +23,9 @@ from bigmodel_core.data.demo import generate
 PIECES = list("abc XYZ<>/&;#\t\n\x0b\x0c\r\x1c\x1f\x00 ") + [
     "&amp;", "#39;", "quot;", "x#39;", "&#39;", "<br />", "<b>", "</p>", "<" + "a" * 250 + ">", "é", "ß", "\u00a0",
     "\u2028", "\x85", "İ", "  ", " \t ", "&lt;b&gt;", "&amp;lt;i&amp;gt;", "nbsp;", "AMP;", "12;", "#123456;",
-    "#١٢;", "\u3000", "\u2009", "\u205f", "\u1680", "x\u200b", "\ufeff", "Ǆ", "ﬁ", "Σ"]
+    "#١٢;", "\u3000", "\u2009", "\u205f", "\u1680", "x\u200b", "\ufeff", "Ǆ", "ﬁ", "Σ",
+    # tags at the 200-character limit, counted in characters of one to four bytes
+    *(f"<{c * n}>" for c in ("x", "é", "😀") for n in (199, 200, 201))]
 
 
 def _samples(seed: int, n: int) -> list[str | None]:
@@ -36,7 +38,12 @@ def _samples(seed: int, n: int) -> list[str | None]:
 def test_clean_array_equals_clean_text_text_by_text(combo):
     p = CleanParams(lowercase=bool(combo & 1), strip_html=bool(combo & 2), normalize_whitespace=bool(combo & 4),
                     unescape_html=combo < 6, repair_entities=combo % 3 != 0, max_chars=[7, 25, 2000][combo % 3])
-    texts = _samples(combo, 3000) + generate(rows=500, seed=combo)["text"].tolist()
+    rng = random.Random(combo)
+    prose = ["word ", "Words ", "a ", "the end. ", "x", "  ", "A  B ", "don't ", "1999 "]
+    # long texts, mostly prose (compiled in eight-byte steps), now and then a piece that stops those steps
+    long_texts = ["".join(rng.choice(prose) if rng.random() < 0.9 else rng.choice(PIECES) for _ in range(300))
+                  for _ in range(300)]
+    texts = _samples(combo, 3000) + generate(rows=500, seed=combo)["text"].tolist() + long_texts
     got = clean_array(texts, p).to_pylist()
     want = [clean_text(t, p) for t in texts]
     assert len(got) == len(want)

@@ -27,12 +27,19 @@ def clean_text(text: str | None, p: CleanParams) -> str | None:
 def _entities(t: str, p: CleanParams) -> str:
     """Steps 1-2: repair entities that lost their '&', then unescape HTML entities."""
     if p.repair_entities:
-        t = _BROKEN_NUMERIC.sub(r"&#\1;", t)
-        t = _BROKEN_NAMED.sub(r"&\1;", t)
+        t = _repair(t)
     if p.unescape_html:
-        # Twice: "&amp;lt;b&amp;gt;" is a tag escaped two times.
-        t = html.unescape(html.unescape(t))
+        t = _unescape(t)
     return t
+
+
+def _repair(t: str) -> str:
+    return _BROKEN_NAMED.sub(r"&\1;", _BROKEN_NUMERIC.sub(r"&#\1;", t))
+
+
+def _unescape(t: str) -> str:
+    # Twice: "&amp;lt;b&amp;gt;" is a tag escaped two times.
+    return html.unescape(html.unescape(t))
 
 
 def _layout(t: str, p: CleanParams) -> str:
@@ -66,7 +73,9 @@ _ENTITY = r"#\p{Nd}{1,5};|(quot|amp|lt|gt|nbsp|apos);"  # what the repair patter
 def clean_array(texts, p: CleanParams):
     """clean_text over a pyarrow string array (or anything pa.array takes); returns a large_string array
     equal, text by text, to [clean_text(t, p) for t in texts]. Steps 1-2 (entities) run in Python on the
-    texts that could need them; steps 3-6 run in pyarrow, except lower-casing of non-ASCII texts."""
+    texts that could need them; steps 3-6 in one compiled pass (kernels.layout), but lower-casing of
+    non-ASCII texts, which runs in Python (str.lower has special cases)."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -74,24 +83,44 @@ def clean_array(texts, p: CleanParams):
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.cast(pa.large_string())
-    # the texts steps 1-2 could change, found in one scan: an '&' to unescape, an entity to repair
+    # steps 1-2 in Python, each on the texts it could change: the texts either could change, found in one scan;
+    # among them those with an entity to repair, then those with an '&' to unescape
     could = ["&"] * p.unescape_html + [_ENTITY] * p.repair_entities
     if could:
-        need = pc.fill_null(pc.match_substring_regex(arr, "|".join(could)), False)
-        arr = _replace_rows(arr, need, lambda t: _entities(t, p))
-    fast = arr
-    if p.strip_html:
-        fast = pc.replace_substring_regex(fast, r"<[^<>]{0,200}>", " ")
-    if p.normalize_whitespace:
-        fast = pc.utf8_trim(pc.replace_substring_regex(fast, _WS_RUN, " "), " ")
-    if p.lowercase:
-        fast = pc.ascii_lower(fast)
-    fast = pc.utf8_slice_codeunits(fast, 0, p.max_chars)
+        need = pc.fill_null(pc.match_substring_regex(arr, "|".join(could)), False).to_numpy(zero_copy_only=False)
+        where = pa.array(np.nonzero(need)[0], type=pa.int64())
+        if len(where):
+            part = arr.take(where)
+            if p.repair_entities:
+                part = _replace_rows(part, pc.fill_null(pc.match_substring_regex(part, _ENTITY), False), _repair)
+            if p.unescape_html:
+                part = _replace_rows(part, pc.fill_null(pc.match_substring(part, "&"), False), _unescape)
+            arr = pc.replace_with_mask(arr, pa.array(need), part)
+    fast = _layout_array(arr, p)
     if p.lowercase:  # str.lower() has special cases beyond ASCII: those texts take the Python path
         slow = pc.fill_null(pc.invert(pc.string_is_ascii(arr)), False)
         done = _replace_rows(arr, slow, lambda t: _layout(t, p))
         fast = pc.if_else(slow, done, fast)
     return fast
+
+
+def _layout_array(arr, p: CleanParams):
+    """Steps 3-6 over a large_string array in one compiled pass (kernels.layout); lower-casing there is
+    ASCII only (clean_array redoes the other texts in Python). Nulls stay null."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from bigmodel_core.data import kernels
+    from bigmodel_core.data.columns import byte_view
+
+    offsets, data = byte_view(arr)
+    out_offsets = np.empty(len(arr) + 1, dtype=np.int64)
+    out_data = np.empty(max(1, int(offsets[-1] - offsets[0])) if len(arr) else 1, dtype=np.uint8)
+    used = kernels.layout(data, offsets, p.strip_html, p.normalize_whitespace, p.lowercase, p.max_chars,
+                          out_data, out_offsets)
+    done = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(out_offsets), pa.py_buffer(out_data[:used]))
+    return pc.if_else(pc.is_valid(arr), done, pa.scalar(None, pa.large_string())) if arr.null_count else done
 
 
 def _replace_rows(arr, mask, fn):

@@ -507,6 +507,118 @@ def _densify_row(raw, out, probes, empty):
         out[j] = v
 
 
+_FIRST_LAST = np.uint64(0x8000000000000080)  # the top bits of a word's first and last byte
+
+
+@njit(cache=True)
+def layout(data, offsets, strip_html, collapse, lower, max_chars, out_data, out_offsets):
+    """cleaning._layout for every text, in one pass over its bytes (steps 3-6 of clean_text): tags (a '<', at
+    most 200 characters other than '<' and '>', a '>', left to right as re.sub finds them) become a space;
+    with collapse, every run of whitespace (str.isspace) becomes one space and the ends are stripped;
+    ASCII capitals are lower-cased with lower (str.lower for ASCII text: the caller redoes the others); the
+    result is cut to max_chars characters. Writes the texts to (out_data, out_offsets), never longer than
+    the input; returns the bytes written."""
+    pos = 0
+    out_offsets[0] = 0
+    for t in range(offsets.size - 1):
+        a, b = offsets[t], offsets[t + 1]
+        count = 0
+        pending = False  # a whitespace run (or a tag) waits to be written as one space
+        started = False  # a character other than whitespace was written
+        i = a
+        while i < b and count < max_chars:
+            # eight bytes at once where they are written as they are: ASCII but '<', no other whitespace than
+            # single spaces between other bytes, after a written character and with no space waiting
+            if started and not pending and i + 8 <= b and count + 8 <= max_chars:
+                x = _load8(data, i)
+                spaces = _zero8(x ^ (_L8 * np.uint64(0x20)))
+                odd = (x & _H8) | (~((x & _M7) + _L8 * np.uint64(0x60)) & _H8 & ~spaces)  # >= 0x80, < 0x20
+                if strip_html:
+                    odd |= _zero8(x ^ (_L8 * np.uint64(0x3C)))
+                if collapse:
+                    odd |= (spaces & (spaces >> np.uint64(8))) | (spaces & _FIRST_LAST)
+                if odd == 0:
+                    if lower:
+                        x = _lower8(x)
+                    for s in range(8):
+                        out_data[pos + s] = np.uint8((x >> np.uint64(8 * s)) & np.uint64(0xFF))
+                    pos += 8
+                    count += 8
+                    i += 8
+                    continue
+            v = data[i]
+            if 0x20 < v < 0x80 and (v != 0x3C or not strip_html):  # ASCII, not whitespace, not a tag's start
+                if pending and started:
+                    out_data[pos] = 32
+                    pos += 1
+                    count += 1
+                    if count >= max_chars:
+                        break
+                pending = False
+                started = True
+                out_data[pos] = v + 32 if lower and 65 <= v <= 90 else v
+                pos += 1
+                count += 1
+                i += 1
+                continue
+            if v == 32 and collapse:
+                pending = True
+                i += 1
+                continue
+            space = 0
+            if strip_html and v == 0x3C:
+                j, n, end = i + 1, 0, -1
+                while j < b:
+                    d = data[j]
+                    if d == 0x3E:
+                        end = j
+                        break
+                    if d == 0x3C:
+                        break
+                    if (d & 0xC0) != 0x80:
+                        n += 1
+                        if n > 200:
+                            break
+                    j += 1
+                if end >= 0:
+                    space = end + 1 - i
+            if space == 0 and collapse:
+                c = SCAN_CLASS[v]
+                if c:
+                    space = _space_at(data, i, b, c)
+                if space == 0 and v == 32:
+                    space = 1
+            if space and collapse:
+                pending = True
+                i += space
+                continue
+            if pending and started:
+                out_data[pos] = 32
+                pos += 1
+                count += 1
+                if count >= max_chars:
+                    break
+            pending = False
+            started = True
+            if space:  # a tag, without collapse: one space
+                out_data[pos] = 32
+                pos += 1
+                count += 1
+                i += space
+                continue
+            m = 1 if v < 0xC0 else 2 if v < 0xE0 else 3 if v < 0xF0 else 4
+            if i + m > b:
+                m = b - i
+            for x in range(m):
+                d = data[i + x]
+                out_data[pos + x] = d + 32 if lower and 65 <= d <= 90 else d
+            pos += m
+            count += 1
+            i += m
+        out_offsets[t + 1] = pos
+    return pos
+
+
 #: bytes that belong to a token of hashed_ngrams: ASCII letters and digits, and every byte of a non-ASCII
 #: character (UTF-8 bytes >= 0x80)
 TOKEN_BYTE = np.zeros(256, dtype=np.uint8)
