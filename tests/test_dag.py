@@ -79,3 +79,38 @@ def test_dvc_yaml_is_what_the_stages_declare(tmp_path):
         assert subprocess.run([*cli, "--check"], capture_output=True, text=True, cwd=REPO).returncode == 0
     assert "bigmodel_core/stages/train.py" in (clone / "dvc.yaml").read_text()
     assert "bigmodel_core/" not in (own / "dvc.yaml").read_text() and "bigmodel.version" in (own / "dvc.yaml").read_text()
+
+
+def _data_imports(path) -> set[str]:
+    """The bigmodel_core/data modules a source file imports, at its top or inside a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "bigmodel_core.data":
+                found |= {f"bigmodel_core/data/{a.name}.py" for a in node.names}
+            elif node.module.startswith("bigmodel_core.data."):
+                found.add(node.module.replace(".", "/") + ".py")
+        elif isinstance(node, ast.Import):
+            found |= {a.name.replace(".", "/") + ".py" for a in node.names if a.name.startswith("bigmodel_core.data.")}
+    return {f for f in found if (REPO / f).is_file()}
+
+
+def test_every_data_module_a_stage_runs_is_one_of_its_deps():
+    # a change to a module a stage imports, directly or through another, must make `dvc repro` run it again
+    # (clean once ran kernels.layout without kernels.py among its deps)
+    import importlib
+
+    for name in STAGES:
+        code = importlib.import_module(f"bigmodel_core.stages.{name}").SPEC.code
+        files = [f"bigmodel_core/stages/{name}.py", *(c for c in code if c.endswith(".py"))]
+        files += [p.relative_to(REPO).as_posix() for c in code if not c.endswith(".py") for p in (REPO / c).rglob("*.py")]
+        seen, todo = set(), list(files)
+        while todo:
+            for g in _data_imports(REPO / todo.pop()) - seen:
+                seen.add(g)
+                todo.append(g)
+        missing = sorted(f for f in seen if f not in code and not any(f.startswith(c + "/") for c in code))
+        assert missing == [], f"stage {name} runs {missing} but its SPEC.code does not list them"
+    assert "bigmodel_core/data/kernels.py" in importlib.import_module("bigmodel_core.stages.clean").SPEC.code

@@ -60,10 +60,11 @@ def normalize_key(text: str) -> str:
     return _WS.sub(" ", text.casefold()).strip()
 
 
-# The same steps for a whole column at once, through pyarrow's kernels (RE2, which counts code points as Python
-# does). Whitespace is spelled out as the characters Python's \s matches (str.isspace), since RE2's \s is ASCII.
-# What RE2 cannot do exactly runs in Python: html.unescape (texts with '&'), the entity repair (texts with
-# something it could match) and, when lowercasing, non-ASCII texts (str.lower has special cases).
+# The same steps for a whole column at once (clean_array): steps 3-6 in one compiled pass (kernels.layout), the
+# rest in Python on the texts that need it: html.unescape (texts with '&'), the entity repair (texts with
+# something it could match, found by RE2) and, when lowercasing, non-ASCII texts (str.lower has special cases).
+# RE2 patterns elsewhere (columns.split_words, the HTML rule) spell whitespace out as the characters Python's \s
+# matches (str.isspace), since RE2's \s is ASCII.
 WS_CHARS = r"\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"  # but space
 # a run of whitespace other than one lone space (left as it is: faster)
 _WS_RUN = rf" *[{WS_CHARS}][ {WS_CHARS}]*| {{2,}}"

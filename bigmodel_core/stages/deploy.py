@@ -67,7 +67,7 @@ def experiment_reason(root) -> str | None:
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/tracking",),
+    code=("bigmodel_core/tracking", "bigmodel_core/data/schemas.py"),
     inputs=("model", "evaluation", "eval_metrics", "quality_metrics"),
     params=("deploy", "tracking"),
     outs=(Out("deployment", cache=False,

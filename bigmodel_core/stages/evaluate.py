@@ -44,7 +44,7 @@ def score(predictor, texts: list[str], y_true: list[str], labels: list[str],
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/evaluation",),
+    code=("bigmodel_core/evaluation", "bigmodel_core/data/schemas.py"),
     inputs=("model", "split", "train_metrics"),
     params=("evaluate", "deploy.model_name", "deploy.champion_alias", "tracking"),
     outs=(Out("evaluation"), metric("eval_metrics"),

@@ -14,7 +14,7 @@ from bigmodel_core.stages.spec import Out, StageSpec
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/data/split.py",),
+    code=("bigmodel_core/data/split.py", "bigmodel_core/data/schemas.py"),
     inputs=("augmented",),
     params=("split",),
     outs=(Out("split"),),

@@ -116,7 +116,9 @@ class _Console:
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/training", "bigmodel_core/models", "bigmodel_core/text"),
+    code=("bigmodel_core/training", "bigmodel_core/models", "bigmodel_core/text", "bigmodel_core/data/cleaning.py",
+          "bigmodel_core/data/columns.py", "bigmodel_core/data/hashing.py", "bigmodel_core/data/kernels.py",
+          "bigmodel_core/data/minhash.py", "bigmodel_core/data/profile.py", "bigmodel_core/data/schemas.py"),
     inputs=("split",),
     params=("data.labels", "clean", "tokenizer", "model", "train"),
     outs=(Out("model"), metric("train_metrics"),

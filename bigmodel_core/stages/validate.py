@@ -24,7 +24,8 @@ from bigmodel_core.stages.spec import Out, StageSpec, metric
 
 SPEC = StageSpec(
     code=("bigmodel_core/data/quality.py", "bigmodel_core/data/minhash.py", "bigmodel_core/data/kernels.py",
-          "bigmodel_core/data/label_noise.py", "bigmodel_core/data/profile.py", "bigmodel_core/data/columns.py"),
+          "bigmodel_core/data/label_noise.py", "bigmodel_core/data/profile.py", "bigmodel_core/data/columns.py",
+          "bigmodel_core/data/cleaning.py", "bigmodel_core/data/hashing.py", "bigmodel_core/data/schemas.py"),
     inputs=("clean",),
     params=("validate", "data.labels"),
     outs=(Out("validated"), Out("quality_html"), metric("quality_metrics")),
