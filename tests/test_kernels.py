@@ -269,6 +269,12 @@ def test_variants_of_a_slice_with_nulls_equal_the_definition():
     got = variants(arr, seeds, p).to_pylist()
     assert got == [variant(t or "", int(s), p) for t, s in zip(texts[1:], seeds)]
     assert got[1] != texts[2] and got[0] == "" and got[3] == "one"
+    # long texts, spaces single, doubled, leading and trailing, on every byte of the eight-byte steps
+    rng = random.Random(8)
+    long_texts = ["".join(rng.choice(["a", "bb", "ccc ", " ", "  ", "é", "dddddddd", "漢字 "]) for _ in range(rng.randint(0, 80)))
+                  for _ in range(400)]
+    seeds = variant_seeds(pa.array([f"q{i}" for i in range(len(long_texts))], type=pa.large_string()), 1, p.seed)
+    assert variants(pa.array(long_texts), seeds, p).to_pylist() == [variant(t, int(s), p) for t, s in zip(long_texts, seeds)]
 
 
 def reference_ngram_counts(texts: list[str], bits: int) -> list[Counter]:
@@ -305,3 +311,21 @@ def test_hashed_ngram_counts_equal_the_definition():
     accents = ngram_counts(["café crème", "cafe creme"], bits=20)
     assert accents[0].sum() == accents[1].sum() == 3
     assert set(accents[0].indices) != set(accents[1].indices)
+
+
+def test_sha256_head_is_hashlibs():
+    # messages of 0 to 300 bytes (one to six blocks, and every length where the padding spills into a new
+    # block) behind a prefix: the first 8 bytes of hashlib's SHA-256, as a big-endian number
+    import hashlib
+
+    from bigmodel_core.data import kernels
+    from bigmodel_core.data.columns import byte_view
+
+    rng = random.Random(4)
+    keys = ["".join(rng.choice("0123456789abcdefé漢") for _ in range(rng.randint(0, 100))) for _ in range(2000)]
+    keys += ["x" * n for n in range(0, 130)]
+    for prefix in (b"", b"salt\0", b"a much longer salt, longer than one block of sixty-four bytes: " * 2):
+        offsets, data = byte_view(pa.array(keys, type=pa.large_string()))
+        out = np.empty(len(keys), dtype=np.uint64)
+        kernels.sha256_head(data, offsets, np.frombuffer(prefix, dtype=np.uint8), out)
+        assert out.tolist() == [int.from_bytes(hashlib.sha256(prefix + k.encode()).digest()[:8], "big") for k in keys]

@@ -619,6 +619,86 @@ def layout(data, offsets, strip_html, collapse, lower, max_chars, out_data, out_
     return pos
 
 
+def _sha256_constants() -> tuple[np.ndarray, np.ndarray]:
+    """SHA-256's round constants and initial state from their definition (FIPS 180-4): the first 32 bits of
+    the fractional parts of the cube roots of the first 64 primes, and of the square roots of the first 8."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 60
+    primes = [p for p in range(2, 312) if all(p % q for q in range(2, int(p ** 0.5) + 1))][:64]
+
+    def frac32(p: int, root: int) -> int:
+        r = Decimal(p) ** (Decimal(1) / Decimal(root))
+        return int((r - int(r)) * (1 << 32))
+
+    return (np.array([frac32(p, 3) for p in primes], dtype=np.uint64),
+            np.array([frac32(p, 2) for p in primes[:8]], dtype=np.uint64))
+
+
+_SHA_K, _SHA_H0 = _sha256_constants()
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def _rotr(x, n):
+    return ((x >> np.uint64(n)) | (x << np.uint64(32 - n))) & _M32
+
+
+@njit(cache=True)
+def sha256_head(data, offsets, prefix, out):
+    """out[t]: the first 8 bytes, big-endian, of SHA-256(prefix + data[offsets[t]:offsets[t + 1]]) for every
+    string t: hashlib's digest, one string after another without a Python call each (split.buckets). 32-bit
+    words are held in uint64 and masked after each sum."""
+    w = np.empty(64, dtype=np.uint64)
+    h = np.empty(8, dtype=np.uint64)
+    np_ = prefix.size
+    for t in range(offsets.size - 1):
+        a = offsets[t]
+        n = np_ + offsets[t + 1] - a  # the message's length in bytes
+        blocks = (n + 9 + 63) // 64
+        for j in range(8):
+            h[j] = _SHA_H0[j]
+        for blk in range(blocks):
+            for j in range(16):  # the block's 16 big-endian words: message, 0x80, zeros, the length in bits
+                word = np.uint64(0)
+                for x in range(4):
+                    at = blk * 64 + 4 * j + x
+                    if at < np_:
+                        byte = np.uint64(prefix[at])
+                    elif at < n:
+                        byte = np.uint64(data[a + at - np_])
+                    elif at == n:
+                        byte = np.uint64(0x80)
+                    elif blk == blocks - 1 and j >= 14:
+                        byte = (np.uint64(n) * np.uint64(8) >> np.uint64(8 * (7 - (4 * (j - 14) + x)))) & np.uint64(0xFF)
+                    else:
+                        byte = np.uint64(0)
+                    word = (word << np.uint64(8)) | byte
+                w[j] = word
+            for j in range(16, 64):
+                s0 = _rotr(w[j - 15], 7) ^ _rotr(w[j - 15], 18) ^ (w[j - 15] >> np.uint64(3))
+                s1 = _rotr(w[j - 2], 17) ^ _rotr(w[j - 2], 19) ^ (w[j - 2] >> np.uint64(10))
+                w[j] = (w[j - 16] + s0 + w[j - 7] + s1) & _M32
+            va, vb, vc, vd, ve, vf, vg, vh = h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]
+            for j in range(64):
+                s1 = _rotr(ve, 6) ^ _rotr(ve, 11) ^ _rotr(ve, 25)
+                ch = (ve & vf) ^ (~ve & _M32 & vg)
+                t1 = (vh + s1 + ch + _SHA_K[j] + w[j]) & _M32
+                s0 = _rotr(va, 2) ^ _rotr(va, 13) ^ _rotr(va, 22)
+                maj = (va & vb) ^ (va & vc) ^ (vb & vc)
+                t2 = (s0 + maj) & _M32
+                vh, vg, vf, ve, vd, vc, vb, va = vg, vf, ve, (vd + t1) & _M32, vc, vb, va, (t1 + t2) & _M32
+            h[0] = (h[0] + va) & _M32
+            h[1] = (h[1] + vb) & _M32
+            h[2] = (h[2] + vc) & _M32
+            h[3] = (h[3] + vd) & _M32
+            h[4] = (h[4] + ve) & _M32
+            h[5] = (h[5] + vf) & _M32
+            h[6] = (h[6] + vg) & _M32
+            h[7] = (h[7] + vh) & _M32
+        out[t] = (h[0] << np.uint64(32)) | h[1]
+
+
 #: bytes that belong to a token of hashed_ngrams: ASCII letters and digits, and every byte of a non-ASCII
 #: character (UTF-8 bytes >= 0x80)
 TOKEN_BYTE = np.zeros(256, dtype=np.uint8)
@@ -695,6 +775,12 @@ def _uniform(seed, stream_key, position):
     return np.float64(mix(x) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
+@njit(cache=True, inline="always")
+def _unit(base, position):
+    """_uniform(seed, stream_key, position) given base = mix(seed ^ stream_key)."""
+    return np.float64(mix(base + np.uint64(position) * _GOLD) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
 @njit(cache=True)
 def word_variants(data, offsets, seeds, dropout, swap_prob, drop_key, choice_key, swap_key, out_offsets, out_data):
     """augment.variant for every text: words are split on single spaces (so empty words count), each dropped
@@ -711,9 +797,20 @@ def word_variants(data, offsets, seeds, dropout, swap_prob, drop_key, choice_key
     for t in range(offsets.size - 1):
         a, b = offsets[t], offsets[t + 1]
         seed = seeds[t]
+        drop_base, swap_base = mix(seed ^ drop_key), mix(seed ^ swap_key)  # _uniform's first mix, once a text
         m = 0  # words[i] = data[starts[i]:ends[i]]
         s = a
-        for i in range(a, b):
+        i = a
+        while i + 8 <= b:  # eight bytes at a time: the spaces among them, lowest first
+            spaces = _zero8(_load8(data, i) ^ (_L8 * np.uint64(0x20)))
+            while spaces:
+                at = i + (_CTZ[((spaces & (~spaces + _ONE)) * _DEBRUIJN) >> np.uint64(58)] >> 3)
+                starts[m], ends[m] = s, at
+                m += 1
+                s = at + 1
+                spaces &= spaces - _ONE
+            i += 8
+        for i in range(i, b):
             if data[i] == 32:
                 starts[m], ends[m] = s, i
                 m += 1
@@ -723,7 +820,7 @@ def word_variants(data, offsets, seeds, dropout, swap_prob, drop_key, choice_key
         if m > 1 and dropout > 0:
             kept = 0
             for i in range(m):
-                if _uniform(seed, drop_key, i) >= dropout:
+                if _unit(drop_base, i) >= dropout:
                     starts[kept], ends[kept] = starts[i], ends[i]
                     kept += 1
             if kept == 0:  # every word dropped: one stays, chosen at random
@@ -732,7 +829,7 @@ def word_variants(data, offsets, seeds, dropout, swap_prob, drop_key, choice_key
             m = kept
         i = 0
         while i < m - 1:
-            if _uniform(seed, swap_key, i) < swap_prob:
+            if _unit(swap_base, i) < swap_prob:
                 starts[i], starts[i + 1] = starts[i + 1], starts[i]
                 ends[i], ends[i + 1] = ends[i + 1], ends[i]
                 i += 2
@@ -742,9 +839,9 @@ def word_variants(data, offsets, seeds, dropout, swap_prob, drop_key, choice_key
             if i:
                 out_data[pos] = 32
                 pos += 1
-            w = ends[i] - starts[i]
-            out_data[pos:pos + w] = data[starts[i]:ends[i]]
-            pos += w
+            for x in range(starts[i], ends[i]):  # a loop: faster than a slice copy for words this short
+                out_data[pos] = data[x]
+                pos += 1
         out_offsets[t + 1] = pos
     return pos
 
