@@ -136,3 +136,17 @@ def test_kappa_is_cohens():
     for predicted in (y, rng.integers(0, 4, 500), np.where(rng.random(500) < 0.7, y, (y + 1) % 4)):
         assert _kappa(y, predicted, 4) == pytest.approx(cohen_kappa_score(y, predicted), abs=1e-12)
     assert _kappa(np.zeros(5, dtype=int), np.zeros(5, dtype=int), 2) == 1.0
+
+
+def test_label_noise_runs_in_this_process(demo_flipped, monkeypatch):
+    # cleanlab forks a multiprocessing pool unless told n_jobs=1, and a fork of a process with pyarrow's and
+    # jemalloc's threads can hang for good (it did in a test run): no pool may be made
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("label_noise started a multiprocessing pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    df, flip = demo_flipped
+    r = check(df, params(), LABELS)
+    assert r.report["rules"]["label_noise"]["rows"] > 0.8 * flip.sum()

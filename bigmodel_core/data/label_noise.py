@@ -94,7 +94,10 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
         return Findings(checked, none, np.empty(0), none, np.empty(0), kappa=kappa,
                         note=f"nothing flagged: the model agrees with the labels only at kappa {kappa:.2f} "
                              f"(< {MIN_KAPPA}), too weakly for its disagreements to mean much")
-    issues = find_label_issues(y, probs, filter_by="prune_by_noise_rate")
+    # n_jobs=1: cleanlab's default on Linux forks a multiprocessing pool, and a fork of this process (pyarrow's
+    # and jemalloc's threads running) can hang for good on a lock a thread held (seen in a test run); its
+    # results are the same for any n_jobs, and one process takes a few milliseconds here
+    issues = find_label_issues(y, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     at = np.nonzero(issues)[0]
     best = probs[at].argmax(axis=1)
     return Findings(checked=checked, flagged=checked[at], given_p=probs[at, y[at]], predicted=kept[best],
