@@ -63,12 +63,7 @@ def _word_hash(data, a, b):
     acc = np.uint64(0)
     shift = np.uint64(0)
     for i in range(a, b):
-        acc |= np.uint64(data[i]) << shift
-        shift += np.uint64(8)
-        if shift == np.uint64(64):
-            h = mix(h ^ acc)
-            acc = np.uint64(0)
-            shift = np.uint64(0)
+        h, acc, shift = _feed(h, acc, shift, data[i])
     if shift:
         h = mix(h ^ acc)
     return mix(h + np.uint64(b - a) * _GOLD)
@@ -771,8 +766,7 @@ def grown(table, slots, n_used):
 @njit(cache=True, inline="always")
 def _uniform(seed, stream_key, position):
     """hashing.streams for one (seed, position); stream_key = mix(stream)."""
-    x = mix(seed ^ stream_key) + np.uint64(position) * _GOLD
-    return np.float64(mix(x) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    return _unit(mix(seed ^ stream_key), position)
 
 
 @njit(cache=True, inline="always")
