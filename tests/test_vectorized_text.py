@@ -51,6 +51,29 @@ def test_clean_array_equals_clean_text_text_by_text(combo):
     assert got.count(None) == texts.count(None) >= 1
 
 
+def test_entity_candidates_hold_every_text_the_entity_steps_change():
+    """clean_array runs the entity steps only on the texts kernels.entity_candidates marks: every text that
+    '&' or the repair pattern matches must be marked (a superset is allowed: the steps match again), and
+    plain text is not."""
+    from bigmodel_core.data.cleaning import _ENTITY, _entity_candidates
+
+    rng = random.Random(11)
+    prose = ["word ", "it; ", "a;b ", "the end. ", "1999; ", "x", "  ", "don't ", "lots; "]
+    texts = _samples(3, 4000) + ["".join(rng.choice(prose) if rng.random() < 0.95 else rng.choice(PIECES)
+                                         for _ in range(rng.randint(1, 200))) for _ in range(1000)]
+    arr = pa.array(texts, type=pa.large_string())
+    marked = _entity_candidates(arr)
+    exact = pc.fill_null(pc.match_substring_regex(arr, "&|" + _ENTITY), False).to_numpy(zero_copy_only=False)
+    assert exact.sum() > 1000 and (~exact).sum() > 1000  # both kinds are in the sample
+    assert [t for t, m, e in zip(texts, marked, exact) if e and not m] == []
+    assert marked.sum() < 1.2 * exact.sum()  # not everything: a ';' after a word does not mark a text
+    cases = {"&": True, "#12;": True, "x#39;": True, "#\u0661\u0662;": True, "quot;": True, "nbsp;": True,
+             "amp;": True, "lt;": True, "gt;": True, "apos;": True, "it;": False, "12;": False, "1999; ok": False,
+             "plain text with no entity at all, long enough for eight-byte steps": False, "": False}
+    got = _entity_candidates(pa.array(list(cases), type=pa.large_string()))
+    assert dict(zip(cases, got.tolist())) == cases
+
+
 def _mutate(words: list[str], rng: random.Random, k: int) -> list[str]:
     out = list(words)
     for _ in range(k):

@@ -84,11 +84,10 @@ def clean_array(texts, p: CleanParams):
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.cast(pa.large_string())
-    # steps 1-2 in Python, each on the texts it could change: the texts either could change, found in one scan;
-    # among them those with an entity to repair, then those with an '&' to unescape
-    could = ["&"] * p.unescape_html + [_ENTITY] * p.repair_entities
-    if could:
-        need = pc.fill_null(pc.match_substring_regex(arr, "|".join(could)), False).to_numpy(zero_copy_only=False)
+    # steps 1-2 in Python, each on the texts it could change: the texts either could change, found in one compiled
+    # pass over the bytes; among them those with an entity to repair, then those with an '&' to unescape
+    if p.unescape_html or p.repair_entities:
+        need = _entity_candidates(arr)
         where = pa.array(np.nonzero(need)[0], type=pa.int64())
         if len(where):
             part = arr.take(where)
@@ -103,6 +102,20 @@ def clean_array(texts, p: CleanParams):
         done = _replace_rows(arr, slow, lambda t: _layout(t, p))
         fast = pc.if_else(slow, done, fast)
     return fast
+
+
+def _entity_candidates(arr):
+    """Per text, whether it may hold an '&' or a broken entity (_ENTITY): one compiled pass over the bytes
+    (kernels.entity_candidates), a superset that the steps then narrow with their exact patterns."""
+    import numpy as np
+
+    from bigmodel_core.data import kernels
+    from bigmodel_core.data.columns import byte_view
+
+    offsets, data = byte_view(arr)
+    out = np.zeros(len(arr), dtype=bool)
+    kernels.entity_candidates(data, offsets, out)
+    return out
 
 
 def _layout_array(arr, p: CleanParams):

@@ -502,6 +502,57 @@ def _densify_row(raw, out, probes, empty):
         out[j] = v
 
 
+_AMP8, _SEMI8 = _L8 * np.uint64(0x26), _L8 * np.uint64(0x3B)
+
+
+@njit(cache=True, inline="always")
+def _entity_before(data, a, i):
+    """Whether the bytes before the ';' at data[i] (text from a) can end a match of cleaning._ENTITY
+    ('#' and one to five decimal digits, or quot, amp, lt, gt, nbsp or apos): a superset, as any byte
+    >= 0x80 is taken for part of a digit (a character of Unicode category Nd) and up to 20 of them."""
+    j = i - 1
+    while j >= a and i - j <= 20 and (0x30 <= data[j] <= 0x39 or data[j] >= 0x80):
+        j -= 1
+    if j < i - 1 and j >= a and data[j] == 0x23:  # '#' then digits
+        return True
+    if i - a >= 2:
+        x, y = data[i - 2], data[i - 1]
+        if y == 0x74 and (x == 0x6C or x == 0x67):  # lt, gt
+            return True
+        if i - a >= 3 and x == 0x6D and y == 0x70 and data[i - 3] == 0x61:  # amp
+            return True
+        if i - a >= 4:
+            w = data[i - 4]
+            z = data[i - 3]
+            if (w == 0x71 and z == 0x75 and x == 0x6F and y == 0x74) or (  # quot
+                    w == 0x6E and z == 0x62 and x == 0x73 and y == 0x70) or (  # nbsp
+                    w == 0x61 and z == 0x70 and x == 0x6F and y == 0x73):  # apos
+                return True
+    return False
+
+
+@njit(cache=True)
+def entity_candidates(data, offsets, out):
+    """out[t]: whether text t holds an '&' or a ';' that can end a broken entity (_entity_before), found
+    eight bytes at a time: every text that cleaning's '&' or _ENTITY pattern matches, and a few more (the
+    caller matches those again exactly)."""
+    for t in range(offsets.size - 1):
+        a, b = offsets[t], offsets[t + 1]
+        found = False
+        i = a
+        while i < b and not found:
+            if i + 8 <= b:
+                x = _load8(data, i)
+                if (_zero8(x ^ _AMP8) | _zero8(x ^ _SEMI8)) == np.uint64(0):
+                    i += 8
+                    continue
+            v = data[i]
+            if v == 0x26 or (v == 0x3B and _entity_before(data, a, i)):
+                found = True
+            i += 1
+        out[t] = found
+
+
 _FIRST_LAST = np.uint64(0x8000000000000080)  # the top bits of a word's first and last byte
 
 
