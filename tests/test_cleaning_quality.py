@@ -268,3 +268,15 @@ def test_entity_repair_patterns_equal_their_readable_form():
     for plain, fast, repl in readable:
         assert [fast.sub(repl, t) for t in samples] == [plain.sub(repl, t) for t in samples]
         assert sum(plain.sub(repl, t) != t for t in samples) > 100  # the samples exercise the pattern
+
+
+def test_clean_counts_texts_longer_than_max_chars_in_characters_not_bytes():
+    import pyarrow as pa
+
+    from bigmodel_core.stages.clean import _longer_than
+
+    texts = pa.array(["é" * 5, "é" * 6, "abcdef", "abcde", "", None, "😀" * 2], type=pa.large_string())
+    assert _longer_than(texts, 5) == 2  # "éééééé" and "abcdef"; "ééééé" is 10 bytes but 5 characters
+    assert _longer_than(texts, 1) == 5
+    assert _longer_than(texts, 6) == 0
+    assert _longer_than(texts.slice(2, 2), 5) == 1  # a slice reads its own offsets

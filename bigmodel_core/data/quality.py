@@ -445,6 +445,8 @@ class Checker:
 
     # ---------------------------------------------------------------- pass 3
     def write(self, passed_sink, quarantine_sink) -> None:
+        from bigmodel_core.data import minhash
+
         f, near = self.f, self.near
         want: dict[int, list] = {}  # row -> the rules whose examples it is
         for rule, hits in self.hits.items():
@@ -454,6 +456,9 @@ class Checker:
         self.examples: dict[str, list] = {rule: [] for rule in ROW_RULES}
         self.pair_detail: dict[int, dict] = {}
         self.unusable = 0
+        # the words of the quarantined rows that scan() counted, read by the same compiled pass, to be taken
+        # away from the profile at the end
+        taken = minhash.Scanner(self.p.rules["near_duplicate"].shingle_words, vocab=True)
         start = 0
         for df, n in zip(self.batches(), self.batch_sizes):
             q = self.q_mask[start:start + n]
@@ -509,8 +514,9 @@ class Checker:
                 passed_sink(part.reset_index(drop=True))
             gone = q & f["usable"][start:start + n].astype(bool)  # counted in scan(), but not passing
             if gone.any():
-                self.profiler.add_words(columns.words_lower(columns.as_array(df["text"][gone]))[0], sign=-1)
+                taken.scan(columns.as_array(df["text"][gone]), low_bits=True)
             start += n
+        self.profiler.add_counts(*taken.vocabulary(), sign=-1)
 
     # ---------------------------------------------------------------- report
     def result(self) -> QualityResult:

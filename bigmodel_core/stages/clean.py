@@ -45,11 +45,23 @@ def run(params: Params, paths: Paths) -> dict:
                 before = batch.column(text_at)
                 after = clean_array(before, params.clean).cast(schema.field(text_at).type)
                 changed += int(pc.sum(pc.fill_null(pc.not_equal(before, after), False)).as_py() or 0)
-                truncated += int(pc.sum(pc.fill_null(pc.greater(pc.utf8_length(before), params.clean.max_chars),
-                                                     False)).as_py() or 0)
+                truncated += _longer_than(before, params.clean.max_chars)
                 rows += batch.num_rows
                 writer.write_batch(pa.RecordBatch.from_arrays(
                     [after if i == text_at else batch.column(i) for i in range(batch.num_columns)], schema=schema))
         report = {"rows": rows, "changed": changed, "truncated_to_max_chars": truncated}
         write_json(report, out / "report.json")
     return report
+
+
+def _longer_than(texts, max_chars: int) -> int:
+    """How many texts have more than max_chars characters. A character is one byte or more, so only the
+    texts of more than max_chars bytes (their offsets say so) are counted in characters."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    long_ = pc.fill_null(pc.greater(pc.binary_length(texts), max_chars), False).to_numpy(zero_copy_only=False)
+    if not long_.any():
+        return 0
+    return int(pc.sum(pc.greater(pc.utf8_length(texts.filter(pa.array(long_))), max_chars)).as_py() or 0)
