@@ -14,13 +14,16 @@ its own, measured with os.wait4 (CPU seconds, wall seconds, peak RSS):
 - bigmodel: the stage's own `run(params, paths)` on a workspace made for the corpus (drift off: no registry);
 - floor: pyarrow reading the stage's input Parquet and writing it back, in record batches of 65,536 rows
   (no work at all on the rows);
+- floor_out: pyarrow reading the stage's input and writing the output the stage made (its own files: augment
+  writes 1.7 times the rows it reads, ingest adds columns), the reading of that output timed in the child
+  and taken away; measured after bigmodel;
 - pandas: a straightforward pandas implementation of the same stage (row-wise `apply` for text
   cleaning, `duplicated`/`groupby`/`str.contains` for the rules, one datasketch MinHash per row for
   near-duplicates, `itertuples` with the same word dropout and swaps (Python's `random`) for augmentation, `apply` of the
   same hash for the split). It does the same work, without bigmodel's extras (provenance checks, reports,
   examples, profile, pandera schemas). --no-pandas skips it.
 
-The three are measured in the same run, the stages in order (each reads the previous bigmodel stage's
+All are measured in the same run, the stages in order (each reads the previous bigmodel stage's
 output). Prints a markdown table with ratios to the floor and to pandas, and writes JSON to --out.
 """
 
@@ -148,6 +151,45 @@ def _stage_io(stage: str, ws: Path, corpus: Path) -> tuple[list[Path], Path]:
            "validate": [ws / "data/clean/rows.parquet"], "augment": [ws / "data/validated/rows.parquet"],
            "split": [ws / "data/augmented/rows.parquet"]}[stage]
     return ins, ws / "bench-out" / stage
+
+
+_OUTPUTS = {"ingest": ["data/raw/rows.parquet"], "clean": ["data/clean/rows.parquet"],
+            "validate": ["data/validated/rows.parquet", "data/validated/quarantine.parquet"],
+            "augment": ["data/augmented/rows.parquet"],
+            "split": ["data/split/train.parquet", "data/split/val.parquet", "data/split/test.parquet"]}
+
+
+def child_floor_out(stage: str, ws: str, corpus: str) -> None:
+    """The I/O of the stage's own files: read its input and write the output it made (bigmodel's run just
+    before), in record batches as child_floor. The output's rows must be read to be written: that reading is
+    timed here (CPU seconds of this process, around each batch read) and written to WS/bench-out/STAGE/
+    read_out.json, and measure() takes it away."""
+    import pyarrow.parquet as pq
+
+    from bigmodel_core.io import PARQUET_OPTIONS
+
+    wsp = Path(ws)
+    ins, out = _stage_io(stage, wsp, Path(corpus))
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ins:
+        reader = pq.ParquetFile(f)
+        for group in range(reader.num_row_groups):
+            for _batch in reader.iter_batches(batch_size=65_536, row_groups=[group]):
+                pass
+    reading = 0.0
+    for i, rel in enumerate(_OUTPUTS[stage]):
+        reader = pq.ParquetFile(wsp / rel)
+        with pq.ParquetWriter(out / f"out-{i}.parquet", reader.schema_arrow, **PARQUET_OPTIONS) as writer:
+            for group in range(reader.num_row_groups):
+                batches = reader.iter_batches(batch_size=65_536, row_groups=[group])
+                while True:
+                    started = time.process_time()
+                    batch = next(batches, None)
+                    reading += time.process_time() - started
+                    if batch is None:
+                        break
+                    writer.write_batch(batch)
+    (out / "read_out.json").write_text(json.dumps({"cpu_s": reading}))
 
 
 def child_floor(stage: str, ws: str, corpus: str) -> None:
@@ -306,9 +348,11 @@ def measure(kind: str, stage: str, ws: Path, corpus: Path) -> dict:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"{kind} {stage} failed with exit {code}")
+    cpu = usage.ru_utime + usage.ru_stime
+    if kind == "floor_out":  # without the reading of the output, which only served to have its rows
+        cpu -= json.loads((ws / "bench-out" / stage / "read_out.json").read_text())["cpu_s"]
     shutil.rmtree(ws / "bench-out" / stage, ignore_errors=True)
-    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
 
 
 def main() -> int:
@@ -333,7 +377,8 @@ def main() -> int:
         shutil.rmtree(ws, ignore_errors=True)  # otherwise the stages read the outputs of the last run
     make_workspace(ws, corpus)
     print(f"corpus: {info['rows']:,} rows in {info['files']} Parquet files, {info['bytes'] / 2**20:.0f} MiB", flush=True)
-    kinds = ["floor", "bigmodel"] + ([] if args.no_pandas else ["pandas"])
+    # floor_out after bigmodel: it writes the output bigmodel made
+    kinds = ["floor", "bigmodel", "floor_out"] + ([] if args.no_pandas else ["pandas"])
     requested = args.stages.split(",")
     unknown = [s for s in requested if s not in STAGES]
     if unknown:
@@ -356,17 +401,19 @@ def main() -> int:
             results[stage][kind] = measure(kind, stage, ws, corpus)
             print(f"  {stage:9s} {kind:9s} {results[stage][kind]}", flush=True)
     rows = args.rows
-    print(f"\n{rows:,} rows; CPU seconds (wall), peak RSS; ratios of CPU seconds\n")
-    print("| stage | floor (pyarrow read+write) | bigmodel | pandas | bigmodel / floor | pandas / bigmodel | bigmodel rows/s |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n{rows:,} rows; CPU seconds (wall), peak RSS; ratios of CPU seconds. floor: read the input, write "
+          "it back; floor_out: read the input, write the stage's own output (CPU s only)\n")
+    print("| stage | floor (pyarrow read+write) | floor_out | bigmodel | pandas | bigmodel / floor | "
+          "bigmodel / floor_out | pandas / bigmodel | bigmodel rows/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for stage, r in results.items():
-        f, b, pd_ = r["floor"], r["bigmodel"], r.get("pandas")
+        f, fo, b, pd_ = r["floor"], r["floor_out"], r["bigmodel"], r.get("pandas")
 
         def cell(m):
             return f"{m['cpu_s']:.1f} s ({m['wall_s']:.1f}), {m['peak_rss_mib'] / 1024:.2f} GiB" if m else "-"
         speedup = f"{pd_['cpu_s'] / b['cpu_s']:.1f}x" if pd_ else "-"
-        print(f"| {stage} | {cell(f)} | {cell(b)} | {cell(pd_)} | {b['cpu_s'] / f['cpu_s']:.1f}x | "
-              f"{speedup} | {rows / b['wall_s']:,.0f} |")
+        print(f"| {stage} | {cell(f)} | {fo['cpu_s']:.1f} s | {cell(b)} | {cell(pd_)} | {b['cpu_s'] / f['cpu_s']:.1f}x | "
+              f"{b['cpu_s'] / fo['cpu_s']:.1f}x | {speedup} | {rows / b['wall_s']:,.0f} |")
     out = args.out or args.workdir / f"results-{rows}.json"
     out.write_text(json.dumps({"rows": rows, "corpus": info, "machine": platform.platform(), "cpus": os.cpu_count(),
                                "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=2))
@@ -377,7 +424,8 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         kind, rest = sys.argv[2], sys.argv[3:]
-        {"bigmodel": lambda s, w, c: child_bigmodel(s, w), "floor": child_floor, "pandas": child_pandas,
+        {"bigmodel": lambda s, w, c: child_bigmodel(s, w), "floor": child_floor, "floor_out": child_floor_out,
+         "pandas": child_pandas,
          "corpus": lambda n, c, d: build_corpus(int(n), Path(c), Path(d))}[kind](*rest)
         sys.exit(0)
     sys.exit(main())
