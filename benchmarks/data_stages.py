@@ -166,29 +166,26 @@ def child_floor_out(stage: str, ws: str, corpus: str) -> None:
     read_out.json, and measure() takes it away."""
     import pyarrow.parquet as pq
 
-    from bigmodel_core.io import PARQUET_OPTIONS
+    from bigmodel_core.io import PARQUET_OPTIONS, iter_batches
 
     wsp = Path(ws)
     ins, out = _stage_io(stage, wsp, Path(corpus))
     out.mkdir(parents=True, exist_ok=True)
     for f in ins:
-        reader = pq.ParquetFile(f)
-        for group in range(reader.num_row_groups):
-            for _batch in reader.iter_batches(batch_size=65_536, row_groups=[group]):
-                pass
+        for _batch in iter_batches(pq.ParquetFile(f)):
+            pass
     reading = 0.0
     for i, rel in enumerate(_OUTPUTS[stage]):
         reader = pq.ParquetFile(wsp / rel)
+        batches = iter_batches(reader)
         with pq.ParquetWriter(out / f"out-{i}.parquet", reader.schema_arrow, **PARQUET_OPTIONS) as writer:
-            for group in range(reader.num_row_groups):
-                batches = reader.iter_batches(batch_size=65_536, row_groups=[group])
-                while True:
-                    started = time.process_time()
-                    batch = next(batches, None)
-                    reading += time.process_time() - started
-                    if batch is None:
-                        break
-                    writer.write_batch(batch)
+            while True:
+                started = time.process_time()
+                batch = next(batches, None)
+                reading += time.process_time() - started
+                if batch is None:
+                    break
+                writer.write_batch(batch)
     (out / "read_out.json").write_text(json.dumps({"cpu_s": reading}))
 
 
@@ -196,7 +193,7 @@ def child_floor(stage: str, ws: str, corpus: str) -> None:
     """Read the stage's input and write the same rows back: the I/O a stage cannot avoid."""
     import pyarrow.parquet as pq
 
-    from bigmodel_core.io import PARQUET_OPTIONS
+    from bigmodel_core.io import PARQUET_OPTIONS, iter_batches
 
     ins, out = _stage_io(stage, Path(ws), Path(corpus))
     out.mkdir(parents=True, exist_ok=True)
@@ -204,9 +201,8 @@ def child_floor(stage: str, ws: str, corpus: str) -> None:
         reader = pq.ParquetFile(f)
         # written as the stages write (io.PARQUET_OPTIONS), so the floor is the same files' I/O
         with pq.ParquetWriter(out / f"floor-{i}.parquet", reader.schema_arrow, **PARQUET_OPTIONS) as writer:
-            for group in range(reader.num_row_groups):  # a row group at a time, as bigmodel_core.io does
-                for batch in reader.iter_batches(batch_size=65_536, row_groups=[group]):
-                    writer.write_batch(batch)
+            for batch in iter_batches(reader):  # a row group at a time, as the stages read
+                writer.write_batch(batch)
 
 
 _TAG = re.compile(r"<[^<>]{0,200}>")
