@@ -28,7 +28,7 @@ PREFECT_UI_API := http://127.0.0.1:$(PREFECT_PORT)/api
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+$(STAMP): pyproject.toml setup.py constraints.txt Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if ! $(BIN)/python -c "import torch" 2>/dev/null; then \

@@ -115,7 +115,7 @@ def main() -> None:
                 try:
                     times["bigmodel run"].append(_timed([str(BIN / "bigmodel"), "run"], ws, env, "nothing to do"))
                     times["flow, temporary server"].append(
-                        _timed([sys.executable, "-m", "flows.retrain"], ws, {**env, "PYTHONPATH": str(REPO)}, '"noop": true'))
+                        _timed([sys.executable, "-m", "bigmodel_flows.retrain"], ws, {**env, "PYTHONPATH": str(REPO)}, '"noop": true'))
                 finally:
                     os.rename(ws / ".prefect/ui-server.off", ws / ".prefect/ui-server.json")
         finally:

@@ -120,7 +120,7 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
                     return
             typer.echo(f"prefect: {server}")
             with api_server(root):
-                from flows.retrain import StageFailed, print_summary, retrain
+                from bigmodel_flows.retrain import StageFailed, print_summary, retrain
 
                 try:
                     result = retrain(root=str(root), force=force, set_params=set_ or None, wait=wait)
@@ -193,7 +193,7 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
         _fail(e)
     from prefect.flows import EntrypointType
 
-    from flows.retrain import retrain
+    from bigmodel_flows.retrain import retrain
 
     from bigmodel_core.orchestration import api_server
 

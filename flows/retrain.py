@@ -1,8 +1,8 @@
 """The retraining flow: every stage of dvc.yaml, in dependency order, each run through DVC.
 
-    bigmodel run                  # what `make run` calls
-    bigmodel schedule --cron ...  # the same flow served on a schedule
-    python -m flows.retrain       # the same flow without the CLI's summary
+    bigmodel run                      # what `make run` calls
+    bigmodel schedule --cron ...      # the same flow served on a schedule
+    python -m bigmodel_flows.retrain  # the same flow without the CLI's summary (this folder, as installed)
 
 One run per workspace (a second one waits). When nothing changed since dvc.lock the flow says so and
 ends after one `dvc status`. Otherwise it opens one MLflow run for the whole execution, runs the stages,
@@ -26,8 +26,8 @@ from bigmodel_core.dag import load_dag
 from bigmodel_core.errors import BigmodelError, GateFailed
 from bigmodel_core.interrupts import as_interrupted, doing
 from bigmodel_core.workspace import exclusive
-from tasks.dvc_stage import StageFailed, check_stale, run_stage
-from tasks.release import record_release
+from bigmodel_tasks.dvc_stage import StageFailed, check_stale, run_stage
+from bigmodel_tasks.release import record_release
 
 __all__ = ["retrain", "print_summary", "StageFailed", "run_name"]
 

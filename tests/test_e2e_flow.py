@@ -38,7 +38,7 @@ def ran(result):
 
 
 def test_flow_runs_stale_stages_only_and_leaves_dvc_clean(ws, harness):
-    from flows.retrain import retrain
+    from bigmodel_flows.retrain import retrain
 
     root = ws
     first = retrain(root=str(root))
@@ -90,7 +90,7 @@ def test_cli_run_with_override_persists_it_and_reruns_train_onward(ws, receiver)
 
 
 def test_flow_stops_at_failing_stage_with_its_error(ws, harness, receiver):
-    from flows.retrain import StageFailed, retrain
+    from bigmodel_flows.retrain import StageFailed, retrain
 
     root = ws
     port, received = receiver
@@ -110,7 +110,7 @@ def test_flow_stops_at_failing_stage_with_its_error(ws, harness, receiver):
 
 
 def test_a_closed_model_gate_fails_the_flow_with_exit_3_and_keeps_the_champion(ws, harness):
-    from flows.retrain import retrain
+    from bigmodel_flows.retrain import retrain
 
     root = ws
     versions, client = registry_versions(root)

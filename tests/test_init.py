@@ -4,6 +4,8 @@ installed version (bigmodel.version), `bigmodel run` and `dvc repro` work, and a
 from __future__ import annotations
 
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,39 @@ pytestmark = pytest.mark.e2e
 
 def bigmodel(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run_cmd([str(Path(BIN) / "bigmodel"), *args], root, check=check, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel a user installs, built with `pip wheel --no-deps` from a copy of the sources (what git tracks, or
+    would: a build writes build/ and *.egg-info/ next to its sources, and the checkout is left as it was)."""
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes((REPO / name).read_bytes())
+    # --no-build-isolation: the build backend (setuptools) comes from this environment, nothing is downloaded
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src),
+                    "-w", str(out)], check=True, capture_output=True, timeout=600)
+    (found,) = out.glob("bigmodel-*.whl")
+    return found
+
+
+def test_the_wheel_installs_no_generic_top_level_packages(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        info = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
+        top_level = set(z.read(info).decode().split())
+    tops = {n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(".dist-info")}
+    assert tops == top_level == {"bigmodel_core", "bigmodel_flows", "bigmodel_tasks"}
+    # flows/ and tasks/ of the repository are there under their bigmodel names, with the template init writes
+    assert {"bigmodel_flows/retrain.py", "bigmodel_tasks/dvc_stage.py", "bigmodel_tasks/release.py",
+            "bigmodel_core/templates/params.yaml", "bigmodel_core/stages/deploy.py"} <= set(names)
+    # every package of the source tree is in the wheel
+    packages = {str(p.parent.relative_to(REPO)) for p in (REPO / "bigmodel_core").rglob("__init__.py")}
+    assert {p + "/__init__.py" for p in packages} <= set(names)
 
 
 def test_template_params_are_the_repositorys_but_for_the_data_section():
