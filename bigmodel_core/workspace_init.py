@@ -1,6 +1,7 @@
 """`bigmodel init`: make a directory (your own git repository, usually) a bigmodel workspace.
 
-Writes params.yaml (the demo source as written, with a commented example of your own), dvc.yaml (generated
+Writes params.yaml (the demo source as written, with a commented example of your own, and the registered model
+named after the directory: deploy.model_name), dvc.yaml (generated
 from the installed stages' declarations, depending on bigmodel.version instead of source files), the
 version file, data/sources/, and the .gitignore and .dvcignore lines for local state; runs `dvc init` when
 the directory has no .dvc/. Existing files are not overwritten without --force.
@@ -8,6 +9,7 @@ the directory has no .dvc/. Existing files are not overwritten without --force.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from importlib import resources
@@ -37,6 +39,27 @@ def params_template() -> str:
     return resources.files("bigmodel_core").joinpath("templates/params.yaml").read_text()
 
 
+def model_name_for(root: Path) -> str:
+    """The registered model name for a workspace: its directory's name as a slug (lower-case ASCII letters and
+    digits, accents dropped, runs of anything else as one '-'), valid as an MLflow model name, a Prefect tag and a
+    git tag part."""
+    import unicodedata
+
+    ascii_name = unicodedata.normalize("NFKD", Path(root).resolve().name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    return slug or "bigmodel-model"
+
+
+def params_for(root: Path) -> str:
+    """The template params.yaml with deploy.model_name set to the workspace's own name (comments kept)."""
+    text, count = re.subn(r"(?m)^(  model_name: )bigmodel-demo$",
+                          lambda m: f"{m.group(1)}{model_name_for(root)}  # bigmodel init named it after the directory",
+                          params_template())
+    if count != 1:  # the template's deploy section changed: this function must follow it
+        raise RuntimeError("templates/params.yaml: expected one 'model_name: bigmodel-demo' line under deploy:")
+    return text
+
+
 def init(root: Path, force: bool = False) -> list[str]:
     """Make `root` a workspace; returns one line per thing done. Raises ConfigError (nothing written) when
     root is not a directory, is a clone of bigmodel itself, or already has the files and force is off."""
@@ -49,7 +72,7 @@ def init(root: Path, force: bool = False) -> list[str]:
         raise ConfigError(f"{root}: not a directory (create it first, e.g. a git repository: git init {root})")
     if (root / "bigmodel_core" / "stages").is_dir():
         raise ConfigError(f"{root} is a clone of bigmodel itself: its params.yaml and dvc.yaml are there already")
-    files = {"params.yaml": params_template(), "dvc.yaml": render_dvc_yaml(installed=True), VERSION_FILE: version_text()}
+    files = {"params.yaml": params_for(root), "dvc.yaml": render_dvc_yaml(installed=True), VERSION_FILE: version_text()}
     present = [name for name in files if (root / name).exists()]
     if present and not force:
         raise ConfigError(f"{', '.join(present)} already in {root}; `bigmodel init --force` writes them again "

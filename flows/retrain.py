@@ -214,7 +214,8 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
     if deploy and "deploy" in ran:
         lines += ["", f"**Registered:** {deploy['model_name']} version {deploy['version']}, aliases "
                       f"{', '.join(deploy.get('aliases') or []) or 'none'}; "
-                      + ("promoted" if deploy.get("promoted") else f"not promoted ({deploy.get('note') or 'gate closed'})")]
+                      + ((f"promoted ({deploy['note']})" if deploy.get("note") else "promoted") if deploy.get("promoted")
+                         else f"not promoted ({deploy.get('note') or 'gate closed'})")]
     release = result.get("release")
     if release:
         lines += ["", f"**Reproducible from:** commit `{release['commit'][:12]}`, tag `{release['tag']}`; data and model "

@@ -53,6 +53,22 @@ def test_the_wheel_installs_no_generic_top_level_packages(wheel):
     assert {p + "/__init__.py" for p in packages} <= set(names)
 
 
+def test_init_names_the_model_after_the_directory(tmp_path):
+    from mlflow.utils.validation import _validate_model_name
+
+    from bigmodel_core.workspace_init import model_name_for, params_for, params_template
+
+    cases = {"My_Tickets": "my-tickets", "sentiment v2": "sentiment-v2", "Ünïcode.Reviews": "unicode-reviews",
+             "--x--": "x", "模型": "bigmodel-model", "___": "bigmodel-model"}
+    for directory, name in cases.items():
+        assert model_name_for(tmp_path / directory) == name
+        _validate_model_name(name)  # MLflow takes it as a registered model name
+    text = params_for(tmp_path / "My_Tickets")
+    assert yaml.safe_load(text)["deploy"]["model_name"] == "my-tickets"
+    # the rest of the template, comments included, is as written
+    assert text.replace("my-tickets  # bigmodel init named it after the directory", "bigmodel-demo") == params_template()
+
+
 def test_template_params_are_the_repositorys_but_for_the_data_section():
     from bigmodel_core.workspace_init import params_template
 
@@ -82,6 +98,7 @@ def test_init_run_repro_and_a_new_version(tmp_path):
     ignored = (root / ".gitignore").read_text().splitlines()
     assert ignored[0] == "*.log" and {"mlflow.db*", ".prefect/", "/reports/deploy.json"} <= set(ignored)
     assert run_cmd([str(Path(BIN) / "bigmodel"), "dag", "--check"], root).returncode == 0
+    assert yaml.safe_load((root / "params.yaml").read_text())["deploy"]["model_name"] == "mine"
     # a second init refuses to overwrite, naming the files, and changes nothing
     again = bigmodel(root, "init", check=False)
     assert again.returncode == 2 and "params.yaml, dvc.yaml" in again.stderr and "--force" in again.stderr
@@ -107,6 +124,114 @@ def test_init_run_repro_and_a_new_version(tmp_path):
     from bigmodel_core.workspace_init import refresh_version, version_text
     assert refresh_version(root).startswith(f"{VERSION_FILE}: bigmodel 999.0 -> ")
     assert (root / VERSION_FILE).read_text() == version_text() and refresh_version(root) is None
+
+
+def _venv_with(wheel: Path, where: Path) -> Path:
+    """A fresh virtual environment with the wheel installed as a user installs it (its files copied into
+    site-packages, the `bigmodel` script written by the installer). Its dependencies are this environment's,
+    reached through a .pth line: installing torch, MLflow, Prefect and DVC again would take many minutes and
+    prove nothing about bigmodel. That directory's own .pth files are not run from there, so the editable install
+    of this checkout stays out of sight: every bigmodel module the new environment imports comes from the wheel."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, timeout=300)
+    python = where / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "bigmodel-test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # uv (which `make install` puts beside this interpreter) installs into that environment alone; --no-deps
+    # --no-index: nothing but the wheel, nothing downloaded
+    subprocess.run([str(Path(BIN) / "uv"), "pip", "install", "-q", "--python", str(python), "--no-deps", "--no-index",
+                    str(wheel)], check=True, capture_output=True, timeout=600)
+    return where / "bin"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_pip_install_init_run_serve_in_a_fresh_repository(wheel, tmp_path):
+    """The README's path in a repository of one's own: install the wheel, `bigmodel init`, a TSV source,
+    `bigmodel run`: the model becomes the champion, and `bigmodel serve` answers POST /invocations with it."""
+    import os
+    import signal
+    import time
+
+    import requests
+
+    from bigmodel_core.data.demo import generate
+    from tests.conftest import env_for
+
+    bin_dir = _venv_with(wheel, tmp_path / "venv")
+    root = tmp_path / "My_Tickets"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    env = {**env_for(root), "PATH": str(bin_dir) + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("VIRTUAL_ENV", None)
+
+    def user(*args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(args), cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        assert not check or proc.returncode == 0, f"{args} exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        return proc
+
+    where = user("python", "-c", "import bigmodel_core, bigmodel_flows, bigmodel_tasks, shutil; "
+                 "print(bigmodel_core.__file__, bigmodel_flows.__file__, shutil.which('bigmodel'))").stdout.split()
+    assert all(path.startswith(str(tmp_path / "venv")) for path in where), where
+    for generic in ("flows", "tasks"):
+        missing = user("python", "-c", f"import {generic}", check=False)
+        assert missing.returncode == 1 and f"No module named '{generic}'" in missing.stderr
+
+    assert "wrote params.yaml" in user("bigmodel", "init").stdout
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    assert raw["deploy"]["model_name"] == "my-tickets"  # named after the repository
+    # a TSV source of our own, and the pipeline shrunk to seconds (the sections after data: are the tiny ones)
+    rows = generate(rows=600, seed=5)[["text", "label"]].dropna()
+    rows = rows[rows["label"].isin(["sports", "business", "science", "travel"])]
+    lines = ["text\tlabel"] + [f"{' '.join(str(t).split())}\t{label}" for t, label in zip(rows["text"], rows["label"])]
+    (root / "data/sources/tickets.tsv").write_text("\n".join(lines) + "\n")
+    tiny = tiny_params_dict()
+    for section in ("validate", "tokenizer", "model", "train", "evaluate", "flow"):
+        raw[section] = tiny[section]
+    raw["data"]["sources"] = [{"name": "tickets", "path": "data/sources/tickets.tsv", "format": "tsv"}]
+    raw["validate"]["max_quarantine_fraction"] = 0.5
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    ran = user("bigmodel", "run").stdout
+    assert ("registered my-tickets version 1 with alias(es) challenger, champion: promoted (first champion of "
+            "my-tickets; params.yaml has no commit yet, so no run here is an experiment: the gate alone decides)") in ran, ran
+    assert "NOT promoted" not in ran
+
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(["bigmodel", "serve", "--port", str(port)], cwd=root, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"bigmodel serve exited {server.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no answer on /ping in 180 s:\n{log.read_text()[-3000:]}"
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        texts = ["The striker scored twice in the derby", "Shares and profit rose after the merger"]
+        answer = requests.post(f"{url}/invocations", json={"dataframe_records": [{"text": t} for t in texts]}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-model"] == "models:/my-tickets/1"
+        predictions = answer.json()["predictions"]
+        labels = ["sports", "business", "science", "travel"]
+        assert len(predictions) == 2 and all(p["label"] in labels for p in predictions)
+        assert all(abs(sum(p[f"prob_{label}"] for label in labels) - 1) < 1e-5 for p in predictions)
+        assert "serving my-tickets v1 (models:/my-tickets@champion)" in log.read_text()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
 
 
 def test_init_refuses_a_clone_of_bigmodel_and_a_missing_directory(tmp_path):

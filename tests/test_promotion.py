@@ -116,6 +116,85 @@ def test_experiments_are_recognised(tmp_path, monkeypatch):
     assert experiment_reason(tmp_path) == "dvc exp run (lucky-lr)"
 
 
+def test_a_workspace_that_never_committed_its_params_runs_no_experiments(tmp_path, monkeypatch):
+    from bigmodel_core.stages.deploy import params_never_committed
+
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    # no commit at all (`git init`, then `bigmodel init`): everything is new, nothing is an experiment
+    assert params_never_committed(tmp_path) and experiment_reason(tmp_path) is None
+    (tmp_path / "README.md").write_text("mine\n")
+    git("add", "README.md")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a repository with history, no params yet")
+    assert params_never_committed(tmp_path) and experiment_reason(tmp_path) is None
+    git("add", "params.yaml", "dvc.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "the pipeline")
+    assert not params_never_committed(tmp_path) and experiment_reason(tmp_path) is None
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert experiment_reason(tmp_path) == "uncommitted changes to params.yaml"
+    assert not params_never_committed(tmp_path / "nowhere")  # no params.yaml there
+
+
+def test_a_registry_without_champion_takes_an_experiment_and_keeps_the_champion_against_the_next(tmp_path, monkeypatch):
+    """A run from uncommitted changes becomes the first champion when the gate passes (there is none to keep); the
+    next such run leaves that champion where it is."""
+    from bigmodel_core.io import read_json
+    from bigmodel_core.tracking.registry import alias_version, ledger
+    from tests.conftest import write_params
+
+    for var in ("MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(var, raising=False)
+    root = make_workspace(tmp_path / "ws")
+    monkeypatch.chdir(root)
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=root,  # noqa: E731
+                                    check=True, capture_output=True)
+    git("init", "-q")
+    git("add", "params.yaml", "dvc.yaml", "bigmodel_core")
+    git("commit", "-qm", "the pipeline")
+    raw = tiny_params_dict()
+    raw["train"]["seed"] = 11
+    write_params(root, raw)  # an uncommitted change: this run is an experiment
+    params = parse_params(raw)
+    for name in stages.STAGES:
+        stages.get(name).run(params, Paths(root))
+    d = read_json(root / "reports/deploy.json")
+    assert d["experiment"] == "uncommitted changes to params.yaml" and d["promoted"] and d["version"] == "1"
+    assert d["note"] == ("first champion of tiny-model; an experiment (uncommitted changes to params.yaml) never "
+                         "replaces a champion, but there was none to keep")
+    client = _client(root)
+    assert alias_version(client, "tiny-model", "champion") == "1"
+    (record,) = ledger(client, "tiny-model")
+    assert record["action"] == "promote" and record["from"] is None and "first champion of tiny-model" in record["why"]
+
+    d = _retrain_and_deploy(root, seed=12)  # still uncommitted: an experiment, and now there is a champion
+    assert d["experiment"] == "uncommitted changes to params.yaml" and not d["promoted"] and d["version"] == "2"
+    assert "does not move the champion" in d["note"] and "bigmodel promote VERSION" in d["note"]
+    assert alias_version(client, "tiny-model", "champion") == "1"
+    assert [r["action"] for r in ledger(client, "tiny-model")] == ["promote", "kept"]
+
+
+def test_a_dvc_experiment_does_not_fill_an_empty_champion_seat(tmp_path, monkeypatch):
+    """Under `dvc exp run` even a registry without champion stays without one (a sweep would crown whichever point
+    finished first); tests/test_e2e_dvc.py checks the same through DVC."""
+    from bigmodel_core.io import read_json
+    from bigmodel_core.tracking.registry import alias_version
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_EXP_NAME", "first-point")
+    root = make_workspace(tmp_path / "ws")
+    monkeypatch.chdir(root)
+    params = parse_params(tiny_params_dict())
+    for name in stages.STAGES:
+        stages.get(name).run(params, Paths(root))
+    d = read_json(root / "reports/deploy.json")
+    assert not d["promoted"] and d["experiment"] == "dvc exp run (first-point)" and "does not move" in d["note"]
+    assert alias_version(_client(root), "tiny-model", "champion") is None
+
+
 # --------------------------------------------------------------------------- registry
 @pytest.fixture(scope="module")
 def registry_ws(tmp_path_factory):

@@ -40,18 +40,38 @@ def _git(root, *args: str) -> subprocess.CompletedProcess | None:
         return None
 
 
+def in_dvc_experiment() -> bool:
+    """True under `dvc exp run` (DVC names the experiment and its baseline in the environment)."""
+    return bool(os.environ.get("DVC_EXP_NAME") or os.environ.get("DVC_EXP_BASELINE_REV"))
+
+
+def params_never_committed(root) -> bool:
+    """True in a git work tree whose last commit has no params.yaml (a repository fresh from `bigmodel init`):
+    there is no committed state of the pipeline yet for a run to be an experiment against."""
+    if not (Path(root) / "params.yaml").exists():
+        return False
+    inside = _git(root, "rev-parse", "--is-inside-work-tree")
+    if inside is None or inside.returncode != 0 or inside.stdout.strip() != "true":
+        return False
+    head = _git(root, "cat-file", "-e", "HEAD:params.yaml")
+    return head is not None and head.returncode != 0
+
+
 def experiment_reason(root) -> str | None:
-    """Why this run is an experiment (None: a committed state of the project, or no git to ask).
+    """Why this run is an experiment (None: a committed state of the project, a workspace that has never
+    committed its params.yaml, or no git to ask).
 
     Code and dvc.yaml count as changed if git sees them modified or new (ignored files aside);
     params.yaml only if its values differ from the committed file's (`-S` rewrites the file's layout).
     """
     import yaml
 
-    if os.environ.get("DVC_EXP_NAME") or os.environ.get("DVC_EXP_BASELINE_REV"):
+    if in_dvc_experiment():
         return f"dvc exp run ({os.environ.get('DVC_EXP_NAME') or 'unnamed'})"
     out = _git(root, "status", "--porcelain", "--", *WATCHED_CODE)
     if out is None or out.returncode != 0:  # no git, or not a work tree
+        return None
+    if params_never_committed(root):
         return None
     changed = sorted({line[3:].strip().strip('"') for line in out.stdout.splitlines() if line.strip()})
     params = Path(root) / "params.yaml"
@@ -79,6 +99,7 @@ SPEC = StageSpec(
 def run(params: Params, paths: Paths) -> dict:
     from bigmodel_core.tracking.mlflow_store import log_and_register
     from bigmodel_core.tracking.pipeline_run import close_run, default_run_name, flow_run_id
+    from bigmodel_core.tracking.registry import champion_seen
 
     eval_metrics = read_json(paths.eval_metrics)
     decision = read_json(paths.evaluation / "decision.json")
@@ -107,20 +128,31 @@ def run(params: Params, paths: Paths) -> dict:
         paths.training_steps_plot,
     ]
     experiment = experiment_reason(paths.root)
+    # No champion to keep (the registry's first model, or its champion was taken away): a run from uncommitted
+    # changes may become it. A `dvc exp run` may not: in a sweep, whichever finished first would be crowned.
+    vacant = champion_seen(decision) is None and not in_dvc_experiment()
+    context = None
     if not decision["promote"]:
         why_not = "gate closed: " + "; ".join(decision["reasons"])
     elif params.deploy.promote == "never":
         why_not = "deploy.promote is never: promote by hand with `bigmodel promote VERSION`"
-    elif experiment and not params.deploy.promote_experiments:
-        why_not = (f"an experiment ({experiment}) does not move the champion; commit the change, or set "
-                   "deploy.promote_experiments: true")
+    elif experiment and not params.deploy.promote_experiments and not vacant:
+        # once committed, the same state has nothing left to run (`bigmodel run`: nothing to do), so say how it is
+        # promoted then
+        why_not = (f"an experiment ({experiment}) does not move the champion; to make it the champion, commit the "
+                   "change and `bigmodel promote VERSION --reason ...`, or set deploy.promote_experiments: true")
     else:
         why_not = None
+        if experiment and not params.deploy.promote_experiments:
+            context = (f"an experiment ({experiment}) never replaces a {params.deploy.champion_alias}, but there was "
+                       "none to keep")
+        elif params_never_committed(paths.root):
+            context = "params.yaml has no commit yet, so no run here is an experiment: the gate alone decides"
     result = log_and_register(
         params, paths.root, bundle_dir=paths.model, history=history, eval_metrics=eval_metrics, per_class=per_class,
         decision=decision, quality=quality, artifacts=artifacts, tags=tags, example_texts=test["text"].head(3).tolist(),
         train_run_id=train_metrics.get("mlflow_run_id"), promote=why_not is None, experiment=experiment,
-        why_not=why_not, train_summary={k: v for k, v in train_metrics.items() if k != "history"},
+        why_not=why_not, context=context, train_summary={k: v for k, v in train_metrics.items() if k != "history"},
         split_dir=paths.split, quarantine=paths.validated / "quarantine.parquet", run_name=default_run_name(),
     )
     result["reasons"] = decision["reasons"]

@@ -262,7 +262,7 @@ _NOT_LOGGED = {"promote", "champion_version", "positive_class"}
 def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: list[dict], eval_metrics: dict,
                      decision: dict, quality: dict, artifacts: list[Path], tags: dict[str, str],
                      example_texts: list[str], train_run_id: str | None = None, promote: bool = False,
-                     experiment: str | None = None, why_not: str | None = None,
+                     experiment: str | None = None, why_not: str | None = None, context: str | None = None,
                      per_class: dict | None = None, train_summary: dict | None = None,
                      split_dir: Path | None = None, quarantine: Path | None = None,
                      run_name: str | None = None) -> dict:
@@ -281,7 +281,8 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
     hash (under the flow, the flow's run still gets this execution's evaluation and the tag
     bigmodel.model_version). The result's run_gate is the gate verdict recorded on its run. `promote` (gate
     passed and policy allows) moves the champion by compare-and-set against the version the gate compared
-    with; every decision goes into the ledger.
+    with; every decision goes into the ledger. `context`: why the policy let this run promote (an experiment
+    in a registry without champion, a workspace that never committed its params), for the ledger and the note.
     """
     mlflow = _setup(params, root)
     import pandas as pd
@@ -314,7 +315,7 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
                                                          "bigmodel.model_run": run_id or "none"})
             run_id = flow_run
         result = _aliases(params, root, client, name, existing, exp_id, run_id, decision, eval_metrics, promote,
-                          experiment, why_not, retried=True)
+                          experiment, why_not, retried=True, context=context)
         result["run_gate"] = _run_gate(client, run_id)
         result["already_registered"] = True
         return result
@@ -345,7 +346,7 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
         client.update_model_version(name, version, description=_description(eval_metrics, decision, quality, experiment))
         client.set_tag(run_id, "bigmodel.model_version", f"{name} v{version}")
     result = _aliases(params, root, client, name, version, exp_id, run_id, decision, eval_metrics, promote, experiment,
-                      why_not)
+                      why_not, context=context)
     result["run_gate"] = _run_gate(client, run_id)
     return result
 
@@ -428,7 +429,7 @@ def _read_quarantine(path: Path | None):
 
 def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id: str, run_id: str | None,
              decision: dict, eval_metrics: dict, promote: bool, experiment: str | None, why_not: str | None,
-             retried: bool = False) -> dict:
+             retried: bool = False, context: str | None = None) -> dict:
     """Challenger always; champion by compare-and-set when `promote`; the ledger records the decision.
 
     retried: the version existed already. If the pipeline decided about it before, that decision stands (the
@@ -436,16 +437,14 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
     version the gate kept out that now passes it (its thresholds were changed, say evaluate.allow_label_change)
     is promoted when the champion is still the one this evaluation compared it with.
     """
-    from bigmodel_core.tracking.registry import alias_version, append_ledger, ledger, move_champion, registry_lock
+    from bigmodel_core.tracking.registry import (alias_version, append_ledger, champion_seen, ledger, move_champion,
+                                                 registry_lock)
 
     d = params.deploy
     client.set_registered_model_alias(name, d.challenger_alias, version)
     aliases = [d.challenger_alias]
     figures = {"test_accuracy": round(eval_metrics["accuracy"], 6), "test_macro_f1": round(eval_metrics["macro_f1"], 6)}
-    champ = decision.get("champion")
-    # the champion this evaluation saw: the one compared with, or one with another label set (not comparable)
-    other = next((c for c in decision.get("checks", []) if c.get("rule") == "same_labels_as_champion"), None)
-    expected = champ["version"] if champ else (other["champion_version"] if other else None)
+    expected = champion_seen(decision)
     note = None
     earlier = [r for r in ledger(client, name) if r["to"] == version and r["who"] == "pipeline"] if retried else []
     current = alias_version(client, name, d.champion_alias)
@@ -456,12 +455,19 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
         note = (f"v{version} was decided on before ({earlier[-1]['action']} at {earlier[-1]['at']}: "
                 f"{earlier[-1]['why']}); not deciding again")
     elif promote:
+        vacant = None  # said when there is no champion to replace: the registry's first, or one taken away
+        if expected is None:
+            had_one = any(r["action"] in ("promote", "rollback") for r in ledger(client, name))
+            vacant = f"{name} had no {d.champion_alias}" if had_one else f"first {d.champion_alias} of {name}"
         moved, note = move_champion(client, root, name, d.champion_alias, version, expected,
                                     why="gate passed" + (f" ({experiment})" if experiment else "")
+                                    + "".join(f"; {x}" for x in (vacant, context) if x)
                                     + (" on a re-evaluation, after it was kept out before" if earlier else ""), who="pipeline",
                                     metrics=figures)
         if moved:
             aliases.append(d.champion_alias)
+            # the summary and the run card say why: "first champion of <name>", and what let the policy promote
+            note = "; ".join(x for x in (vacant or note, context) if x)
     else:
         note = why_not or "not promoted"
         with registry_lock(root, client):

@@ -75,6 +75,16 @@ def append_ledger(client, name: str, entry: dict) -> dict:
     return record
 
 
+def champion_seen(decision: dict) -> str | None:
+    """The champion version an evaluation saw (reports/evaluate/decision.json): the one it compared with, or one
+    with another label set (not comparable); None when the model had no champion."""
+    champ = decision.get("champion")
+    if champ:
+        return str(champ["version"])
+    other = next((c for c in decision.get("checks", []) if c.get("rule") == "same_labels_as_champion"), None)
+    return str(other["champion_version"]) if other else None
+
+
 def champion_stack(rows: list[dict]) -> list[str]:
     """The champions in the order they took over, as promotions push and rollbacks pop them."""
     stack: list[str] = []
