@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from bigmodel_core.errors import BigmodelError, WorkspaceBusy
+from bigmodel_core.errors import BigmodelError, DataError, WorkspaceBusy
 
 ENV = "BIGMODEL_WORKSPACE_LOCK"
 
@@ -126,9 +126,68 @@ def dvc_status(root: Path) -> dict:
                           capture_output=True, text=True)
     out = proc.stdout.strip()
     if proc.returncode != 0:
-        tail = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-        raise BigmodelError(f"`dvc status` failed in {root}: {tail[-1] if tail else 'no output'}")
+        problem = dvc_file_problem(Path(root))
+        if problem:
+            raise DataError(problem)
+        lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        said = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "no output")
+        raise BigmodelError(f"`dvc status` failed in {root}: {said}")
     try:
         return json.loads(out.splitlines()[-1]) if out else {}
     except ValueError:
         raise BigmodelError(f"could not read `dvc status --json` output: {out[-300:]!r}") from None
+
+
+#: What to do about a pipeline file DVC cannot read, by file.
+_DVC_FILE_FIX = {
+    "dvc.lock": "restore the committed one with `git checkout dvc.lock`, or delete it to re-run every stage",
+    "dvc.yaml": "restore it with `git checkout dvc.yaml`, or write it again with `bigmodel dag --write`",
+}
+
+
+def dvc_file_problem(root: Path) -> str | None:
+    """Why DVC cannot read this workspace's dvc.yaml or dvc.lock, in one line naming the file, the line and column,
+    DVC's own complaint and the fix; None when both load. DVC's loader is asked (what `dvc status` runs), so the
+    answer is its verdict, taken from its exception instead of from its console text."""
+    from dvc.dvcfile import load_file
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.utils.serialize import EncodingError, parse_yaml_for_update
+    from dvc.utils.strictyaml import YAMLSyntaxError, YAMLValidationError, determine_linecol
+
+    root = Path(root)
+    if not (root / "dvc.yaml").exists():
+        return None
+    try:
+        with Repo(str(root)) as repo:
+            list(load_file(repo, str(root / "dvc.yaml")).stages.values())  # loads dvc.yaml, then dvc.lock
+    except YAMLValidationError as e:
+        name, place, what = Path(e.path).name, "", str(e.exc)
+        if e.exc.errors:
+            error = e.exc.errors[0]
+            what = error.error_message + (f" at {' -> '.join(map(str, error.path))}" if error.path else "")
+            try:
+                line, column, _ = determine_linecol(parse_yaml_for_update(e.text, e.path), error.path)
+            except Exception:  # the place is a help, the rule is the message
+                line = column = None
+            place = f"line {line}" + (f", column {column}" if column else "") + ": " if line else ""
+            more = len(e.exc.errors) - 1
+            what += f" (and {more} more {'problem' if more == 1 else 'problems'})" if more else ""
+    except YAMLSyntaxError as e:
+        name = Path(e.relpath).name
+        cause = e.exc.__cause__
+        mark = getattr(cause, "problem_mark", None)
+        place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = f"not valid YAML: {getattr(cause, 'problem', None) or cause or e}"
+        start = getattr(cause, "context_mark", None)
+        if getattr(cause, "context", None) and start is not None:  # where the construct it could not finish began
+            what += f" ({cause.context} that starts at line {start.line + 1}, column {start.column + 1})"
+        what += e.hint
+    except EncodingError as e:
+        name, place, what = Path(e.path).name, "", f"not {e.encoding} text (binary or garbled bytes)"
+    except DvcException:
+        return None  # another trouble: `dvc status` tells it
+    else:
+        return None
+    fix = _DVC_FILE_FIX.get(name, f"restore {name} from git")
+    return f"{name}: {place}{what}; DVC cannot read it, so nothing was run. Fix: {fix}"

@@ -11,9 +11,9 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from bigmodel_core.errors import PERMANENT_EXIT_CODES
+from bigmodel_core.errors import PERMANENT_EXIT_CODES, DataError
 from bigmodel_core.interrupts import stop_group
-from bigmodel_core.workspace import child_env, dvc_status, wait_for_dvc
+from bigmodel_core.workspace import child_env, dvc_file_problem, dvc_status, wait_for_dvc
 
 
 class StageFailed(Exception):
@@ -93,9 +93,15 @@ def run_stage(stage: str, root: str, force: bool = False, env: dict[str, str] | 
     seconds = time.perf_counter() - started
     if code != 0:
         message = _last_error(output)
+        exit_code = _stage_exit_code(output, code)
         if _DVC_LOCKED in output:
             message = "another DVC command kept this workspace locked for two minutes (.dvc/tmp/lock); nothing was changed"
-        raise StageFailed(stage, _stage_exit_code(output, code), message)
+        elif not any(line.startswith("error: ") for line in output.splitlines()):
+            # DVC stopped before the stage said anything: a dvc.yaml or dvc.lock it cannot read is named by its loader
+            problem = dvc_file_problem(Path(root))
+            if problem:
+                message, exit_code = problem, DataError.exit_code
+        raise StageFailed(stage, exit_code, message)
     ran = f"Running stage '{stage}'" in output
     return {"stage": stage, "ran": ran, "seconds": round(seconds, 2)}
 
