@@ -100,7 +100,10 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
     root = Path.cwd()
     started = time.perf_counter()
     try:
-        load_params(Path("params.yaml"), set_ or None)  # every param and override is checked before anything starts
+        params = load_params(Path("params.yaml"), set_ or None)  # every param and override is checked before anything starts
+        from bigmodel_core.tracking.mlflow_store import check_registry
+
+        check_registry(params, root)  # a deleted mlflow.db stops the run here, not at evaluate after training
     except BigmodelError as e:
         _fail(e)
     from bigmodel_core.workspace_init import refresh_version

@@ -1,11 +1,15 @@
-"""A workspace whose own state is broken: a corrupt dvc.lock. `bigmodel run` stops before its first stage with one `error:` line naming the file, the place and the fix, exit 2,
+"""A workspace whose own state is broken: a corrupt dvc.lock, a deleted mlflow.db. `bigmodel run` (and the flow a
+schedule runs) stops before its first stage with one `error:` line naming the file, the place and the fix, exit 2,
 and changes nothing: no stage runs, every output and params.yaml stay as they were."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from tests.conftest import run_cmd, snapshot
+from tests.conftest import env_for, run_cmd, snapshot
 from tests.test_failures import BIGMODEL, copy_of, done_ws, error_lines  # noqa: F401  (done_ws: one completed run)
 
 pytestmark = pytest.mark.e2e
@@ -56,3 +60,26 @@ def test_a_corrupt_dvc_lock_is_named_with_its_line_and_the_fix(done_ws, tmp_path
     (root / "dvc.lock").write_text(good)
     assert "nothing to do" in run_cmd([BIGMODEL, "run"], root).stdout
 
+
+def test_a_deleted_mlflow_db_stops_the_run_before_its_first_stage(done_ws, tmp_path):  # noqa: F811
+    root = copy_of(done_ws, tmp_path / "ws")
+    for f in root.glob("mlflow.db*"):
+        f.unlink()
+    before, params = snapshot(root), (root / "params.yaml").read_text()
+    for args in (["run"], ["run", "--force"], ["run", "-S", "train.epochs=1"]):
+        proc = run_cmd([BIGMODEL, *args], root, check=False)
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+        errors = error_lines(proc.stderr)
+        assert len(errors) == 1, proc.stderr[-3000:]
+        assert errors[0].startswith("error: tracking database mlflow.db is missing, but reports/deploy.json records "
+                                    "tiny-model v1 registered in it")
+        assert "Restore the database" in errors[0] and "deploy.allow_new_registry: true" in errors[0]
+        assert "prefect:" not in proc.stdout and "[1/8]" not in proc.stdout  # stopped before any server or stage
+    # the flow itself (what a schedule or a deployment runs) refuses the same way before its first stage
+    flow = subprocess.run([sys.executable, "-m", "bigmodel_flows.retrain"], cwd=root, env=env_for(root),
+                          capture_output=True, text=True, timeout=600)
+    assert flow.returncode != 0
+    assert "tracking database mlflow.db is missing" in flow.stdout + flow.stderr
+    assert "[1/8]" not in flow.stdout
+    assert snapshot(root) == before and (root / "params.yaml").read_text() == params
+    assert not list(root.glob("mlflow.db*"))  # no empty registry was made on the way

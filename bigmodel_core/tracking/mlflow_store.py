@@ -37,12 +37,30 @@ def home_workspace(root: Path) -> Path:
     return root
 
 
+def _sqlite_store(params: Params, root: Path) -> tuple[str, Path] | None:
+    """(the database as the URI names it, its path) when the tracking store is a SQLite file, else None."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = uri[len("sqlite:///"):].split("?", 1)[0]
+    return db, Path(db) if Path(db).is_absolute() else home_workspace(root) / db
+
+
+def check_registry(params: Params, root: Path) -> None:
+    """Raise RegistryMissing when the tracking database this workspace registered versions in is gone (what the
+    first use of the store would raise), without creating or opening anything: `bigmodel run` asks before its first
+    stage, so that nothing trains without tracking only for deploy to find the registry missing."""
+    store = _sqlite_store(params, root)
+    if store is not None and not store[1].exists():
+        _refuse_silent_new_registry(params, home_workspace(root), store[0])
+
+
 def tracking_uri(params: Params, root: Path) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
-    if uri.startswith("sqlite:///"):
+    store = _sqlite_store(params, root)
+    if store is not None:
         root = home_workspace(root)
-        db = uri[len("sqlite:///"):].split("?", 1)[0]
-        db_path = Path(db) if Path(db).is_absolute() else root / db
+        db, db_path = store
         if not db_path.exists():
             _refuse_silent_new_registry(params, root, db)
         db_path.parent.mkdir(parents=True, exist_ok=True)
