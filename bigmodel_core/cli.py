@@ -47,6 +47,20 @@ def _fail(err: BigmodelError) -> None:
     raise typer.Exit(err.exit_code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from bigmodel_core.workspace_init import installed_version
+
+        typer.echo(f"bigmodel {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                          help="Print the installed bigmodel version and exit.")) -> None:
+    """Train, gate and ship text classifiers."""
+
+
 @app.command()
 def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, validate, augment, split, train, evaluate, deploy."),
           params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file.")) -> None:
@@ -441,7 +455,7 @@ def promote(version: str = typer.Argument(..., help="Registered version to make 
 
 
 @app.command()
-def rollback(reason: str = typer.Option("by hand", "--reason", help="Why (kept in the promotion ledger)."),
+def rollback(reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
              params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     """Move the champion alias back to the version it held before the current one (smoke-tested first)."""
     from bigmodel_core.config import load_params

@@ -39,6 +39,13 @@ class WorkspaceBusy(BigmodelError):
     exit_code = 4
 
 
+class PortInUse(BigmodelError):
+    """The address `bigmodel serve` should listen on is taken by another process (names it); nothing was started.
+    Exit 4 like WorkspaceBusy: something the command needs is held by someone else."""
+
+    exit_code = 4
+
+
 #: Exit codes that mean "retrying will not help": bad input, closed gates, a workspace held by another run.
 PERMANENT_EXIT_CODES = frozenset({ConfigError.exit_code, DataError.exit_code, GateFailed.exit_code,
                                   WorkspaceBusy.exit_code})

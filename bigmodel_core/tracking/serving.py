@@ -22,14 +22,17 @@ raises MlflowException(INVALID_PARAMETER_VALUE), which MLflow answers with 400.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from bigmodel_core.errors import BigmodelError
-from bigmodel_core.scoring import text_problem
-from bigmodel_core.tracking.pyfunc import MAX_CHARS_ENV, MAX_ROWS_ENV
+
+# pandas and MLflow (scoring, pyfunc) are imported where they are used: `bigmodel serve` takes its port first,
+# and a taken one is said at once, not after seconds of imports
 
 _DRAIN_BYTES = 256 * 1024 * 1024
 _FORMATS = ("dataframe_split", "dataframe_records", "inputs", "instances")
@@ -108,6 +111,8 @@ def check_request(body: bytes, limits: dict) -> str | None:
     texts, problem = _texts_in(parsed)
     if problem or texts is None:
         return problem
+    from bigmodel_core.scoring import text_problem
+
     return text_problem(texts, "text", allow_empty=False, **limits)
 
 
@@ -189,24 +194,54 @@ def build_app(model, *, served: str, max_body_bytes: int, max_rows: int, max_tex
     """MLflow's scoring app for `model`, behind the guard; the pyfunc reads the same limits from the environment."""
     from mlflow.pyfunc import scoring_server
 
+    from bigmodel_core.tracking.pyfunc import MAX_CHARS_ENV, MAX_ROWS_ENV
+
     os.environ[MAX_ROWS_ENV], os.environ[MAX_CHARS_ENV] = str(max_rows), str(max_text_chars)
     limits = {"max_rows": max_rows, "max_chars": max_text_chars}
     return RequestGuard(scoring_server.init(model), max_body_bytes=max_body_bytes, limits=limits, served=served)
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now (as uvicorn would bind it: SO_REUSEADDR, IPv6 for a host with ':'), so that a
+    taken port is said before the model is loaded or anything is printed, and no other process can take the port
+    between this check and the server's start. Raises PortInUse, or ConfigError for an address this machine cannot
+    listen on."""
+    from bigmodel_core.errors import ConfigError, PortInUse
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise PortInUse(f"{host}:{port} is already in use by another process: nothing was started; stop what "
+                            f"listens there, or choose another port (bigmodel serve --port {port + 1})") from None
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(params, root: Path, *, model_uri: str | None, host: str, port: int, max_body_bytes: int, max_rows: int,
           max_text_chars: int, timeout: int | None, access_log: bool) -> None:
-    """Resolve, load, print what is served, and serve until interrupted."""
+    """Take the port, resolve, load, print what is served, and serve until interrupted."""
     import uvicorn
 
     from bigmodel_core.tracking.mlflow_store import load_pyfunc
 
     if timeout is not None:  # read by scoring_server.init: a request running longer gets 504
         os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(timeout)
-    uri, served = resolve(params, root, model_uri)
-    model = load_pyfunc(params, root, uri)
-    app = build_app(model, served=uri, max_body_bytes=max_body_bytes, max_rows=max_rows, max_text_chars=max_text_chars)
-    print(f"serving {served} on http://{host}:{port}  (POST /invocations, GET /ping); "
-          f"limits: {max_body_bytes:,} bytes, {max_rows:,} texts, {max_text_chars:,} characters per text. "
-          "The alias was resolved now: restart to serve a newer champion.", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, timeout_graceful_shutdown=5)
+    sock = listen_socket(host, port)
+    try:
+        uri, served = resolve(params, root, model_uri)
+        model = load_pyfunc(params, root, uri)
+        app = build_app(model, served=uri, max_body_bytes=max_body_bytes, max_rows=max_rows,
+                        max_text_chars=max_text_chars)
+        print(f"serving {served} on http://{host}:{port}  (POST /invocations, GET /ping); "
+              f"limits: {max_body_bytes:,} bytes, {max_rows:,} texts, {max_text_chars:,} characters per text. "
+              "The alias was resolved now: restart to serve a newer champion.", flush=True)
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log,
+                                timeout_graceful_shutdown=5)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
