@@ -78,3 +78,29 @@ def test_promote_and_rollback_require_a_reason(tmp_path, command):
     proc = _bigmodel(tmp_path, *command)
     assert proc.returncode == 2 and "Missing option '--reason'" in proc.stderr, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no registry was opened
+
+
+# (arguments, the one line on stderr): errors that stop a command before it does any work; each exits 2
+QUICK_ERRORS = [
+    (["init", "nope"], "error: nope: not a directory (create it first, e.g. a git repository: git init nope)"),
+    (["schedule"], "error: give one of --cron EXPR or --interval EVERY"),
+    (["predict"], 'error: nothing to classify: bigmodel predict "some text" ... or --input FILE --output FILE'),
+    (["predict", "--input", "a.csv"], "error: --input and --output go together: bigmodel predict --input FILE --output FILE"),
+    (["report", "data"], "error: metrics/data_quality.json: no data-quality report yet (run `bigmodel run` or "
+                         "`bigmodel stage validate` first)"),
+    (["stage", "nope"], "error: unknown stage 'nope'; stages are: ingest, clean, validate, augment, split, train, "
+                        "evaluate, deploy"),
+    (["run", "-S", "train.epochs=abc"], "error: params.yaml: train.epochs: Input should be a valid integer, unable to "
+                                        "parse string as an integer, got 'abc'"),
+    (["dag", "--file", "missing.yaml"], "error: missing.yaml: not found (run from the workspace root)"),
+]
+
+
+@pytest.mark.parametrize("args, line", QUICK_ERRORS, ids=[" ".join(a) for a, _ in QUICK_ERRORS])
+def test_an_error_is_one_line_and_its_exit_code(tmp_path, args, line):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(), sort_keys=False))
+    proc = _bigmodel(tmp_path, *args)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", line + "\n")
+    res = CliRunner().invoke(app, args, catch_exceptions=False) if args[0] in ("schedule", "predict") else None
+    if res is not None:  # in-process (what tests and embedders use) the same line and code
+        assert res.exit_code == 2 and line in res.output
