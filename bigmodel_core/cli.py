@@ -22,10 +22,29 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from bigmodel_core.errors import BigmodelError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, gate and ship text classifiers.")
+
+def _fail(err: BigmodelError) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(err.exit_code)
+
+
+class _Commands(TyperGroup):
+    """Every command (sub-commands too) ends a BigmodelError the same way, here: one `error:` line on stderr and the
+    error's exit code. Commands do not catch it themselves, unless another handler of theirs would."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BigmodelError as e:
+            _fail(e)
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
+                  help="Train, gate and ship text classifiers.")
 
 
 def describe_exception(e: BaseException) -> str:
@@ -40,11 +59,6 @@ def describe_exception(e: BaseException) -> str:
         what = (e.strerror or str(e)).rstrip(".")
         return f"{what[:1].lower() + what[1:]}: {name} ({type(e).__name__})"
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}"
-
-
-def _fail(err: BigmodelError) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(err.exit_code)
 
 
 def _print_version(value: bool) -> None:
@@ -80,8 +94,8 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
             # run by `dvc repro` on its own: hold the workspace (under `bigmodel run` the run already holds it)
             with exclusive(Path.cwd(), f"dvc repro (stage {name})", wait=False):
                 report = module.run(params, Paths(Path.cwd()))
-    except BigmodelError as e:
-        _fail(e)
+    except BigmodelError:
+        raise  # for the app's group to print: the handlers below are for other errors
     except Interrupted as e:
         typer.echo(f"error: stage {name} interrupted by {e.signame}: stopped; its last good outputs are unchanged", err=True)
         raise typer.Exit(e.exit_code)
@@ -113,13 +127,10 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
 
     root = Path.cwd()
     started = time.perf_counter()
-    try:
-        params = load_params(Path("params.yaml"), set_ or None)  # every param and override is checked before anything starts
-        from bigmodel_core.tracking.mlflow_store import check_registry
+    params = load_params(Path("params.yaml"), set_ or None)  # every param and override is checked before anything starts
+    from bigmodel_core.tracking.mlflow_store import check_registry
 
-        check_registry(params, root)  # a deleted mlflow.db stops the run here, not at evaluate after training
-    except BigmodelError as e:
-        _fail(e)
+    check_registry(params, root)  # a deleted mlflow.db stops the run here, not at evaluate after training
     from bigmodel_core.workspace_init import refresh_version
 
     changed = refresh_version(root)
@@ -144,8 +155,8 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
                 except StageFailed as e:
                     typer.echo(f"error: {e}", err=True)
                     raise typer.Exit(e.exit_code or 1)
-    except BigmodelError as e:
-        _fail(e)
+    except BigmodelError:
+        raise  # for the app's group to print: the handlers below are for other errors
     except typer.Exit:
         raise
     except BaseException as e:
@@ -236,11 +247,8 @@ def init(directory: Path = typer.Argument(Path("."), help="The workspace (your g
     .gitignore and .dvcignore lines, `dvc init` when needed. Then: edit params.yaml, `bigmodel run`."""
     from bigmodel_core.workspace_init import init as init_workspace
 
-    try:
-        for line in init_workspace(directory, force=force):
-            typer.echo(line)
-    except BigmodelError as e:
-        _fail(e)
+    for line in init_workspace(directory, force=force):
+        typer.echo(line)
     typer.echo(f"next: name your data in {directory / 'params.yaml'} (data.sources, data.labels; the demo corpus "
                f"runs as written), then `bigmodel run` in {directory}")
 
@@ -254,12 +262,9 @@ def release() -> None:
     from bigmodel_core.release import record
 
     root = Path.cwd()
-    try:
-        params = load_params(Path("params.yaml"))
-        with workspace.exclusive(root, "bigmodel release", wait=True):
-            done = record(root, params, say=lambda m: typer.echo(m))
-    except BigmodelError as e:
-        _fail(e)
+    params = load_params(Path("params.yaml"))
+    with workspace.exclusive(root, "bigmodel release", wait=True):
+        done = record(root, params, say=lambda m: typer.echo(m))
     if done is None:
         typer.echo("error: reports/deploy.json names no registered version: run `bigmodel run` first", err=True)
         raise typer.Exit(2)
@@ -282,15 +287,12 @@ def verify_repro(name: str = typer.Argument(..., help="Registered model name (de
     from bigmodel_core.config import load_params
     from bigmodel_core.verify import check, report, verify
 
-    try:
-        params = load_params(params_file)
-        verdict = verify(Path.cwd(), params, name, version, tolerance=tolerance, keep=keep,
-                         say=lambda m: typer.echo(m))
-        for line in report(verdict):
-            typer.echo(line)
-        typer.echo(check(verdict))
-    except BigmodelError as e:
-        _fail(e)
+    params = load_params(params_file)
+    verdict = verify(Path.cwd(), params, name, version, tolerance=tolerance, keep=keep,
+                     say=lambda m: typer.echo(m))
+    for line in report(verdict):
+        typer.echo(line)
+    typer.echo(check(verdict))
 
 
 @app.command()
@@ -318,11 +320,8 @@ def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml
             tmp.chmod(0o644)  # a file to commit, readable like the rest of the repository
         typer.echo(f"{'wrote' if current != wanted else 'unchanged:'} {dvc_file}")
         return
-    try:
-        for s in load_dag(dvc_file):
-            typer.echo(f"{s.name:<10} <- {', '.join(s.upstream) or '-'}")
-    except BigmodelError as e:
-        _fail(e)
+    for s in load_dag(dvc_file):
+        typer.echo(f"{s.name:<10} <- {', '.join(s.upstream) or '-'}")
 
 
 @app.command()
@@ -343,31 +342,28 @@ def predict(texts: Optional[list[str]] = typer.Argument(None, help="Texts to cla
     from bigmodel_core.errors import ConfigError, DataError
     from bigmodel_core.tracking.mlflow_store import load_pyfunc
 
-    try:
-        if (input_file is None) != (output_file is None):
-            raise ConfigError("--input and --output go together: bigmodel predict --input FILE --output FILE")
-        if input_file is not None and texts:
-            raise ConfigError("give texts on the command line or --input FILE, not both")
-        if input_file is None and not texts:
-            raise ConfigError('nothing to classify: bigmodel predict "some text" ... or --input FILE --output FILE')
-        params = load_params(params_file)
-        if input_file is not None:
-            from bigmodel_core.scoring import file_format, score_file
+    if (input_file is None) != (output_file is None):
+        raise ConfigError("--input and --output go together: bigmodel predict --input FILE --output FILE")
+    if input_file is not None and texts:
+        raise ConfigError("give texts on the command line or --input FILE, not both")
+    if input_file is None and not texts:
+        raise ConfigError('nothing to classify: bigmodel predict "some text" ... or --input FILE --output FILE')
+    params = load_params(params_file)
+    if input_file is not None:
+        from bigmodel_core.scoring import file_format, score_file
 
-            file_format(input_file, "input")  # both names are checked before the model is loaded
-            file_format(output_file, "output")
-            if not input_file.is_file():
-                raise DataError(f"{input_file}: input file not found")
-            model = load_pyfunc(params, Path.cwd(), model_uri)
-            report = score_file(model.predict, input_file, output_file, batch_size)
-            if report["renamed"]:
-                names = ", ".join(f"{old!r} as {new!r}" for old, new in report["renamed"].items())
-                typer.echo(f"note: the model writes columns of the same name, so the input's are kept renamed: {names}")
-            typer.echo(f"scored {report['rows']:,} rows of {input_file} into {output_file} in {report['seconds']:.1f}s")
-            return
-        frame = load_pyfunc(params, Path.cwd(), model_uri).predict(pd.DataFrame({"text": texts}))
-    except BigmodelError as e:
-        _fail(e)
+        file_format(input_file, "input")  # both names are checked before the model is loaded
+        file_format(output_file, "output")
+        if not input_file.is_file():
+            raise DataError(f"{input_file}: input file not found")
+        model = load_pyfunc(params, Path.cwd(), model_uri)
+        report = score_file(model.predict, input_file, output_file, batch_size)
+        if report["renamed"]:
+            names = ", ".join(f"{old!r} as {new!r}" for old, new in report["renamed"].items())
+            typer.echo(f"note: the model writes columns of the same name, so the input's are kept renamed: {names}")
+        typer.echo(f"scored {report['rows']:,} rows of {input_file} into {output_file} in {report['seconds']:.1f}s")
+        return
+    frame = load_pyfunc(params, Path.cwd(), model_uri).predict(pd.DataFrame({"text": texts}))
     typer.echo(frame.to_string(index=False))
 
 
@@ -388,12 +384,9 @@ def serve(model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Def
     from bigmodel_core.config import load_params
     from bigmodel_core.tracking.serving import serve as run_server
 
-    try:
-        run_server(load_params(params_file), Path.cwd(), model_uri=model_uri, host=host, port=port,
-                   max_body_bytes=max_body_bytes, max_rows=max_rows, max_text_chars=max_text_chars, timeout=timeout,
-                   access_log=access_log)
-    except BigmodelError as e:
-        _fail(e)
+    run_server(load_params(params_file), Path.cwd(), model_uri=model_uri, host=host, port=port,
+               max_body_bytes=max_body_bytes, max_rows=max_rows, max_text_chars=max_text_chars, timeout=timeout,
+               access_log=access_log)
 
 
 report_app = typer.Typer(no_args_is_help=True, help="Reports of the last run, in the terminal.")
@@ -407,14 +400,11 @@ def report_data(as_json: bool = typer.Option(False, "--json", help="Print the wh
     from bigmodel_core.errors import DataError
     from bigmodel_core.tracking.report_html import data_quality_markdown
 
-    try:
-        found = latest(Path.cwd())
-        if found is None:
-            raise DataError("metrics/data_quality.json: no data-quality report yet (run `bigmodel run` or "
-                            "`bigmodel stage validate` first)")
-        report, page, note = found
-    except BigmodelError as e:
-        _fail(e)
+    found = latest(Path.cwd())
+    if found is None:
+        raise DataError("metrics/data_quality.json: no data-quality report yet (run `bigmodel run` or "
+                        "`bigmodel stage validate` first)")
+    report, page, note = found
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
@@ -433,11 +423,8 @@ def registry_history(params_file: Path = typer.Option(Path("params.yaml"), "--pa
     from bigmodel_core.config import load_params
     from bigmodel_core.tracking.registry import history_lines
 
-    try:
-        for line in history_lines(load_params(params_file), Path.cwd()):
-            typer.echo(line)
-    except BigmodelError as e:
-        _fail(e)
+    for line in history_lines(load_params(params_file), Path.cwd()):
+        typer.echo(line)
 
 
 @app.command()
@@ -448,10 +435,7 @@ def promote(version: str = typer.Argument(..., help="Registered version to make 
     from bigmodel_core.config import load_params
     from bigmodel_core.tracking.registry import promote_by_hand
 
-    try:
-        typer.echo(promote_by_hand(load_params(params_file), Path.cwd(), version, reason))
-    except BigmodelError as e:
-        _fail(e)
+    typer.echo(promote_by_hand(load_params(params_file), Path.cwd(), version, reason))
 
 
 @app.command()
@@ -461,16 +445,13 @@ def rollback(reason: str = typer.Option(..., "--reason", help="Why (kept in the 
     from bigmodel_core.config import load_params
     from bigmodel_core.tracking.registry import rollback as do_rollback
 
-    try:
-        typer.echo(do_rollback(load_params(params_file), Path.cwd(), reason))
-    except BigmodelError as e:
-        _fail(e)
+    typer.echo(do_rollback(load_params(params_file), Path.cwd(), reason))
 
 
 def main() -> None:
     try:
         app()
-    except BigmodelError as e:  # pragma: no cover - commands catch their own
+    except BigmodelError as e:  # pragma: no cover - the app's group (_Commands) handles those of the commands
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
 
