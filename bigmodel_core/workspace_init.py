@@ -89,7 +89,8 @@ def init(root: Path, force: bool = False) -> list[str]:
         with atomic_path(root / name) as tmp:
             tmp.write_text(text)
             tmp.chmod(0o644)
-        done.append(f"wrote {name}")
+        done.append(f"wrote {name}" + (f" (deploy.model_name: {model_name_for(root)}, after the directory)"
+                                       if name == "params.yaml" else ""))
     sources = root / "data" / "sources"
     if not sources.is_dir():
         sources.mkdir(parents=True)

@@ -185,6 +185,7 @@ def test_pip_install_init_run_serve_in_a_fresh_repository(wheel, tmp_path):
         missing = user("python", "-c", f"import {generic}", check=False)
         assert missing.returncode == 1 and f"No module named '{generic}'" in missing.stderr
 
+    assert user("bigmodel", "--version").stdout == f"bigmodel {wheel.name.split('-')[1]}\n"  # the wheel's version
     assert "wrote params.yaml" in user("bigmodel", "init").stdout
     raw = yaml.safe_load((root / "params.yaml").read_text())
     assert raw["deploy"]["model_name"] == "my-tickets"  # named after the repository
