@@ -137,3 +137,47 @@ def test_a_validation_folder_fixes_the_split(tmp_path, folder):
                 (d / f"{i}.txt").write_text(f"{lab} text {i} in {split}")
     df = read_source(Source(name="c", path=str(tmp_path / "corpus"), format="folder"), tmp_path)
     assert df.groupby("fixed_split").size().to_dict() == {"test": 2, "train": 6, "val": 4}
+
+
+def test_data_stages_keep_a_datasets_own_splits(tmp_path, monkeypatch):
+    """ingest -> split on three CSV sources (train, val, test): validation is the val source exactly, every train
+    row is trained on, and a test row whose text is also in train (with another label) is scored as given."""
+    from bigmodel_core import stages
+    from bigmodel_core.config import parse_params
+    from bigmodel_core.data import schemas
+    from bigmodel_core.data.demo import generate
+    from bigmodel_core.io import read_json, read_table
+    from bigmodel_core.paths import Paths
+    from tests.conftest import make_workspace, tiny_params_dict
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = make_workspace(tmp_path / "ws")
+    monkeypatch.chdir(root)
+    labels = ["sports", "business", "science", "travel"]
+    rows = generate(rows=1600, seed=5)[["text", "label"]].dropna()
+    rows = rows[rows["label"].isin(labels) & (rows["text"].str.strip().str.len() > 20)]
+    rows = rows.drop_duplicates("text").reset_index(drop=True)
+    train, val, test = rows.iloc[:600].copy(), rows.iloc[600:700], rows.iloc[700:800].copy()
+    # a test text that is also in train under another label, differing only in case
+    clash = train.iloc[0]["text"]
+    other = next(l for l in labels if l != train.iloc[0]["label"])
+    test.iloc[0] = [clash.upper(), other]
+    for name, frame in (("train", train), ("val", val), ("test", test)):
+        frame.to_csv(root / f"data/sources/{name}.csv", index=False)
+    raw = tiny_params_dict()
+    raw["data"]["sources"] = [{"name": n, "path": f"data/sources/{n}.csv", "format": "csv", "split": n}
+                              for n in ("train", "val", "test")]
+    raw["augment"]["enabled"] = False
+    params, paths = parse_params(raw), Paths(root)
+    for name in ("ingest", "clean", "validate", "augment", "split"):
+        stages.get(name).run(params, paths)
+    got = {s: read_table(paths.split / f"{s}.parquet", schemas.SPLIT) for s in schemas.SPLITS}
+    q = read_table(paths.validated / "quarantine.parquet", schemas.QUARANTINE)
+    # the rules apply to train and val rows; what passes of each stays where its source put it
+    assert set(got["val"]["source"]) == {"val"} and len(got["val"]) + int((q["source"] == "val").sum()) == len(val)
+    assert set(got["train"]["source"]) == {"train"}
+    assert len(got["train"]) + int((q["source"] == "train").sum()) == len(train)  # nothing carved for validation
+    assert len(got["test"]) == len(test) and clash.upper() in set(got["test"]["text"])
+    assert q.loc[(q["source"] == "train") & (q["source_row"] == 1), "rule"].tolist() == ["conflicting_labels"]
+    assert "conflicting_labels" not in set(q.loc[q["source"] == "test", "rule"])
+    assert read_json(paths.split / "report.json")["validation"] == "the data's own (split: val)"
