@@ -44,8 +44,10 @@ class Source(_Section):
     label_map: dict[str, str] | None = Field(
         default=None, description="Maps raw label values to class names; for 'folder', also selects the folders read."
     )
-    split: Literal["train", "test"] | None = Field(
-        default=None, description="Fixed split for every row of this source; null = assigned by the split stage."
+    split: Literal["train", "val", "test"] | None = Field(
+        default=None, description="Fixed split for every row of this source; null = assigned by the split stage. "
+        "A dataset with rows of split val (its own validation set) keeps all its train rows for training: none "
+        "are carved out for validation."
     )
     file_glob: str = Field(default="*.txt", description="For 'folder': which files are rows.")
     delimiter: str | None = Field(
@@ -210,6 +212,13 @@ class ValidateParams(_Section):
         default=5, ge=1, description="Rule too_few_rows_per_class: fewest passing rows per class (its policy decides)."
     )
     examples: int = Field(default=3, ge=0, le=50, description="Example rows shown per rule in reports and errors.")
+    fixed_test: Literal["as_given", "checked"] = Field(
+        default="as_given",
+        description="Rows of a source's fixed test split (split: test) are the user's benchmark. as_given: they are "
+                    "scored as given; a row rule they break is reported, not enforced (only a test row without text, "
+                    "without a label or with a label outside data.labels is set aside: it cannot be scored), and of a "
+                    "text in train and test the train copy is the one set aside. checked: the rules apply to them as "
+                    "to every other row.")
     drift: DriftParams = Field(default_factory=DriftParams, description="Drift of the passing rows against the champion's data.")
 
     @field_validator("rules", mode="before")

@@ -67,13 +67,16 @@ def variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams) -> pa.Array:
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out_data[:size]))
 
 
-def augment(df: pd.DataFrame, p: AugmentParams, split_params: SplitParams) -> tuple[pd.DataFrame, dict]:
+def augment(df: pd.DataFrame, p: AugmentParams, split_params: SplitParams, carve_val: bool = True
+            ) -> tuple[pd.DataFrame, dict]:
+    """The rows and, after them, `copies` variants of each row the split will put in train (carve_val: as in
+    split.assign)."""
     out = df.copy()
     out["parent_id"] = out["row_id"]
     out["is_augmented"] = False
     if not p.enabled or p.copies == 0:
         return out, {"originals": len(df), "variants": 0}
-    will_train = (splitting.assign_frame(df, split_params) == "train").to_numpy()
+    will_train = (splitting.assign_frame(df, split_params, carve_val) == "train").to_numpy()
     parents = out[will_train]
     ids = pa.array(parents["row_id"].astype(str), type=pa.large_string())
     texts = pa.array(parents["text"], type=pa.large_string(), from_pandas=True)

@@ -22,7 +22,8 @@ import pandas as pd
 from bigmodel_core.config import Source
 from bigmodel_core.errors import DataError
 
-SPLIT_FOLDERS = {"train", "test"}
+#: folder names that fix the split of the files below them (a dataset's own validation folder: val/valid/validation)
+SPLIT_FOLDERS = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
 
 
 def row_id(source: str, file: str, row: int) -> str:
@@ -433,7 +434,7 @@ def _read_folder(path: str, src: Source, name: str, shown: str) -> pd.DataFrame:
                 continue
         elif raw_label in SPLIT_FOLDERS:
             continue
-        split = next((p for p in reversed(parts[:-2]) if p in SPLIT_FOLDERS), src.split)
+        split = next((SPLIT_FOLDERS[p] for p in reversed(parts[:-2]) if p in SPLIT_FOLDERS), src.split)
         text = _decode(data, src, f"{shown}:{member}")
         rows.append((f"{name}:{member}", text, raw_label, split))
     if not rows:

@@ -109,7 +109,10 @@ def _empty_quarantine(df: pd.DataFrame) -> pd.DataFrame:
 
 
 QUARANTINE_COLUMNS = ("row_id", "source", "source_file", "source_row", "text", "label", "rule", "reason")
-_FIXED = {"train": 1, "test": 2}
+_FIXED = {"train": 1, "test": 2, "val": 3}
+#: rules a fixed test row is still set aside for under validate.fixed_test as_given: without a text or a known
+#: label it cannot be scored at all
+_UNSCORABLE = ("empty_text", "missing_label", "unknown_label")
 
 
 class _RowArrays:
@@ -302,6 +305,10 @@ class Checker:
         masks.update({k: f[k].astype(bool) for k in _TEXT_RULES})
         self.assigned = assigned = np.full(n, -1, dtype=np.int8)
         self.hits: dict[str, np.ndarray] = {}
+        # validate.fixed_test as_given: a source's fixed test rows are the user's benchmark and are scored as given;
+        # a rule they break is reported (test_kept), and of a text in train and test the train copy goes aside
+        test = (f["fixed"] == 2) if p.fixed_test == "as_given" else np.zeros(n, dtype=bool)
+        self.test_kept: dict[str, int] = {}
         self.near = None
         for r, rule in enumerate(ROW_RULES):
             policy = p.rules[rule].policy
@@ -313,11 +320,17 @@ class Checker:
                 # under warn or fail, rows that cannot follow their twin into the test split still go aside
                 aside = hits if policy == "quarantine" else self.near["stuck"] & free
             elif rule == "label_noise":
-                hits = self._label_noise(free & usable)
+                hits = self._label_noise(free & usable & ~test)  # the labels of test rows are not looked at
                 aside = hits if policy == "quarantine" else None
             else:
                 hits = masks[rule] & free
                 aside = hits if policy == "quarantine" else None
+            if rule not in _UNSCORABLE and test.any():
+                kept = hits & test
+                if kept.any():
+                    self.test_kept[rule] = int(kept.sum())
+                    hits = hits & ~test
+                    aside = None if aside is None else aside & ~test
             self.hits[rule] = hits
             if aside is not None:
                 assigned[aside] = r
@@ -381,7 +394,7 @@ class Checker:
         is_test = members & (fixed == 2)
         test_clusters = np.unique(cluster[is_test])
         to_test = members & np.isin(cluster, test_clusters)
-        stuck = to_test & (fixed == 1)
+        stuck = to_test & ((fixed == 1) | (fixed == 3))  # fixed train or val rows cannot follow into test
         # keep one row per cluster: a fixed test row first, then the earliest
         m_rows = np.nonzero(members)[0]
         order = m_rows[np.lexsort((m_rows, ~is_test[m_rows], cluster[m_rows]))]
@@ -571,8 +584,11 @@ class Checker:
                 (failures if r["policy"] == "fail" else warnings).append(f"rule {name} ({r['policy']}): {r['finding']}")
         if len(expected) < 2:
             failures.append(f"need at least 2 classes, found {expected}")
+        fixed_test = {"policy": p.fixed_test, "rows": int((f["fixed"] == 2).sum()),
+                      "set_aside": int(((f["fixed"] == 2) & self.q_mask).sum()), "kept_despite": self.test_kept}
         report = {
             "passed": not failures, "rows_in": n, "rows_out": passed, "rows_quarantined": quarantined,
+            "fixed_test": fixed_test,
             "quarantine_fraction": round(frac_q, 6), "rules": report_rules, "dataset_rules": dataset_rules,
             "class_counts": {str(k): int(v) for k, v in per_class.items()}, "failures": failures,
             "warnings": warnings,

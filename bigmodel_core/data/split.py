@@ -3,7 +3,10 @@
 A row's split is a function of its own normalised text (its group key) and the salt only:
 adding rows never moves an existing row, and exact duplicates always share a split. Each class
 gets the configured shares in expectation because the hash does not depend on the label.
-Rows with a fixed split keep it: `test` stays test; `train` rows go to train or validation.
+Rows with a fixed split keep it: `test` stays test, `val` stays validation; `train` rows go to train, or
+to validation as well when the data has no validation split of its own (`carve_val`): a dataset that brings
+its own validation rows (a source with `split: val`, or a `val/` folder) keeps every other row for training
+and testing.
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ def bucket(key: str, salt: str) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
-def assign(group_key: str, fixed_split: str | None, p: SplitParams) -> str:
+def assign(group_key: str, fixed_split: str | None, p: SplitParams, carve_val: bool = True) -> str:
+    """The split of one row. carve_val: take val_fraction of the non-test rows for validation (False when the
+    data brings validation rows of its own)."""
     u = bucket(group_key, p.salt)
-    if fixed_split == "test":
-        return "test"
+    if fixed_split in ("test", "val"):
+        return fixed_split
     if fixed_split == "train":
-        return "val" if u < p.val_fraction else "train"
+        return "val" if carve_val and u < p.val_fraction else "train"
     if u < p.test_fraction:
         return "test"
     # Rescale the rest so val_fraction is a share of the non-test rows.
     v = (u - p.test_fraction) / (1 - p.test_fraction)
-    return "val" if v < p.val_fraction else "train"
+    return "val" if carve_val and v < p.val_fraction else "train"
 
 
 def buckets(keys, salt: str) -> np.ndarray:
@@ -53,22 +58,33 @@ def buckets(keys, salt: str) -> np.ndarray:
     return heads.astype(np.float64) / 2**64
 
 
-def assign_codes(group_keys, fixed_split: np.ndarray, p: SplitParams) -> np.ndarray:
-    """assign() for every row as an index into SPLITS; fixed_split holds 'test', 'train' or anything else
+def assign_codes(group_keys, fixed_split: np.ndarray, p: SplitParams, carve_val: bool = True) -> np.ndarray:
+    """assign() for every row as an index into SPLITS; fixed_split holds 'test', 'val', 'train' or anything else
     (no fixed split)."""
     u = buckets(group_keys, p.salt)
     train, val, test = (np.int8(SPLITS.index(s)) for s in ("train", "val", "test"))
     v = (u - p.test_fraction) / (1 - p.test_fraction)
-    free = np.where(u < p.test_fraction, test, np.where(v < p.val_fraction, val, train))
-    return np.where(fixed_split == "test", test,
-                    np.where(fixed_split == "train", np.where(u < p.val_fraction, val, train), free)).astype(np.int8)
+    to_val = (v < p.val_fraction) & carve_val
+    free = np.where(u < p.test_fraction, test, np.where(to_val, val, train))
+    fixed_train = np.where((u < p.val_fraction) & carve_val, val, train)
+    return np.select([fixed_split == "test", fixed_split == "val", fixed_split == "train"],
+                     [test, val, fixed_train], free).astype(np.int8)
 
 
-def assign_frame(df: pd.DataFrame, p: SplitParams) -> pd.Series:
+def assign_frame(df: pd.DataFrame, p: SplitParams, carve_val: bool = True) -> pd.Series:
     """assign() for every row of a frame with group_key and fixed_split columns."""
     fixed = df["fixed_split"].astype("object").where(df["fixed_split"].notna(), "").to_numpy()
-    codes = assign_codes(df["group_key"], fixed, p)
+    codes = assign_codes(df["group_key"], fixed, p, carve_val)
     return pd.Series(np.asarray(SPLITS, dtype=object)[codes], index=df.index, dtype="str")
+
+
+def has_own_val(table_path) -> bool:
+    """Whether a stage's input table holds rows with a fixed validation split (then none is carved)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(table_path, columns=["fixed_split"]).column(0)
+    return bool(pc.any(pc.equal(column, "val")).as_py())
 
 
 def check_split(df: pd.DataFrame) -> dict:

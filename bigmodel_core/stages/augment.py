@@ -7,6 +7,7 @@ from __future__ import annotations
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data.augment import augment
+from bigmodel_core.data.split import has_own_val
 from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_json
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
@@ -24,12 +25,13 @@ SPEC = StageSpec(
 
 def run(params: Params, paths: Paths) -> dict:
     report = {"originals": 0, "variants": 0, "train_parents": 0}
+    carve_val = not has_own_val(paths.validated / "rows.parquet")
     with atomic_dir(paths.augmented) as out:
         writer = TableWriter(out / "rows.parquet", schemas.AUGMENTED, shown(paths.augmented / "rows.parquet"))
         last = None
         try:
             for df in iter_frames(paths.validated / "rows.parquet", schemas.VALIDATED):
-                last, part = augment(df, params.augment, params.split)
+                last, part = augment(df, params.augment, params.split, carve_val)
                 writer.write(last)
                 for k in report:
                     report[k] += int(part.get(k, 0))

@@ -26,15 +26,18 @@ SPEC = StageSpec(
 def run(params: Params, paths: Paths) -> dict:
     check = splitting.SplitCheck()
     augmented = 0
+    rows = paths.augmented / "rows.parquet"
+    # validation rows of the data's own (a source with split: val) mean none are carved from train
+    carve_val = not splitting.has_own_val(rows) if rows.exists() else True
     with atomic_dir(paths.split) as out:
         writers = {s: TableWriter(out / f"{s}.parquet", schemas.SPLIT, shown(paths.split / f"{s}.parquet"))
                    for s in schemas.SPLITS}
         last = None
         try:
-            for df in iter_frames(paths.augmented / "rows.parquet", schemas.AUGMENTED):
+            for df in iter_frames(rows, schemas.AUGMENTED):
                 # Augmented rows inherit their parent's group key, so they land where the parent does (train).
                 df = df.copy()
-                df["split"] = splitting.assign_frame(df, params.split)
+                df["split"] = splitting.assign_frame(df, params.split, carve_val)
                 check.add(df)
                 augmented += int(df["is_augmented"].sum())
                 for s in schemas.SPLITS:
@@ -47,6 +50,7 @@ def run(params: Params, paths: Paths) -> dict:
             for w in writers.values():
                 w.close(empty_like=last)
         report = {"rows": {s: writers[s].rows for s in schemas.SPLITS}, "per_class": counts,
-                  "augmented_in_train": augmented}
+                  "augmented_in_train": augmented,
+                  "validation": "carved from train (val_fraction)" if carve_val else "the data's own (split: val)"}
         write_json(report, out / "report.json")
     return report

@@ -114,6 +114,14 @@ def data_quality_html(report: dict, quarantine=None, note: str | None = None, ma
                     [[e.get("source_file"), e.get("source_row"), e.get("text"), e.get("label")]
                      + ([e.get("reason")] if reasons else []) for e in examples],
                     numeric={1}))
+    fixed = report.get("fixed_test") or {}
+    if fixed.get("rows"):
+        kept = fixed.get("kept_despite") or {}
+        said = (f"{fixed['rows']:,} rows of a fixed test split ({fixed.get('policy')}); {fixed.get('set_aside', 0):,} set "
+                "aside because they cannot be scored (no text, no label or a label outside data.labels).")
+        parts.append("<h2>Fixed test rows</h2>" + f"<p>{html.escape(said)}</p>"
+                     + (table(["rule they break, kept as given", "rows"], [[k, v] for k, v in kept.items()], numeric={1})
+                        if kept else ""))
     pairs = (rules.get("near_duplicate") or {}).get("pairs") or []
     if pairs:
         parts.append(f"<h2>Near-duplicate pairs (Jaccard &ge; {rules['near_duplicate'].get('min_jaccard')})</h2>" + table(
@@ -256,6 +264,11 @@ def data_quality_markdown(report: dict, where: str | None = None) -> str:
         lines.append(f"| {name} | {r.get('policy')} | {'ok' if r.get('passed') else 'broken'} | |")
     if report.get("class_counts"):
         lines += ["", "Rows per class: " + ", ".join(f"{k} {v:,}" for k, v in report["class_counts"].items()) + "."]
+    fixed = report.get("fixed_test") or {}
+    if fixed.get("rows"):
+        kept = ", ".join(f"{k} {v:,}" for k, v in (fixed.get("kept_despite") or {}).items())
+        lines += ["", f"Fixed test rows: {fixed['rows']:,} ({fixed.get('policy')}), {fixed.get('set_aside', 0):,} set aside "
+                      "(no text, no label or an unknown label)" + (f"; kept as given despite {kept}" if kept else "") + "."]
     drift = report.get("drift") or {}
     if drift.get("checked"):
         lines += ["", f"Drift against champion v{drift.get('reference_version')}: label shift {drift.get('label_shift'):.3f}"
