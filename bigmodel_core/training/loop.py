@@ -262,7 +262,13 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
         state = {k: saved[k] for k in state}
         best_state = saved.get("best_state")
         set_rng_state(saved["rng"][dist.rank] if dist.rank < len(saved["rng"]) else saved["rng"][0])
-        if dist.is_main:
+        if dist.is_main and state["done"]:
+            # training ended but its model was not written (e.g. models/ was not writable): nothing to train,
+            # the best epoch's weights in the checkpoint are the model
+            print(f"train: the checkpoint holds finished training ({len(state['history'])} epoch(s), step "
+                  f"{state['step']}, best epoch {state['best_epoch']}): no step left to run; writing its model",
+                  flush=True)
+        elif dist.is_main:
             print(f"train: resumed from step {state['step']} (epoch {state['epoch']}, step {state['steps_in_epoch']} "
                   f"of {steps_per_epoch[state['epoch'] - 1]} in it)", flush=True)
     else:
