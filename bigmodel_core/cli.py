@@ -298,7 +298,6 @@ def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml
 
         with atomic_path(dvc_file) as tmp:
             tmp.write_text(wanted)
-            tmp.chmod(0o644)  # a file to commit, readable like the rest of the repository
         typer.echo(f"{'wrote' if current != wanted else 'unchanged:'} {dvc_file}")
         return
     try:

@@ -65,7 +65,6 @@ def init(root: Path, force: bool = False) -> list[str]:
     for name, text in files.items():
         with atomic_path(root / name) as tmp:
             tmp.write_text(text)
-            tmp.chmod(0o644)
         done.append(f"wrote {name}")
     sources = root / "data" / "sources"
     if not sources.is_dir():
