@@ -296,7 +296,7 @@ def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml
             return
         from bigmodel_core.io import atomic_path
 
-        with atomic_path(dvc_file) as tmp:
+        with atomic_path(dvc_file, keep_mode=True) as tmp:
             tmp.write_text(wanted)
         typer.echo(f"{'wrote' if current != wanted else 'unchanged:'} {dvc_file}")
         return

@@ -35,29 +35,22 @@ def _temp_beside(target: Path, make) -> Path:
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(target.parent))
 
 
-def _keep_mode(tmp: Path, target: Path) -> None:
-    """An existing target keeps its permission bits (an edited params.yaml stays 0640 if it was)."""
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        return
-    os.chmod(tmp, mode)
-
-
 def _new_file(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to target; on success it is renamed over target. A new file gets the
-    umask's mode (0666 & ~umask); a file that existed keeps its mode."""
+def atomic_path(target: str | Path, keep_mode: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to target; on success it is renamed over target with the umask's mode
+    (0666 & ~umask), as a remade output should have, whatever mode an older copy had; keep_mode: a target
+    that exists keeps its mode (a file of the user's that a command edits, such as params.yaml)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = _temp_beside(target, _new_file)
     try:
         yield tmp_path
-        _keep_mode(tmp_path, target)  # after the writing: a read-only mode must not stop it
+        if keep_mode and target.exists():  # after the writing: a read-only mode must not stop it
+            os.chmod(tmp_path, stat.S_IMODE(os.stat(target).st_mode))
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -66,8 +59,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory; on success it replaces target (old copy removed last). A new
-    directory gets the umask's mode (0777 & ~umask); one that existed keeps its mode."""
+    """Yield a fresh temporary directory (mode 0777 & ~umask); on success it replaces target (old copy removed
+    last)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     old = target.with_name(f".{target.name}.old")
@@ -76,7 +69,6 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = _temp_beside(target, lambda path: os.mkdir(path, 0o777))
     try:
         yield tmp
-        _keep_mode(tmp, target)
         had_old = target.exists()
         if had_old:
             if old.exists():

@@ -63,7 +63,7 @@ def init(root: Path, force: bool = False) -> list[str]:
             raise ConfigError(f"dvc init failed in {root}: {(proc.stderr or proc.stdout).strip()[-500:]}")
         done.append("dvc init" + ("" if scm else " --no-scm (not a git repository: DVC runs without git)"))
     for name, text in files.items():
-        with atomic_path(root / name) as tmp:
+        with atomic_path(root / name, keep_mode=True) as tmp:
             tmp.write_text(text)
         done.append(f"wrote {name}")
     sources = root / "data" / "sources"

@@ -78,11 +78,11 @@ def test_new_outputs_get_the_umasks_modes(tmp_path, umask):
 
 
 @pytest.mark.parametrize("kept", [0o640, 0o600, 0o444, 0o664])
-def test_a_rewritten_file_keeps_its_mode(tmp_path, umask, kept):
+def test_an_edited_file_keeps_its_mode(tmp_path, umask, kept):
     target = tmp_path / "params.yaml"
     target.write_text("train:\n  epochs: 5  # comment\n")
     target.chmod(kept)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, keep_mode=True) as tmp:
         tmp.write_text("edited")
     assert target.read_text() == "edited" and mode(target) == kept
     from bigmodel_core.params_file import persist_overrides
@@ -93,13 +93,18 @@ def test_a_rewritten_file_keeps_its_mode(tmp_path, umask, kept):
     assert os.listdir(tmp_path) == ["params.yaml"]
 
 
-def test_a_replaced_directory_keeps_its_mode(tmp_path, umask):
+def test_a_remade_output_gets_the_umasks_mode_whatever_the_old_one_had(tmp_path, umask):
+    """Outputs an earlier version left at 0600/0700 become readable again when a stage remakes them."""
+    (tmp_path / "metrics.json").write_text("old")
+    (tmp_path / "metrics.json").chmod(0o600)
+    write_json({}, tmp_path / "metrics.json")
     target = tmp_path / "stage"
     target.mkdir()
-    target.chmod(0o750)
+    target.chmod(0o700)
     with atomic_dir(target) as out:
         (out / "a").write_text("new")
-    assert mode(target) == 0o750 and mode(target / "a") == 0o666 & ~umask
+    assert mode(tmp_path / "metrics.json") == 0o666 & ~umask and mode(target / "a") == 0o666 & ~umask
+    assert mode(target) == 0o777 & ~umask
 
 
 def test_table_breaking_its_schema_is_not_written(tmp_path):
