@@ -323,14 +323,21 @@ def test_a_finished_checkpoint_resumes_straight_to_the_model(tmp_path, capsys, p
     capsys.readouterr()
 
     class NoTraining(Callback):
+        resumed: tuple = ()
+
+        def on_resume(self, step, history, steps):
+            self.resumed = (step, history, steps)
+
         def on_step(self, step, metrics):
             raise AssertionError(f"trained step {step} again")
 
         def on_epoch(self, epoch, row):
             raise AssertionError(f"validated epoch {epoch} again")
 
-    resumed, r1 = fit(toy_model(), toy_data(), p, callbacks=[NoTraining()],
-                      checkpoints=Checkpoints(tmp_path, "fp", every=7), progress=False)
+    told = NoTraining()
+    resumed, r1 = fit(toy_model(), toy_data(), p, callbacks=[told], checkpoints=Checkpoints(tmp_path, "fp", every=7),
+                      progress=False)
+    assert told.resumed == (saved["step"], r0.history, r0.steps)  # what a tracker needs to log them again
     out = capsys.readouterr().out
     assert (f"train: the checkpoint holds finished training ({len(r0.history)} epoch(s), step {saved['step']}, "
             f"best epoch {r0.best_epoch}): no step left to run; writing its model") in out

@@ -59,6 +59,9 @@ class Callback:
     def on_epoch(self, epoch: int, row: dict) -> None:
         """After each epoch's validation: the epoch's row of the history."""
 
+    def on_resume(self, step: int, history: list[dict], steps: list[dict]) -> None:
+        """Training goes on from a checkpoint at optimizer step `step`: the epoch rows and logged steps before it."""
+
 
 @dataclass
 class FitResult:
@@ -271,6 +274,9 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
         elif dist.is_main:
             print(f"train: resumed from step {state['step']} (epoch {state['epoch']}, step {state['steps_in_epoch']} "
                   f"of {steps_per_epoch[state['epoch'] - 1]} in it)", flush=True)
+        for cb in callbacks:  # duck-typed: a callback without on_resume does not need to know
+            if hasattr(cb, "on_resume"):
+                cb.on_resume(state["step"], state["history"], state["steps"])
     else:
         torch.manual_seed(p.seed + dist.rank)  # each process its own dropout masks
     resumed_from = state["step"] if saved is not None else None
