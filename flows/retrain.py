@@ -170,7 +170,11 @@ def _take_over(params: Params, root: Path, name: str, mlflow_run: str | None, no
     flow_id = str(flow_run.get_id() or "") or None
     key = (mlflow_run or (f"flow-{flow_id}" if flow_id else None)) if note else None
     if key:
-        record_run(root, key, mlflow_run_id=mlflow_run, flow_run_id=flow_id, name=name)
+        try:
+            record_run(root, key, mlflow_run_id=mlflow_run, flow_run_id=flow_id, name=name)
+        except OSError as e:  # bookkeeping: the run goes on (its stages say so if the workspace is not writable)
+            get_run_logger().warning("could not note this run in .bigmodel/runs: %s", e)
+            key = None
     by = f"run {name}" + (f" (MLflow run {mlflow_run})" if mlflow_run else "")
     take_over_dead_runs(params, root, mlflow_run, by, crash_flow_runs)
     return key

@@ -407,14 +407,17 @@ def take_over_dead_runs(params: Params, root: Path, successor: str | None, by: s
     mlflow_done = close_dead_runs(params, root, dead, successor, why)
     flows = {n["flow_run_id"]: why(n) for n in dead.values() if n.get("flow_run_id") and not n.get("flow_closed")}
     flow_done = crash_flow_runs(flows) if crash_flow_runs is not None and flows else set()
-    for key, note in dead.items():
-        flow = note.get("flow_run_id")
-        flow_ok = not flow or note.get("flow_closed") or flow in flow_done
-        if key in mlflow_done and flow_ok:
-            workspace.forget_run(root, key)
-        elif key in mlflow_done or flow_ok:  # the rest is closed by a later run that can reach it
-            workspace.update_note(root, key, mlflow_closed=key in mlflow_done or bool(note.get("mlflow_closed")),
-                                  flow_closed=bool(flow_ok))
+    try:
+        for key, note in dead.items():
+            flow = note.get("flow_run_id")
+            flow_ok = not flow or note.get("flow_closed") or flow in flow_done
+            if key in mlflow_done and flow_ok:
+                workspace.forget_run(root, key)
+            elif key in mlflow_done or flow_ok:  # the rest is closed by a later run that can reach it
+                workspace.update_note(root, key, mlflow_closed=key in mlflow_done or bool(note.get("mlflow_closed")),
+                                      flow_closed=bool(flow_ok))
+    except OSError as e:
+        _warn("could not update the notes of earlier runs (.bigmodel/runs)", e)
 
 
 def record_data_gate(params: Params, root: Path, reason: str, report: dict, quarantine=None) -> str | None:
