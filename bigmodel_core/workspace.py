@@ -93,13 +93,20 @@ def runs_dir(root: Path) -> Path:
     return Path(root) / ".bigmodel" / "runs"
 
 
-def _process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, Linux's /proc/PID/stat field 22), which tells it from
-    a later process given the same pid; None where /proc has no such process."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """Linux's /proc/PID/stat after the command name: [state, ppid, ..., starttime (index 19), ...]; None where
+    there is no such process (or no /proc)."""
     try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19]
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot), which tells it from a later process given the same
+    pid; None where it cannot be read."""
+    stat = _proc_stat(pid)
+    return stat[19] if stat and len(stat) > 19 else None
 
 
 def record_run(root: Path, key: str, **ids: str | None) -> None:
@@ -140,8 +147,12 @@ def owner_alive(info: dict) -> bool:
         return True
     if not alive(pid):
         return False
-    start = _process_start(pid)
-    return start is None or info.get("process_start") is None or start == info["process_start"]
+    stat = _proc_stat(pid)
+    if stat is None:  # no /proc here: the pid exists, which is all that can be known
+        return True
+    if stat[0] == "Z":  # dead, not yet reaped by its parent
+        return False
+    return info.get("process_start") is None or stat[19] == info["process_start"]
 
 
 def dead_runs(root: Path) -> dict[str, dict]:
@@ -155,7 +166,7 @@ def dead_runs(root: Path) -> dict[str, dict]:
         try:
             info = json.loads(path.read_text())
         except (OSError, ValueError):
-            path.unlink(missing_ok=True)  # a note cut short by the crash itself: nothing to close by it
+            path.unlink(missing_ok=True)  # unreadable (notes are written atomically): nothing to close by it
             continue
         if isinstance(info, dict) and not owner_alive(info):
             found[path.stem] = info

@@ -59,9 +59,15 @@ def test_the_lock_holder_closes_only_this_workspaces_runs_whose_process_died(tmp
     params = parse_params(raw)
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    runs = {name: pipeline_run.open_run(params, a, name, {}) for name in ("dead", "reused", "live", "other", "next")}
+    runs = {name: pipeline_run.open_run(params, a, name, {})
+            for name in ("dead", "reused", "zombie", "live", "other", "next")}
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, and is not reaped until the end
     try:
+        deadline = time.monotonic() + 60
+        while workspace._proc_stat(zombie.pid)[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _note(a, runs["zombie"], zombie.pid, workspace._process_start(zombie.pid), mlflow_run_id=runs["zombie"])
         live_start = workspace._process_start(sleeper.pid)
         assert live_start is not None
         _note(a, runs["dead"], _dead_pid(), "1", mlflow_run_id=runs["dead"], flow_run_id="f-dead")
@@ -83,11 +89,12 @@ def test_the_lock_holder_closes_only_this_workspaces_runs_whose_process_died(tmp
         assert {client.get_run(r).info.status for r in runs.values()} == {"RUNNING"}
 
         with workspace.exclusive(a, "test run"):
-            assert set(workspace.dead_runs(a)) == {runs["dead"], runs["reused"], "flow-f-gone"}
+            assert set(workspace.dead_runs(a)) == {runs["dead"], runs["reused"], runs["zombie"], "flow-f-gone"}
             pipeline_run.take_over_dead_runs(params, a, runs["next"], "run retrain-x", prefect_down)
         status = {name: client.get_run(r).info.status for name, r in runs.items()}
-        assert status == {"dead": "KILLED", "reused": "KILLED", "live": "RUNNING", "other": "RUNNING", "next": "RUNNING"}
-        for name, pid in (("dead", None), ("reused", sleeper.pid)):
+        assert status == {"dead": "KILLED", "reused": "KILLED", "zombie": "KILLED", "live": "RUNNING",
+                          "other": "RUNNING", "next": "RUNNING"}
+        for name, pid in (("dead", None), ("reused", sleeper.pid), ("zombie", zombie.pid)):
             run = client.get_run(runs[name])
             reason = run.data.tags["bigmodel.failure_reason"]
             assert reason.startswith("its process (pid ") and reason.endswith(
@@ -99,7 +106,7 @@ def test_the_lock_holder_closes_only_this_workspaces_runs_whose_process_died(tmp
             assert run.data.tags["mlflow.note.content"].startswith(f"**Stopped by crash:** {reason}")
             assert run.info.start_time <= run.info.end_time <= int(time.time() * 1000)
         linked = client.get_run(runs["next"]).data.tags["bigmodel.predecessor_run"]
-        assert sorted(linked.split(", ")) == sorted([runs["dead"], runs["reused"]])
+        assert sorted(linked.split(", ")) == sorted([runs["dead"], runs["reused"], runs["zombie"]])
         assert asked[0].keys() == {"f-dead", "f-gone"}
         # MLflow is closed, Prefect was not reachable: the notes stay for a run that can reach it
         left = {p.stem: json.loads(p.read_text()) for p in workspace.runs_dir(a).glob("*.json")}
@@ -115,6 +122,7 @@ def test_the_lock_holder_closes_only_this_workspaces_runs_whose_process_died(tmp
     finally:
         sleeper.kill()
         sleeper.wait()
+        zombie.wait()
 
 
 def test_a_run_of_its_own_is_noted_until_it_is_closed(tmp_path, monkeypatch):
