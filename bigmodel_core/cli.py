@@ -315,9 +315,8 @@ def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml
             return
         from bigmodel_core.io import atomic_path
 
-        with atomic_path(dvc_file) as tmp:
+        with atomic_path(dvc_file, keep_mode=True) as tmp:
             tmp.write_text(wanted)
-            tmp.chmod(0o644)  # a file to commit, readable like the rest of the repository
         typer.echo(f"{'wrote' if current != wanted else 'unchanged:'} {dvc_file}")
         return
     for s in load_dag(dvc_file):

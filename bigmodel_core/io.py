@@ -7,11 +7,13 @@ file behind, and a table that breaks its schema is not written at all.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -19,16 +21,36 @@ if TYPE_CHECKING:  # pandas is imported where a frame is made (so a reader of PA
     import pandas as pd
 
 
+def _temp_beside(target: Path, make) -> Path:
+    """Create a fresh temporary entry next to target with make(path) (which fails if it exists), named
+    .<name>.<random>.tmp. Not tempfile.mkstemp/mkdtemp: they create 0600 files and 0700 folders, while these
+    are created with 0666/0777 and the kernel applies the umask, as for any file a program writes."""
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            make(tmp)
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(target.parent))
+
+
+def _new_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to target; on success it is renamed over target."""
+def atomic_path(target: str | Path, keep_mode: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to target; on success it is renamed over target with the umask's mode
+    (0666 & ~umask), as a remade output should have, whatever mode an older copy had; keep_mode: a target
+    that exists keeps its mode (a file of the user's that a command edits, such as params.yaml)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(target, _new_file)
     try:
         yield tmp_path
+        if keep_mode and target.exists():  # after the writing: a read-only mode must not stop it
+            os.chmod(tmp_path, stat.S_IMODE(os.stat(target).st_mode))
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -37,13 +59,14 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory; on success it replaces target (old copy removed last)."""
+    """Yield a fresh temporary directory (mode 0777 & ~umask); on success it replaces target (old copy removed
+    last)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     old = target.with_name(f".{target.name}.old")
     if old.exists() and not target.exists():
         os.replace(old, target)  # a crash between the two renames below: put the last good copy back
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = _temp_beside(target, lambda path: os.mkdir(path, 0o777))
     try:
         yield tmp
         had_old = target.exists()

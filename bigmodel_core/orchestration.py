@@ -179,3 +179,45 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
         time.sleep(0.2)
     raise BigmodelError(f"the temporary Prefect server did not answer {url}/health within {timeout:g}s "
                         f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS raises it; log: {log_path})")
+
+
+def crash_flow_runs(messages: dict[str, str]) -> set[str]:
+    """Mark flow runs whose process died while they ran (flow run id -> why) Crashed, with their task runs still
+    Running or Pending, on the server this process talks to; a flow run already in a final state, or unknown
+    to this server, is left as it is. Returns the ids dealt with; server trouble is printed, never raised."""
+    if not messages:
+        return set()
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterState,
+                                                TaskRunFilterStateType)
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import TaskRunSort
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    done: set[str] = set()
+    try:
+        with get_client(sync_client=True) as client:
+            for run_id, why in messages.items():
+                try:
+                    run = client.read_flow_run(run_id)
+                except ObjectNotFound:  # recorded by another Prefect server: not ours to change
+                    done.add(run_id)
+                    continue
+                if run.state is not None and run.state.is_final():
+                    done.add(run_id)
+                    continue
+                open_tasks = client.read_task_runs(  # sort, limit and offset given: the server rejects nulls
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                    task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(
+                        any_=[StateType.RUNNING, StateType.PENDING]))),
+                    sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200, offset=0)
+                for task_run in open_tasks:
+                    client.set_task_run_state(task_run.id, Crashed(message=why), force=True)
+                client.set_flow_run_state(run.id, Crashed(message=why), force=True)
+                print(f"prefect: flow run {run.name} ({run_id}) marked Crashed: {why}", flush=True)
+                done.add(run_id)
+    except Exception as e:
+        print(f"prefect: could not mark the flow runs of dead processes Crashed ({type(e).__name__}: "
+              f"{str(e).splitlines()[0] if str(e) else ''})", flush=True)
+    return done

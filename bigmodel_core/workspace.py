@@ -8,6 +8,11 @@ BIGMODEL_WORKSPACE_LOCK in their environment and do not take the lock again.
 
 DVC keeps its own lock (`.dvc/tmp/lock`) while one of its commands runs; a run waits for it to be free
 instead of showing DVC's advice to delete it.
+
+A run that opens records elsewhere (an MLflow run, a Prefect flow run) notes them in `.bigmodel/runs/` with
+its pid until it closes them. A process killed outright (SIGKILL, a crash, the machine going down) cannot
+close them; the next run, holding the lock, finds its note, sees that the process is gone (`dead_runs`) and
+closes them in its stead.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from bigmodel_core.errors import BigmodelError, DataError, WorkspaceBusy
+from bigmodel_core.interrupts import alive
 
 ENV = "BIGMODEL_WORKSPACE_LOCK"
 
@@ -80,6 +87,90 @@ def exclusive(root: Path, what: str, wait: bool = True,
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def runs_dir(root: Path) -> Path:
+    return Path(root) / ".bigmodel" / "runs"
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Linux's /proc/PID/stat after the command name: [state, ppid, ..., starttime (index 19), ...]; None where
+    there is no such process (or no /proc)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot), which tells it from a later process given the same
+    pid; None where it cannot be read."""
+    stat = _proc_stat(pid)
+    return stat[19] if stat and len(stat) > 19 else None
+
+
+def record_run(root: Path, key: str, **ids: str | None) -> None:
+    """Note that this process opened runs (ids: mlflow_run_id, flow_run_id, name) and has not closed them."""
+    from bigmodel_core.io import write_json
+
+    pid = os.getpid()
+    write_json({"pid": pid, "process_start": _process_start(pid), "host": socket.gethostname(), "since": time.time(),
+                **ids}, runs_dir(root) / f"{key}.json")
+
+
+def update_note(root: Path, key: str, **fields) -> None:
+    """Change fields of a note, keeping whose it is (e.g. mlflow_closed once its MLflow run was closed)."""
+    from bigmodel_core.io import write_json
+
+    path = runs_dir(root) / f"{key}.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    write_json({**info, **fields}, path)
+
+
+def forget_run(root: Path, key: str) -> None:
+    """The runs noted under `key` are closed (or taken over by this process)."""
+    (runs_dir(root) / f"{key}.json").unlink(missing_ok=True)
+
+
+def owner_alive(info: dict) -> bool:
+    """Whether the process that noted a run is still running (same pid, same start time). A note from another
+    machine (a workspace on a shared disk) counts as alive: its process cannot be looked at from here."""
+    if info.get("host") != socket.gethostname():
+        return True
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    if not alive(pid):
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:  # no /proc here: the pid exists, which is all that can be known
+        return True
+    if stat[0] == "Z":  # dead, not yet reaped by its parent
+        return False
+    return info.get("process_start") is None or stat[19] == info["process_start"]
+
+
+def dead_runs(root: Path) -> dict[str, dict]:
+    """The runs noted in this workspace whose process died without closing them, by key. Only the process that
+    holds the workspace lock (or one it started) may ask: a live run of this workspace holds the lock, so no
+    run found here can still be in progress."""
+    if not held_by_parent():
+        raise RuntimeError("dead_runs: only the run holding the workspace lock may close the runs of others")
+    found = {}
+    for path in sorted(runs_dir(root).glob("*.json")):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)  # unreadable (notes are written atomically): nothing to close by it
+            continue
+        if isinstance(info, dict) and not owner_alive(info):
+            found[path.stem] = info
+    return found
 
 
 def dvc_busy(root: Path) -> bool:

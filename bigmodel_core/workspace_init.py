@@ -86,9 +86,8 @@ def init(root: Path, force: bool = False) -> list[str]:
             raise ConfigError(f"dvc init failed in {root}: {(proc.stderr or proc.stdout).strip()[-500:]}")
         done.append("dvc init" + ("" if scm else " --no-scm (not a git repository: DVC runs without git)"))
     for name, text in files.items():
-        with atomic_path(root / name) as tmp:
+        with atomic_path(root / name, keep_mode=True) as tmp:
             tmp.write_text(text)
-            tmp.chmod(0o644)
         done.append(f"wrote {name}" + (f" (deploy.model_name: {model_name_for(root)}, after the directory)"
                                        if name == "params.yaml" else ""))
     sources = root / "data" / "sources"

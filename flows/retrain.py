@@ -25,7 +25,7 @@ from bigmodel_core.config import Params, load_params
 from bigmodel_core.dag import load_dag
 from bigmodel_core.errors import BigmodelError, GateFailed
 from bigmodel_core.interrupts import as_interrupted, doing
-from bigmodel_core.workspace import exclusive
+from bigmodel_core.workspace import exclusive, forget_run, record_run
 from bigmodel_tasks.dvc_stage import StageFailed, check_stale, run_stage
 from bigmodel_tasks.release import record_release
 
@@ -92,6 +92,7 @@ def retrain(root: str = ".", force: bool = False, set_params: list[str] | None =
         stages = load_dag(rootp / "dvc.yaml")
         stale = check_stale(str(rootp))
         if not stale and not force:
+            _take_over(params, rootp, name, None, note=False)
             seconds = round(time.perf_counter() - started, 2)
             _say(f"nothing to do: every stage is up to date (raw data, params and code unchanged) - {seconds:.1f}s")
             result = {"name": name, "noop": True, "seconds": seconds, "status": "up to date",
@@ -107,6 +108,7 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
     flow_url = getattr(flow_run, "ui_url", None) or ""
     mlflow_run = open_run(params, root, name, {"bigmodel.flow_run_id": str(flow_run.get_id() or "none"),
                                                "bigmodel.flow_run_url": flow_url})
+    note = _take_over(params, root, name, mlflow_run)
     env = {"BIGMODEL_FLOW_RUN_NAME": name, "BIGMODEL_FLOW_RUN_URL": flow_url}
     if mlflow_run:
         env["BIGMODEL_MLFLOW_RUN_ID"] = mlflow_run
@@ -155,10 +157,31 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
     card = _card(result, root, params, mlflow_run)
     if mlflow_run:
         close_run(params, root, mlflow_run, status, reason, card)
+    if note:
+        forget_run(root, note)
     _notify(result, root, params, gate)
     if error is not None:
         raise error
     return result
+
+
+def _take_over(params: Params, root: Path, name: str, mlflow_run: str | None, note: bool = True) -> str | None:
+    """Note this run's MLflow and flow runs in the workspace, so the next run closes them should this process
+    die (returns the note's key), then close what earlier runs left open when their process died."""
+    from bigmodel_core.orchestration import crash_flow_runs
+    from bigmodel_core.tracking.pipeline_run import take_over_dead_runs
+
+    flow_id = str(flow_run.get_id() or "") or None
+    key = (mlflow_run or (f"flow-{flow_id}" if flow_id else None)) if note else None
+    if key:
+        try:
+            record_run(root, key, mlflow_run_id=mlflow_run, flow_run_id=flow_id, name=name)
+        except OSError as e:  # bookkeeping: the run goes on (its stages say so if the workspace is not writable)
+            get_run_logger().warning("could not note this run in .bigmodel/runs: %s", e)
+            key = None
+    by = f"run {name}" + (f" (MLflow run {mlflow_run})" if mlflow_run else "")
+    take_over_dead_runs(params, root, mlflow_run, by, crash_flow_runs)
+    return key
 
 
 def _read(path: Path) -> dict | None:

@@ -310,6 +310,42 @@ def test_a_checkpoint_at_the_last_step_still_validates_the_last_epoch(tmp_path):
     assert same_weights(weights(straight), weights(resumed))
 
 
+@pytest.mark.parametrize("patience", [0, 1], ids=["all-epochs", "stopped-early"])
+def test_a_finished_checkpoint_resumes_straight_to_the_model(tmp_path, capsys, patience):
+    """Training ended but the model was never written (models/ not writable): the checkpoint says done, with
+    the epoch counter one past the last. Resuming it trains nothing and gives the same model and history."""
+    p = params(epochs=4, lr=3e-2 if patience else 3e-3, patience=patience, checkpoint_every=7)
+    straight, r0 = fit(toy_model(), toy_data(), p, checkpoints=Checkpoints(tmp_path, "fp", every=7), progress=False)
+    saved = Checkpoints(tmp_path, "fp").load()
+    assert saved["done"] and saved["stopped_early"] == r0.stopped_early == bool(patience)
+    assert saved["step"] == r0.steps[-1]["step"] and saved["epoch"] == len(r0.history) + 1
+    assert len(r0.history) < 4 if patience else len(r0.history) == 4 and saved["step"] == r0.total_steps
+    capsys.readouterr()
+
+    class NoTraining(Callback):
+        resumed: tuple = ()
+
+        def on_resume(self, step, history, steps):
+            self.resumed = (step, history, steps)
+
+        def on_step(self, step, metrics):
+            raise AssertionError(f"trained step {step} again")
+
+        def on_epoch(self, epoch, row):
+            raise AssertionError(f"validated epoch {epoch} again")
+
+    told = NoTraining()
+    resumed, r1 = fit(toy_model(), toy_data(), p, callbacks=[told], checkpoints=Checkpoints(tmp_path, "fp", every=7),
+                      progress=False)
+    assert told.resumed == (saved["step"], r0.history, r0.steps)  # what a tracker needs to log them again
+    out = capsys.readouterr().out
+    assert (f"train: the checkpoint holds finished training ({len(r0.history)} epoch(s), step {saved['step']}, "
+            f"best epoch {r0.best_epoch}): no step left to run; writing its model") in out
+    assert r1.resumed_from_step == saved["step"] and r1.best_epoch == r0.best_epoch
+    assert r1.stopped_early == r0.stopped_early and r1.history == r0.history and r1.steps == r0.steps
+    assert same_weights(weights(straight), weights(resumed))
+
+
 def test_a_checkpoint_of_another_fingerprint_is_discarded(tmp_path, capsys):
     fit(toy_model(), toy_data(), params(epochs=1), checkpoints=Checkpoints(tmp_path, "old", every=100), progress=False)
     assert (tmp_path / "checkpoint.pt").exists() and list(tmp_path.glob("best-e*.pt"))

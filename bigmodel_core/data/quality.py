@@ -277,13 +277,15 @@ class Checker:
         row) are gone before the near-duplicate search, validate's peak."""
         f, key_id = self.f, self.key_id
         # conflicting labels: one text (key), several labels
-        n_keys = int(key_id.max()) + 1 if self.n else 0
+        n_keys = int(key_id.max()) + 1 if self.n else 0  # 0 too when no row is usable (every id is -1)
         lo_lab = np.full(n_keys, np.iinfo(np.int32).max, dtype=np.int32)
         hi_lab = np.full(n_keys, -1, dtype=np.int32)
-        np.minimum.at(lo_lab, key_id[usable], f["label"][usable])
-        np.maximum.at(hi_lab, key_id[usable], f["label"][usable])
-        conflicting = usable & (lo_lab != hi_lab)[np.maximum(key_id, 0)]
-        del lo_lab, hi_lab
+        keys, labels = key_id[usable], f["label"][usable]
+        np.minimum.at(lo_lab, keys, labels)
+        np.maximum.at(hi_lab, keys, labels)
+        conflicting = np.zeros(self.n, dtype=bool)
+        conflicting[usable] = (lo_lab != hi_lab)[keys]  # only usable rows have a key to look up
+        del lo_lab, hi_lab, keys, labels
         # duplicates: the first copy is kept, but a copy in a fixed test split first of all (removing it would
         # shrink the official test set, while the train copy is the one that would leak)
         cand = np.nonzero(usable & ~conflicting)[0]

@@ -216,11 +216,13 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         from bigmodel_core.tracking.live import MlflowLive
         from bigmodel_core.tracking.pipeline_run import log_split_datasets
 
-        resume_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
-        live = MlflowLive.open(params, paths.root, resume_id)
+        # the MLflow run the checkpoint's training logged into, if any; a run of its own (plain `dvc repro`) is
+        # continued, a flow's run is not (the flow that owned it has ended)
+        wrote = json.loads(run_file.read_text()) if run_file.exists() else None
+        live = MlflowLive.open(params, paths.root, wrote["run_id"] if wrote and wrote.get("owned", True) else None)
         if live is not None:
-            if live.owns_run:  # a crashed training resumed by plain `dvc repro` continues its run
-                run_file.write_text(json.dumps({"run_id": live.run_id}) + "\n")
+            live.resumed_from = wrote["run_id"] if wrote else None  # a resumed checkpoint's epochs are logged again
+            run_file.write_text(json.dumps({"run_id": live.run_id, "owned": live.owns_run}) + "\n")
             try:
                 log_split_datasets(live.client, live.run_id, paths.split)
             except Exception as e:
@@ -230,18 +232,20 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
     try:
         model, result = fit(model, data, p, callbacks=callbacks, checkpoints=checkpoints, dist=dist,
                             max_length=params.tokenizer.max_length if sequence else None)
+        if not dist.is_main:
+            distributed.barrier(dist)
+            return {}
+        # a failure from here on (models/ not writable, a full disk) leaves the checkpoint of the finished training
+        # (train.checkpoint_every > 0): the next attempt writes the model from it without training again
+        with atomic_dir(paths.model) as out:
+            save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean)
+            write_json(_data_profile(paths), out / PROFILE_FILE)  # what the next run's data is compared with
     except BaseException as e:
         if live is not None:
             killed = isinstance(e, KeyboardInterrupt)
             live.finish("KILLED" if killed else "FAILED",
                         reason="training interrupted" if killed else f"train: {type(e).__name__}: {e}")
         raise
-    if not dist.is_main:
-        distributed.barrier(dist)
-        return {}
-    with atomic_dir(paths.model) as out:
-        save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean)
-        write_json(_data_profile(paths), out / PROFILE_FILE)  # what the next run's data is compared with
     metrics = {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),

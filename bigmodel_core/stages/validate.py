@@ -109,6 +109,9 @@ def _drift(params: Params, result: quality.QualityResult, current: dict, referen
     if reference is None:
         result.report["drift"] = {"checked": False, "reason": why}
         return
+    if not current["rows"]:  # the gate is closed already; an empty profile against the champion's says nothing
+        result.report["drift"] = {"checked": False, "reason": "no row passed the rules: nothing to compare"}
+        return
     drift = compare(None, current, reference, p, version, oov=oov)
     result.report["drift"] = drift
     if not drift["passed"]:

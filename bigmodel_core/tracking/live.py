@@ -25,6 +25,21 @@ class MlflowLive(Callback):
         self.buffer: list = []
         self.last_flush = time.monotonic()
         self.failed = False
+        self.root: Path | None = None  # set for a run of its own: noted in the workspace until it is closed
+        self.resumed_from: str | None = None  # the run a resumed checkpoint's training logged into
+
+    def _take_over(self, params: Params) -> None:
+        """A run of its own (plain `dvc repro`, which holds the workspace lock): note it, so that the next run
+        closes it should this process die, and close what dead processes left open (MLflow only: the flow
+        runs of those are closed by the next flow run)."""
+        from bigmodel_core import workspace
+        from bigmodel_core.tracking import pipeline_run
+
+        try:
+            workspace.record_run(self.root, self.run_id, mlflow_run_id=self.run_id)
+            pipeline_run.take_over_dead_runs(params, self.root, self.run_id, f"`dvc repro` (MLflow run {self.run_id})")
+        except Exception as e:  # bookkeeping: never a reason to train without tracking
+            print(f"train: could not note the MLflow run in .bigmodel/runs ({type(e).__name__}: {e})", flush=True)
 
     @classmethod
     def open(cls, params: Params, root: Path, resume_run_id: str | None = None, flush_seconds: float = 10.0,
@@ -49,15 +64,21 @@ class MlflowLive(Callback):
                         raise
                     print(f"train: the flow's MLflow run {flow_run} is not in this tracking store; "
                           "opening a run of its own", flush=True)
-            elif resume_run_id:
+            run_id = None
+            if not flow_run and resume_run_id:
                 try:
                     client.update_run(resume_run_id, status="RUNNING")
                     pipeline_run.clear_stop(client, resume_run_id)
-                    return cls(client, resume_run_id, flush_seconds)
+                    run_id = resume_run_id
                 except Exception:
                     pass  # the run is gone (another tracking store): start a new one
-            run_id = pipeline_run.create_run(mlflow, client, params, root, run_name or pipeline_run.default_run_name())
-            return cls(client, run_id, flush_seconds)
+            if run_id is None:
+                run_id = pipeline_run.create_run(mlflow, client, params, root,
+                                                 run_name or pipeline_run.default_run_name())
+            live = cls(client, run_id, flush_seconds)
+            live.root = Path(root)
+            live._take_over(params)
+            return live
         except Exception as e:  # ImportError, a server that is down, a locked database ...
             print(f"train: MLflow tracking unavailable, metrics only go to metrics/ and plots/ ({type(e).__name__}: "
                   f"{str(e).splitlines()[0] if str(e) else ''})", flush=True)
@@ -114,5 +135,29 @@ class MlflowLive(Callback):
                 pipeline_run.set_tags(self.client, self.run_id, extra)
             if self.owns_run:
                 self.client.set_terminated(self.run_id, status=status)
+                if self.root is not None:
+                    from bigmodel_core.workspace import forget_run
+
+                    forget_run(self.root, self.run_id)
         except Exception as e:
             print(f"train: could not close the MLflow run {self.run_id} ({type(e).__name__}: {e})", flush=True)
+
+    def on_resume(self, step: int, history: list[dict], steps: list[dict]) -> None:
+        """Training resumed from a checkpoint that another run (`resumed_from`, set by the train stage) wrote:
+        log its epochs and steps here too, so this run, whose model version this will be, has the whole curves;
+        and link the two runs (bigmodel.resumed_from_run here, bigmodel.successor_run there)."""
+        if not self.resumed_from or self.resumed_from == self.run_id:
+            return
+        from bigmodel_core.tracking import pipeline_run
+
+        for row in steps:
+            self._add({"step_" + k: v for k, v in row.items() if k not in ("step", "epoch")}, row["step"])
+        for row in history:
+            self._add(row, row["epoch"])
+        self.flush()
+        try:
+            pipeline_run.set_tags(self.client, self.run_id, {"bigmodel.resumed_from_run": self.resumed_from})
+            pipeline_run.set_tags(self.client, self.resumed_from, {"bigmodel.successor_run": self.run_id})
+        except Exception as e:
+            print(f"train: could not link the MLflow runs {self.resumed_from} and {self.run_id} ({type(e).__name__}: "
+                  f"{e})", flush=True)

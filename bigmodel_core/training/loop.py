@@ -59,6 +59,9 @@ class Callback:
     def on_epoch(self, epoch: int, row: dict) -> None:
         """After each epoch's validation: the epoch's row of the history."""
 
+    def on_resume(self, step: int, history: list[dict], steps: list[dict]) -> None:
+        """Training goes on from a checkpoint at optimizer step `step`: the epoch rows and logged steps before it."""
+
 
 @dataclass
 class FitResult:
@@ -262,9 +265,18 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
         state = {k: saved[k] for k in state}
         best_state = saved.get("best_state")
         set_rng_state(saved["rng"][dist.rank] if dist.rank < len(saved["rng"]) else saved["rng"][0])
-        if dist.is_main:
+        if dist.is_main and state["done"]:
+            # training ended but its model was not written (e.g. models/ was not writable): nothing to train,
+            # the best epoch's weights in the checkpoint are the model
+            print(f"train: the checkpoint holds finished training ({len(state['history'])} epoch(s), step "
+                  f"{state['step']}, best epoch {state['best_epoch']}): no step left to run; writing its model",
+                  flush=True)
+        elif dist.is_main:
             print(f"train: resumed from step {state['step']} (epoch {state['epoch']}, step {state['steps_in_epoch']} "
                   f"of {steps_per_epoch[state['epoch'] - 1]} in it)", flush=True)
+        for cb in callbacks:  # duck-typed: a callback without on_resume does not need to know
+            if hasattr(cb, "on_resume"):
+                cb.on_resume(state["step"], state["history"], state["steps"])
     else:
         torch.manual_seed(p.seed + dist.rank)  # each process its own dropout masks
     resumed_from = state["step"] if saved is not None else None
