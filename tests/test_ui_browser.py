@@ -294,7 +294,7 @@ def tags_of(run: dict) -> dict:
 @pytest.fixture(scope="module")
 def runs(ui):
     """A passing run (the first champion), then a retrain whose model gate is closed: both reported to `make ui`."""
-    reported = f"prefect: the workspace's Prefect server {ui.api} (make ui)"
+    reported = f"prefect: the workspace's Prefect server {ui.api} (bigmodel ui)"  # make ui runs bigmodel ui
     first = run_cmd([BIGMODEL, "run"], ui.ws)
     assert reported in first.stdout, first.stdout[-3000:]
     assert "registered tiny-model version 1" in first.stdout
