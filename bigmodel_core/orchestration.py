@@ -124,8 +124,8 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
 
     The temporary one is `prefect server start` on a free loopback port, in a session of its own, logging to
     .prefect/server.log, with every service when `services` (a served schedule needs the scheduler), else with
-    only those that record a run (RUN_SERVER_OFF); it is stopped on the way out (and at exit, should the block
-    be skipped), once what the run sent is written."""
+    only those that record a run (RUN_SERVER_ON; RUN_SERVER_OFF are off); it is stopped on the way out (and at
+    exit, should the block be skipped), once what the run sent is written."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
