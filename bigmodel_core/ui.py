@@ -132,8 +132,10 @@ def mlflow_run_link(base: str, experiment_id: str | None, run_id: str) -> str:
 
 
 def mlflow_experiment_link(base: str, experiment_id: str) -> str:
-    """The experiment's runs table (not MLflow 3's GenAI overview)."""
-    return f"{base}/#/experiments/{experiment_id}/runs?{MLFLOW_VIEW}"
+    """The experiment's runs table (not MLflow 3's GenAI overview), in the view with the headline metrics."""
+    from bigmodel_core.tracking.mlflow_store import HEADLINE_VIEW
+
+    return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={HEADLINE_VIEW[0]}&{MLFLOW_VIEW}"
 
 
 # --------------------------------------------------------------------------- serving

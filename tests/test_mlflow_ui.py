@@ -4,6 +4,7 @@ links into the UI ask for its model-training views."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -36,6 +37,14 @@ def test_a_new_experiment_is_one_of_model_training_and_names_its_headline_metric
     assert "registered model `tiny-model`" in note
     for metric in ("test_macro_f1", "test_accuracy", "best_val_macro_f1", "data_rows_quarantined"):
         assert f"`{metric}`" in note
+    assert 'the view "bigmodel: headline metrics" of the runs table\'s Views menu' in note
+    # the saved view, in the envelope MLflow 3.17's UI writes for its Views menu
+    view = json.loads(exp.tags["mlflow.sharedViewState.bigmodel-headline"])
+    assert view["name"] == "bigmodel: headline metrics" and view["createdAt"] == view["updatedAt"] > 0
+    columns = ["metrics.`test_macro_f1`", "metrics.`test_accuracy`", "metrics.`best_val_macro_f1`",
+               "metrics.`data_rows_quarantined`", "attributes.`Models`"]
+    assert json.loads(view["state"]) == {"selectedColumns": columns, "columnOrder": columns,
+                                         "orderByKey": "attributes.start_time", "orderByAsc": False}
     assert experiment_id(params, tmp_path) == exp_id  # found again, not made twice
 
 
@@ -52,9 +61,11 @@ def test_an_older_experiment_gets_the_tags_and_keeps_what_someone_set(params, tm
 
     client.set_experiment_tag(old, "mlflow.note.content", "our team's notes")
     client.set_experiment_tag(old, "mlflow.experimentKind", "classification")
+    client.set_experiment_tag(old, "mlflow.sharedViewState.bigmodel-headline", '{"name": "ours"}')  # overridden in the UI
     experiment_id(params, tmp_path)
     tags = client.get_experiment(old).tags
     assert (tags["mlflow.note.content"], tags["mlflow.experimentKind"]) == ("our team's notes", "classification")
+    assert tags["mlflow.sharedViewState.bigmodel-headline"] == '{"name": "ours"}'
 
 
 def test_the_registered_model_description_says_what_where_and_from_what(params, tmp_path):
@@ -75,6 +86,7 @@ def test_links_into_the_mlflow_ui_open_its_model_training_views():
     from bigmodel_core.ui import mlflow_experiment_link, mlflow_run_link
 
     base = "http://127.0.0.1:5001"
-    assert mlflow_experiment_link(base, "7") == f"{base}/#/experiments/7/runs?workflowType=machine_learning"
+    assert mlflow_experiment_link(base, "7") == (f"{base}/#/experiments/7/runs?viewStateShareKey=bigmodel-headline"
+                                                 "&workflowType=machine_learning")
     assert mlflow_run_link(base, "7", "abc") == f"{base}/#/experiments/7/runs/abc?workflowType=machine_learning"
     assert mlflow_run_link(base, None, "abc") == f"{base}/#/runs/abc?workflowType=machine_learning"

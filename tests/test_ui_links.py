@@ -138,7 +138,8 @@ def test_a_run_made_without_a_ui_is_browsable_later_through_bigmodel_ui(tmp_path
         info = later.wait_ready()
         assert (info["ui_url"], info["mlflow_url"]) == (prefect_base, mlflow_base)
         said = later.text()
-        assert f"MLflow UI:  {mlflow_base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" in said
+        assert (f"MLflow UI:  {mlflow_base}/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=bigmodel-headline"
+                "&workflowType=machine_learning") in said
         assert f"Prefect UI: {prefect_base}" in said
         api = info["api_url"]
 
