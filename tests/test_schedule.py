@@ -8,8 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
-
 import pytest
 
 from tests.conftest import BIN, dvc, env_for, make_workspace, run_cmd
