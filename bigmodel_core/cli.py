@@ -8,6 +8,7 @@
     bigmodel predict "some text"           # score texts with the champion model
     bigmodel predict -i in.csv -o out.parquet   # score a file in batches
     bigmodel serve --port 5001             # the champion over HTTP (MLflow's scoring server)
+    bigmodel ui                            # the MLflow and Prefect UIs on this workspace's runs
     bigmodel report data                   # the last data-quality report, in the terminal
     bigmodel release                       # push, commit, tag the last registered version (deploy.git_commit)
     bigmodel verify-repro NAME VERSION     # re-derive a registered version from its commit and DVC remote
@@ -144,7 +145,7 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
                 if not workspace.dvc_status(root):
                     typer.echo(f"nothing to do: every stage is up to date (raw data, params and code unchanged since "
                                f"dvc.lock); checked in {time.perf_counter() - started:.1f}s. No flow run recorded: "
-                               "with `make ui` running, runs (no-op ones too) go to its Prefect server.")
+                               "with `bigmodel ui` running, runs (no-op ones too) go to its Prefect server.")
                     return
             typer.echo(f"prefect: {server}")
             with api_server(root):
@@ -227,9 +228,14 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
 
     typer.echo(f"prefect: {server}")
     typer.echo(f"serving retrain/{name} on {'cron ' + repr(cron) if cron else f'every {seconds:g}s'} for {root}; "
-               "runs appear in the Prefect UI (make ui). Ctrl-C stops serving and pauses the schedule.")
+               "runs appear in the Prefect UI (bigmodel ui). Ctrl-C stops serving and pauses the schedule.")
+    import os
+
+    temporary = "PREFECT_API_URL" not in os.environ
     try:
-        with api_server(root, services=True):  # a temporary server needs its scheduler to create the runs
+        with api_server(root, services=True) as api:  # a temporary server needs its scheduler to create the runs
+            if temporary:
+                typer.echo(f"prefect: temporary server {api} up (it stops with this command)")
             retrain.serve(name=name, schedules=[when], parameters={"root": str(root), "set_params": set_ or [], "force": False},
                           tags=["bigmodel", f"model:{params.deploy.model_name}"], limit=1, print_starting_message=verbose,
                           entrypoint_type=EntrypointType.MODULE_PATH,
@@ -237,7 +243,9 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
     except BigmodelError as e:
         _fail(e)
     except KeyboardInterrupt:
-        typer.echo("stopped serving (Ctrl-C)")
+        pass
+    # serve() returns when it is stopped (Prefect handles Ctrl-C itself); its schedule is paused then
+    typer.echo(f"stopped serving retrain/{name} (Ctrl-C); its schedule is paused")
 
 
 @app.command()
@@ -386,6 +394,31 @@ def serve(model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Def
     run_server(load_params(params_file), Path.cwd(), model_uri=model_uri, host=host, port=port,
                max_body_bytes=max_body_bytes, max_rows=max_rows, max_text_chars=max_text_chars, timeout=timeout,
                access_log=access_log)
+
+
+@app.command()
+def ui(mlflow_port: Optional[int] = typer.Option(None, "--mlflow-port", min=1, max=65535, help="Port of the MLflow UI "
+                                                 "(default: the one used last in this workspace, else 5000)."),
+       prefect_port: Optional[int] = typer.Option(None, "--prefect-port", min=1, max=65535, help="Port of the Prefect "
+                                                  "UI (default: the one used last in this workspace, else 4200)."),
+       params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+    """The MLflow UI and the Prefect UI on this workspace's runs, on 127.0.0.1, until Ctrl-C.
+
+    While it runs, `bigmodel run` in this workspace reports to its Prefect server (live), and the links every
+    run records (MLflow <-> Prefect, the run card) name its addresses.
+    """
+    from bigmodel_core.config import load_params
+    from bigmodel_core.orchestration import configure
+    from bigmodel_core.ui import serve as serve_ui
+
+    root = Path.cwd()
+    try:
+        params = load_params(params_file)
+        configure(root)  # PREFECT_HOME: the workspace's .prefect/, as for `bigmodel run`
+        code = serve_ui(root, params, mlflow_port, prefect_port, say=lambda m: typer.echo(m))
+    except BigmodelError as e:
+        _fail(e)
+    raise typer.Exit(code)
 
 
 report_app = typer.Typer(no_args_is_help=True, help="Reports of the last run, in the terminal.")

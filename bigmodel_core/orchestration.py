@@ -1,10 +1,15 @@
 """Which Prefect API a command talks to, and how Prefect logs, decided before Prefect is imported.
 
 In order: PREFECT_API_URL when the user set one (a team server); else the workspace's own server that
-`make ui` started (it records itself in .prefect/ui-server.json), so runs show up there live and no
+`bigmodel ui` started (it records itself in .prefect/ui-server.json), so runs show up there live and no
 second server starts; else a temporary server on the workspace's database (.prefect/prefect.db), started by the command in a
 process group of its own (a terminal's Ctrl-C does not kill it while the run records its end), with a
 start-up timeout sized for a loaded 2-core machine, and stopped when the command ends, however it ends.
+
+The temporary server of `bigmodel run` runs the services that record a flow run (in Prefect 3 task runs
+arrive as events, which the task-run recorder writes) and none of the others; before it stops, the
+command waits until the task runs are written. Its runs are browsed later with `bigmodel ui`, on the same
+database, so PREFECT_UI_URL (the links Prefect and bigmodel record) names that UI's address.
 
 Logs: every stage line goes to the Prefect API at INFO (the UI shows it under each task run). The
 console gets only the flow's own progress lines and the command's one-line `error:`; Prefect's records
@@ -26,26 +31,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from bigmodel_core.interrupts import alive
 
 #: seconds a temporary Prefect server may take to start (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins)
 STARTUP_TIMEOUT = 180
 
 
+#: The services a temporary server for `bigmodel run` leaves off (Prefect's settings
+#: PREFECT_SERVER_SERVICES_<NAME>_ENABLED): scheduling, late and cancelled runs, automations, workers'
+#: heartbeats. It keeps RUN_SERVER_ON: task_run_recorder (task runs and their states), event_persister (the
+#: events the UI shows), db_vacuum (hourly), event_logger (off by default). tests/test_orchestration.py checks
+#: both lists against Prefect's own, so a service a new Prefect adds is decided on, not run by accident.
+RUN_SERVER_OFF = ("scheduler", "late_runs", "foreman", "cancellation_cleanup", "pause_expirations", "repossessor",
+                  "cleanup_reconciler", "triggers")
+RUN_SERVER_ON = ("task_run_recorder", "event_persister", "db_vacuum", "event_logger")
+#: seconds `bigmodel run` waits, at most, for its temporary server to write the last task runs
+RECORD_TIMEOUT = 30.0
+
+
 def workspace_server(root: Path) -> str | None:
-    """The API URL of the Prefect server `make ui` runs for this workspace, if it is up."""
-    try:  # `make ui` always writes its record here, whatever PREFECT_HOME says
-        info = json.loads((Path(root) / ".prefect" / "ui-server.json").read_text())
-        url, pid = str(info["api_url"]).rstrip("/"), int(info["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not alive(pid):
-        return None
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return url if r.status == 200 else None
-    except OSError:
-        return None
+    """The API URL of the Prefect server `bigmodel ui` runs for this workspace, if it is up."""
+    from bigmodel_core.ui import running
+
+    info = running(root)
+    return str(info["api_url"]).rstrip("/") if info else None
 
 
 def configure(root: Path, verbose: bool = False) -> str:
@@ -60,7 +68,7 @@ def configure(root: Path, verbose: bool = False) -> str:
     url = workspace_server(root)
     if url:
         os.environ["PREFECT_API_URL"] = url
-        return f"the workspace's Prefect server {url} (make ui)"
+        return f"the workspace's Prefect server {url} (bigmodel ui)"
     return (f"a temporary Prefect server on {os.environ['PREFECT_HOME']}/prefect.db (start-up timeout "
             f"{_startup_timeout():g}s)")
 
@@ -114,37 +122,87 @@ def _stop(proc: subprocess.Popen) -> None:
 def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
     """Within the block Prefect talks to a server: the configured one, or a temporary one started here.
 
-    The temporary one is `prefect server start` (API only; with `services` the scheduler too, which a
-    served schedule needs) on a free loopback port, in a session of its own, logging to
-    .prefect/server.log; it is stopped on the way out (and at exit, should the block be skipped)."""
+    The temporary one is `prefect server start` on a free loopback port, in a session of its own, logging to
+    .prefect/server.log, with every service when `services` (a served schedule needs the scheduler), else with
+    only those that record a run (RUN_SERVER_ON; RUN_SERVER_OFF are off); it is stopped on the way out (and at
+    exit, should the block be skipped), once what the run sent is written."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
+    from bigmodel_core.ui import addresses
+
     home = Path(os.environ.get("PREFECT_HOME") or Path(root).resolve() / ".prefect")
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     cmd = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "server", "start", "--host", "127.0.0.1",
-           "--port", str(port), "--no-ui", "--log-level", "ERROR", *([] if services else ["--no-services"])]
+           "--port", str(port), "--no-ui", "--log-level", "ERROR"]
     if not Path(cmd[0]).exists():
         cmd[0:1] = [sys.executable, "-m", "prefect"]
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    if not services:
+        for name in RUN_SERVER_OFF:  # a setting the user exported wins
+            env.setdefault(f"PREFECT_SERVER_SERVICES_{name.upper()}_ENABLED", "false")
     log_path = home / "server.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PREFECT_HOME": str(home)}, start_new_session=True,
-                                preexec_fn=_dies_with_parent())
+                                env=env, start_new_session=True, preexec_fn=_dies_with_parent())
     atexit.register(_stop, proc)
+    ui_url_set = "PREFECT_UI_URL" not in os.environ
+    started = time.time()
     try:
         _wait_healthy(proc, url, log_path)
         os.environ["PREFECT_API_URL"] = url
+        if ui_url_set:  # this database is browsed later with `bigmodel ui`: links name its address
+            os.environ["PREFECT_UI_URL"] = addresses(root).prefect
         _refresh_prefect_settings()
         yield url
     finally:
-        _drain_prefect()  # logs and events still queued go to the server before it stops
+        stopping = sys.exc_info()[0] is not None  # an error or an interruption: wait less for the record
+        _drain_prefect(timeout=3.0 if stopping else 10.0)  # logs and events still queued go to the server
+        if not services and proc.poll() is None and os.environ.get("PREFECT_API_URL") == url:
+            # (a served schedule's runs were recorded while it served; what Ctrl-C cut short stays unfinished)
+            _wait_recorded(url, started, timeout=5.0 if stopping else RECORD_TIMEOUT)
         os.environ.pop("PREFECT_API_URL", None)
+        if ui_url_set:
+            os.environ.pop("PREFECT_UI_URL", None)
         _refresh_prefect_settings()
         _stop(proc)
         atexit.unregister(_stop)
+
+
+def _post(url: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return json.loads(reply.read())
+
+
+_FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _wait_recorded(url: str, since: float, timeout: float = RECORD_TIMEOUT) -> None:
+    """Wait until the server has written the task runs of the flow runs started since `since`: each in a final
+    state, their number unchanged between two looks. Task-run states reach Prefect 3's server as events that
+    its task-run recorder writes a moment later; a server stopped before that would lose the last ones."""
+    from datetime import datetime, timezone
+
+    after = datetime.fromtimestamp(since - 1, timezone.utc).isoformat()
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            flows = _post(f"{url}/flow_runs/filter", {"flow_runs": {"start_time": {"after_": after}}, "limit": 200})
+            if not flows:
+                return
+            tasks = _post(f"{url}/task_runs/filter", {"flow_runs": {"id": {"any_": [f["id"] for f in flows]}},
+                                                      "limit": 200})
+        except (OSError, ValueError):
+            return  # the server is gone or cannot say: nothing more to wait for
+        seen = sorted((t["id"], t.get("state_type")) for t in tasks)
+        if seen == last and all(state in _FINAL for _, state in seen):
+            return
+        last = seen
+        time.sleep(0.3)
 
 
 def _drain_prefect(timeout: float = 10.0) -> None:

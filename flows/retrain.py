@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -105,7 +104,7 @@ def retrain(root: str = ".", force: bool = False, set_params: list[str] | None =
 def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name: str, started: float) -> dict:
     from bigmodel_core.tracking.pipeline_run import close_run, open_run
 
-    flow_url = getattr(flow_run, "ui_url", None) or ""
+    flow_url = _flow_run_link()
     mlflow_run = open_run(params, root, name, {"bigmodel.flow_run_id": str(flow_run.get_id() or "none"),
                                                "bigmodel.flow_run_url": flow_url})
     note = _take_over(params, root, name, mlflow_run)
@@ -191,17 +190,28 @@ def _read(path: Path) -> dict | None:
         return None
 
 
+def _flow_run_link() -> str:
+    """This flow run's page in the Prefect UI that will show it later (PREFECT_UI_URL: see orchestration.py)."""
+    from prefect.utilities.urls import url_for
+
+    run_id = flow_run.get_id()
+    return (url_for("flow-run", obj_id=run_id) or "") if run_id else ""
+
+
 def _mlflow_link(params: Params, root: Path, run_id: str | None) -> str | None:
+    """The MLflow run's page in the UI that shows this workspace's runs (bigmodel ui, or the tracking server's)."""
     if not run_id:
         return None
-    base = os.environ.get("BIGMODEL_MLFLOW_UI_URL") or f"http://127.0.0.1:{os.environ.get('MLFLOW_PORT', '5000')}"
+    from bigmodel_core.ui import mlflow_run_link, mlflow_ui_url
+
+    base = mlflow_ui_url(params, root)
     try:
         from bigmodel_core.tracking.mlflow_store import _setup
 
         exp = _setup(params, root).MlflowClient().get_run(run_id).info.experiment_id
-        return f"{base}/#/experiments/{exp}/runs/{run_id}"
     except Exception:
-        return f"{base}/#/runs/{run_id}"
+        exp = None
+    return mlflow_run_link(base, exp, run_id)
 
 
 def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | None) -> str:
@@ -336,7 +346,7 @@ def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
         out.append(f"  reproducible from commit {release['commit'][:12]} (tag {release['tag']}), data and model in DVC "
                    f"remote {release['remote']}: bigmodel verify-repro {release['model_name']} {release['version']}")
     out.append(f"  flow time: {result['seconds']:.1f}s (command total {wall_seconds:.1f}s)")
-    out.append("  look further: make ui  |  dvc metrics show  |  dvc plots show  |  dvc status")
+    out.append("  look further: bigmodel ui  |  dvc metrics show  |  dvc plots show  |  dvc status")
     print("\n".join(out), flush=True)
 
 

@@ -294,7 +294,7 @@ def tags_of(run: dict) -> dict:
 @pytest.fixture(scope="module")
 def runs(ui):
     """A passing run (the first champion), then a retrain whose model gate is closed: both reported to `make ui`."""
-    reported = f"prefect: the workspace's Prefect server {ui.api} (make ui)"
+    reported = f"prefect: the workspace's Prefect server {ui.api} (bigmodel ui)"  # make ui runs bigmodel ui
     first = run_cmd([BIGMODEL, "run"], ui.ws)
     assert reported in first.stdout, first.stdout[-3000:]
     assert "registered tiny-model version 1" in first.stdout
@@ -385,6 +385,24 @@ def test_mlflow_ui_shows_the_gate_failed_run_as_failed_with_its_reason(ui, runs)
     screenshot(ui.ws.parent, url, "mlflow-failed-run")
 
 
+def test_mlflow_ui_opens_the_experiment_on_its_runs_with_the_headline_metrics(ui, runs):
+    """The link `bigmodel ui` prints opens the runs table in the model-training view, headline metrics as
+    columns, not MLflow 3's GenAI overview (which a bare experiment link opens, whatever the experiment's tags)."""
+    found = re.search(r"^MLflow UI:  (\S+)$", ui.log.read_text(errors="replace"), re.M)
+    assert found, f"no 'MLflow UI:' line:\n{tail(ui.log)}"
+    url = found.group(1)
+    exp, _ = mlflow_runs(ui)
+    assert url == (f"{ui.mlflow}/#/experiments/{exp}/runs?viewStateShareKey=bigmodel-headline"
+                   "&workflowType=machine_learning")
+    text = rendered_text(ui.ws.parent, url, runs["passed"]["name"], "test_macro_f1", name="mlflow-experiment-runs")
+    assert "bigmodel: headline metrics" in text  # the saved view is the one shown
+    for column in ("test_macro_f1", "test_accuracy", "best_val_macro_f1", "data_rows_quarantined"):
+        assert column in text, f"column {column} not shown on {url}"
+    assert runs["passed"]["name"] in text and runs["failed"]["name"] in text
+    assert "Token Usage" not in text and "Traces 0" not in text  # not the GenAI overview
+    screenshot(ui.ws.parent, url, "mlflow-experiment-runs")
+
+
 def test_stopping_make_ui_leaves_nothing_running(ui, runs):
     proc = ui.proc
     assert proc.poll() is None, f"make ui died early:\n{tail(ui.log)}"
@@ -403,6 +421,6 @@ def test_stopping_make_ui_leaves_nothing_running(ui, runs):
          if Path(f"/proc/{p}/cmdline").exists() else str(p)) for p in left)
     assert not ui.record.exists(), f"{ui.record} left behind"
     assert port_free(ui.prefect_port) and port_free(ui.mlflow_port)
-    for name in ("prefect-flow-run-logs", "prefect-run-card", "mlflow-failed-run"):
+    for name in ("prefect-flow-run-logs", "prefect-run-card", "mlflow-failed-run", "mlflow-experiment-runs"):
         shot = ARTIFACTS / f"{name}.png"
         assert shot.exists() and shot.stat().st_size > 10_000, f"{shot} missing or too small"

@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,18 +161,62 @@ def _setup(params: Params, root: Path):
     return mlflow
 
 
+#: MLflow 3 sorts experiments into kinds (GenAI apps or model training); this tag is what its UI's kind selector
+#: writes. MLflow 3.17's UI itself picks its view from its GenAI / Model training switch (default GenAI, or the
+#: link's `workflowType`), so the links bigmodel prints and records carry workflowType=machine_learning
+#: (bigmodel_core/ui.py) as well.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+#: the figures to compare runs by: the columns of the saved view below, named in the experiment's description
+HEADLINE_METRICS = ("test_macro_f1", "test_accuracy", "best_val_macro_f1", "data_rows_quarantined")
+#: A saved view of the runs table with those columns first. MLflow has no API to choose the table's default
+#: columns; its UI (3.17) keeps the views of its "Views" menu as experiment tags mlflow.sharedViewState.<id>,
+#: {"name", "createdAt", "updatedAt", "state": the table's state as JSON}, and opens one for the link parameter
+#: viewStateShareKey=<id>. That envelope is the UI's, not a documented API: should a later MLflow read it
+#: otherwise, the view is left out of the menu and the runs table opens as it would anyway.
+HEADLINE_VIEW = ("bigmodel-headline", "bigmodel: headline metrics")
+
+
+def _headline_view() -> str:
+    columns = [f"metrics.`{m}`" for m in HEADLINE_METRICS] + ["attributes.`Models`"]
+    state = {"selectedColumns": columns, "columnOrder": columns, "orderByKey": "attributes.start_time",
+             "orderByAsc": False}
+    now = int(time.time() * 1000)
+    return json.dumps({"name": HEADLINE_VIEW[1], "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
+
+
+def _experiment_tags(params: Params) -> dict[str, str]:
+    return {EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1], "mlflow.note.content": (
+        f"Training runs of bigmodel's retraining pipeline for the registered model `{params.deploy.model_name}`: one "
+        "run per pipeline execution, named like its Prefect flow run. Compare runs by "
+        + ", ".join(f"`{m}`" for m in HEADLINE_METRICS) + f" (the view \"{HEADLINE_VIEW[1]}\" of the runs table's "
+        "Views menu shows them; `bigmodel ui` prints a link to it); each run holds its data-quality report, run "
+        "card, plots and, when deploy ran, the model."),
+        f"mlflow.sharedViewState.{HEADLINE_VIEW[0]}": _headline_view()}
+
+
 def _experiment_id(mlflow, params: Params, root: Path) -> str:
     exp = mlflow.get_experiment_by_name(params.tracking.experiment)
     if exp is not None:
+        # an experiment made before these tags existed gets them; a kind or description someone chose is kept
+        for key, value in _experiment_tags(params).items():
+            if key in exp.tags:
+                continue
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
+    tags = _experiment_tags(params)
     if tracking_uri(params, root).split(":", 1)[0] in ("http", "https", "databricks"):
         # a tracking server keeps the artifacts in its own artifact root (proxied), where every client can
         # read them; a path on this machine would be readable here only
-        return mlflow.create_experiment(params.tracking.experiment)
+        return mlflow.create_experiment(params.tracking.experiment, tags=tags)
     art = Path(params.tracking.artifact_root)
     art = art if art.is_absolute() else home_workspace(root) / art
     art.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(params.tracking.experiment, artifact_location=art.resolve().as_uri())
+    return mlflow.create_experiment(params.tracking.experiment, artifact_location=art.resolve().as_uri(), tags=tags)
+
+
+def experiment_id(params: Params, root: Path) -> str:
+    """The id of the params' experiment (made, with its tags, when it does not exist yet)."""
+    return _experiment_id(_setup(params, root), params, root)
 
 
 def champion_bundle(params: Params, root: Path) -> tuple[str, Path] | None:
@@ -362,11 +407,30 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
         # right after registering still leaves a version that a retry finds
         version = str(mlflow.register_model(info.model_uri, name, tags=version_tags).version)
         client.update_model_version(name, version, description=_description(eval_metrics, decision, quality, experiment))
+        _describe_model(client, params, root, name, predictor.labels, read_meta(bundle_dir).get("kind", "transformer"))
         client.set_tag(run_id, "bigmodel.model_version", f"{name} v{version}")
     result = _aliases(params, root, client, name, version, exp_id, run_id, decision, eval_metrics, promote, experiment,
                       why_not, context=context)
     result["run_gate"] = _run_gate(client, run_id)
     return result
+
+
+def model_description(params: Params, root: Path, labels: list[str], kind: str) -> str:
+    """The registered model's description: what it classifies, into which labels, trained where and from what."""
+    import socket
+
+    sources = ", ".join(f"{s.name} ({s.path})" for s in params.data.sources)
+    return (f"Text classifier: assigns one of {len(labels)} labels ({', '.join(labels)}) to a text. Trained by "
+            f"bigmodel's retraining pipeline (model kind `{kind}`) in the workspace {Path(root).resolve()} on "
+            f"{socket.gethostname()}, from the data sources {sources}. Each version's description holds its test "
+            f"figures and its gate verdict; the alias `{params.deploy.champion_alias}` marks the version to serve "
+            f"(`bigmodel serve`).")
+
+
+def _describe_model(client, params: Params, root: Path, name: str, labels: list[str], kind: str) -> None:
+    text = model_description(params, home_workspace(root), labels, kind)
+    if (client.get_registered_model(name).description or "") != text:
+        client.update_registered_model(name, description=text)
 
 
 def _run_gate(client, run_id: str | None) -> str | None:
