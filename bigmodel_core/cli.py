@@ -393,7 +393,7 @@ def report_data(as_json: bool = typer.Option(False, "--json", help="Print the wh
     try:
         found = latest(Path.cwd())
         if found is None:
-            raise DataError("metrics/data_quality.json: no data-quality report yet (run `bigmodel run` or "
+            raise DataError("reports/data_quality.json: no data-quality report yet (run `bigmodel run` or "
                             "`bigmodel stage validate` first)")
         report, page, note = found
     except BigmodelError as e:

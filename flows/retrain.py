@@ -188,7 +188,7 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
     if failed:
         lines.append(f"| {failed['stage']} | **stopped (exit {failed['exit_code']})** | |")
         lines += ["", f"**Stopped:** {failed['message']}"]
-    quality = _read(root / "metrics/data_quality.json")
+    quality = _read(root / "reports/data_quality.json")
     if quality:
         lines += ["", "## Data", "",
                   f"{quality.get('rows_in', '?'):,} rows in, {quality.get('rows_out', '?'):,} passed, "

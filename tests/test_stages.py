@@ -47,8 +47,14 @@ def test_validate_balances_rows_and_keeps_reasons(pipeline):
     root, params, paths, reports = pipeline
     q = read_table(paths.validated / "quarantine.parquet", schemas.QUARANTINE)
     ok = read_table(paths.validated / "rows.parquet", schemas.VALIDATED)
-    report = json.loads(paths.quality_metrics.read_text())
+    report = json.loads(paths.quality_report.read_text())
     assert report["rows_in"] == 800 == len(ok) + len(q)
+    # DVC's metrics file holds the headline figures only (dvc exp show / metrics show), the report the rest
+    headline = json.loads(paths.quality_metrics.read_text())
+    assert headline == {"passed": True, "rows_in": 800, "rows_out": len(ok), "rows_quarantined": len(q),
+                        "quarantine_fraction": report["quarantine_fraction"], "warnings": len(report["warnings"]),
+                        "classes": len(params.data.labels)}
+    assert {"rules", "profile", "class_counts", "drift"} <= set(report)
     # the tiny params quarantine under these rules; near_duplicate is warn there (twins kept in one split)
     assert set(q["rule"]) <= {"empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate",
                               "too_short", "control_chars"}

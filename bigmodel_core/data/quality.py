@@ -53,6 +53,17 @@ class QualityResult:
         return not self.failures
 
 
+#: The figures of the report that go into metrics/data_quality.json, the file `dvc metrics show` and `dvc exp
+#: show` read: a handful of columns (the whole report, examples and profile included, is reports/data_quality.json).
+HEADLINE = ("passed", "rows_in", "rows_out", "rows_quarantined", "quarantine_fraction")
+
+
+def headline(report: dict) -> dict:
+    """The metrics-file view of a report: HEADLINE, plus how many warnings it gave and how many classes passed."""
+    return {**{k: report[k] for k in HEADLINE}, "warnings": len(report.get("warnings") or []),
+            "classes": len(report.get("class_counts") or {})}
+
+
 def _reason(rule: str, label: object, labels: set[str] | None, text: object = None, p: ValidateParams | None = None) -> str:
     t = "" if text is None or (not isinstance(text, str) and pd.isna(text)) else str(text)
     if rule == "too_short":

@@ -68,7 +68,7 @@ def experiment_reason(root) -> str | None:
 
 SPEC = StageSpec(
     code=("bigmodel_core/tracking", "bigmodel_core/data/schemas.py"),
-    inputs=("model", "evaluation", "eval_metrics", "quality_metrics"),
+    inputs=("model", "evaluation", "eval_metrics", "quality_report"),
     params=("deploy", "tracking"),
     outs=(Out("deployment", cache=False,
               note="which registry version this run made and where the aliases point: facts about this workspace's "
@@ -83,7 +83,7 @@ def run(params: Params, paths: Paths) -> dict:
     eval_metrics = read_json(paths.eval_metrics)
     decision = read_json(paths.evaluation / "decision.json")
     per_class = read_json(paths.evaluation / "per_class.json")["per_class"]
-    quality = read_json(paths.quality_metrics)
+    quality = read_json(paths.quality_report)
     train_metrics = read_json(paths.train_metrics)
     history = train_metrics.get("history", [])
     test = read_table(paths.split / "test.parquet", schemas.SPLIT)
