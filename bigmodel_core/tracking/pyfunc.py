@@ -40,6 +40,7 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
         from bigmodel_core.models.bundle import Predictor
 
         self.predictor = Predictor(context.artifacts["bundle"])
+        self.refusal(["warm up"])  # the rules' compiled scan is loaded (or compiled, once) now, not on a request
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         texts = input_texts(model_input)
