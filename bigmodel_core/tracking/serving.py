@@ -242,9 +242,10 @@ def _unwrapping(send):
         body = held["body"]
         try:
             doc = json.loads(body)
-            found = _WRAPPED.match(doc.get("message", "")) if isinstance(doc, dict) else None
-        except ValueError:
-            found = None
+        except ValueError:  # MLflow's text/plain answers (415) and anything else that is not JSON: as they are
+            doc = None
+        text = doc.get("message") if isinstance(doc, dict) else None
+        found = _WRAPPED.match(text) if isinstance(text, str) else None
         if found:
             doc = {"error_code": doc.get("error_code", "BAD_REQUEST"), "message": found.group("message")}
             body = json.dumps(doc).encode()
