@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         pinned = headers.get("x-model") or headers.get("X-Model")
         mlflow.set_tracking_uri(tracking)
         model = mlflow.pyfunc.load_model(pinned)
-        texts = [t for t in generate(6000, 11)["text"] if isinstance(t, str) and t.strip()]
+        refusal = getattr(model.unwrap_python_model(), "refusal", lambda texts: None)
+        # the generator's texts that the model scores (it refuses what its training set aside: empty, control, ...)
+        texts = [t for t in generate(6000, 11)["text"] if isinstance(t, str) and t.strip() and refusal([t]) is None]
         need_single = args.single + args.warmup
         need_batched = (args.batched + args.warmup) * args.batch_size
         while len(texts) < max(need_single, need_batched):

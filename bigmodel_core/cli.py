@@ -364,13 +364,20 @@ def predict(texts: Optional[list[str]] = typer.Argument(None, help="Texts to cla
         if not input_file.is_file():
             raise DataError(f"{input_file}: input file not found")
         model = load_pyfunc(params, Path.cwd(), model_uri)
-        report = score_file(model.predict, input_file, output_file, batch_size)
+        refuse = getattr(model.unwrap_python_model(), "refusal", None)  # a bigmodel model's input rules
+        report = score_file(model.predict, input_file, output_file, batch_size, refuse)
         if report["renamed"]:
             names = ", ".join(f"{old!r} as {new!r}" for old, new in report["renamed"].items())
             typer.echo(f"note: the model writes columns of the same name, so the input's are kept renamed: {names}")
         typer.echo(f"scored {report['rows']:,} rows of {input_file} into {output_file} in {report['seconds']:.1f}s")
         return
-    frame = load_pyfunc(params, Path.cwd(), model_uri).predict(pd.DataFrame({"text": texts}))
+    model = load_pyfunc(params, Path.cwd(), model_uri)
+    try:
+        frame = model.predict(pd.DataFrame({"text": texts}))
+    except Exception as e:  # the pyfunc refuses a text with MlflowException(INVALID_PARAMETER_VALUE)
+        if getattr(e, "error_code", None) != "INVALID_PARAMETER_VALUE":
+            raise
+        raise DataError(f"cannot classify: {e.message}") from None
     typer.echo(frame.to_string(index=False))
 
 
@@ -434,7 +441,7 @@ def report_data(as_json: bool = typer.Option(False, "--json", help="Print the wh
 
     found = latest(Path.cwd())
     if found is None:
-        raise DataError("metrics/data_quality.json: no data-quality report yet (run `bigmodel run` or "
+        raise DataError("reports/data_quality.json: no data-quality report yet (run `bigmodel run` or "
                         "`bigmodel stage validate` first)")
     report, page, note = found
     if as_json:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,14 +38,23 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def bad_text(texts: Sequence[Any], max_chars: int | None = None) -> tuple[int, str] | None:
     """(row, reason) of the first value that cannot be scored, or None: every value must be a
-    string without NUL characters (and, when given, at most max_chars long)."""
+    string of Unicode characters (no lone surrogate, which JSON's \\ud800 escapes can give) without NUL
+    characters (and, when given, at most max_chars long)."""
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             return i, f"is {_kind(t)}; every text must be a string"
         if "\x00" in t:
             return i, "contains a NUL character (\\u0000); texts must be plain text"
+        surrogate = _SURROGATE.search(t)
+        if surrogate:
+            return i, (f"contains a lone surrogate (U+{ord(surrogate.group()):04X}) at character {surrogate.start() + 1}, "
+                       "which is not a character; texts must be valid Unicode (in JSON, a \\ud8xx escape must be "
+                       "followed by its \\udcxx pair)")
         if max_chars is not None and len(t) > max_chars:
             return i, f"is {len(t):,} characters long, at most {max_chars:,} are accepted"
     return None
@@ -165,15 +175,19 @@ class _Progress:
 
 
 def score_file(predict: Callable[[pd.DataFrame], pd.DataFrame], input_path: Path, output_path: Path,
-               batch_size: int = 256) -> dict:
+               batch_size: int = 256, refuse: Callable[[list], tuple[int, str] | None] | None = None) -> dict:
     """Score every row of input_path in batches and write input columns + predictions to output_path.
 
     The output keeps the input's columns (the text included) and adds the model's (label, prob_*);
-    an input column with the same name as a model column is kept as `<name>_input`.
+    an input column with the same name as a model column is kept as `<name>_input`. refuse(texts): (row, why)
+    of the first text the model does not score (its input rules), checked over the whole file before any scoring.
     """
     file_format(output_path, "output")  # an unknown output extension fails before any work
     started = time.perf_counter()
     df = read_texts(input_path)
+    refused = refuse(df["text"].tolist()) if refuse is not None else None
+    if refused:
+        raise DataError(f"{input_path}: row {refused[0] + 1}, column 'text' {refused[1]}")
     parts = []
     bar = _Progress(len(df), f"scoring {input_path.name}")
     try:

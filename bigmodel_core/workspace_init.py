@@ -4,7 +4,8 @@ Writes params.yaml (the demo source as written, with a commented example of your
 named after the directory: deploy.model_name), dvc.yaml (generated
 from the installed stages' declarations, depending on bigmodel.version instead of source files), the
 version file, data/sources/, and the .gitignore and .dvcignore lines for local state; runs `dvc init` when
-the directory has no .dvc/. Existing files are not overwritten without --force.
+the directory has no .dvc/, and gives DVC the plots page that draws offline (plots_page.install). Existing
+files are not overwritten without --force.
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def init(root: Path, force: bool = False) -> list[str]:
         if proc.returncode != 0:
             raise ConfigError(f"dvc init failed in {root}: {(proc.stderr or proc.stdout).strip()[-500:]}")
         done.append("dvc init" + ("" if scm else " --no-scm (not a git repository: DVC runs without git)"))
+    from bigmodel_core.plots_page import install as install_plots_page
+
+    plots_page = install_plots_page(root)
+    if plots_page:
+        done.append(plots_page)
     for name, text in files.items():
         with atomic_path(root / name, keep_mode=True) as tmp:
             tmp.write_text(text)

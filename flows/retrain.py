@@ -225,7 +225,7 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
     if failed:
         lines.append(f"| {failed['stage']} | **stopped (exit {failed['exit_code']})** | |")
         lines += ["", f"**Stopped:** {failed['message']}"]
-    quality = _read(root / "metrics/data_quality.json")
+    quality = _read(root / "reports/data_quality.json")
     if quality:
         lines += ["", "## Data", "",
                   f"{quality.get('rows_in', '?'):,} rows in, {quality.get('rows_out', '?'):,} passed, "
@@ -244,9 +244,13 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
             other = ev.get(f"champion_{key}")
             lines.append(f"| test {key} | {ev[key]:.4f} | {f'{other:.4f} (v{champ})' if other is not None else '-'} |")
         decision = _read(root / "reports/evaluate/decision.json") or {}
-        verdict = "passed" if decision.get("promote") else "closed"
-        lines += ["", f"**Gate:** {verdict}"]
+        verdict = "passed" if decision.get("promote") else decision.get("verdict") or "closed"
+        lines += ["", "**Gate:** " + {"inconclusive": "inconclusive: the champion is kept"}.get(verdict, verdict)]
         lines += [f"- {r}" for r in decision.get("reasons", [])]
+        hint = (decision.get("comparison") or {}).get("rows_needed") or {}
+        if verdict == "inconclusive" and hint.get("rows_needed"):
+            lines.append(f"- about {hint['rows_needed']:,} test rows (this split has {hint['test_rows']:,}) would "
+                         "decide it (README, Promotion)")
     deploy = _read(root / "reports/deploy.json")
     if deploy and "deploy" in ran:
         lines += ["", f"**Registered:** {deploy['model_name']} version {deploy['version']}, aliases "

@@ -280,3 +280,76 @@ def test_clean_counts_texts_longer_than_max_chars_in_characters_not_bytes():
     assert _longer_than(texts, 1) == 5
     assert _longer_than(texts, 6) == 0
     assert _longer_than(texts.slice(2, 2), 5) == 1  # a slice reads its own offsets
+
+
+# --------------------------------------------------------------------------- a served model refuses what training refuses
+#: texts that one rule or another judges on their own (tests/test_serving.py sends them to a served model too)
+ADVERSARIAL = [
+    "", "   ", "\t\n \r\n", "\u00a0\u2003",                  # empty, spaces, every kind of whitespace
+    "a", "é", "ok", "\u200b",                               # one character (two bytes), two, a zero-width space
+    "bad\x01byte in the text", "del\x7f char", "next\x85line c1",   # control characters, C0, DEL and C1
+    "caf\ufffd au lait",                                    # U+FFFD: bytes that were not text
+    "<p></p>", "<b> </b>", "&amp;",                         # nothing but markup, one character once unescaped
+    "<b>bold</b> and plain", "&amp;lt;b&amp;gt; escaped twice", "a <br/> b <i>c",   # HTML that cleaning takes away
+    "an &zzz; entity no one knows",                         # markup left after cleaning
+    "x" * 3000, "word " * 800, "two words",                 # long: cut by clean.max_chars; many words; short
+    "The striker scored twice in the derby",
+]
+
+
+def validate_verdicts(texts: list[str], p: ValidateParams, clean_p: CleanParams) -> list[str | None]:
+    """The rule validate sets each row aside by (quarantine) or stops at (fail), after the clean stage's cleaning
+    (clean_array); one text per check (beside a plain row that passes), so that no rule about copies comes in."""
+    import re
+
+    import pyarrow as pa
+
+    from bigmodel_core.data.cleaning import clean_array
+
+    out = []
+    for text in texts:
+        cleaned = clean_array(pa.array([text], type=pa.large_string()), clean_p).to_pylist()[0]
+        r = check(_frame([(cleaned, "sports"), ("Shares rose as the markets opened", "travel")]), p, ["sports", "travel"])
+        assert set(r.quarantined["row_id"]) <= {"r0"}
+        if len(r.quarantined):
+            out.append(r.quarantined["rule"].iloc[0])
+            continue
+        failed = [m.group(1) for f in r.failures for m in [re.match(r"rule (\w+) \(policy fail\)", f)] if m]
+        out.append(failed[0] if failed else None)
+    return out
+
+
+@pytest.mark.parametrize("policies", [
+    {"empty_text": "quarantine", "undecodable": "quarantine", "too_short": "quarantine", "too_long": "quarantine",
+     "control_chars": "quarantine", "html_left": "quarantine"},
+    {"empty_text": "quarantine", "undecodable": "warn", "too_short": "quarantine", "too_long": "warn",
+     "control_chars": "quarantine", "html_left": "warn"},
+    {"empty_text": "fail", "undecodable": "fail", "too_short": "warn", "too_long": "fail",
+     "control_chars": "warn", "html_left": "quarantine"},
+], ids=["all-quarantine", "repo-like", "fail-and-warn"])
+def test_text_verdicts_are_validates_on_adversarial_texts(policies):
+    """quality.text_verdicts (what a served model refuses, after the model's cleaning: clean_text) gives each text
+    the rule validate gives its row (after the clean stage: clean_array), warn rules passing."""
+    from bigmodel_core.config import TEXT_ROW_RULES
+    from bigmodel_core.data.quality import text_verdicts
+
+    settings = {"too_short": {"min_chars": 3, "min_words": 2}, "too_long": {"max_chars": 1000, "max_words": 300}}
+    p = ValidateParams(min_rows=1, min_rows_per_class=1, max_quarantine_fraction=1.0, rules={
+        **{r: {"policy": policy, **settings.get(r, {})} for r, policy in policies.items()},
+        "label_noise": {"policy": "warn", "sample_rows": 0}})
+    clean_p = CleanParams(max_chars=2000)
+    served = [v[0] if v else None for v in text_verdicts([clean_text(t, clean_p) or "" for t in ADVERSARIAL], p)]
+    expected = validate_verdicts(ADVERSARIAL, p, clean_p)
+    assert served == expected
+    if "fail" not in policies.values():  # the whole frame at once: each row's quarantine rule is the same
+        import pyarrow as pa
+
+        from bigmodel_core.data.cleaning import clean_array
+
+        cleaned = clean_array(pa.array(ADVERSARIAL, type=pa.large_string()), clean_p).to_pylist()
+        r = check(_frame([(t, "sports") for t in cleaned]), p, ["sports", "travel"])
+        rule_of = dict(zip(r.quarantined["row_id"], r.quarantined["rule"]))
+        assert [rule_of.get(f"r{i}") for i in range(len(ADVERSARIAL))] == served
+    # every rule that refuses here refuses some text, and a text breaking only warn rules passes
+    assert {r for r in TEXT_ROW_RULES if policies[r] != "warn"} <= set(served)
+    assert served[ADVERSARIAL.index("The striker scored twice in the derby")] is None

@@ -87,7 +87,8 @@ def test_the_profile_travels_with_the_model_and_drift_closes_the_gate(champion_w
     root = champion_ws
     bundled = json.loads((root / "models/model" / FILE).read_text())
     assert set(bundled["label_priors"]) == {"sports", "business", "science", "travel"} and bundled["rows"] > 500
-    quality_before = (root / "metrics/data_quality.json").read_text()
+    quality_before = (root / "reports/data_quality.json").read_text()
+    headline_before = (root / "metrics/data_quality.json").read_text()
     validated_before = (root / "data/validated/rows.parquet").read_bytes()
 
     _params(root, policy="fail")
@@ -97,13 +98,14 @@ def test_the_profile_travels_with_the_model_and_drift_closes_the_gate(champion_w
     assert len(errors) == 1
     assert re.search(r"drift vs champion v1 \(fail\): label priors moved by 0\.2\d\d \(L-infinity; class 'travel': "
                      r"0\.2\d\d -> 0\.000\) > max_label_shift 0\.1", errors[0]), errors[0]
-    assert (root / "metrics/data_quality.json").read_text() == quality_before  # the last good outputs stay
+    assert (root / "reports/data_quality.json").read_text() == quality_before  # the last good outputs stay
+    assert (root / "metrics/data_quality.json").read_text() == headline_before
     assert (root / "data/validated/rows.parquet").read_bytes() == validated_before
 
     _params(root, policy="warn")
     proc = run_cmd([BIGMODEL, "stage", "validate"], root)
     assert any(l.startswith("warning: drift vs champion v1 (warn): label priors moved by") for l in proc.stdout.splitlines())
-    drift = json.loads((root / "metrics/data_quality.json").read_text())["drift"]
+    drift = json.loads((root / "reports/data_quality.json").read_text())["drift"]
     assert drift["checked"] and drift["reference_version"] == "1" and not drift["passed"]
     assert drift["length_js"] < 0.05 and drift["oov_increase"] < 0.05  # the same generator: only the labels moved
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
+import sys
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, dvc, make_workspace, run_cmd, tiny_params_dict
+from bigmodel_core.data.quality import HEADLINE
+from tests.conftest import REPO, dvc, env_for, make_workspace, run_cmd, tiny_params_dict
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +53,60 @@ def exp_metrics(rows: list[dict]) -> dict[str, dict]:
     return found
 
 
-def test_exp_show_and_metrics_diff_have_real_numbers(tmp_path):
+def in_terminal(args: list[str], cwd, columns: int, rows: int = 50, seconds: float = 300) -> list[str]:
+    """The lines a terminal `columns` wide shows while `args` runs in it (a pseudo-terminal; escape sequences
+    taken out). A pager that waits at the end of its text ('(END)') is told to quit."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+    import time
+
+    env = {k: v for k, v in env_for(cwd).items() if k not in ("LESS", "PAGER", "DVC_PAGER")}
+    env.update(TERM="xterm", COLUMNS=str(columns), LINES=str(rows))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal's size, then the command
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+            os.chdir(cwd)
+            os.execvpe(args[0], args, env)
+        finally:
+            os._exit(127)
+    out, deadline = b"", time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the child is gone
+                    break
+                if not chunk:
+                    break
+                out += chunk
+                if b"(END)" in out[-200:]:
+                    os.write(fd, b"q")
+            elif os.waitpid(pid, os.WNOHANG)[0]:
+                break
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        os.close(fd)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>()][0-9A-Za-z]?|\r|\x07", "", out.decode("utf-8", "replace"))
+    return [line.rstrip() for line in text.splitlines() if line.strip() and "(END)" not in line]
+
+
+@pytest.fixture(scope="module")
+def experiments(tmp_path_factory):
+    """A git workspace with one run committed (one epoch) and one experiment (two epochs): (root, what `dvc exp
+    show --json` says)."""
+    tmp_path = tmp_path_factory.mktemp("exp")
     raw = tiny_params_dict()
     raw["train"]["epochs"] = 1
     # This test is about DVC's view of the metrics, not the gate: let the experiment through whatever it scores.
@@ -78,8 +134,11 @@ def test_exp_show_and_metrics_diff_have_real_numbers(tmp_path):
     assert changed_paths(root) == set()
 
     dvc(root, "exp", "run", "-n", "two-epochs", "-S", "train.epochs=2")
+    return root, exp_metrics(json.loads(dvc(root, "exp", "show", "--json").stdout))
 
-    shown = exp_metrics(json.loads(dvc(root, "exp", "show", "--json").stdout))
+
+def test_exp_show_and_metrics_diff_have_real_numbers(experiments):
+    root, shown = experiments
     assert set(shown) == {"baseline", "two-epochs"}, shown.keys()
     for name, files in shown.items():
         ev, tr = files.get("metrics/eval.json", {}), files.get("metrics/train.json", {})
@@ -96,6 +155,15 @@ def test_exp_show_and_metrics_diff_have_real_numbers(tmp_path):
     accuracy = {r["Experiment"] or "baseline": float(r["accuracy"]) for r in rows if r["rev"] != "workspace"}
     assert accuracy == {name: files["metrics/eval.json"]["accuracy"] for name, files in shown.items()}, rows
 
+    # the table a person reads: every metric of the three files has a column of its own, none folded into `…`
+    # (the whole data-quality report, 300 columns of it, once pushed every other figure out)
+    table = dvc(root, "exp", "show").stdout.splitlines()
+    header = next(line for line in table if "Experiment" in line).split()
+    names = {k for files in shown.values() for values in files.values() for k in values}
+    assert names - {"history"} <= {h.split(":")[-1] for h in header}, sorted(names - set(header))
+    metrics_show = dvc(root, "metrics", "show").stdout.splitlines()
+    assert len(metrics_show[0]) < 1000 and "quarantine_fraction" in metrics_show[0], metrics_show[0][:300]
+
     # the workspace holds the experiment's results; HEAD the baseline's
     diff = json.loads(dvc(root, "metrics", "diff", "--json").stdout)
     epochs = diff["metrics/train.json"]["epochs_run"]
@@ -105,3 +173,19 @@ def test_exp_show_and_metrics_diff_have_real_numbers(tmp_path):
     line = next(ln for ln in text.splitlines() if "epochs_run" in ln)
     assert line.split()[-3:] == ["1", "2", "1"], text
     assert yaml.safe_load((root / "params.yaml").read_text())["train"]["epochs"] == 2
+
+
+@pytest.mark.skipif(shutil.which("less") is None, reason="less is not installed (DVC pages `dvc exp show` through it)")
+def test_exp_show_in_a_terminal_200_columns_wide(experiments):
+    """`dvc exp show` as a 200-column terminal shows it: DVC renders the table for its pager (`less -S`), which
+    shows the first 200 columns. There the headline data metrics stand, named, with their numbers."""
+    root, _ = experiments
+    screen = in_terminal([sys.executable, "-m", "dvc", "exp", "show"], root, columns=200)
+    assert screen and max(len(line) for line in screen) <= 200, screen
+    header = next(line for line in screen if "Experiment" in line)
+    assert all(name in header.split() for name in HEADLINE), header
+    branch = git(root, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    baseline = next(line for line in screen if line.split()[:1] == [branch])
+    committed = json.loads(git(root, "show", "HEAD:metrics/data_quality.json").stdout)
+    cells = baseline.split()
+    assert str(committed["rows_in"]) in cells and str(committed["rows_out"]) in cells and "…" not in cells[:8], baseline

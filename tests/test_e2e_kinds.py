@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 SERVE = (
     "import json, mlflow, pandas as pd\n"
     "m = mlflow.pyfunc.load_model('models:/tiny-model/{version}')\n"
-    "out = m.predict(pd.DataFrame({{'text': ['<b>The striker scored twice in the derby</b>', 'Shares and profit rose', '']}}))\n"
+    "out = m.predict(pd.DataFrame({{'text': ['<b>The striker scored twice in the derby</b>', 'Shares and profit rose', 'ok']}}))\n"  # '' is refused (empty_text)
     "print(out.to_json(orient='records'))\n"
 )
 

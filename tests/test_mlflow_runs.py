@@ -65,8 +65,8 @@ QUALITY = {"passed": True, "rows_in": 10, "rows_out": 8, "rows_quarantined": 2, 
 def test_open_and_close_record_name_link_status_reason_report_and_card(tmp_path, clean_env):
     root = tmp_path
     params = parse_params(tiny_params_dict())
-    (root / "metrics").mkdir()
-    (root / "metrics/data_quality.json").write_text(json.dumps(QUALITY))
+    (root / "reports").mkdir()
+    (root / "reports/data_quality.json").write_text(json.dumps(QUALITY))
     (root / "data/validated").mkdir(parents=True)
     pd.DataFrame({"rule": ["duplicate"], "reason": ["exact duplicate of another row"], "source_file": ["a.csv"],
                   "source_row": [3], "text": ["<b>dup</b>"], "label": ["sports"]}
@@ -102,7 +102,7 @@ def test_open_and_close_record_name_link_status_reason_report_and_card(tmp_path,
     assert "<b>dup</b>" not in dq  # row text is escaped, never markup
 
     # a reason longer than MLflow's tag limit is cut to it; a report already attached is not replaced
-    (root / "metrics/data_quality.json").write_text(json.dumps({**QUALITY, "rows_in": 99}))
+    (root / "reports/data_quality.json").write_text(json.dumps({**QUALITY, "rows_in": 99}))
     close_run(params, root, run_id, "KILLED", "x" * 9000)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["bigmodel.stopped_by"] == "cancelled"
@@ -254,7 +254,7 @@ def test_a_passing_dvc_repro_is_one_finished_run_with_summary_datasets_and_repor
     reports = artifact_paths(client, run.info.run_id, "reports")
     assert {"reports/data_quality.html", "reports/data_quality.json"} <= reports
     page = read_artifact(client, run.info.run_id, "reports/data_quality.html")
-    quality = json.loads((root / "metrics/data_quality.json").read_text())
+    quality = json.loads((root / "reports/data_quality.json").read_text())
     assert "PASSED" in page and f"{quality['rows_in']:,}" in page and "<table>" in page
     plots = artifact_paths(client, run.info.run_id, "plots")
     assert {"plots/confusion_matrix.png", "plots/training_curves.png", "plots/calibration.png"} <= plots
@@ -289,7 +289,7 @@ def test_a_closed_data_gate_leaves_a_failed_run_with_its_report(repro_ws):
     root = repro_ws
     client = client_for(root)
     before = all_runs(client)
-    good_report = (root / "metrics/data_quality.json").read_text()
+    good_report = (root / "reports/data_quality.json").read_text()
     set_params(root, validate__min_rows=1_000_000)
     out = dvc(root, "repro", check=False)
     assert out.returncode != 0 and "data gate failed" in out.stdout + out.stderr
@@ -306,7 +306,7 @@ def test_a_closed_data_gate_leaves_a_failed_run_with_its_report(repro_ws):
     assert report["passed"] is False and any("min_rows is 1000000" in f for f in report["failures"])
     page = read_artifact(client, run.info.run_id, "reports/data_quality.html")
     assert "FAILED" in page and "min_rows is 1000000" in page and "Why the gate closed" in page
-    assert (root / "metrics/data_quality.json").read_text() == good_report  # the last good report stays
+    assert (root / "reports/data_quality.json").read_text() == good_report  # the last good report stays
 
 
 @pytest.mark.e2e

@@ -59,7 +59,7 @@ def test_bootstrap_macro_f1_matches_the_metric_and_brackets_the_truth():
 
 
 def _gate(y, new, old, **rules):
-    p = EvaluateParams(min_accuracy=0.0, min_macro_f1=0.0, bootstrap_samples=300, **rules)
+    p = EvaluateParams(**{"min_accuracy": 0.0, "min_macro_f1": 0.0, "bootstrap_samples": 300, **rules})
     m = classification_metrics(y, new, 2)
     champion = {"version": "1", "accuracy": 0.0, "macro_f1": classification_metrics(y, old, 2)["macro_f1"]}
     return decide(m, champion, p, y=y, pred=new, champion_pred=old)
@@ -92,6 +92,101 @@ def test_mcnemar_rule_fails_a_challenger_with_significantly_more_errors():
     mc = next(c for c in d["checks"] if c["rule"] == "mcnemar_vs_champion")
     assert (mc["old_only"], mc["new_only"]) == (30, 0) and not mc["passed"] and not d["promote"]
     assert "wrong on 30 rows the champion gets right" in d["reasons"][0]
+
+
+# --------------------------------------------------------------------------- three verdicts
+def _wrong_on(y: np.ndarray, rows) -> np.ndarray:
+    """Right everywhere but on `rows` (two classes: the other one there)."""
+    pred = y.copy()
+    pred[list(rows)] = 1 - y[list(rows)]
+    return pred
+
+
+def test_three_verdicts_on_synthetic_predictions():
+    y = np.array([0, 1] * 200)
+    champion = _wrong_on(y, range(0, 20))
+    # as good as the champion, wrong on 20 other rows: the interval (about +-0.03) straddles 0 and reaches below
+    # -max_regression, McNemar is 20 against 20: not shown non-inferior, not shown worse
+    equal = _wrong_on(y, range(20, 40))
+    d = _gate(y, equal, champion, max_regression=0.01)
+    boot = d["comparison"]["bootstrap"]
+    assert boot["low"] < -0.01 and boot["high"] > 0 and d["comparison"]["mcnemar"]["p_value"] > 0.5
+    assert (d["verdict"], d["promote"], d["closed_by"]) == ("inconclusive", False, [])
+    assert d["reasons"][0].startswith("max_regression_vs_champion: macro-F1 difference to champion v1 is +0.0000")
+    assert d["summary"].startswith("champion kept (inconclusive") and "test rows (this split has 400)" in d["summary"]
+    need = d["comparison"]["rows_needed"]
+    # 40 of 400 rows discordant: (1.96 + 0.84)^2 * 0.1 / 0.01^2 = 7,849 rows from the formula
+    assert need["disagreement"] == 0.1 and need["rows_needed_from_disagreement"] == 7849
+    assert 0.8 < need["rows_needed"] / 7849 < 1.25  # the same from this split's bootstrap interval
+    # the same pair under a margin the split can show: passed
+    d = _gate(y, equal, champion, max_regression=0.05)
+    assert (d["verdict"], d["promote"], d["summary"]) == ("passed", True, "gate passed")
+    # wrong on 40 more rows than the champion: the whole interval is below 0 and McNemar agrees: closed
+    worse = _wrong_on(y, range(0, 60))
+    d = _gate(y, worse, champion, max_regression=0.01)
+    assert d["comparison"]["bootstrap"]["high"] < 0
+    assert d["verdict"] == "closed" and d["closed_by"] == ["max_regression_vs_champion", "mcnemar_vs_champion"]
+    assert d["summary"].startswith("gate closed: max_regression_vs_champion")
+    # worse beyond doubt even under a margin that lets the low end through (max_regression 1.0): closed
+    d = _gate(y, worse, champion, max_regression=1.0)
+    assert d["verdict"] == "closed" and d["closed_by"] == ["mcnemar_vs_champion"]
+    # an inconclusive comparison does not soften a floor: closed, by the floor alone
+    d = _gate(y, equal, champion, max_regression=0.01, min_accuracy=0.99)
+    assert d["verdict"] == "closed" and d["closed_by"] == ["min_accuracy"]
+    assert [r.split(":")[0] for r in d["reasons"]] == ["min_accuracy", "max_regression_vs_champion"]
+    # min_gain: as good is not better: inconclusive, and the hint says no number of rows shows a gain that is not there
+    d = _gate(y, equal, champion, min_gain=0.01)
+    assert d["verdict"] == "inconclusive" and "more test rows would not show the gain" in d["summary"]
+    better = _wrong_on(y, range(10, 24))  # right on 10 rows the champion gets wrong, wrong on 4 it gets right
+    d = _gate(y, better, champion, min_gain=0.01)  # +0.015, an interval reaching below +0.01: more rows would tell
+    assert d["verdict"] == "inconclusive" and d["comparison"]["rows_needed"]["rows_needed"] > 400
+    # no champion: nothing to compare, the floors decide
+    p = EvaluateParams(min_accuracy=0.5, min_macro_f1=0.5)
+    assert decide({"accuracy": 0.9, "macro_f1": 0.9}, None, p)["verdict"] == "passed"
+    assert decide({"accuracy": 0.4, "macro_f1": 0.9}, None, p)["verdict"] == "closed"
+
+
+def _equal_models(rng, n: int, k: int, accuracy: float, d: float):
+    """Labels and two equally good models' predictions that differ in correctness on a share d of the rows."""
+    y = rng.integers(0, k, n)
+    differ = rng.random(n) < d
+    first = rng.random(n) < 0.5
+    both = rng.random(n) < (accuracy - d / 2) / (1 - d)
+    right_a, right_b = np.where(differ, first, both), np.where(differ, ~first, both)
+
+    def predict(right):
+        return np.where(right, y, (y + rng.integers(1, k, n)) % k)
+    return y, predict(right_a), predict(right_b)
+
+
+def test_the_rows_needed_formula_matches_the_bootstrap():
+    """README, Promotion: the half-width of the macro-F1 difference's interval is z * sqrt(d / n) for balanced
+    classes, and n = (z + 0.84)^2 d / m^2 rows let two equally good models clear max_regression m 80% of the time."""
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(11)
+    z = NormalDist().inv_cdf(0.975)
+    for n, k, accuracy, d in [(400, 4, 0.9, 0.05), (1000, 2, 0.9, 0.06), (2000, 4, 0.85, 0.08), (1000, 10, 0.8, 0.1)]:
+        ratios = []
+        for _ in range(6):
+            y, a, b = _equal_models(rng, n, k, accuracy, d)
+            r = paired_bootstrap(y, a, b, k, samples=400)
+            seen = float(((a == y) != (b == y)).mean())
+            ratios.append((r["high"] - r["low"]) / 2 / (z * np.sqrt(seen / n)))
+        assert 0.9 < np.mean(ratios) < 1.1, (n, k, d, ratios)
+    # the rows the formula asks for: equally good models pass max_regression 0.02 about 80% of the time there
+    d, m = 0.06, 0.02
+    n = int(np.ceil((z + NormalDist().inv_cdf(0.8)) ** 2 * d / m ** 2))  # 1,178
+    verdicts = []
+    for _ in range(60):
+        y, a, b = _equal_models(rng, n, 4, 0.9, d)
+        p = EvaluateParams(min_accuracy=0.0, min_macro_f1=0.0, bootstrap_samples=300, max_regression=m)
+        out = decide(classification_metrics(y, a, 4), {"version": "1", "accuracy": 0.0, "macro_f1": 0.0}, p,
+                     y=y, pred=a, champion_pred=b)
+        verdicts.append(out["verdict"])
+    assert 0.62 <= verdicts.count("passed") / 60 <= 0.95, verdicts
+    # and an equally good model is called significantly worse about as often as the confidence allows (5%)
+    assert verdicts.count("closed") / 60 <= 0.12, verdicts
 
 
 # --------------------------------------------------------------------------- experiments

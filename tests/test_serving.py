@@ -76,9 +76,13 @@ def server(pipeline, request):  # noqa: F811
     return start_server(root, request, *args, "--no-access-log")
 
 
-def post(url: str, body, content_type: str = "application/json", **kw) -> requests.Response:
+def post(url: str, body, content_type: str | None = "application/json", **kw) -> requests.Response:
+    """POST to /invocations; content_type None sends no Content-Type header at all."""
     data = json.dumps(body) if not isinstance(body, (bytes, str)) and not hasattr(body, "__next__") else body
-    return requests.post(f"{url}/invocations", data=data, headers={"Content-Type": content_type}, timeout=60, **kw)
+    if isinstance(data, str):
+        data = data.encode()  # a str body would make requests send a Content-Type of its own
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    return requests.post(f"{url}/invocations", data=data, headers=headers, timeout=60, **kw)
 
 
 def assert_good(url: str, labels: list[str]) -> None:
@@ -114,7 +118,31 @@ BAD = [
     ("no text column, split", "application/json", {"dataframe_split": {"columns": ["body"], "data": [["a"]]}}, 400,
      "dataframe_split has no 'text' column"),
     ("no text field, inputs", "application/json", {"inputs": {"body": ["a"]}}, 400, "inputs has no 'text' field"),
-    ("no text column, CSV", "text/csv", "body\nsome words\n", 400, "missing inputs ['text']"),
+    ("no text column, CSV", "text/csv", "body\nsome words\n", 400,
+     "the CSV body has no 'text' column (columns: 'body'); the texts to classify go in a column named text"),
+    ("no text column, Parquet", "application/vnd.apache.parquet", _parquet(pd.DataFrame({"body": ["a b"]})), 400,
+     "the Parquet body has no 'text' column (columns: 'body')"),
+    ("no Content-Type", None, b'{"inputs": ["The striker scored"]}', 415,
+     "the request has no Content-Type header; send one of application/json, text/csv, application/vnd.apache.parquet"),
+    ("lone surrogate", "application/json", b'{"inputs": ["fine", "a \\ud800 b"]}', 400,
+     "text[1] contains a lone surrogate (U+D800) at character 3, which is not a character"),
+    ("lone surrogate, split", "application/json", b'{"dataframe_split": {"columns": ["text"], "data": [["\\udfff"]]}}',
+     400, "text[0] contains a lone surrogate (U+DFFF)"),
+    # what training sets aside (the tiny params: empty_text, too_short, control_chars, undecodable quarantine)
+    ("empty text", "application/json", {"inputs": [""]}, 400,
+     "text[0] breaks input rule empty_text: text is empty or whitespace only; this model's training set such texts "
+     "aside (validate.rules.empty_text.policy quarantine)"),
+    ("whitespace only, records", "application/json", {"dataframe_records": [{"text": "a fine text"}, {"text": " \t\n "}]},
+     400, "text[1] breaks input rule empty_text: text is empty or whitespace only (after the model's cleaning)"),
+    ("markup only, instances", "application/json", {"instances": [{"text": "<p> </p>"}]}, 400,
+     "text[0] breaks input rule empty_text"),
+    ("one character", "application/json", {"inputs": {"text": ["x"]}}, 400,
+     "text[0] breaks input rule too_short: text has 1 character(s) and 1 word(s), under min_chars 2"),
+    ("control character, CSV", "text/csv", "text\nbell\x07here\n", 400,
+     "text[0] breaks input rule control_chars: control character U+0007 at character 5"),
+    ("U+FFFD, Parquet", "application/vnd.apache.parquet", _parquet(pd.DataFrame({"text": ["ok text", "caf\ufffd"]})),
+     400, "text[1] breaks input rule undecodable: text has U+FFFD at character 4"),
+    ("whitespace only, CSV", "text/csv", 'text\n" "\n', 400, "text[0] breaks input rule empty_text"),
     ("numbers, records", "application/json", {"dataframe_records": [{"text": "a"}, {"text": 5}]}, 400,
      "text[1] is a number (5); every text must be a string"),
     ("numbers, inputs", "application/json", {"inputs": [1, 2]}, 400, "text[0] is a number (1)"),
@@ -150,6 +178,7 @@ def test_bad_request_gets_4xx_with_a_message_and_the_server_keeps_serving(server
     r = post(url, body, content_type)
     assert r.status_code == status, (case, r.text[:500])
     assert message in r.text, r.text[:500]
+    assert "Failed to predict data" not in r.text  # MLflow's wrapping, with the whole input in it, is taken off
     if r.headers.get("content-type", "").startswith("application/json"):
         assert r.json()["error_code"] in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "REQUEST_LIMIT_EXCEEDED")
     assert_good(url, pipeline[1].data.labels)
@@ -176,8 +205,9 @@ def test_served_predictions_match_in_process_pyfunc(server, pipeline):  # noqa: 
 
     url, _ = server
     root, params, paths, _ = pipeline
-    raw = read_table(paths.raw / "rows.parquet")["text"]
-    texts = [t for t in raw if isinstance(t, str) and t.strip() and "\x00" not in t][:200]
+    # raw texts, as a user sends them, of rows that validate let through (the model refuses what it set aside)
+    raw = read_table(paths.raw / "rows.parquet").set_index("row_id")["text"]
+    texts = raw.loc[read_table(paths.validated / "rows.parquet")["row_id"]].tolist()[:200]
     assert len(texts) == 200
     r = post(url, {"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}})
     assert r.status_code == 200, r.text[:500]
@@ -199,11 +229,73 @@ def test_pyfunc_checks_in_process_too(pipeline):  # noqa: F811
     model = load_pyfunc(pipeline[1], pipeline[0], "models:/tiny-model/1")
     for frame, words in [(pd.DataFrame({"text": ["a", None]}), "text[1] is null"),
                          (pd.DataFrame({"text": ["a\x00"]}), "NUL"),
-                         (pd.DataFrame({"body": ["a"]}), "missing inputs ['text']")]:
+                         (pd.DataFrame({"body": ["a"]}), "missing inputs ['text']"),
+                         (pd.DataFrame({"text": ["a fine text", ""]}), "text[1] breaks input rule empty_text"),
+                         (pd.DataFrame({"text": ["   "]}), "text[0] breaks input rule empty_text"),
+                         (pd.DataFrame({"text": ["x"]}), "text[0] breaks input rule too_short")]:
         with pytest.raises(MlflowException) as err:
             model.predict(frame)
         assert words in err.value.message and err.value.error_code == "INVALID_PARAMETER_VALUE"
     assert len(model.predict(pd.DataFrame({"text": pd.Series([], dtype=object)}))) == 0
+
+
+def test_served_verdicts_are_validates(server, pipeline):  # noqa: F811
+    """A served model refuses what its training refuses: each adversarial text, sent alone to `bigmodel serve` and
+    to the pyfunc in-process, is refused naming the rule that validate (quality.check, after the clean stage's
+    cleaning, under the params the model was trained with) gives its row, or scored when validate lets it pass."""
+    import re
+
+    from mlflow.exceptions import MlflowException
+
+    from bigmodel_core.config import ValidateParams
+    from bigmodel_core.tracking.mlflow_store import load_pyfunc
+    from tests.test_cleaning_quality import ADVERSARIAL, validate_verdicts
+
+    url, _ = server
+    root, params, paths, _ = pipeline
+    rules = params.validate.model_dump()
+    rules["rules"]["label_noise"]["sample_rows"] = 0  # a model over one row says nothing; the text rules decide
+    expected = validate_verdicts(ADVERSARIAL, ValidateParams(**rules), params.clean)
+    assert {"empty_text", "too_short", "control_chars", "undecodable", None} <= set(expected)  # tiny params: html_left,
+    assert ADVERSARIAL[expected.index(None)]                                                   # too_long only warn
+    model = load_pyfunc(params, root, "models:/tiny-model/1")
+    served, in_process = [], []
+    for text in ADVERSARIAL:
+        r = post(url, {"inputs": [text]})
+        assert r.status_code in (200, 400), r.text[:300]
+        found = re.search(r"text\[0\] breaks input rule (\w+): ", r.json().get("message", ""))
+        assert (r.status_code == 400) == bool(found), r.text[:300]
+        served.append(found.group(1) if found else None)
+        try:
+            model.predict(pd.DataFrame({"text": [text]}))
+            in_process.append(None)
+        except MlflowException as e:
+            assert e.error_code == "INVALID_PARAMETER_VALUE"
+            in_process.append(re.search(r"breaks input rule (\w+)", e.message).group(1))
+    assert served == expected and in_process == expected
+    assert_good(url, params.data.labels)
+
+
+def test_a_bundle_without_input_rules_scores_what_it_did(pipeline, tmp_path):  # noqa: F811
+    """A model saved before bundles kept the input rules: it loads, has none, and scores an empty text as before
+    (the string, NUL and surrogate checks and the server's limits still apply)."""
+    import shutil
+
+    from bigmodel_core.models.bundle import META, Predictor
+    from bigmodel_core.tracking.pyfunc import TextClassifierModel
+
+    old = tmp_path / "bundle"
+    shutil.copytree(pipeline[2].model, old)
+    meta = json.loads((old / META).read_text())
+    assert set(meta["input_rules"]) == {"empty_text", "undecodable", "too_short", "too_long", "control_chars", "html_left"}
+    del meta["input_rules"]
+    (old / META).write_text(json.dumps(meta))
+    model = TextClassifierModel()
+    model.predictor = Predictor(old)
+    assert model.predictor.input_rules is None and model.refusal(["", "x"]) is None
+    out = model.predict(None, pd.DataFrame({"text": ["", "x"]}))
+    assert len(out) == 2 and set(out["label"]) <= set(pipeline[1].data.labels)
+    assert Predictor(pipeline[2].model).input_rules.rules["empty_text"].policy == "quarantine"
 
 
 # --------------------------------------------------------------------------- bigmodel predict --input/--output
@@ -240,9 +332,9 @@ def test_predict_file_round_trip(pipeline, tmp_path, ext_in, ext_out):  # noqa: 
 
     root, params, paths, _ = pipeline
     raw = read_table(paths.raw / "rows.parquet")
-    rows = raw[raw["text"].map(lambda t: isinstance(t, str))].head(70)
+    rows = raw[raw["row_id"].isin(read_table(paths.validated / "rows.parquet")["row_id"])].head(70)  # texts it scores
     src = pd.DataFrame({"id": range(len(rows)), "text": rows["text"].tolist(), "label": rows["label"].fillna("").tolist()})
-    src.loc[3, "text"] = ""  # an empty text is a text (CSV must not turn it into a missing value)
+    src.loc[3, "text"] = "NA"  # a text (CSV must not turn it into a missing value)
     inp, out = tmp_path / f"in{ext_in}", tmp_path / f"out{ext_out}"
     _write(src, inp)
     res = _cli("predict", "--input", str(inp), "--output", str(out), "--batch-size", "16")
@@ -285,6 +377,12 @@ def test_predict_file_errors_name_the_file_and_leave_no_output(pipeline, tmp_pat
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     cases.append((["--input", str(empty), "--output", str(out)], "empty.csv: the file is empty"))
+    # a text the model's training set aside: the whole file is refused, naming the row and the rule
+    blank = tmp_path / "blank.csv"
+    pd.DataFrame({"text": ["a goal", "shares", ""]}).to_csv(blank, index=False)
+    cases.append((["--input", str(blank), "--output", str(out)],
+                  "blank.csv: row 3, column 'text' breaks input rule empty_text: text is empty or whitespace only"))
+    cases.append((["a goal", " "], "cannot classify: text[1] breaks input rule empty_text"))
     before = sorted(p.name for p in tmp_path.iterdir())
     for args, message in cases:
         res = _cli("predict", *args)

@@ -47,8 +47,14 @@ def test_validate_balances_rows_and_keeps_reasons(pipeline):
     root, params, paths, reports = pipeline
     q = read_table(paths.validated / "quarantine.parquet", schemas.QUARANTINE)
     ok = read_table(paths.validated / "rows.parquet", schemas.VALIDATED)
-    report = json.loads(paths.quality_metrics.read_text())
+    report = json.loads(paths.quality_report.read_text())
     assert report["rows_in"] == 800 == len(ok) + len(q)
+    # DVC's metrics file holds the headline figures only (dvc exp show / metrics show), the report the rest
+    headline = json.loads(paths.quality_metrics.read_text())
+    assert headline == {"passed": True, "rows_in": 800, "rows_out": len(ok), "rows_quarantined": len(q),
+                        "quarantine_fraction": report["quarantine_fraction"], "warnings": len(report["warnings"]),
+                        "classes": len(params.data.labels)}
+    assert {"rules", "profile", "class_counts", "drift"} <= set(report)
     # the tiny params quarantine under these rules; near_duplicate is warn there (twins kept in one split)
     assert set(q["rule"]) <= {"empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate",
                               "too_short", "control_chars"}
@@ -170,15 +176,21 @@ def test_champion_loads_in_a_fresh_process_from_raw_text(pipeline):
     code = (
         "import mlflow, pandas as pd\n"
         "m = mlflow.pyfunc.load_model('models:/tiny-model@champion')\n"
-        "out = m.predict(pd.DataFrame({'text': ['<b>The striker scored a goal</b>', 'Shares and profit rose', '']}))\n"
+        "out = m.predict(pd.DataFrame({'text': ['<b>The striker scored a goal</b>', 'Shares and profit rose']}))\n"
         "print(out.to_json(orient='records'))\n"
+        "try:\n"  # an empty text is what training set aside: refused, naming the rule
+        "    m.predict(pd.DataFrame({'text': ['<b> </b>']}))\n"
+        "except Exception as e:\n"
+        "    print('refused', e.error_code, e.message)\n"
     )
     env = env_for(root)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     proc = subprocess.run([sys.executable, "-c", code], cwd=root.parent, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(rows) == 3
+    *_, printed, refused = proc.stdout.strip().splitlines()
+    assert refused.startswith("refused INVALID_PARAMETER_VALUE text[0] breaks input rule empty_text"), refused
+    rows = json.loads(printed)
+    assert len(rows) == 2
     for r in rows:
         assert r["label"] in params.data.labels
         probs = [r[f"prob_{l}"] for l in params.data.labels]

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bigmodel_core.config import DATASET_RULES, ROW_RULES, ValidateParams, default_rule
+from bigmodel_core.config import DATASET_RULES, ROW_RULES, TEXT_ROW_RULES, ValidateParams, default_rule
 from bigmodel_core.data import columns
 from bigmodel_core.data.cleaning import WS_CHARS, normalize_key
 
@@ -53,6 +53,20 @@ class QualityResult:
         return not self.failures
 
 
+#: The figures of the report that go into metrics/data_quality.json, the file `dvc metrics show` and `dvc exp
+#: show` read: a handful of columns (the whole report, examples and profile included, is reports/data_quality.json).
+HEADLINE = ("passed", "rows_in", "rows_out", "rows_quarantined", "quarantine_fraction")
+
+
+def headline(report: dict) -> dict:
+    """The metrics-file view of a report: HEADLINE, plus how many warnings it gave and how many classes passed."""
+    return {**{k: report[k] for k in HEADLINE}, "warnings": len(report.get("warnings") or []),
+            "classes": len(report.get("class_counts") or {})}
+
+
+_INGEST_NOTE = " (ingest names the file, byte and line when it replaced them)"
+
+
 def _reason(rule: str, label: object, labels: set[str] | None, text: object = None, p: ValidateParams | None = None) -> str:
     t = "" if text is None or (not isinstance(text, str) and pd.isna(text)) else str(text)
     if rule == "too_short":
@@ -66,8 +80,8 @@ def _reason(rule: str, label: object, labels: set[str] | None, text: object = No
                  [f"max_words {r.max_words}" for _ in [0] if r and r.max_words is not None]
         return f"text has {len(t)} character(s) and {len(t.split())} word(s), over {' or '.join(limits)}"
     if rule == "undecodable":
-        return (f"text has U+FFFD at character {t.find(chr(0xFFFD)) + 1}: bytes that were not valid text, replaced "
-                "(ingest names the file, byte and line when it replaced them)")
+        return f"text has U+FFFD at character {t.find(chr(0xFFFD)) + 1}: bytes that were not valid text, replaced" \
+            + _INGEST_NOTE
     if rule == "control_chars":
         m = _CONTROL.search(t)
         return f"control character U+{ord(m.group()):04X} at character {m.start() + 1}" if m else "control character"
@@ -599,6 +613,29 @@ class Checker:
 
 
 _TEXT_RULES = ("undecodable", "too_short", "too_long", "control_chars", "html_left")
+assert TEXT_ROW_RULES == tuple(r for r in ROW_RULES if r == "empty_text" or r in _TEXT_RULES)
+
+
+def text_verdicts(texts: list, p: ValidateParams) -> list[tuple[str, str] | None]:
+    """What validate does to a row with each of these (cleaned) texts by the rules that judge a text on its own:
+    (rule, reason) of the first rule of TEXT_ROW_RULES that the text breaks and whose policy is quarantine or
+    fail, or None (it passes them, or breaks only warn rules). The facts are Checker.scan's (minhash.Scanner,
+    _text_masks; no words: empty_text), so a served model refuses exactly what its training set aside."""
+    from bigmodel_core.data import minhash
+
+    arr = pa.array(["" if t is None else t for t in texts], type=pa.large_string())
+    out: list[tuple[str, str] | None] = [None] * len(arr)
+    if not len(arr):
+        return out
+    got = minhash.Scanner(p.rules["near_duplicate"].shingle_words or 3).scan(arr, low_bits=True)
+    masks = {"empty_text": got.words == 0, **_text_masks(arr, p, got.words, got.chars, got.flags)}
+    for rule in TEXT_ROW_RULES:
+        if p.rules[rule].policy == "warn":
+            continue
+        for i in np.nonzero(masks[rule])[0].tolist():
+            if out[i] is None:
+                out[i] = (rule, _reason(rule, None, None, texts[i], p).removesuffix(_INGEST_NOTE))
+    return out
 
 
 def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray, chars: np.ndarray, flags: np.ndarray

@@ -5,6 +5,25 @@ evaluate is this dict. The comparison with the champion is decided on the paired
 of the macro-F1 difference (its lower bound), with McNemar's test as a second, independent check that
 the challenger does not make significantly more errors on the rows where the two disagree.
 
+The gate ends in one of three verdicts (`verdict` in the decision and in metrics/eval.json):
+
+* `passed`: every rule passed; deploy may move the champion alias to the challenger.
+* `inconclusive`: the comparison did not show the challenger better than the champion (min_gain) or not worse
+  by more than max_regression, and nothing shows it worse either: the two are within the test split's noise.
+  The champion is kept; deploy registers the challenger (alias challenger) and the run ends without error.
+* `closed`: an absolute floor (min_accuracy, min_macro_f1), the label check or an enforced budget failed, or
+  the challenger is **significantly worse** than the champion: at the gate's `confidence`, the bootstrap
+  interval of macro-F1(challenger) - macro-F1(champion) lies wholly below zero (its upper bound < 0), or
+  McNemar's test finds the challenger wrong significantly more often on the rows where exactly one of the two
+  is right. Deploy registers the challenger and exits 3; the flow notifies `gate_closed`.
+
+How many test rows a comparison needs (README, "Promotion"): on n rows where the two models disagree in
+correctness on a share d of them, the difference's standard error is about sqrt(d / n), so the interval's
+half-width is z * sqrt(d / n) with z = Phi^-1((1 + confidence) / 2) (for macro-F1 on balanced classes as well:
+tests/test_promotion.py checks it against the bootstrap). Two equally good models then clear a margin m with
+probability `POWER` from n >= (z + z_power)^2 * d / m^2 rows. rows_needed() scales the interval this test split
+gave instead (the same formula, with d and the class balance as they are).
+
 The budget rules (per-slice regression against the champion, gain over the built-in baseline, p95
 latency, model size) always report their figures; each judges only when its param is set
 (`enforced: false` and `passed: true` otherwise).
@@ -19,6 +38,11 @@ from bigmodel_core.evaluation.stats import mcnemar, paired_bootstrap
 
 
 _EPS = 1e-9  # a difference that equals its bound up to float rounding passes
+VERDICTS = ("passed", "inconclusive", "closed")
+#: the comparison rules: failing one alone (nothing shows the challenger worse) keeps the champion, closes nothing
+COMPARISON_RULES = ("max_regression_vs_champion", "min_gain_vs_champion")
+#: the probability with which rows_needed()'s figure lets two equally good models pass max_regression
+POWER = 0.8
 
 
 def decide(metrics: dict, champion: dict | None, p: EvaluateParams, *, y: np.ndarray | None = None,
@@ -59,7 +83,8 @@ def decide(metrics: dict, champion: dict | None, p: EvaluateParams, *, y: np.nda
             rule, threshold = "max_regression_vs_champion", -p.max_regression
         checks.append({"rule": rule, "value": interval["low"], "threshold": threshold,
                        "difference": interval["difference"], "interval": [interval["low"], interval["high"]],
-                       "champion_version": champion["version"], "passed": interval["low"] >= threshold})
+                       "champion_version": champion["version"], "passed": interval["low"] >= threshold,
+                       "significantly_worse": interval["high"] < 0})
         worse = test["old_only"] > test["new_only"] and test["p_value"] < 1 - p.confidence
         checks.append({"rule": "mcnemar_vs_champion", "value": test["p_value"], "threshold": 1 - p.confidence,
                        "new_only": test["new_only"], "old_only": test["old_only"], "passed": not worse})
@@ -71,8 +96,71 @@ def decide(metrics: dict, champion: dict | None, p: EvaluateParams, *, y: np.nda
         checks.append(_budget("max_latency_p95_ms", runtime.get("latency_p95_ms"), p.max_latency_p95_ms))
         checks.append(_budget("max_model_mb", runtime.get("model_mb"), p.max_model_mb))
     failed = [c for c in checks if not c["passed"]]
-    return {"promote": not failed, "checks": checks, "reasons": [describe(c) for c in failed],
-            "champion": champion, "comparison": comparison}
+    closing = [c for c in failed if c["rule"] not in COMPARISON_RULES or c["significantly_worse"]]
+    verdict = "passed" if not failed else "closed" if closing else "inconclusive"
+    hint = None
+    if verdict == "inconclusive":
+        hint = rows_needed(len(y), comparison, p)
+        comparison["rows_needed"] = hint
+    return {"promote": verdict == "passed", "verdict": verdict, "checks": checks,
+            "reasons": [describe(c) for c in failed], "closed_by": [c["rule"] for c in closing],
+            "champion": champion, "comparison": comparison,
+            "summary": summary(verdict, failed, hint)}
+
+
+def verdict_of(decision: dict) -> str:
+    """passed, inconclusive or closed; a decision file from before the three verdicts has only `promote`."""
+    return "passed" if decision["promote"] else decision.get("verdict") or "closed"
+
+
+def rows_needed(n: int, comparison: dict, p: EvaluateParams) -> dict:
+    """How many test rows would let two models as far apart as these pass the comparison rule.
+
+    The interval's half-width h on n rows shrinks as 1/sqrt(n). max_regression m: two equally good models pass
+    with probability POWER when (z + z_power) * h(N) / z <= m, so N = n * ((z + z_power) * h / (z * m))^2.
+    min_gain g: with the observed difference D > g as the true gain, N = n * ((z + z_power) * h / (z * (D - g)))^2;
+    with D <= g no number of rows shows the gain. Also reported: d, the share of rows where exactly one
+    model is right, and the rows the formula from it gives, (z + z_power)^2 * d / m^2 (README, Promotion)."""
+    from statistics import NormalDist
+
+    boot, test = comparison["bootstrap"], comparison["mcnemar"]
+    z = NormalDist().inv_cdf((1 + p.confidence) / 2)
+    z_power = NormalDist().inv_cdf(POWER)
+    half = (boot["high"] - boot["low"]) / 2
+    d = (test["new_only"] + test["old_only"]) / n if n else 0.0
+    if p.min_gain is not None:
+        margin, rule = boot["difference"] - p.min_gain, "min_gain"
+    else:
+        margin, rule = p.max_regression, "max_regression"
+    reachable = margin > 0 and half > 0
+    rows = int(np.ceil(n * ((z + z_power) * half / (z * margin)) ** 2)) if reachable else None
+    from_d = int(np.ceil((z + z_power) ** 2 * d / margin ** 2)) if margin > 0 and d > 0 else None
+    return {"rule": rule, "margin": margin, "difference": boot["difference"], "min_gain": p.min_gain,
+            "test_rows": n, "rows_needed": rows, "disagreement": round(d, 6),
+            "rows_needed_from_disagreement": from_d, "power": POWER, "half_width": half}
+
+
+def summary(verdict: str, failed: list[dict], hint: dict | None) -> str:
+    """One line for people: the verdict and, when the champion is kept, why and what would decide it."""
+    if verdict == "passed":
+        return "gate passed"
+    if verdict == "closed":
+        return "gate closed: " + "; ".join(describe(c) for c in failed)
+    line = ("champion kept (inconclusive: not shown better or worse than the champion within this test split's "
+            "noise): " + "; ".join(describe(c) for c in failed))
+    if hint and hint["rows_needed"]:
+        if hint["rule"] == "max_regression":
+            line += (f". With the two models disagreeing on {hint['disagreement']:.1%} of the test rows, about "
+                     f"{hint['rows_needed']:,} test rows (this split has {hint['test_rows']:,}) would let a model as good "
+                     f"as the champion show a regression of at most {hint['margin']:.4f} "
+                     f"({hint['power']:.0%} of the time; README, Promotion)")
+        else:
+            line += (f". If the observed difference ({hint['difference']:+.4f}) is real, about {hint['rows_needed']:,} "
+                     f"test rows (this split has {hint['test_rows']:,}) would show it above min_gain "
+                     f"{hint['min_gain']:.4f} ({hint['power']:.0%} of the time; README, Promotion)")
+    elif hint and hint["rule"] == "min_gain":
+        line += ". The observed difference is not above min_gain: more test rows would not show the gain"
+    return line
 
 
 def _slice_check(slices: dict, champion: dict, p: EvaluateParams) -> dict:

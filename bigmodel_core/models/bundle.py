@@ -1,12 +1,15 @@
 """A trained model as a directory: weights, text encoder, label list and cleaning rules.
 
-    model.json       format, kind, labels, and the model/tokenizer/clean params it was built with
+    model.json       format, kind, labels, the model/tokenizer/clean params it was built with, and
+                     input_rules: the settings of the validate rules that judge a text on its own
+                     (config.TEXT_ROW_RULES) it was trained under; serving refuses what they set aside
     model.pt         weights (bag, transformer)
     tokenizer.json   the trained subword tokenizer (transformer)
     hf/              the fine-tuned Hugging Face model and its tokenizer (pretrained)
 
 The same Predictor is used by the evaluate stage and by the MLflow pyfunc, so what was evaluated is
-exactly what is served (cleaning included). Bundles of format 1 (bigmodel 0.1) still load.
+exactly what is served (cleaning included). Bundles of format 1 (bigmodel 0.1) still load; bundles without
+input_rules (written before they were kept) load with input_rules None: nothing is refused by the rules.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bigmodel_core.config import CleanParams, ModelParams, TokenizerParams
+from bigmodel_core.config import TEXT_ROW_RULES, CleanParams, ModelParams, TokenizerParams, ValidateParams
 
 WEIGHTS, META = "model.pt", "model.json"
 FORMAT = "bigmodel-bundle/2"
 
 
 def save_bundle(directory: Path, model, encoder, labels: list[str], model_p: ModelParams, tok_p: TokenizerParams,
-                clean_p: CleanParams) -> None:
+                clean_p: CleanParams, validate_p: ValidateParams | None = None) -> None:
     import torch
 
     import bigmodel_core
@@ -41,10 +44,20 @@ def save_bundle(directory: Path, model, encoder, labels: list[str], model_p: Mod
         "model": model_p.model_dump(mode="json"),
         "tokenizer": tok_p.model_dump(mode="json"),
         "clean": clean_p.model_dump(mode="json"),
+        **({"input_rules": input_rules(validate_p)} if validate_p is not None else {}),
         "vocab_size": encoder.vocab_size,
         "bigmodel_version": bigmodel_core.__version__,
     }
     (directory / META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def input_rules(validate_p: ValidateParams) -> dict:
+    """The policy and settings (min_chars, ...; null ones too) of each rule in TEXT_ROW_RULES, as model.json keeps
+    them; ValidateParams(rules=...) reads them back."""
+    from bigmodel_core.config import _RULE_SETTINGS
+
+    return {r: validate_p.rules[r].model_dump(mode="json", include={"policy", *_RULE_SETTINGS.get(r, ())})
+            for r in TEXT_ROW_RULES}
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -73,6 +86,8 @@ class Predictor:
         meta = read_meta(directory)
         self.labels: list[str] = meta["labels"]
         self.clean_p = CleanParams(**meta["clean"])
+        #: the text rules it was trained under (a ValidateParams whose other rules are defaults), None if not kept
+        self.input_rules = ValidateParams(rules=meta["input_rules"]) if meta.get("input_rules") else None
         tok_p = TokenizerParams(**meta["tokenizer"])
         self.device = torch.device(device)
         if meta.get("format") == "bigmodel-bundle/1":
@@ -95,14 +110,19 @@ class Predictor:
             self.model.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
         self.model.to(self.device).eval()
 
+    def clean(self, texts: list) -> list[str]:
+        """The texts as this model's cleaning leaves them (what it scores; None becomes "")."""
+        from bigmodel_core.data.cleaning import clean_text
+
+        return ["" if t is None else clean_text(str(t), self.clean_p) or "" for t in texts]
+
     def predict_proba(self, texts: list[str], batch_size: int = 128, clean: bool = True) -> np.ndarray:
         """Probabilities per class. clean=False is for texts that already went through the clean stage."""
         import torch
 
-        from bigmodel_core.data.cleaning import clean_text
         from bigmodel_core.training.batching import plan_batches
 
-        cleaned = ["" if t is None else (clean_text(str(t), self.clean_p) if clean else str(t)) or "" for t in texts]
+        cleaned = self.clean(texts) if clean else ["" if t is None else str(t) for t in texts]
         data = self.encoder.encode(cleaned)
         out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float64)
         with torch.inference_mode():

@@ -1,9 +1,11 @@
 """deploy: one MLflow run with everything, register the model, move the aliases the gate allows.
 
 The run is the pipeline's (see tracking/pipeline_run.py): the flow's, or under plain `dvc repro` the one
-the train stage opened. A closed model gate still registers the challenger, then marks a run that no flow
-owns FAILED with the gate's reason and exits 3 (under `dvc exp run` it exits 0, so that DVC keeps the
-experiment for `dvc exp show`).
+the train stage opened. The gate's verdict (evaluation/gate.py) decides: `passed` moves the champion alias (if
+deploy.promote and the experiment rule allow); `inconclusive` registers the challenger, keeps the champion and
+says why, without error; `closed` still registers the challenger, then marks a run that no flow owns FAILED
+with the gate's reason and exits 3 (under `dvc exp run` it exits 0, so that DVC keeps the experiment for
+`dvc exp show`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.errors import GateFailed
+from bigmodel_core.evaluation.gate import verdict_of
 from bigmodel_core.io import read_json, read_table, sha256_file, write_json
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
@@ -87,8 +90,12 @@ def experiment_reason(root) -> str | None:
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/tracking", "bigmodel_core/data/schemas.py"),
-    inputs=("model", "evaluation", "eval_metrics", "quality_metrics"),
+    # the served model refuses what validate's text rules set aside (tracking/pyfunc.py runs data/quality.py)
+    code=("bigmodel_core/tracking", "bigmodel_core/evaluation/gate.py", "bigmodel_core/data/schemas.py",
+          "bigmodel_core/data/quality.py", "bigmodel_core/data/cleaning.py", "bigmodel_core/data/columns.py",
+          "bigmodel_core/data/hashing.py", "bigmodel_core/data/kernels.py", "bigmodel_core/data/label_noise.py",
+          "bigmodel_core/data/minhash.py", "bigmodel_core/data/profile.py"),
+    inputs=("model", "evaluation", "eval_metrics", "quality_report"),
     params=("deploy", "tracking"),
     outs=(Out("deployment", cache=False,
               note="which registry version this run made and where the aliases point: facts about this workspace's "
@@ -104,7 +111,7 @@ def run(params: Params, paths: Paths) -> dict:
     eval_metrics = read_json(paths.eval_metrics)
     decision = read_json(paths.evaluation / "decision.json")
     per_class = read_json(paths.evaluation / "per_class.json")["per_class"]
-    quality = read_json(paths.quality_metrics)
+    quality = read_json(paths.quality_report)
     train_metrics = read_json(paths.train_metrics)
     history = train_metrics.get("history", [])
     test = read_table(paths.split / "test.parquet", schemas.SPLIT)
@@ -132,8 +139,11 @@ def run(params: Params, paths: Paths) -> dict:
     # changes may become it. A `dvc exp run` may not: in a sweep, whichever finished first would be crowned.
     vacant = champion_seen(decision) is None and not in_dvc_experiment()
     context = None
-    if not decision["promote"]:
+    verdict = verdict_of(decision)
+    if verdict == "closed":
         why_not = "gate closed: " + "; ".join(decision["reasons"])
+    elif verdict == "inconclusive":
+        why_not = decision.get("summary") or "champion kept: " + "; ".join(decision["reasons"])
     elif params.deploy.promote == "never":
         why_not = "deploy.promote is never: promote by hand with `bigmodel promote VERSION`"
     elif experiment and not params.deploy.promote_experiments and not vacant:
@@ -158,8 +168,11 @@ def run(params: Params, paths: Paths) -> dict:
     result["reasons"] = decision["reasons"]
     result["test_accuracy"] = eval_metrics["accuracy"]
     result["test_macro_f1"] = eval_metrics["macro_f1"]
+    result["verdict"] = verdict
     write_json(result, paths.deployment)
-    if not decision["promote"]:
+    if verdict == "inconclusive":
+        print(f"deploy: not promoted, {why_not}", flush=True)
+    if verdict == "closed":
         message = (f"model gate closed: {'; '.join(decision['reasons'])}. Registered {result['model_name']} "
                    f"v{result['version']} as {params.deploy.challenger_alias} for inspection; "
                    + (f"{params.deploy.champion_alias} stays v{result['champion']}" if result.get("champion")

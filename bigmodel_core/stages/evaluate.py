@@ -140,13 +140,15 @@ def run(params: Params, paths: Paths) -> dict:
         "champion_accuracy": champion["accuracy"] if champion else None,
         "champion_macro_f1": champion["macro_f1"] if champion else None,
         "promote": decision["promote"],
+        "verdict": decision["verdict"],
     })
     write_json(eval_metrics, paths.eval_metrics)
     _write_plots(paths, y_true, preds, binary, calib)
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "champion": champion,
             "baseline": None if base is None else {k: base[k] for k in ("accuracy", "macro_f1", "error") if k in base},
             "latency_p95_ms": runtime["latency"]["p95_ms"], "model_mb": runtime["size"]["mb"],
-            "promote": decision["promote"], "reasons": decision["reasons"], "comparison": decision["comparison"]}
+            "promote": decision["promote"], "verdict": decision["verdict"], "reasons": decision["reasons"],
+            "comparison": decision["comparison"]}
 
 
 def _binary_curves(y: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:

@@ -23,6 +23,7 @@ LOCATIONS = {
     "model": "models/model",
     "evaluation": "reports/evaluate",
     "quality_metrics": "metrics/data_quality.json",
+    "quality_report": "reports/data_quality.json",
     "quality_html": "reports/data_quality.html",
     "train_metrics": "metrics/train.json",
     "eval_metrics": "metrics/eval.json",

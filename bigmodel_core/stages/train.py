@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigmodel_core.config import Params
+from bigmodel_core.config import TEXT_ROW_RULES, Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data.profile import FILE as PROFILE_FILE
 from bigmodel_core.errors import BigmodelError
@@ -120,7 +120,8 @@ SPEC = StageSpec(
           "bigmodel_core/data/columns.py", "bigmodel_core/data/hashing.py", "bigmodel_core/data/kernels.py",
           "bigmodel_core/data/minhash.py", "bigmodel_core/data/profile.py", "bigmodel_core/data/schemas.py"),
     inputs=("split",),
-    params=("data.labels", "clean", "tokenizer", "model", "train"),
+    # the text rules of validate go into the bundle (what serving refuses), so their settings are read here too
+    params=("data.labels", "clean", "tokenizer", "model", "train", *(f"validate.rules.{r}" for r in TEXT_ROW_RULES)),
     outs=(Out("model"), metric("train_metrics"),
           plot("training_plot", x="epoch", y="val_macro_f1"), plot("training_steps_plot", x="step", y="loss")),
 )
@@ -238,7 +239,7 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         # a failure from here on (models/ not writable, a full disk) leaves the checkpoint of the finished training
         # (train.checkpoint_every > 0): the next attempt writes the model from it without training again
         with atomic_dir(paths.model) as out:
-            save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean)
+            save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean, params.validate)
             write_json(_data_profile(paths), out / PROFILE_FILE)  # what the next run's data is compared with
     except BaseException as e:
         if live is not None:

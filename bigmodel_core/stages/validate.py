@@ -1,7 +1,9 @@
 """validate: apply the data-quality rules, quarantine bad rows with a reason, and gate the run.
 
-Writes metrics/data_quality.json and reports/data_quality.html (charts, rules, examples, near-duplicate
-pairs, drift). A closed gate keeps the previous good outputs, writes this failure's report (JSON and HTML) to
+Writes the report as reports/data_quality.json (every rule with its examples, classes, profile, drift) and
+reports/data_quality.html (charts, rules, examples, near-duplicate pairs, drift), and its headline figures
+(quality.headline: rows in and out, quarantined, passed) as metrics/data_quality.json, the file DVC's
+`metrics show` and `exp show` read. A closed gate keeps the previous good outputs, writes this failure's report (JSON and HTML) to
 .bigmodel/failures/ and records it in MLflow before the stage exits 3.
 """
 
@@ -28,7 +30,7 @@ SPEC = StageSpec(
           "bigmodel_core/data/cleaning.py", "bigmodel_core/data/hashing.py", "bigmodel_core/data/schemas.py"),
     inputs=("clean",),
     params=("validate", "data.labels"),
-    outs=(Out("validated"), Out("quality_html"), metric("quality_metrics")),
+    outs=(Out("validated"), Out("quality_report"), Out("quality_html"), metric("quality_metrics")),
 )
 
 
@@ -84,8 +86,9 @@ def run(params: Params, paths: Paths) -> dict:
             raise GateFailed(message)
         for warning in result.report.get("warnings", []):
             print(f"warning: {warning}", flush=True)
-    write_json(result.report, paths.quality_metrics)
+    write_json(result.report, paths.quality_report)
     _write_html(result, paths.quality_html, None)
+    write_json(quality.headline(result.report), paths.quality_metrics)
     return result.report
 
 

@@ -302,8 +302,16 @@ def _version_with_bundle(client, name: str, digest: str) -> str | None:
     return str(min(int(v.version) for v in found)) if found else None
 
 
+def _gate_tag(decision: dict) -> str:
+    """bigmodel.gate on runs and versions: passed, inconclusive (the champion is kept) or failed (gate closed)."""
+    from bigmodel_core.evaluation.gate import verdict_of
+
+    return {"passed": "passed", "inconclusive": "inconclusive"}.get(verdict_of(decision), "failed")
+
+
 def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: str | None) -> str:
-    gate = "passed" if decision["promote"] else "closed: " + "; ".join(decision["reasons"])
+    gate = {"passed": "passed", "inconclusive": "inconclusive, champion kept: "}.get(_gate_tag(decision), "closed: ")
+    gate += "" if decision["promote"] else "; ".join(decision["reasons"])
     champ = decision.get("champion")
     cost = cost_line(eval_metrics)
     lines = [f"test accuracy {eval_metrics['accuracy']:.4f}, macro-F1 {eval_metrics['macro_f1']:.4f} "
@@ -399,7 +407,7 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
         )
         champ = decision.get("champion")
         version_tags = {**tags, "bigmodel.run_name": client.get_run(run_id).data.tags.get("bigmodel.run_name", ""),
-                        "bigmodel.gate": "passed" if decision["promote"] else "failed",
+                        "bigmodel.gate": _gate_tag(decision),
                         "bigmodel.bundle_sha256": digest,
                         "bigmodel.compared_with": f"v{champ['version']}" if champ else "none",
                         "bigmodel.experiment": experiment or "no"}
@@ -473,7 +481,7 @@ def _log_evaluation(mlflow, client, run_id: str, *, train_run_id: str | None, hi
         if path.exists():
             mlflow.log_artifact(str(path), artifact_path="reports" if path.suffix != ".png" else "plots")
     pipeline_run.set_tags(client, run_id, {
-        "bigmodel.gate": "passed" if decision["promote"] else "failed",
+        "bigmodel.gate": _gate_tag(decision),
         "bigmodel.outcome": _description(eval_metrics, decision, quality, experiment)})
 
 

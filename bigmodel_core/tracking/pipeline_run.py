@@ -265,15 +265,15 @@ def attach_data_quality(client, run_id: str, report: dict, quarantine=None, note
 
 
 def _workspace_quality(root: Path) -> tuple[dict, object] | None:
-    """metrics/data_quality.json and the quarantined rows next to it, if the validate stage has passed here."""
+    """reports/data_quality.json and the quarantined rows next to it, if the validate stage has passed here."""
     import pandas as pd
 
     from bigmodel_core.paths import Paths
 
     paths = Paths(root)
-    if not paths.quality_metrics.exists():
+    if not paths.quality_report.exists():
         return None
-    report = json.loads(paths.quality_metrics.read_text())
+    report = json.loads(paths.quality_report.read_text())
     quarantine = None
     q = paths.validated / "quarantine.parquet"
     if q.exists():
@@ -427,7 +427,7 @@ def record_data_gate(params: Params, root: Path, reason: str, report: dict, quar
     yet: one is opened and closed FAILED here, so the stop can be found in MLflow. Returns the run id.
     """
     note = ("The report of the validation that closed the gate. The previous good data and "
-            "metrics/data_quality.json are unchanged.")
+            "reports/data_quality.json are unchanged.")
     run_id = flow_run_id()
     owned = run_id is None
     if owned:

@@ -1,7 +1,13 @@
 """MLflow pyfunc wrapper: a DataFrame with a `text` column of raw texts in; label and probabilities out.
 
 Input that cannot be scored raises MlflowException(INVALID_PARAMETER_VALUE), which MLflow's scoring
-server answers with 400 and the message (any other exception would become a 400 with a generic one).
+server answers with 400 and the message (any other exception would become a 400 with a generic one):
+a value that is not a string, has a NUL or a lone surrogate (scoring.text_problem), and a text the model's
+training would have set aside: after the model's own cleaning, a text that breaks a rule of validate that
+judges a text on its own (empty_text, undecodable, too_short, too_long, control_chars, html_left) whose
+policy was quarantine or fail when the model was trained (the bundle keeps their settings; data/quality.py
+text_verdicts applies them as validate does). A model from before bundles kept those settings is checked for
+the first kind only.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
         from bigmodel_core.models.bundle import Predictor
 
         self.predictor = Predictor(context.artifacts["bundle"])
+        self.refusal(["warm up"])  # the rules' compiled scan is loaded (or compiled, once) now, not on a request
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         texts = input_texts(model_input)
@@ -41,7 +48,34 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
         problem = text_problem(texts, "text", allow_empty=limits is None, **(limits or {}))
         if problem:
             raise _invalid(problem)
-        return output_frame(self.predictor.labels, self.predictor.predict_proba(texts))
+        cleaned = self.predictor.clean(texts)
+        refused = refusal(self.predictor, texts, cleaned)
+        if refused:
+            raise _invalid(f"text[{refused[0]}] {refused[1]}")
+        return output_frame(self.predictor.labels, self.predictor.predict_proba(cleaned, clean=False))
+
+    def refusal(self, texts: list) -> tuple[int, str] | None:
+        """(row, why) of the first text this model refuses by its training's input rules, or None."""
+        return refusal(self.predictor, texts, self.predictor.clean(texts))
+
+
+def refusal(predictor, texts: list, cleaned: list[str]) -> tuple[int, str] | None:
+    """(row, why) of the first text whose cleaned form breaks an input rule the model was trained under with
+    policy quarantine or fail; None when every text passes, or the bundle keeps no rules (older models)."""
+    rules = predictor.input_rules
+    if rules is None:
+        return None
+    from bigmodel_core.data.quality import text_verdicts
+
+    for i, verdict in enumerate(text_verdicts(cleaned, rules)):
+        if verdict is not None:
+            rule, reason = verdict
+            policy = rules.rules[rule].policy
+            changed = "" if cleaned[i] == texts[i] else " (after the model's cleaning)"
+            done = "set such texts aside" if policy == "quarantine" else "stopped at such texts"
+            return i, (f"breaks input rule {rule}: {reason}{changed}; this model's training {done} "
+                       f"(validate.rules.{rule}.policy {policy}), so it does not score it")
+    return None
 
 
 def _invalid(message: str) -> MlflowException:

@@ -69,7 +69,7 @@ def bars(title: str, labels: list[str], values: list[float], width: int = 520) -
 
 # --------------------------------------------------------------------------- data quality
 def data_quality_html(report: dict, quarantine=None, note: str | None = None, max_quarantine_rows: int = 50) -> str:
-    """The validate stage's report (metrics/data_quality.json) as a page: verdict, failed rules, every rule's
+    """The validate stage's report (reports/data_quality.json) as a page: verdict, failed rules, every rule's
     counts and examples, class counts, and a sample of the quarantined rows (a DataFrame with rule and reason)."""
     passed = bool(report.get("passed", not report.get("failures")))
     verdict = ("<span class=\"ok\">PASSED</span>" if passed else "<span class=\"bad\">FAILED</span>")

@@ -16,15 +16,25 @@ body is parsed), and for JSON bodies the text checks applied to the request as s
 text "None", 5 as "5"), so only the request itself still shows that a value was not a string. The
 pyfunc checks again whatever reaches it (CSV and Parquet bodies, `dataframe_*` JSON, in-process
 callers), with the row and length limits this module exports to it through the environment, and
+the input rules of the model's training (a text they set aside is refused, naming the rule), and
 raises MlflowException(INVALID_PARAMETER_VALUE), which MLflow answers with 400.
+
+The guard also answers what MLflow would get wrong: a request without a Content-Type gets 415 naming the
+types taken (MLflow's server fails on it with a 500; its protocol requires the header, and guessing JSON
+would misread a CSV or Parquet body); a CSV or Parquet body without a `text` column gets 400 naming its
+columns (MLflow's answer is its schema enforcement's text); and MLflow's wrapping of a message the pyfunc
+raised ("Failed to predict data '<the whole input>'. Error: ...") is taken off, leaving the message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import errno
+import io
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -36,6 +46,10 @@ from bigmodel_core.errors import BigmodelError
 
 _DRAIN_BYTES = 256 * 1024 * 1024
 _FORMATS = ("dataframe_split", "dataframe_records", "inputs", "instances")
+#: the content types MLflow's scoring server parses
+CONTENT_TYPES = ("application/json", "text/csv", "application/vnd.apache.parquet")
+# how MLflow's invocations() wraps the message of an MlflowException the model raised
+_WRAPPED = re.compile(r"^Failed to predict data '.*'\. \nError: (?P<message>.*)$", re.S)
 
 
 def resolve(params, root: Path, model_uri: str | None) -> tuple[str, str]:
@@ -102,6 +116,20 @@ def _texts_in(body: Any) -> tuple[list | None, str | None]:
     return data, None  # {"inputs": ["a", "b"]}: a bare list is the one input column
 
 
+def table_columns(body: bytes, mime: str) -> list[str] | None:
+    """The column names of a CSV (its header row, as pandas reads it: comma-separated, quoted fields) or Parquet
+    body; None when they cannot be read (MLflow's parsing then says what is wrong)."""
+    try:
+        if mime == "text/csv":  # pandas skips blank lines before the header, and a UTF-8 byte order mark
+            rows = csv.reader(io.StringIO(body.decode("utf-8").removeprefix("\ufeff")))
+            return next((row for row in rows if any(row)), None)
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(io.BytesIO(body)).names)
+    except Exception:  # not UTF-8, not CSV, not Parquet
+        return None
+
+
 def check_request(body: bytes, limits: dict) -> str | None:
     """Why a JSON request body cannot be scored, or None (including: not for us to say, MLflow will)."""
     try:
@@ -153,6 +181,18 @@ class RequestGuard:
                 413, "REQUEST_LIMIT_EXCEEDED", f"the request body is {size}; this server takes at most "
                 f"{self.max_body:,} bytes (bigmodel serve --max-body-bytes); split the texts into smaller requests"))
         mime = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if not mime:
+            return await self._answer(send_tagged, *_json_error(
+                415, "BAD_REQUEST", "the request has no Content-Type header; send one of "
+                f"{', '.join(CONTENT_TYPES)}, e.g. -H 'Content-Type: application/json' with "
+                '{"dataframe_records": [{"text": "..."}]}'))
+        if mime in ("text/csv", "application/vnd.apache.parquet") and body:
+            names = table_columns(bytes(body), mime)
+            if names is not None and "text" not in names:
+                kind = "CSV" if mime == "text/csv" else "Parquet"
+                return await self._answer(send_tagged, *_json_error(
+                    400, "INVALID_PARAMETER_VALUE", f"the {kind} body has no 'text' column (columns: "
+                    f"{', '.join(map(repr, names)) or 'none'}); the texts to classify go in a column named text"))
         if mime == "application/json":
             data = bytes(body)
             # a large body is parsed off the event loop, so /ping and other requests keep being answered
@@ -169,7 +209,7 @@ class RequestGuard:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()  # after the body: only a disconnect can come
 
-        await self.app(scope, replay, send_tagged)
+        await self.app(scope, replay, _unwrapping(send_tagged))
 
     async def _drain(self, receive, more: bool) -> None:
         """Read and drop the rest of a body that is too big (up to a bound), so that the client, which
@@ -188,6 +228,38 @@ class RequestGuard:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
+
+
+def _unwrapping(send):
+    """`send` for MLflow's answer to /invocations: a 4xx JSON error whose message MLflow wrapped around the
+    pyfunc's ("Failed to predict data '<input>'. Error: <message>") is sent with the message alone."""
+    held: dict = {}
+
+    async def send_unwrapped(message) -> None:
+        if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            held["start"], held["body"] = message, b""  # held until the body is complete
+            return
+        if "start" not in held:
+            return await send(message)
+        held["body"] += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        body = held["body"]
+        try:
+            doc = json.loads(body)
+        except ValueError:  # MLflow's text/plain answers (415) and anything else that is not JSON: as they are
+            doc = None
+        text = doc.get("message") if isinstance(doc, dict) else None
+        found = _WRAPPED.match(text) if isinstance(text, str) else None
+        if found:
+            doc = {"error_code": doc.get("error_code", "BAD_REQUEST"), "message": found.group("message")}
+            body = json.dumps(doc).encode()
+        start = held["start"]
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return send_unwrapped
 
 
 def build_app(model, *, served: str, max_body_bytes: int, max_rows: int, max_text_chars: int):
