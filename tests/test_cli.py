@@ -86,7 +86,7 @@ QUICK_ERRORS = [
     (["schedule"], "error: give one of --cron EXPR or --interval EVERY"),
     (["predict"], 'error: nothing to classify: bigmodel predict "some text" ... or --input FILE --output FILE'),
     (["predict", "--input", "a.csv"], "error: --input and --output go together: bigmodel predict --input FILE --output FILE"),
-    (["report", "data"], "error: metrics/data_quality.json: no data-quality report yet (run `bigmodel run` or "
+    (["report", "data"], "error: reports/data_quality.json: no data-quality report yet (run `bigmodel run` or "
                          "`bigmodel stage validate` first)"),
     (["stage", "nope"], "error: unknown stage 'nope'; stages are: ingest, clean, validate, augment, split, train, "
                         "evaluate, deploy"),
