@@ -177,6 +177,17 @@ class UI:
         self.record = ws / ".prefect" / "ui-server.json"
 
 
+def stamp_prerequisites() -> list[str]:
+    """The files the Makefile's install stamp depends on, read from the Makefile itself (a list kept here
+    went stale when setup.py joined it)."""
+    for line in (REPO / "Makefile").read_text().splitlines():
+        if line.startswith("$(STAMP):"):
+            names = line.split(":", 1)[1].split()
+            assert names and all((REPO / n).is_file() for n in names), line
+            return names
+    raise AssertionError("the Makefile has no `$(STAMP):` rule")
+
+
 def make_ui_workspace(root: Path) -> Path:
     """A tiny DVC workspace that can run the repo's Makefile against the shared venv without reinstalling."""
     ws = make_workspace(root)
@@ -187,7 +198,7 @@ def make_ui_workspace(root: Path) -> Path:
     older = STAMP.stat().st_mtime - 10
     # the stamp's prerequisites, older than it: a newer one would make `make ui` reinstall the shared venv
     # as an editable install of this workspace
-    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+    for name in stamp_prerequisites():
         shutil.copy(REPO / name, ws / name)
         os.utime(ws / name, (older, older))
     return ws
