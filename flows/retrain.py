@@ -199,6 +199,7 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
             lines.append("By rule: " + ", ".join(f"{k} {v:,} ({(quality.get('rules') or {})[k].get('policy')})"
                                                  for k, v in by_rule.items()) + ".")
         lines += [f"- data gate: {f}" for f in quality.get("failures") or []]
+    lines += _candidates_section(_read(root / "metrics/train.json"), "train" in ran)
     ev = _read(root / "metrics/eval.json")
     if ev and "evaluate" in ran:
         lines += ["", "## Model", "", "| metric | this run | champion |", "| --- | ---: | ---: |"]
@@ -224,6 +225,22 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
     if link:
         lines += ["", f"**MLflow run:** [{mlflow_run}]({link})"]
     return "\n".join(lines) + "\n"
+
+
+def _candidates_section(train: dict | None, ran: bool) -> list[str]:
+    """model.kind auto: each candidate's validation figures and cost, and which one became the model."""
+    rows = (train or {}).get("candidates") or []
+    if not ran or not train or not train.get("chosen"):
+        return []
+    out = ["", "## Candidates", "", f"Chosen on the validation split ({train.get('val_rows', '?')} rows): "
+           f"**{train['chosen']}**. Rule: {train.get('selection')}.", "",
+           "| candidate | kind | val macro-F1 | val accuracy | trials | seconds | CPU seconds |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        name = f"**{r['name']}**" if r.get("chosen") else r["name"]
+        out.append(f"| {name} | {r['kind']} | {r['val_macro_f1']:.4f} | {r['val_accuracy']:.4f} | "
+                   f"{r.get('trials') or '-'} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} |")
+    return out
 
 
 def _data_quality_artifact(result: dict, root: Path) -> None:
