@@ -195,7 +195,7 @@ def _candidate(params: Params, name: str, cand, splits, workdir: Path, key: str,
 def select(params: Params, paths: Paths, key: str) -> dict:
     from bigmodel_core.stages.train import _data_profile, _reset_work_dir, _write_csv, read_train_val
     from bigmodel_core.tracking.live import MlflowLive
-    from bigmodel_core.training.select import RULE, choose
+    from bigmodel_core.training.select import RULE, RULE_SHORT, choose
 
     wall, cpu = time.perf_counter(), time.process_time()
     _reset_work_dir(paths, key)
@@ -276,7 +276,7 @@ def select(params: Params, paths: Paths, key: str) -> dict:
                "val_rows": len(val), "candidates_trained": len(results),
                "seconds": round(time.perf_counter() - wall, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
                "mlflow_run_id": live.run_id if live is not None else None,
-               "selection": RULE if auto else None, "candidates": table, "history": best["history"]}
+               "selection": RULE_SHORT if auto else None, "candidates": table, "history": best["history"]}
     write_json(metrics, paths.train_metrics)
     _write_csv(paths.training_plot, best["history"],
                ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"])

@@ -14,6 +14,7 @@ from bigmodel_core.config import CANDIDATE_KINDS, ModelParams
 
 RULE = ("highest validation macro-F1; a tie goes to the cheaper kind (linear < bag < transformer < pretrained), "
         "then to the candidate listed first")
+RULE_SHORT = "best val macro-F1, ties to the cheaper kind"  # metrics/train.json's `selection` (a dvc metrics column)
 _DIGITS = 9  # macro-F1 values that agree to this many digits are a tie (float rounding, not a difference)
 
 

@@ -103,7 +103,9 @@ def search(kind: str, model: dict, train: dict, objective: Callable[[int, dict, 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dist, written = space(kind, model, train, augmented)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    # TPE models the scores after 5 seeded random trials (Optuna's default waits for 10: most budgets here are smaller)
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5))
     study.enqueue_trial(written)
 
     def suggest(trial, name: str, d):
@@ -119,6 +121,10 @@ def search(kind: str, model: dict, train: dict, objective: Callable[[int, dict, 
         return objective(trial.number, m, t)
 
     started = time.monotonic()
-    study.optimize(run, n_trials=trials or None, timeout=seconds, catch=())
+    study.optimize(run, n_trials=1, catch=())  # the settings as written, whatever the budget
+    if trials != 1:
+        left = None if seconds is None else max(0.0, seconds - (time.monotonic() - started))
+        if left is None or left > 0:
+            study.optimize(run, n_trials=trials - 1 if trials else None, timeout=left, catch=())
     study.set_user_attr("seconds", time.monotonic() - started)
     return study
