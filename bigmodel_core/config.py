@@ -292,7 +292,7 @@ TRANSFORMER_MIN_ROWS = 100_000
 
 class ModelParams(_Section):
     kind: Literal["auto", "linear", "bag", "transformer", "pretrained"] = Field(
-        default="transformer",
+        default="auto",
         description="auto: train every candidate of model.candidates on the train split and keep the best by "
         "validation macro-F1 (ties: the cheaper kind); linear: TF-IDF n-grams + logistic regression (scikit-learn, "
         "seconds on a CPU); bag: fastText-style hashed n-grams (seconds on a CPU); transformer: encoder from scratch "

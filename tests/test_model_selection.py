@@ -63,6 +63,9 @@ def test_every_existing_key_still_parses_and_the_linear_defaults_are_the_referen
     assert p.model.kind == "transformer" and p.model.candidates is None and p.train.tune.trials == 0
     assert (p.model.C, p.model.min_df, p.model.sublinear_tf, p.model.ngrams, p.model.char_ngrams) == (10.0, 2, True, 2, None)
     assert p.evaluate.min_gain_over_baseline is None  # the tiny fixture opts out; the default is -0.005
+    from bigmodel_core.config import ModelParams
+
+    assert ModelParams().kind == "auto"  # a params.yaml without model.kind gets the best candidate too
     repo = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     assert repo["model"]["kind"] == "auto" and repo["evaluate"]["min_gain_over_baseline"] == -0.005
 

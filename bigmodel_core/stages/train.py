@@ -2,7 +2,8 @@
 
     bigmodel stage train          # what dvc.yaml runs; with train.nproc > 1 it starts itself under torchrun
 
-The encoder is fitted on the train split only (subword tokenizer), or is fixed (hashed n-grams, the
+model.kind auto and linear, and tuning (train.tune), go through stages/train_select.py; what follows is one
+neural model. The encoder is fitted on the train split only (subword tokenizer), or is fixed (hashed n-grams, the
 backbone's tokenizer). Encoded data and checkpoints live in .bigmodel/train/ (not a DVC output),
 keyed by a fingerprint of params, data and code; they are removed when the stage succeeds.
 """
