@@ -305,6 +305,13 @@ class ModelParams(_Section):
         "(a bag starts from BAG_PRESET). null: linear and bag, and the transformer too when training runs on a GPU or "
         f"the train split has at least {TRANSFORMER_MIN_ROWS:,} original rows.",
     )
+    selection: Literal["one_se", "best"] = Field(
+        default="one_se",
+        description="auto (and the trials of train.tune): one_se: the cheapest candidate whose validation macro-F1 is "
+        "within one standard error of the best's (paired bootstrap over the validation rows), so a difference the "
+        "validation split cannot resolve goes to the cheaper model (and to the settings as written over a trial); "
+        "best: the highest validation macro-F1 wins outright (an exact tie still goes to the cheaper).",
+    )
     augmented_rows: bool | None = Field(
         default=None,
         description="Train on the augment stage's variants as well as the original rows; null: no for linear "

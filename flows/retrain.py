@@ -232,8 +232,9 @@ def _candidates_section(train: dict | None, ran: bool) -> list[str]:
     rows = (train or {}).get("candidates") or []
     if not ran or not train or not train.get("chosen"):
         return []
+    why = next((r.get("why") for r in rows if r.get("chosen")), None) or train.get("selection")
     out = ["", "## Candidates", "", f"Chosen on the validation split ({train.get('val_rows', '?')} rows): "
-           f"**{train['chosen']}**. Rule: {train.get('selection')}.", "",
+           f"**{train['chosen']}** ({why}).", "",
            "| candidate | kind | val macro-F1 | val accuracy | trials | seconds | CPU seconds |",
            "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
@@ -301,6 +302,11 @@ def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
         out.append(f"  {s['stage']:<9} {'ran    ' if s['ran'] else 'skipped'} {s['seconds']:7.1f}s")
     ran = [s["stage"] for s in result["stages"] if s["ran"]]
     eval_path, deploy_path = root / "metrics/eval.json", root / "reports/deploy.json"
+    train = _read(root / "metrics/train.json") if "train" in ran else None
+    if train and train.get("chosen"):
+        out.append(f"  model: {train['chosen']} ({train['model_kind']}), the best of "
+                   + ", ".join(f"{r['name']} {r['val_macro_f1']:.4f}" for r in train.get("candidates") or [])
+                   + " (validation macro-F1)")
     if eval_path.exists() and ran:
         ev = json.loads(eval_path.read_text())
         vs = (f" (champion v{ev['champion_version']}: macro-F1 {ev['champion_macro_f1']:.4f})"

@@ -47,6 +47,8 @@ def test_linear_and_auto_run_the_flow_register_serve_and_reproduce(tmp_path, kin
         assert names == ["linear", "bag"] and train["chosen"] in names and meta["kind"] == train["model_kind"]
         chosen = next(r for r in train["candidates"] if r["chosen"])
         assert chosen["val_macro_f1"] == max(r["val_macro_f1"] for r in train["candidates"])
+        figures = ", ".join(f"{r['name']} {r['val_macro_f1']:.4f}" for r in train["candidates"])
+        assert f"model: {train['chosen']} ({train['model_kind']}), the best of {figures}" in proc.stdout
         card = _artifact(root, deploy["run_id"], "run_card.md")
         assert "## Candidates" in card and f"**{train['chosen']}**" in card
         for r in train["candidates"]:

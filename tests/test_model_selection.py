@@ -103,13 +103,60 @@ def test_default_candidates_add_the_transformer_on_a_gpu_or_with_enough_rows():
 def test_choice_is_the_best_validation_macro_f1_and_a_tie_goes_to_the_cheaper_kind():
     from bigmodel_core.training.select import choose
 
-    r = lambda kind, f1: {"kind": kind, "val_macro_f1": f1}  # noqa: E731
-    assert choose([r("linear", 0.90), r("bag", 0.91)]) == 1
-    assert choose([r("bag", 0.91), r("linear", 0.91)]) == 1  # tie: linear is cheaper, wherever it is listed
-    assert choose([r("transformer", 0.8), r("bag", 0.8), r("bag", 0.8)]) == 1  # then the one listed first
-    assert choose([r("linear", 0.1 + 0.2), r("bag", 0.3)]) == 0  # equal but for float rounding: a tie
+    r = lambda name, kind, f1: {"name": name, "kind": kind, "val_macro_f1": f1}  # noqa: E731
+    # selection: best (and no predictions to compare): the highest wins outright, an exact tie to the cheaper kind
+    assert choose([r("linear", "linear", 0.90), r("bag", "bag", 0.91)])[0] == 1
+    assert choose([r("bag", "bag", 0.91), r("linear", "linear", 0.91)])[0] == 1  # wherever linear is listed
+    assert choose([r("t", "transformer", 0.8), r("b1", "bag", 0.8), r("b2", "bag", 0.8)])[0] == 1  # then listed first
+    assert choose([r("linear", "linear", 0.1 + 0.2), r("bag", "bag", 0.3)])[0] == 0  # equal but for float rounding
     with pytest.raises(ValueError):
         choose([])
+
+
+def _preds(y: np.ndarray, wrong: list[int]) -> np.ndarray:
+    out = y.copy()
+    out[wrong] = 1 - out[wrong]
+    return out
+
+
+def test_one_standard_error_rule_gives_an_unresolved_difference_to_the_cheaper_candidate():
+    """400 validation rows. A bag with 58 errors against linear's 60, where the two disagree on 58 rows, is within
+    one standard error of it (linear is kept); a bag with 20 errors, all of them linear's too, is not (the bag
+    wins); 'best' takes the higher score either way."""
+    from bigmodel_core.training.select import choose, within_one_se
+
+    y = np.array([0, 1] * 200)
+    linear = _preds(y, list(range(0, 60)))  # 60 errors
+    bag_close = _preds(y, list(range(30, 88)))  # 58 errors; right on 30 of linear's, wrong on 28 linear gets right
+    bag_far = _preds(y, list(range(30, 50)))  # 20 errors, every one linear's too
+    row = lambda name, kind, pred: {"name": name, "kind": kind, "val_pred": pred,  # noqa: E731
+                                    "val_macro_f1": __import__("bigmodel_core.evaluation.metrics", fromlist=["x"])
+                                    .classification_metrics(y, pred, 2)["macro_f1"]}
+    close = [row("linear", "linear", linear), row("bag", "bag", bag_close)]
+    winner, why = choose(close, y, 2, "one_se")
+    assert winner == 0 and "within one standard error of the cheaper linear's" in why, why
+    assert choose(close, y, 2, "best")[0] == 1
+    winner, why = choose([row("linear", "linear", linear), row("bag", "bag", bag_far)], y, 2, "one_se")
+    assert winner == 1 and "more than one standard error above every cheaper candidate's" in why
+    test = within_one_se(y, bag_far, linear, 2)
+    assert test["within"] is False and test["low"] > 0 and test["confidence"] == pytest.approx(0.6827)
+    assert within_one_se(y, bag_close, linear, 2) == within_one_se(y, bag_close, linear, 2)  # seeded
+    # the cheapest within one SE wins, even when a middle one is also within it
+    three = [row("t", "transformer", _preds(y, list(range(0, 20)))), row("b", "bag", _preds(y, list(range(10, 31)))),
+             row("l", "linear", _preds(y, list(range(15, 37))))]
+    assert choose(three, y, 2, "one_se")[0] == 2
+
+
+def test_a_tuned_candidate_keeps_its_written_settings_unless_a_trial_is_clearly_better():
+    from bigmodel_core.training.select import choose_trial
+
+    y = np.array([0, 1] * 200)
+    t = lambda pred: {"val_pred": pred, "val_macro_f1": float((pred == y).mean())}  # noqa: E731
+    written = t(_preds(y, list(range(60))))
+    close = t(_preds(y, list(range(30, 89))))  # 59 errors, 59 rows of disagreement with the written settings
+    assert choose_trial([written, close, t(_preds(y, list(range(70))))], y, 2) == 0
+    assert choose_trial([written, close, t(_preds(y, list(range(10))))], y, 2) == 2
+    assert choose_trial([written, close], y, 2, "best") == 1
 
 
 # --------------------------------------------------------------------------- the linear model
@@ -242,19 +289,19 @@ class ReadLog:
         self.split_dir = str(split_dir.resolve())
         self.active = True
 
-        def wrap(fn, what):
+        def wrap(fn):
             def inner(source, *a, **k):
                 self._saw(source)
                 return fn(source, *a, **k)
             return inner
 
-        monkeypatch.setattr(pd, "read_parquet", wrap(pd.read_parquet, "pandas"))
-        monkeypatch.setattr(pq, "read_table", wrap(pq.read_table, "pyarrow"))
+        monkeypatch.setattr(pd, "read_parquet", wrap(pd.read_parquet))
+        monkeypatch.setattr(pq, "read_table", wrap(pq.read_table))
         choose = select.choose
 
-        def choosing(results):
+        def choosing(*args, **kwargs):
             self.events.append("CHOICE")
-            return choose(results)
+            return choose(*args, **kwargs)
 
         monkeypatch.setattr(select, "choose", choosing)
         sys.addaudithook(self._audit)
@@ -310,6 +357,7 @@ def test_keyword_data_chooses_tfidf_on_validation_rows_only(tmp_path, monkeypatc
     table = {r["name"]: r for r in train["candidates"]}
     assert list(table) == ["linear", "bag"] and train["chosen"] == "linear" and train["model_kind"] == "linear"
     assert table["linear"]["chosen"] and not table["bag"]["chosen"]
+    assert table["linear"]["why"].startswith("linear has the highest validation macro-F1")
     assert table["linear"]["val_macro_f1"] > table["bag"]["val_macro_f1"] + 0.05, table
     # the test split was not read before the choice; train and validation were
     assert log.before_choice() == {"train", "val"}, log.events
@@ -331,6 +379,7 @@ def test_language_data_chooses_the_bag_whatever_the_test_split_says(tmp_path, mo
     train, log = train_in_process(root, monkeypatch)
     table = {r["name"]: r for r in train["candidates"]}
     assert train["chosen"] == "bag-chars" and train["model_kind"] == "bag" and table["bag-chars"]["chosen"]
+    assert table["bag-chars"]["why"].endswith("more than one standard error above every cheaper candidate's")
     assert table["bag-chars"]["val_macro_f1"] > 0.95 and table["linear"]["val_macro_f1"] < 0.8, table
     assert log.before_choice() == {"train", "val"}, log.events
     assert val_macro_f1_of_bundle(root) == pytest.approx(train["val_macro_f1"])
@@ -362,9 +411,10 @@ def test_tuning_with_a_seed_chooses_the_same_settings_twice(tmp_path):
     assert [r["trials"] for r in a["candidates"]] == [4, 4]
     for r in a["candidates"]:  # trial 0 is the candidate as written; the others search around it
         assert len({json.dumps(x["settings"], sort_keys=True) for x in r["search"]}) == 4
-        best = max(r["search"], key=lambda x: x["val_macro_f1"])
-        assert r["val_macro_f1"] == best["val_macro_f1"] and r["settings"] == next(
-            x["settings"] for x in r["search"] if x["val_macro_f1"] == best["val_macro_f1"])
+        best = max(r["search"], key=lambda x: x["val_macro_f1"])  # the first of the best
+        assert r["chosen_trial"] in (0, best["trial"])  # the best, or the written settings within 1 SE of it
+        kept = r["search"][r["chosen_trial"]]
+        assert (r["val_macro_f1"], r["settings"]) == (kept["val_macro_f1"], kept["settings"])
     # the winning settings are what the bundle holds
     meta_a = json.loads((root / "models/model/model.json").read_text())
     meta_b = json.loads((second / "models/model/model.json").read_text())

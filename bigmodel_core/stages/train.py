@@ -133,7 +133,7 @@ class _Console:
 
 SPEC = StageSpec(
     code=("bigmodel_core/stages/train_select.py", "bigmodel_core/training", "bigmodel_core/models", "bigmodel_core/text",
-          "bigmodel_core/data/cleaning.py", "bigmodel_core/evaluation/metrics.py",
+          "bigmodel_core/data/cleaning.py", "bigmodel_core/evaluation/metrics.py", "bigmodel_core/evaluation/stats.py",
           "bigmodel_core/data/columns.py", "bigmodel_core/data/hashing.py", "bigmodel_core/data/kernels.py",
           "bigmodel_core/data/minhash.py", "bigmodel_core/data/profile.py", "bigmodel_core/data/schemas.py"),
     inputs=("split",),

@@ -69,15 +69,9 @@ def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> 
     wall, cpu = time.perf_counter(), time.process_time()
     if p.model.kind == "linear":
         from bigmodel_core.models.linear import LinearText, settings_of
-        from bigmodel_core.training.select import val_scores
 
         rows = train if _uses_augmented(p) else train[~train["is_augmented"]]
         model = LinearText.fit(rows["text"].tolist(), rows["label"].tolist(), settings_of(p.model, p.tokenizer.lowercase))
-        probs = np.zeros((len(val), len(labels)))
-        got = model.predict_proba(val["text"].tolist())
-        for j, c in enumerate(model.classes):
-            probs[:, index[c]] = got[:, j]
-        val_m = val_scores(val_y, probs, len(labels))
         save_bundle(workdir / "bundle", model, None, labels, p.model, p.tokenizer, p.clean)
         metrics = {"best_epoch": None, "epochs_run": 0, "stopped_early": False, "train_rows": len(rows),
                    "parameters": model.parameters, "vocab_size": model.features, "steps": 0,
@@ -108,7 +102,6 @@ def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> 
         if checkpoints is not None:
             checkpoints.clear()
         shutil.rmtree(prepared, ignore_errors=True)
-        val_m = result.best_val
         metrics = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                    "stopped_early": result.stopped_early, "train_rows": len(data.train),
                    "parameters": sum(q.numel() for q in model.parameters()), "vocab_size": encoder.vocab_size,
@@ -118,7 +111,14 @@ def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> 
                    "device": result.device, "precision": result.precision, "processes": 1,
                    "resumed_from_step": result.resumed_from_step}
         history, steps = result.history, result.steps
-    return {"val_accuracy": val_m.get("accuracy"), "val_macro_f1": val_m.get("macro_f1"), "val_loss": val_m.get("loss"),
+    # the validation figures of the bundle as saved, read back as it will be served: what the choice compares
+    from bigmodel_core.models.bundle import Predictor
+    from bigmodel_core.training.select import val_scores
+
+    probs = Predictor(workdir / "bundle").predict_proba(val["text"].tolist(), clean=False)  # split text is clean
+    val_m = val_scores(val_y, probs, len(labels))
+    return {"val_accuracy": val_m["accuracy"], "val_macro_f1": val_m["macro_f1"], "val_loss": val_m["loss"],
+            "val_pred": probs.argmax(1).tolist(),
             "seconds": round(time.perf_counter() - wall, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
             "metrics": metrics, "history": history, "steps": steps}
 
@@ -145,6 +145,7 @@ def _candidate(params: Params, name: str, cand, splits, workdir: Path, key: str,
 
     trials: list[dict] = []
     best: dict | None = None
+    kept: set[int] = set()  # trials whose bundles are still on disk: the first (as written) and the best so far
 
     def objective(number: int, model_keys: dict, train_keys: dict) -> float:
         nonlocal best
@@ -163,39 +164,50 @@ def _candidate(params: Params, name: str, cand, splits, workdir: Path, key: str,
         _finish_run(child, result)
         row = {"trial": number, "val_macro_f1": result["val_macro_f1"], "val_accuracy": result["val_accuracy"],
                "seconds": result["seconds"], "cpu_seconds": result["cpu_seconds"], "settings": settings}
-        trials.append(row)
+        trials.append({**row, "result": result})
         print(f"train: {name} trial {number}: val macro-F1 {result['val_macro_f1']:.4f}, {result['seconds']:.1f}s",
               flush=True)
-        # the best so far keeps its bundle; a tie keeps the earlier trial (the first is the settings as written)
+        # the best so far keeps its bundle (a tie keeps the earlier trial), and so does trial 0, the settings as written
         if best is None or round(result["val_macro_f1"], 9) > round(best["val_macro_f1"], 9):
-            if best is not None:
+            if best is not None and best["trial"] != 0:
                 shutil.rmtree(workdir / f"trial-{best['trial']}", ignore_errors=True)
-            best = {**result, "trial": number, "settings": settings}
-        else:
+            best = {**result, "trial": number}
+        elif number != 0:
             shutil.rmtree(tdir, ignore_errors=True)
         return float(result["val_macro_f1"])
+
+    from bigmodel_core.training.select import choose_trial
 
     model_d, train_d = p.model.model_dump(), p.train.model_dump()
     study = search(p.model.kind, model_d, train_d, objective, trials=tune.trials, seconds=seconds,
                    seed=params.train.seed, augmented=augmented)
     assert best is not None
-    (workdir / "bundle").parent.mkdir(parents=True, exist_ok=True)
+    index = {lab: i for i, lab in enumerate(splits[2])}
+    val_y = splits[1]["label"].map(index).to_numpy(dtype=np.int64)
+    kept = {0, best["trial"]}
+    pick = choose_trial([{"val_macro_f1": t["val_macro_f1"], "val_pred": t["result"]["val_pred"]}
+                         if t["trial"] in kept else {"val_macro_f1": -1.0, "val_pred": None} for t in trials],
+                        val_y, len(index), params.model.selection)
+    chosen = trials[pick]
     shutil.rmtree(workdir / "bundle", ignore_errors=True)
-    shutil.move(str(workdir / f"trial-{best['trial']}" / "bundle"), str(workdir / "bundle"))
-    shutil.rmtree(workdir / f"trial-{best['trial']}", ignore_errors=True)
+    shutil.move(str(workdir / f"trial-{pick}" / "bundle"), str(workdir / "bundle"))
+    for t in kept:
+        shutil.rmtree(workdir / f"trial-{t}", ignore_errors=True)
     total = float(study.user_attrs.get("seconds", 0.0))
-    print(f"train: {name}: {len(trials)} trial(s) in {total:.1f}s, best trial {best['trial']} "
-          f"(val macro-F1 {best['val_macro_f1']:.4f})", flush=True)
-    return {**best, "seconds": round(sum(t["seconds"] for t in trials), 3),
-            "cpu_seconds": round(sum(t["cpu_seconds"] for t in trials), 3), "trials": trials,
-            "best_trial": best["trial"]}
+    note = "" if pick == best["trial"] else \
+        f"; trial {best['trial']} ({best['val_macro_f1']:.4f}) is within one standard error of it"
+    print(f"train: {name}: {len(trials)} trial(s) in {total:.1f}s, keeping trial {pick} "
+          f"(val macro-F1 {chosen['val_macro_f1']:.4f}{note})", flush=True)
+    return {**chosen["result"], "settings": chosen["settings"], "seconds": round(sum(t["seconds"] for t in trials), 3),
+            "cpu_seconds": round(sum(t["cpu_seconds"] for t in trials), 3), "chosen_trial": pick,
+            "trials": [{k: v for k, v in t.items() if k != "result"} for t in trials]}
 
 
 # --------------------------------------------------------------------------- the stage
 def select(params: Params, paths: Paths, key: str) -> dict:
     from bigmodel_core.stages.train import _data_profile, _reset_work_dir, _write_csv, read_train_val
     from bigmodel_core.tracking.live import MlflowLive
-    from bigmodel_core.training.select import RULE, RULE_SHORT, choose
+    from bigmodel_core.training.select import RULE_SHORT, choose
 
     wall, cpu = time.perf_counter(), time.process_time()
     _reset_work_dir(paths, key)
@@ -244,7 +256,9 @@ def select(params: Params, paths: Paths, key: str) -> dict:
                   f"({result['seconds']:.1f}s, {result['cpu_seconds']:.1f} CPU s)", flush=True)
             write_json(result, done)
             results.append(result)
-        winner = choose(results)
+        index = {lab: i for i, lab in enumerate(labels)}
+        winner, why = choose(results, val["label"].map(index).to_numpy(dtype=np.int64), len(labels),
+                             params.model.selection)
     except BaseException as e:
         if live is not None:
             killed = isinstance(e, KeyboardInterrupt)
@@ -253,7 +267,7 @@ def select(params: Params, paths: Paths, key: str) -> dict:
         raise
     best = results[winner]
     if auto:
-        print(f"train: chose {best['name']} (val macro-F1 {best['val_macro_f1']:.4f}; rule: {RULE})", flush=True)
+        print(f"train: chose {best['name']}: {why}", flush=True)
 
     # the choice is made: now the test split may be read, for the bundle's profile of every split and the run's inputs
     if live is not None:
@@ -269,14 +283,16 @@ def select(params: Params, paths: Paths, key: str) -> dict:
     table = [{"name": r["name"], "kind": r["kind"], "val_macro_f1": r["val_macro_f1"],
               "val_accuracy": r["val_accuracy"], "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"],
               "trials": len(r["trials"]) if r.get("trials") else None, "chosen": i == winner,
-              "settings": r["settings"], **({"search": r["trials"]} if r.get("trials") else {})}
+              "settings": r["settings"], **({"why": why} if i == winner and auto else {}),
+              **({"chosen_trial": r["chosen_trial"], "search": r["trials"]} if r.get("trials") else {})}
              for i, r in enumerate(results)]
     metrics = {**best["metrics"], "model_kind": best["kind"], "chosen": best["name"] if auto else None,
                "val_accuracy": best["val_accuracy"], "val_macro_f1": best["val_macro_f1"], "val_loss": best["val_loss"],
                "val_rows": len(val), "candidates_trained": len(results),
                "seconds": round(time.perf_counter() - wall, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
                "mlflow_run_id": live.run_id if live is not None else None,
-               "selection": RULE_SHORT if auto else None, "candidates": table, "history": best["history"]}
+               "selection": (RULE_SHORT if params.model.selection == "one_se" else "best val macro-F1") if auto else None,
+               "candidates": table, "history": best["history"]}
     write_json(metrics, paths.train_metrics)
     _write_csv(paths.training_plot, best["history"],
                ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"])
@@ -288,7 +304,7 @@ def select(params: Params, paths: Paths, key: str) -> dict:
         figures, sentence = summary_metrics(metrics)
         tags = {"bigmodel.summary": sentence, "bigmodel.model_kind": best["kind"]}
         if auto:
-            tags["bigmodel.chosen_candidate"] = best["name"]
+            tags.update({"bigmodel.chosen_candidate": best["name"], "bigmodel.choice": why})
             figures.update({f"candidate_{r['name']}_val_macro_f1": r["val_macro_f1"] for r in results})
         live.finish("FINISHED", figures, summary_step=best["metrics"].get("best_epoch") or 0, tags=tags)
     shutil.rmtree(paths.train_work, ignore_errors=True)
