@@ -5,6 +5,7 @@ Run from the repository root:
     .venv/bin/python benchmarks/baseline.py --dataset all
     .venv/bin/python benchmarks/baseline.py --dataset sms_spam --model bag --out /tmp/results.json
     .venv/bin/python benchmarks/baseline.py --dataset ag_news --model auto --model auto-tuned --tune-trials 10
+    .venv/bin/python benchmarks/baseline.py --dataset imdb --set validate.rules.control_chars.policy=warn
 
 For each dataset (demo, imdb, ag_news, sms_spam, and ag_news_merged: AG News with Business and Sci/Tech
 merged into one class, a task no recipe was written for) and model it makes a fresh temporary workspace,
@@ -137,7 +138,7 @@ def env(**values: str):
 
 
 def make_workspace(tmp: Path, dataset: str, datasets_dir: Path, model: str = "transformer",
-                   tune_trials: int = TUNE_TRIALS) -> Path:
+                   tune_trials: int = TUNE_TRIALS, extra: list[str] | None = None) -> Path:
     """tmp/main is the workspace (params.yaml, data/sources); tmp/shared/datasets links to the data."""
     import yaml
 
@@ -149,8 +150,8 @@ def make_workspace(tmp: Path, dataset: str, datasets_dir: Path, model: str = "tr
         shutil.copy2(params_file(dataset, model), work / "params.yaml")  # as written, comments included
     else:
         (work / "params.yaml").write_text(yaml.safe_dump(recipe_params(dataset, model, tune_trials), sort_keys=False))
-    if overrides(dataset, model, tune_trials):
-        persist_overrides(work / "params.yaml", overrides(dataset, model, tune_trials))
+    if overrides(dataset, model, tune_trials) + (extra or []):
+        persist_overrides(work / "params.yaml", overrides(dataset, model, tune_trials) + (extra or []))
     if (REPO / "data" / "sources").is_dir():
         shutil.copytree(REPO / "data" / "sources", work / "data" / "sources")
     (tmp / "shared").mkdir()
@@ -211,11 +212,12 @@ def check_our_scores(work: Path, ours: dict, labels: list[str]) -> None:
             print(f"  WARNING: evaluate's {k} {ours[k]:.6f} != sklearn's {again[k]:.6f}", flush=True)
 
 
-def benchmark(dataset: str, model: str, datasets_dir: Path, keep: bool, tune_trials: int = TUNE_TRIALS) -> dict:
+def benchmark(dataset: str, model: str, datasets_dir: Path, keep: bool, tune_trials: int = TUNE_TRIALS,
+              extra: list[str] | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"bigmodel-bench-{dataset}-{model}-"))
-    recipe = describe(dataset, model, tune_trials)
+    recipe = describe(dataset, model, tune_trials) + "".join(f" -S {o}" for o in extra or [])
     try:
-        work = make_workspace(tmp, dataset, datasets_dir, model, tune_trials)
+        work = make_workspace(tmp, dataset, datasets_dir, model, tune_trials, extra)
         print(f"[{dataset}/{model}] workspace {work} (params: {recipe})", flush=True)
         pipe = run_pipeline(work)
         rep, sec, cpu, labels = pipe["reports"], pipe["seconds"], pipe["cpu_seconds"], pipe["labels"]
@@ -299,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="dataset to run; repeat for several, or 'all'")
     ap.add_argument("--model", action="append", choices=list(MODELS), default=None,
                     help=f"model to run; repeat for several (default: all: {', '.join(MODELS)})")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params override for every run (as `bigmodel run -S`), after the recipe's own; repeatable")
     ap.add_argument("--tune-trials", type=int, default=TUNE_TRIALS,
                     help=f"auto-tuned: train.tune.trials, trials per candidate (default {TUNE_TRIALS})")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json", help="JSON results file")
@@ -322,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 status = 2
             continue
         for model in models:
-            r = benchmark(dataset, model, args.datasets_dir, args.keep, args.tune_trials)
+            r = benchmark(dataset, model, args.datasets_dir, args.keep, args.tune_trials, args.set)
             r["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
             results[f"{dataset}/{model}"] = r
             args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -141,11 +141,11 @@ def _candidate(params: Params, name: str, cand, splits, workdir: Path, key: str,
         result = _fit(p, splits, workdir, key, live, checkpoint=True)
         return {**result, "settings": _settings(p), "trials": None}
 
+    from bigmodel_core.training.select import choose_trial
     from bigmodel_core.training.tune import search
 
-    trials: list[dict] = []
+    trials: list[dict] = []  # in trial order (Optuna numbers them 0, 1, ...)
     best: dict | None = None
-    kept: set[int] = set()  # trials whose bundles are still on disk: the first (as written) and the best so far
 
     def objective(number: int, model_keys: dict, train_keys: dict) -> float:
         nonlocal best
@@ -176,15 +176,13 @@ def _candidate(params: Params, name: str, cand, splits, workdir: Path, key: str,
             shutil.rmtree(tdir, ignore_errors=True)
         return float(result["val_macro_f1"])
 
-    from bigmodel_core.training.select import choose_trial
-
     model_d, train_d = p.model.model_dump(), p.train.model_dump()
     study = search(p.model.kind, model_d, train_d, objective, trials=tune.trials, seconds=seconds,
                    seed=params.train.seed, augmented=augmented)
     assert best is not None
     index = {lab: i for i, lab in enumerate(splits[2])}
     val_y = splits[1]["label"].map(index).to_numpy(dtype=np.int64)
-    kept = {0, best["trial"]}
+    kept = {0, best["trial"]}  # the trials whose bundles are still on disk: the settings as written, the best
     pick = choose_trial([{"val_macro_f1": t["val_macro_f1"], "val_pred": t["result"]["val_pred"]}
                          if t["trial"] in kept else {"val_macro_f1": -1.0, "val_pred": None} for t in trials],
                         val_y, len(index), params.model.selection)
