@@ -298,11 +298,37 @@ class TokenizerParams(_Section):
     )
 
 
+#: model.kind auto: the default candidates include the transformer (on a CPU) from this many original train rows on
+#: (below it, a transformer trained from scratch lost to TF-IDF + LR on every dataset of the README's benchmarks)
+TRANSFORMER_MIN_ROWS = 100_000
+
+
 class ModelParams(_Section):
-    kind: Literal["bag", "transformer", "pretrained"] = Field(
-        default="transformer",
-        description="bag: fastText-style hashed n-grams (seconds on a CPU); transformer: encoder from scratch over "
-        "the trained tokenizer; pretrained: fine-tune the Hugging Face encoder named by model.backbone.",
+    kind: Literal["auto", "linear", "bag", "transformer", "pretrained"] = Field(
+        default="auto",
+        description="auto: train every candidate of model.candidates on the train split and keep the best by "
+        "validation macro-F1 (ties: the cheaper kind); linear: TF-IDF n-grams + logistic regression (scikit-learn, "
+        "seconds on a CPU); bag: fastText-style hashed n-grams (seconds on a CPU); transformer: encoder from scratch "
+        "over the trained tokenizer; pretrained: fine-tune the Hugging Face encoder named by model.backbone.",
+    )
+    candidates: list[Candidate] | None = Field(
+        default=None,
+        description="model.kind auto: the candidates, each a kind with its own settings (the keys of that kind, "
+        "`train:` keys, augmented_rows, name); a key a candidate leaves out comes from the model and train sections "
+        "(a bag starts from BAG_PRESET). null: linear and bag, and the transformer too when training runs on a GPU or "
+        f"the train split has at least {TRANSFORMER_MIN_ROWS:,} original rows.",
+    )
+    selection: Literal["one_se", "best"] = Field(
+        default="one_se",
+        description="auto (and the trials of train.tune): one_se: the cheapest candidate whose validation macro-F1 is "
+        "within one standard error of the best's (paired bootstrap over the validation rows), so a difference the "
+        "validation split cannot resolve goes to the cheaper model (and to the settings as written over a trial); "
+        "best: the highest validation macro-F1 wins outright (an exact tie still goes to the cheaper).",
+    )
+    augmented_rows: bool | None = Field(
+        default=None,
+        description="Train on the augment stage's variants as well as the original rows; null: no for linear "
+        "(TF-IDF gains nothing from dropped or swapped words), yes for the other kinds. A setting that tuning tries.",
     )
     # transformer
     d_model: int = Field(default=128, ge=8, description="Hidden size (bag: embedding size).")
@@ -323,11 +349,21 @@ class ModelParams(_Section):
     pooling: Literal["mean", "max", "cls"] = Field(
         default="mean", description="How token states become one vector: their mean, their maximum, or the [CLS] state (transformer)."
     )
-    # bag
-    ngrams: int = Field(default=2, ge=1, le=5, description="Word n-grams 1..ngrams are hashed into buckets (bag).")
+    # bag and linear
+    ngrams: int = Field(default=2, ge=1, le=5,
+                        description="Word n-grams 1..ngrams: hashed into buckets (bag), TF-IDF features (linear).")
     char_ngrams: list[int] | None = Field(
-        default=None, description="[min, max] character n-gram lengths inside word boundaries, or null for none (bag)."
+        default=None,
+        description="[min, max] character n-gram lengths inside word boundaries, or null for none (bag; linear: a "
+        "second TF-IDF block of them).",
     )
+    # linear
+    C: float = Field(default=10.0, gt=0, description="Inverse regularisation strength of the logistic regression (linear).")
+    min_df: int = Field(
+        default=2, ge=1,
+        description="Fewest training texts an n-gram must occur in to be a feature (linear; 1 when that leaves none).")
+    sublinear_tf: bool = Field(default=True, description="Weigh a term's count as 1 + log(count) (linear).")
+    # bag
     buckets: int = Field(default=1 << 18, ge=1024,
                          description="Hash buckets, i.e. rows of the n-gram embedding table (bag); 2^20 for big corpora.")
     counts: Literal["raw", "log", "binary"] = Field(
@@ -352,7 +388,123 @@ class ModelParams(_Section):
                 raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max <= 10, got {self.char_ngrams}")
         if self.kind == "pretrained" and not self.backbone:
             raise ValueError("kind 'pretrained' needs model.backbone (a local directory or a hub name)")
+        if self.kind == "auto" and self.candidates is not None and not self.candidates:
+            raise ValueError("candidates is an empty list: name at least one, or null for the default ones")
         return self
+
+
+# --------------------------------------------------------------------------- model.kind auto: the candidates
+#: The kinds a candidate may be, cheapest first: a tie on validation macro-F1 goes to the earlier one.
+CANDIDATE_KINDS = ("linear", "bag", "transformer", "pretrained")
+#: The model keys each kind reads; a candidate of that kind takes these and no others.
+KIND_KEYS = {
+    "linear": ("ngrams", "char_ngrams", "min_df", "sublinear_tf", "C", "augmented_rows"),
+    "bag": ("d_model", "dropout", "ngrams", "char_ngrams", "buckets", "counts", "bag_pooling", "augmented_rows"),
+    "transformer": ("d_model", "n_layers", "n_heads", "d_ff", "dropout", "attention_dropout", "token_dropout",
+                    "pooling", "augmented_rows"),
+    "pretrained": ("backbone", "augmented_rows"),
+}
+#: Where a bag candidate starts, before its own keys: the settings every bag recipe in examples/ shares. The model
+#: and train sections' defaults are the transformer's (a d_model of 128 and AdamW's lr 1e-3 starve a sparse table).
+BAG_PRESET = {"model": {"d_model": 32, "dropout": 0.0},
+              "train": {"lr": 0.01, "weight_decay": 0.0, "grad_clip": 0.0, "epochs": 5, "warmup_fraction": 0.05,
+                        "checkpoint_every": 0}}
+
+
+class _CandidateBase(_Section):
+    name: str | None = Field(default=None, min_length=1, description="Name in logs and tables (default: the kind, "
+                             "numbered when a kind repeats).")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="train section keys for this candidate only (lr, epochs, batch_size, ...).")
+
+    @field_validator("train")
+    @classmethod
+    def _train_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - set(TrainParams.model_fields))
+        if unknown:
+            raise ValueError(f"unknown train key(s) {unknown}")
+        if "tune" in v or "nproc" in v:
+            raise ValueError("train.tune and train.nproc are set for all candidates, in the train section")
+        try:
+            TrainParams.model_validate(v)
+        except ValidationError as e:
+            raise ValueError("; ".join(f"train.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+        return v
+
+
+def _candidate_class(kind: str) -> type[_CandidateBase]:
+    """The candidate of one kind: its model keys are ModelParams' own fields (same types, limits and descriptions),
+    optional, so that a key it leaves out comes from the model section."""
+    from pydantic import create_model
+    from pydantic.fields import FieldInfo
+
+    fields: dict[str, Any] = {"kind": (Literal[kind], Field(description="The model kind of this candidate."))}
+    for key in KIND_KEYS[kind]:
+        info = ModelParams.model_fields[key]
+        fields[key] = (info.annotation | None, FieldInfo.merge_field_infos(info, default=None))
+    return create_model(f"{kind.capitalize()}Candidate", __base__=_CandidateBase, **fields)
+
+
+LinearCandidate, BagCandidate, TransformerCandidate, PretrainedCandidate = map(_candidate_class, CANDIDATE_KINDS)
+Candidate = Annotated[LinearCandidate | BagCandidate | TransformerCandidate | PretrainedCandidate,
+                      Field(discriminator="kind")]
+ModelParams.model_rebuild()
+
+
+def default_candidates(train_rows: int, gpu: bool) -> list[_CandidateBase]:
+    """model.candidates null: linear and bag, and the transformer on a GPU or from TRANSFORMER_MIN_ROWS rows on."""
+    out = [LinearCandidate(kind="linear"), BagCandidate(kind="bag")]
+    if gpu or train_rows >= TRANSFORMER_MIN_ROWS:
+        out.append(TransformerCandidate(kind="transformer"))
+    return out
+
+
+def candidate_names(candidates: list[_CandidateBase]) -> list[str]:
+    """Each candidate's name: its own, else its kind, numbered from the second of a kind on (bag, bag-2)."""
+    names, seen = [], {}
+    for c in candidates:
+        seen[c.kind] = seen.get(c.kind, 0) + 1
+        names.append(c.name or (c.kind if seen[c.kind] == 1 else f"{c.kind}-{seen[c.kind]}"))
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"model.candidates: names must be unique, repeated: {dup}")
+    return names
+
+
+def candidate_params(params: "Params", candidate: _CandidateBase | None, extra_model: dict | None = None,
+                     extra_train: dict | None = None) -> "Params":
+    """The params of one candidate as a single-kind model: the model and train sections, then the kind's preset
+    (bag), then the candidate's own keys, then `extra_*` (a tuning trial's settings). candidate None: the model
+    section's own kind (a single kind being tuned)."""
+    kind = candidate.kind if candidate is not None else params.model.kind
+    own = candidate.model_dump(exclude_unset=True, exclude={"name", "train", "kind"}) if candidate is not None else {}
+    preset = BAG_PRESET if candidate is not None and kind == "bag" else {"model": {}, "train": {}}
+    model = {**params.model.model_dump(exclude={"candidates"}), **preset["model"], **own, **(extra_model or {}),
+             "kind": kind, "candidates": None}
+    train = {**params.train.model_dump(), **preset["train"], **(candidate.train if candidate is not None else {}),
+             **(extra_train or {})}
+    train["tune"] = TuneParams()
+    built = {}
+    for section, cls, values in (("model", ModelParams, model), ("train", TrainParams, train)):
+        try:
+            built[section] = cls.model_validate(values)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join([section, *(str(x) for x in first["loc"])])
+            raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    return params.model_copy(update=built)
+
+
+class TuneParams(_Section):
+    trials: int = Field(
+        default=0, ge=0,
+        description="Most Optuna trials per candidate (each trains a model on the train split and scores it on the "
+        "validation split); the first trial is the candidate's settings as written. 0 and minutes null: no tuning.")
+    minutes: float | None = Field(
+        default=None, gt=0,
+        description="Wall-clock budget of all tuning, shared by the candidates (cheapest first; each gets an equal "
+        "share of what is left). A time budget makes the number of trials depend on the machine's speed: set trials "
+        "alone for a choice that a rerun repeats.")
 
 
 class TrainParams(_Section):
@@ -393,6 +545,10 @@ class TrainParams(_Section):
         description="Save a resumable checkpoint every this many optimizer steps and at each epoch end "
         "(0 = no checkpoints: for runs of seconds, where writing them costs more than redoing the work).",
     )
+    tune: TuneParams = Field(
+        default_factory=TuneParams,
+        description="Search each candidate's main settings on the validation split with Optuna (TPE, seeded by "
+        "train.seed); off by default.")
 
 
 class EvaluateParams(_Section):
@@ -420,12 +576,14 @@ class EvaluateParams(_Section):
         description="Gate: on every slice, macro-F1(challenger) must be >= macro-F1(champion) - this; null = report only.",
     )
     baseline: bool = Field(
-        default=True, description="Train TF-IDF (word 1-2 grams) + logistic regression on the non-augmented train rows "
-        "and score it on the same test rows.",
+        default=True, description="Train the reference TF-IDF + logistic regression (model.kind linear with its default "
+        "settings: word 1-2 grams, sublinear tf, min_df 2, C 10) on the non-augmented train rows and score it on the "
+        "same test rows.",
     )
     min_gain_over_baseline: float | None = Field(
-        default=None, ge=-1, le=1,
-        description="Gate: macro-F1(model) - macro-F1(baseline) must be >= this (may be negative); null = report only.",
+        default=-0.005, ge=-1, le=1,
+        description="Gate: macro-F1(model) - macro-F1(baseline) must be >= this. The default, a small negative "
+        "tolerance, closes the gate on a model clearly worse than the baseline; null = report only.",
     )
     max_latency_p95_ms: float | None = Field(
         default=None, gt=0, description="Gate: highest p95 latency of a one-text prediction, in ms; null = report only."
@@ -448,7 +606,8 @@ class EvaluateParams(_Section):
 
     @model_validator(mode="after")
     def _baseline_for_its_rule(self) -> "EvaluateParams":
-        if self.min_gain_over_baseline is not None and not self.baseline:
+        if (self.min_gain_over_baseline is not None and not self.baseline
+                and "min_gain_over_baseline" in self.model_fields_set):  # its default bows to baseline: false
             raise ValueError("min_gain_over_baseline is set but baseline is false: the rule needs the baseline")
         return self
 
@@ -561,6 +720,22 @@ class Params(_Section):
         if self.model.kind == "bag" and self.train.nproc > 1:
             raise ValueError(f"train.nproc is {self.train.nproc}, but model.kind bag trains in one process (its sparse "
                              "n-gram table does not work with DDP): set train.nproc to 1")
+        tuning = self.train.tune.trials > 0 or self.train.tune.minutes is not None
+        if self.train.nproc > 1 and (self.model.kind in ("auto", "linear") or tuning):
+            what = "tuning (train.tune)" if tuning and self.model.kind not in ("auto", "linear") else \
+                f"model.kind {self.model.kind}"
+            raise ValueError(f"train.nproc is {self.train.nproc}, but {what} trains in one process (DDP is for one "
+                             "neural model): set train.nproc to 1")
+        if self.model.kind == "auto" and self.model.candidates:
+            try:
+                candidate_names(self.model.candidates)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+            for i, c in enumerate(self.model.candidates):
+                try:
+                    candidate_params(self, c)
+                except ValueError as e:
+                    raise ValueError(f"model.candidates[{i}] ({c.kind}): {e}") from None
         return self
 
     @property

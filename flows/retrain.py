@@ -236,6 +236,7 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
             lines.append("By rule: " + ", ".join(f"{k} {v:,} ({(quality.get('rules') or {})[k].get('policy')})"
                                                  for k, v in by_rule.items()) + ".")
         lines += [f"- data gate: {f}" for f in quality.get("failures") or []]
+    lines += _candidates_section(_read(root / "metrics/train.json"), "train" in ran)
     ev = _read(root / "metrics/eval.json")
     if ev and "evaluate" in ran:
         lines += ["", "## Model", "", "| metric | this run | champion |", "| --- | ---: | ---: |"]
@@ -266,6 +267,23 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
     if link:
         lines += ["", f"**MLflow run:** [{mlflow_run}]({link})"]
     return "\n".join(lines) + "\n"
+
+
+def _candidates_section(train: dict | None, ran: bool) -> list[str]:
+    """model.kind auto: each candidate's validation figures and cost, and which one became the model."""
+    rows = (train or {}).get("candidates") or []
+    if not ran or not train or not train.get("chosen"):
+        return []
+    why = next((r.get("why") for r in rows if r.get("chosen")), None) or train.get("selection")
+    out = ["", "## Candidates", "", f"Chosen on the validation split ({train.get('val_rows', '?')} rows): "
+           f"**{train['chosen']}** ({why}).", "",
+           "| candidate | kind | val macro-F1 | val accuracy | trials | seconds | CPU seconds |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        name = f"**{r['name']}**" if r.get("chosen") else r["name"]
+        out.append(f"| {name} | {r['kind']} | {r['val_macro_f1']:.4f} | {r['val_accuracy']:.4f} | "
+                   f"{r.get('trials') or '-'} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} |")
+    return out
 
 
 def _data_quality_artifact(result: dict, root: Path) -> None:
@@ -326,6 +344,11 @@ def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
         out.append(f"  {s['stage']:<9} {'ran    ' if s['ran'] else 'skipped'} {s['seconds']:7.1f}s")
     ran = [s["stage"] for s in result["stages"] if s["ran"]]
     eval_path, deploy_path = root / "metrics/eval.json", root / "reports/deploy.json"
+    train = _read(root / "metrics/train.json") if "train" in ran else None
+    if train and train.get("chosen"):
+        out.append(f"  model: {train['chosen']} ({train['model_kind']}), the best of "
+                   + ", ".join(f"{r['name']} {r['val_macro_f1']:.4f}" for r in train.get("candidates") or [])
+                   + " (validation macro-F1)")
     if eval_path.exists() and ran:
         ev = json.loads(eval_path.read_text())
         vs = (f" (champion v{ev['champion_version']}: macro-F1 {ev['champion_macro_f1']:.4f})"

@@ -162,14 +162,25 @@ def test_min_gain_over_baseline_rule():
     assert not d["promote"] and d["reasons"] == [
         "min_gain_over_baseline: macro-F1 0.7500 is +0.0500 over the TF-IDF + LR baseline's 0.7000; it must be >= +0.1000"]
     assert _decide(baseline={"accuracy": 0.75, "macro_f1": 0.75}, min_gain_over_baseline=0.0)[0]["promote"]  # a tie
-    d, checks = _decide(baseline=base)
+    d, checks = _decide(baseline=base, min_gain_over_baseline=None)  # null: reported, not judged
     assert checks["min_gain_over_baseline"]["passed"] and not checks["min_gain_over_baseline"]["enforced"]
+    # the default is a small tolerance: 0.004 below the baseline passes, 0.006 below closes the gate
+    d, checks = _decide(baseline=base)
+    assert checks["min_gain_over_baseline"]["enforced"] and checks["min_gain_over_baseline"]["threshold"] == -0.005
+    assert _decide(baseline={"accuracy": 0.75, "macro_f1": 0.754})[0]["promote"]
+    d, checks = _decide(baseline={"accuracy": 0.75, "macro_f1": 0.756})
+    assert not d["promote"] and d["reasons"] == [
+        "min_gain_over_baseline: macro-F1 0.7500 is -0.0060 over the TF-IDF + LR baseline's 0.7560; it must be >= -0.0050"]
     d, checks = _decide(baseline={"error": "one class"}, min_gain_over_baseline=0.0)
     assert not d["promote"] and "the baseline could not be scored (one class)" in d["reasons"][0]
     with pytest.raises(ConfigError, match="min_gain_over_baseline is set but baseline is false"):
         raw = tiny_params_dict()
         raw["evaluate"].update(baseline=False, min_gain_over_baseline=0.0)
         parse_params(raw)
+    raw = tiny_params_dict()  # the default bows to baseline: false (no baseline, no rule)
+    raw["evaluate"].pop("min_gain_over_baseline")
+    raw["evaluate"].update(baseline=False)
+    assert parse_params(raw).evaluate.min_gain_over_baseline == -0.005
 
 
 def test_latency_and_size_budgets():

@@ -4,6 +4,7 @@
                      input_rules: the settings of the validate rules that judge a text on its own
                      (config.TEXT_ROW_RULES) it was trained under; serving refuses what they set aside
     model.pt         weights (bag, transformer)
+    linear.json      the TF-IDF terms and settings, with linear_*.npy arrays (linear; models/linear.py)
     tokenizer.json   the trained subword tokenizer (transformer)
     hf/              the fine-tuned Hugging Face model and its tokenizer (pretrained)
 
@@ -32,8 +33,9 @@ def save_bundle(directory: Path, model, encoder, labels: list[str], model_p: Mod
     import bigmodel_core
 
     directory.mkdir(parents=True, exist_ok=True)
-    encoder.save(directory)
-    if model_p.kind == "pretrained":
+    if model_p.kind != "linear":  # the linear model's vectorizers are its encoder: it saves them itself
+        encoder.save(directory)
+    if model_p.kind in ("pretrained", "linear"):
         model.save(directory)
     else:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, directory / WEIGHTS)
@@ -45,7 +47,7 @@ def save_bundle(directory: Path, model, encoder, labels: list[str], model_p: Mod
         "tokenizer": tok_p.model_dump(mode="json"),
         "clean": clean_p.model_dump(mode="json"),
         **({"input_rules": input_rules(validate_p)} if validate_p is not None else {}),
-        "vocab_size": encoder.vocab_size,
+        "vocab_size": model.features if model_p.kind == "linear" else encoder.vocab_size,
         "bigmodel_version": bigmodel_core.__version__,
     }
     (directory / META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -97,7 +99,15 @@ class Predictor:
         else:
             model_p = ModelParams(**meta["model"])
             self.kind = model_p.kind
-            self.encoder = load_encoder(directory, model_p, tok_p)
+            self.encoder = None if model_p.kind == "linear" else load_encoder(directory, model_p, tok_p)
+            if model_p.kind == "linear":
+                from bigmodel_core.models.linear import LinearText
+
+                self.model = LinearText.load(directory)
+                # its columns in this bundle's label order (a label without train rows gets probability 0)
+                self._columns = [self.model.classes.index(lab) if lab in self.model.classes else -1
+                                 for lab in self.labels]
+                return
             if model_p.kind == "pretrained":
                 from bigmodel_core.models.pretrained import PretrainedClassifier
 
@@ -123,6 +133,13 @@ class Predictor:
         from bigmodel_core.training.batching import plan_batches
 
         cleaned = self.clean(texts) if clean else ["" if t is None else str(t) for t in texts]
+        if self.kind == "linear":
+            probs = self.model.predict_proba(cleaned)
+            out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float64)
+            for j, col in enumerate(self._columns):
+                if col >= 0:
+                    out[:, j] = probs[:, col]
+            return out
         data = self.encoder.encode(cleaned)
         out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float64)
         with torch.inference_mode():
@@ -130,6 +147,11 @@ class Predictor:
                 batch = {k: (v.to(self.device) if v is not None else None) for k, v in self.encoder.collate(data, rows).items()}
                 out[rows] = torch.softmax(self.model(**batch).float(), -1).cpu().numpy()
         return out
+
+    def parameter_count(self) -> int:
+        if self.kind == "linear":
+            return self.model.parameters
+        return int(sum(q.numel() for q in self.model.parameters()))
 
     def predict(self, texts: list[str], batch_size: int = 128) -> list[str]:
         probs = self.predict_proba(texts, batch_size)

@@ -44,7 +44,7 @@ def score(predictor, texts: list[str], y_true: list[str], labels: list[str],
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/evaluation", "bigmodel_core/data/schemas.py"),
+    code=("bigmodel_core/evaluation", "bigmodel_core/data/schemas.py", "bigmodel_core/models/linear.py"),
     inputs=("model", "split", "train_metrics"),
     params=("evaluate", "deploy.model_name", "deploy.champion_alias", "tracking"),
     outs=(Out("evaluation"), metric("eval_metrics"),
@@ -169,7 +169,7 @@ def _runtime(predictor, paths: Paths, texts: list[str], scoring_seconds: float, 
     lat = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in lat.items()}
     size = directory_bytes(paths.model)
     try:
-        n_params = int(sum(q.numel() for q in predictor.model.parameters()))
+        n_params = predictor.parameter_count()
     except AttributeError:
         n_params = None
     return {

@@ -2,7 +2,8 @@
 
     bigmodel stage train          # what dvc.yaml runs; with train.nproc > 1 it starts itself under torchrun
 
-The encoder is fitted on the train split only (subword tokenizer), or is fixed (hashed n-grams, the
+model.kind auto and linear, and tuning (train.tune), go through stages/train_select.py; what follows is one
+neural model. The encoder is fitted on the train split only (subword tokenizer), or is fixed (hashed n-grams, the
 backbone's tokenizer). Encoded data and checkpoints live in .bigmodel/train/ (not a DVC output),
 keyed by a fingerprint of params, data and code; they are removed when the stage succeeds.
 """
@@ -27,6 +28,10 @@ from bigmodel_core.stages.spec import Out, StageSpec, metric, plot
 CODE_DIRS = ("training", "models", "text")
 
 
+def tuning(params: Params) -> bool:
+    return params.train.tune.trials > 0 or params.train.tune.minutes is not None
+
+
 def class_labels(params: Params, train_labels) -> list[str]:
     return list(params.data.labels) if params.data.labels is not None else sorted(set(train_labels))
 
@@ -37,7 +42,8 @@ def fingerprint(params: Params, paths: Paths) -> str:
 
     pkg = Path(bigmodel_core.__file__).parent
     code = hashlib.sha256()
-    for path in sorted([pkg / "stages/train.py"] + [f for d in CODE_DIRS for f in (pkg / d).glob("*.py")]):
+    for path in sorted([pkg / "stages/train.py", pkg / "stages/train_select.py"]
+                       + [f for d in CODE_DIRS for f in (pkg / d).glob("*.py")]):
         code.update(path.name.encode() + path.read_bytes())
     doc = {
         "labels": params.data.labels, "clean": params.clean.model_dump(mode="json"),
@@ -61,22 +67,32 @@ def _data_profile(paths: Paths) -> dict:
     return profile(rows["text"], rows["label"])
 
 
-def prepare(params: Params, paths: Paths, key: str) -> Path:
-    """Encode train/val once per fingerprint into .bigmodel/train/prepared (reused by resumes and DDP ranks)."""
-    from bigmodel_core.text.encoders import build_encoder
-
-    target = paths.train_work / "prepared"
-    if (target / "fingerprint").exists() and (target / "fingerprint").read_text().strip() == key:
-        return target
+def read_train_val(params: Params, paths: Paths):
+    """The train and validation splits and the label list (the test split is not read here)."""
     train = read_table(paths.split / "train.parquet", schemas.SPLIT)
     val = read_table(paths.split / "val.parquet", schemas.SPLIT)
     labels = class_labels(params, train["label"])
-    index = {lab: i for i, lab in enumerate(labels)}
-    unknown = sorted(set(val["label"]) - set(index))
+    unknown = sorted(set(val["label"]) - set(labels))
     if unknown:
         from bigmodel_core.errors import DataError
 
         raise DataError(f"{shown(paths.split / 'val.parquet')}: labels {unknown} are not in the label set {labels}")
+    return train, val, labels
+
+
+def prepare(params: Params, paths: Paths, key: str, target: Path | None = None, splits=None) -> Path:
+    """Encode train/val once per fingerprint into .bigmodel/train/prepared (reused by resumes and DDP ranks), or
+    into `target` from `splits` (train, val, labels) already read (a candidate of model.kind auto)."""
+    from bigmodel_core.text.encoders import build_encoder
+    from bigmodel_core.training.select import uses_augmented
+
+    target = target or paths.train_work / "prepared"
+    if (target / "fingerprint").exists() and (target / "fingerprint").read_text().strip() == key:
+        return target
+    train, val, labels = splits or read_train_val(params, paths)
+    if not uses_augmented(params.model):
+        train = train[~train["is_augmented"]]
+    index = {lab: i for i, lab in enumerate(labels)}
     encoder = build_encoder(params.model, params.tokenizer, train["text"].tolist())
     with atomic_dir(target) as out:
         encoder.save(out)
@@ -116,7 +132,8 @@ class _Console:
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/training", "bigmodel_core/models", "bigmodel_core/text", "bigmodel_core/data/cleaning.py",
+    code=("bigmodel_core/stages/train_select.py", "bigmodel_core/training", "bigmodel_core/models", "bigmodel_core/text",
+          "bigmodel_core/data/cleaning.py", "bigmodel_core/evaluation/metrics.py", "bigmodel_core/evaluation/stats.py",
           "bigmodel_core/data/columns.py", "bigmodel_core/data/hashing.py", "bigmodel_core/data/kernels.py",
           "bigmodel_core/data/minhash.py", "bigmodel_core/data/profile.py", "bigmodel_core/data/schemas.py"),
     inputs=("split",),
@@ -133,6 +150,10 @@ def run(params: Params, paths: Paths) -> dict:
 
     dist = DistInfo.from_env()
     key = fingerprint(params, paths)
+    if params.model.kind in ("auto", "linear") or tuning(params):
+        from bigmodel_core.stages.train_select import select
+
+        return select(params, paths, key)
     if params.train.nproc > 1 and not dist.enabled:
         return _launch_ranks(params, paths, key)
     try:

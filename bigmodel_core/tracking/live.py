@@ -2,6 +2,7 @@
 
 The train stage logs into the pipeline's MLflow run: the flow's (BIGMODEL_MLFLOW_RUN_ID), or under plain
 `dvc repro` one it opens itself (deploy later adds the test metrics and the model to the same run).
+With model.kind auto each candidate (and each tuning trial) gets a run nested under that one.
 Metrics are buffered and sent with `log_batch` at most every `flush_seconds` and at each epoch end:
 no round trip per step. A tracking failure is reported once and never stops training.
 """
@@ -82,6 +83,25 @@ class MlflowLive(Callback):
         except Exception as e:  # ImportError, a server that is down, a locked database ...
             print(f"train: MLflow tracking unavailable, metrics only go to metrics/ and plots/ ({type(e).__name__}: "
                   f"{str(e).splitlines()[0] if str(e) else ''})", flush=True)
+            return None
+
+    def child(self, name: str, params: dict, tags: dict[str, str] | None = None) -> "MlflowLive | None":
+        """A run nested under this one (MLflow's mlflow.parentRunId tag), for one candidate of model.kind auto or
+        one tuning trial under its candidate, with `params` logged; None when tracking fails (training goes on)."""
+        if self.failed:
+            return None
+        try:
+            from mlflow.entities import Param
+
+            experiment = self.client.get_run(self.run_id).info.experiment_id
+            all_tags = {"mlflow.parentRunId": self.run_id, "mlflow.runName": name, **(tags or {})}
+            run_id = self.client.create_run(experiment, tags=all_tags, run_name=name).info.run_id
+            flat = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
+            for i in range(0, len(flat), 100):  # at most 100 params per call
+                self.client.log_batch(run_id, params=flat[i:i + 100])
+            return MlflowLive(self.client, run_id, self.flush_seconds)
+        except Exception as e:
+            print(f"train: could not open a nested MLflow run for {name} ({type(e).__name__}: {e})", flush=True)
             return None
 
     def _add(self, metrics: dict, step: int, prefix: str = "") -> None:

@@ -264,7 +264,8 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
 
 def _requirements(kind: str) -> list[str]:
     reqs = []
-    extra = {"bag": ("scikit-learn", "scipy"), "pretrained": ("transformers", "safetensors")}.get(kind, ())
+    extra = {"bag": ("scikit-learn", "scipy"), "linear": ("scikit-learn", "scipy"),
+             "pretrained": ("transformers", "safetensors")}.get(kind, ())
     for pkg in ("mlflow", "torch", "tokenizers", "pandas", "numpy", "pydantic", "pyyaml", *extra):
         try:
             v = importlib.metadata.version(pkg).split("+")[0]
