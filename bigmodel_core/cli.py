@@ -20,7 +20,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from typer.core import TyperGroup
@@ -82,9 +81,8 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
     """Run one stage in this process (dvc.yaml's cmd for every stage)."""
     from bigmodel_core import stages
     from bigmodel_core.config import load_params
-    from bigmodel_core.paths import Paths
-
     from bigmodel_core.interrupts import Interrupted, raise_on_signals
+    from bigmodel_core.paths import Paths
     from bigmodel_core.workspace import exclusive
 
     try:
@@ -114,7 +112,7 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
 
 
 @app.command()
-def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help="Override a param (key.path=value), as `dvc exp run -S`; written to params.yaml."),
+def run(set_: list[str] | None = typer.Option(None, "--set-param", "-S", help="Override a param (key.path=value), as `dvc exp run -S`; written to params.yaml."),
         force: bool = typer.Option(False, "--force", help="Re-run every stage even when DVC says it is up to date."),
         wait: bool = typer.Option(True, "--wait/--no-wait", help="When another run holds this workspace: wait for it (default) or stop at once (exit 4)."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's INFO logs on the console too (the Prefect UI always has them).")) -> None:
@@ -190,11 +188,11 @@ def _interval_seconds(text: str) -> float:
 
 
 @app.command()
-def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expression, e.g. "0 3 * * 1" (Mondays 03:00).'),
-             interval: Optional[str] = typer.Option(None, "--interval", help="Every N seconds, or 30m / 6h / 1d."),
-             timezone: Optional[str] = typer.Option(None, "--timezone", help="IANA time zone of --cron (default UTC)."),
+def schedule(cron: str | None = typer.Option(None, "--cron", help='Cron expression, e.g. "0 3 * * 1" (Mondays 03:00).'),
+             interval: str | None = typer.Option(None, "--interval", help="Every N seconds, or 30m / 6h / 1d."),
+             timezone: str | None = typer.Option(None, "--timezone", help="IANA time zone of --cron (default UTC)."),
              name: str = typer.Option("scheduled", "--name", help="Deployment name: retrain/NAME in the Prefect UI."),
-             set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help="Param override applied at every scheduled run (a deployment parameter)."),
+             set_: list[str] | None = typer.Option(None, "--set-param", "-S", help="Param override applied at every scheduled run (a deployment parameter)."),
              verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's INFO logs on the console too.")) -> None:
     """Serve the retraining flow on a schedule until Ctrl-C (a Prefect deployment, retrain/NAME).
 
@@ -222,9 +220,8 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
         _fail(e)
     from prefect.flows import EntrypointType
 
-    from bigmodel_flows.retrain import retrain
-
     from bigmodel_core.orchestration import api_server
+    from bigmodel_flows.retrain import retrain
 
     typer.echo(f"prefect: {server}")
     typer.echo(f"serving retrain/{name} on {'cron ' + repr(cron) if cron else f'every {seconds:g}s'} for {root}; "
@@ -283,7 +280,7 @@ def release() -> None:
 @app.command("verify-repro")
 def verify_repro(name: str = typer.Argument(..., help="Registered model name (deploy.model_name)."),
                  version: str = typer.Argument(..., help="Version to re-derive."),
-                 tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0.0, help="Largest difference allowed "
+                 tolerance: float | None = typer.Option(None, "--tolerance", min=0.0, help="Largest difference allowed "
                                                            "per metric (default: 0 for a model trained on CPU, else 0.01)."),
                  keep: bool = typer.Option(False, "--keep", help="Keep the temporary worktree (its path is printed)."),
                  params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
@@ -332,10 +329,10 @@ def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml
 
 
 @app.command()
-def predict(texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify (or --input FILE --output FILE)."),
-            model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>."),
-            input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="Parquet, CSV or JSONL file with a 'text' column."),
-            output_file: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write input columns + predictions; format from the extension (.parquet, .csv, .jsonl)."),
+def predict(texts: list[str] | None = typer.Argument(None, help="Texts to classify (or --input FILE --output FILE)."),
+            model_uri: str | None = typer.Option(None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>."),
+            input_file: Path | None = typer.Option(None, "--input", "-i", help="Parquet, CSV or JSONL file with a 'text' column."),
+            output_file: Path | None = typer.Option(None, "--output", "-o", help="Where to write input columns + predictions; format from the extension (.parquet, .csv, .jsonl)."),
             batch_size: int = typer.Option(256, "--batch-size", min=1, help="Rows per model call with --input."),
             params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     """Classify texts with a registered model (loaded through MLflow pyfunc).
@@ -382,13 +379,13 @@ def predict(texts: Optional[list[str]] = typer.Argument(None, help="Texts to cla
 
 
 @app.command()
-def serve(model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>, resolved to its version at start."),
+def serve(model_uri: str | None = typer.Option(None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>, resolved to its version at start."),
           host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
           port: int = typer.Option(5001, "--port", "-p", help="Port to listen on."),
           max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger request bodies get 413."),
           max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Texts per request; more get 400."),
           max_text_chars: int = typer.Option(100_000, "--max-text-chars", min=1, help="Characters per text; longer get 400."),
-          timeout: Optional[int] = typer.Option(None, "--timeout", min=1, help="Seconds a request may take before 504 (MLflow's default: 60)."),
+          timeout: int | None = typer.Option(None, "--timeout", min=1, help="Seconds a request may take before 504 (MLflow's default: 60)."),
           access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One log line per request."),
           params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     """Serve the champion over HTTP with MLflow's scoring server (POST /invocations, GET /ping).
@@ -404,9 +401,9 @@ def serve(model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Def
 
 
 @app.command()
-def ui(mlflow_port: Optional[int] = typer.Option(None, "--mlflow-port", min=1, max=65535, help="Port of the MLflow UI "
+def ui(mlflow_port: int | None = typer.Option(None, "--mlflow-port", min=1, max=65535, help="Port of the MLflow UI "
                                                  "(default: the one used last in this workspace, else 5000)."),
-       prefect_port: Optional[int] = typer.Option(None, "--prefect-port", min=1, max=65535, help="Port of the Prefect "
+       prefect_port: int | None = typer.Option(None, "--prefect-port", min=1, max=65535, help="Port of the Prefect "
                                                   "UI (default: the one used last in this workspace, else 4200)."),
        params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
     """The MLflow UI and the Prefect UI on this workspace's runs, on 127.0.0.1, until Ctrl-C.

@@ -11,8 +11,7 @@ import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bigmodel_core.errors import ConfigError
 
@@ -109,7 +108,7 @@ class DataParams(_Section):
     )
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "DataParams":
+    def _unique_names(self) -> DataParams:
         names = [s.name for s in self.sources]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -274,7 +273,7 @@ class SplitParams(_Section):
     salt: str = Field(default="bigmodel-split-v1", description="Hash salt; changing it reshuffles every row.")
 
     @model_validator(mode="after")
-    def _fractions(self) -> "SplitParams":
+    def _fractions(self) -> SplitParams:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction + test_fraction must be < 1")
         return self
@@ -380,7 +379,7 @@ class ModelParams(_Section):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelParams":
+    def _consistent(self) -> ModelParams:
         if self.kind == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
         if self.char_ngrams is not None:
@@ -471,8 +470,8 @@ def candidate_names(candidates: list[_CandidateBase]) -> list[str]:
     return names
 
 
-def candidate_params(params: "Params", candidate: _CandidateBase | None, extra_model: dict | None = None,
-                     extra_train: dict | None = None) -> "Params":
+def candidate_params(params: Params, candidate: _CandidateBase | None, extra_model: dict | None = None,
+                     extra_train: dict | None = None) -> Params:
     """The params of one candidate as a single-kind model: the model and train sections, then the kind's preset
     (bag), then the candidate's own keys, then `extra_*` (a tuning trial's settings). candidate None: the model
     section's own kind (a single kind being tuned)."""
@@ -605,7 +604,7 @@ class EvaluateParams(_Section):
         return v
 
     @model_validator(mode="after")
-    def _baseline_for_its_rule(self) -> "EvaluateParams":
+    def _baseline_for_its_rule(self) -> EvaluateParams:
         if (self.min_gain_over_baseline is not None and not self.baseline
                 and "min_gain_over_baseline" in self.model_fields_set):  # its default bows to baseline: false
             raise ValueError("min_gain_over_baseline is set but baseline is false: the rule needs the baseline")
@@ -716,7 +715,7 @@ class Params(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
     @model_validator(mode="after")
-    def _across_sections(self) -> "Params":
+    def _across_sections(self) -> Params:
         if self.model.kind == "bag" and self.train.nproc > 1:
             raise ValueError(f"train.nproc is {self.train.nproc}, but model.kind bag trains in one process (its sparse "
                              "n-gram table does not work with DDP): set train.nproc to 1")

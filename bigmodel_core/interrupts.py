@@ -17,8 +17,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 #: seconds the stopped stage gets to exit after SIGINT, then after SIGTERM, before SIGKILL
 GRACE_SECONDS = (8.0, 3.0, 2.0)

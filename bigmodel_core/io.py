@@ -14,8 +14,9 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made (so a reader of PARQUET_OPTIONS does not load it)
     import pandas as pd
@@ -157,7 +158,7 @@ def check_table(df: pd.DataFrame, schema: Any, what: str) -> pd.DataFrame:
         raise DataError(f"{what} breaks schema {schema.name}: {detail}") from None
 
 
-def sha256_file(path: str | Path, into: "hashlib._Hash | None" = None) -> str:
+def sha256_file(path: str | Path, into: hashlib._Hash | None = None) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB chunks; with `into`, feed that running hash instead."""
     h = into if into is not None else hashlib.sha256()
     with open(path, "rb") as f:

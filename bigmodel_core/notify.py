@@ -15,9 +15,10 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import count
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def url_problem(url: str) -> str | None:
     return f"Apprise cannot use {url!r}: {reason}"
 
 
-def send(params: "Params", event: str, title: str, body: str) -> list[str]:
+def send(params: Params, event: str, title: str, body: str) -> list[str]:
     """Send title and body to every notify.urls entry if `event` is in notify.on.
 
     Returns one line per problem (empty when every message was delivered or none was due) and
@@ -85,7 +86,7 @@ def send(params: "Params", event: str, title: str, body: str) -> list[str]:
     return problems
 
 
-def _send(params: "Params", event: str, title: str, body: str) -> list[str]:
+def _send(params: Params, event: str, title: str, body: str) -> list[str]:
     if event not in EVENTS:
         return [f"unknown event {event!r} (events: {', '.join(EVENTS)}); nothing sent"]
     cfg = params.notify

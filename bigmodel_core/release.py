@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bigmodel_core.config import Params
 from bigmodel_core.errors import BigmodelError, ConfigError

@@ -14,8 +14,9 @@ import numbers
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -136,7 +137,7 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
 
     fmt = file_format(path, "output")
     compression = path.suffix.lower()[1:] if path.suffix.lower() in COMPRESSIONS else None
-    compression = {"zst": "zstd", "bz2": "bz2", "gz": "gzip", "xz": "xz"}.get(compression or "", None)
+    compression = {"zst": "zstd", "bz2": "bz2", "gz": "gzip", "xz": "xz"}.get(compression or "")
     with atomic_path(path) as tmp:
         if fmt == "parquet":
             df.to_parquet(tmp, index=False)

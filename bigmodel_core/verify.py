@@ -22,9 +22,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from bigmodel_core.config import Params
 from bigmodel_core.errors import BigmodelError, ConfigError

@@ -25,8 +25,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from bigmodel_core.errors import BigmodelError, DataError, WorkspaceBusy
 from bigmodel_core.interrupts import alive

@@ -28,7 +28,7 @@ from bigmodel_core.workspace import exclusive, forget_run, record_run
 from bigmodel_tasks.dvc_stage import StageFailed, check_stale, run_stage
 from bigmodel_tasks.release import record_release
 
-__all__ = ["retrain", "print_summary", "StageFailed", "run_name"]
+__all__ = ["StageFailed", "print_summary", "retrain", "run_name"]
 
 
 def run_name() -> str:

@@ -37,7 +37,7 @@ def byte_view(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_words(arr: pa.Array, lower: bool = False) -> tuple[pa.Array, np.ndarray]:
-    """text.split() (of text.lower() with lower, as pyarrow lower-cases) of every text, flattened into one
+    r"""text.split() (of text.lower() with lower, as pyarrow lower-cases) of every text, flattened into one
     array, and the number of words of each text. Whitespace runs (Python's \s, spelled out for RE2) become
     one space and the text is split on that space: pyarrow 25's utf8_split_whitespace was seen to keep a
     trailing space in a word now and then (a read past the end of the buffer), so it is not used."""

@@ -13,9 +13,9 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 import pandas as pd
 

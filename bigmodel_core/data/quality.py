@@ -427,8 +427,8 @@ class Checker:
         self.pair_rows = [(int(a[t]), int(b[t]), float(sims[t])) for t in top]
         # reasons are written out in write(), for the rows a batch quarantines: per row only its twin and Jaccard
         return {"cluster": cluster, "copies": copies, "stuck": stuck, "to_test": to_test, "aside": aside,
-                "twin": twins, "jaccard": jac.astype(np.float32), "pairs": [], "pairs_found": int(len(pairs)),
-                "clusters": int(len(kept))}
+                "twin": twins, "jaccard": jac.astype(np.float32), "pairs": [], "pairs_found": len(pairs),
+                "clusters": len(kept)}
 
     def _label_noise(self, candidates: np.ndarray) -> np.ndarray:
         """Rows among the candidates (at most sample_rows of those collected in scan, the smallest group keys)
@@ -446,7 +446,7 @@ class Checker:
         if len(rows):
             found = label_noise.find([self.noise_texts[i] for i in sel], f["label"][rows], r.folds)
             self.noise.update(rows=rows[found.flagged], given_p=found.given_p, predicted=found.predicted,
-                              predicted_p=found.predicted_p, checked=int(len(found.checked)), note=found.note,
+                              predicted_p=found.predicted_p, checked=len(found.checked), note=found.note,
                               kappa=None if found.kappa is None else round(found.kappa, 4))
             hits[self.noise["rows"]] = True
         self.noise_texts = []
@@ -613,7 +613,7 @@ class Checker:
 
 
 _TEXT_RULES = ("undecodable", "too_short", "too_long", "control_chars", "html_left")
-assert TEXT_ROW_RULES == tuple(r for r in ROW_RULES if r == "empty_text" or r in _TEXT_RULES)
+assert tuple(r for r in ROW_RULES if r == "empty_text" or r in _TEXT_RULES) == TEXT_ROW_RULES
 
 
 def text_verdicts(texts: list, p: ValidateParams) -> list[tuple[str, str] | None]:

@@ -37,7 +37,6 @@ import numpy as np
 from bigmodel_core.config import EvaluateParams
 from bigmodel_core.evaluation.stats import mcnemar, paired_bootstrap
 
-
 _EPS = 1e-9  # a difference that equals its bound up to float rounding passes
 VERDICTS = ("passed", "inconclusive", "closed")
 #: the comparison rules: failing one alone (nothing shows the challenger worse) keeps the champion, closes nothing

@@ -27,7 +27,7 @@ def classification_metrics(y_true, y_pred, num_classes: int | None = None, label
     return {
         "accuracy": float(tp.sum() / max(1, len(y_true))),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "per_class": {
             names[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
             for i in range(k)

@@ -80,7 +80,7 @@ def slice_metrics(dims: dict[str, dict], y: np.ndarray, pred: np.ndarray, num_cl
         rows = []
         for name, idx in spec["groups"].items():
             m = classification_metrics(y[idx], pred[idx], num_classes=num_classes)
-            row = {"slice": name, "rows": int(len(idx)), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+            row = {"slice": name, "rows": len(idx), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
             if champion_pred is not None:
                 c = classification_metrics(y[idx], np.asarray(champion_pred)[idx], num_classes=num_classes)
                 row.update(champion_accuracy=c["accuracy"], champion_macro_f1=c["macro_f1"],

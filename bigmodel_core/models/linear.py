@@ -85,7 +85,7 @@ class LinearText:
         return int(self.classifier.coef_.size + self.classifier.intercept_.size)
 
     @classmethod
-    def fit(cls, texts: list[str], labels: list[str], settings: dict) -> "LinearText":
+    def fit(cls, texts: list[str], labels: list[str], settings: dict) -> LinearText:
         """Fit on the training rows. min_df falls back to 1 when it leaves no n-gram (a handful of short texts)."""
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
@@ -139,7 +139,7 @@ class LinearText:
                                       encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: Path) -> "LinearText":
+    def load(cls, directory: Path) -> LinearText:
         """Rebuild the fitted scikit-learn objects from the saved terms, idf weights and coefficients."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression

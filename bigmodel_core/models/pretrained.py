@@ -33,7 +33,7 @@ class PretrainedClassifier(nn.Module):
         self.hf = hf_model
 
     @classmethod
-    def from_backbone(cls, backbone: str, labels: list[str], dropout: float | None = None) -> "PretrainedClassifier":
+    def from_backbone(cls, backbone: str, labels: list[str], dropout: float | None = None) -> PretrainedClassifier:
         transformers = require_transformers()
         local = Path(backbone).expanduser()
         try:
@@ -46,7 +46,7 @@ class PretrainedClassifier(nn.Module):
         return cls(model)
 
     @classmethod
-    def load(cls, directory: Path) -> "PretrainedClassifier":
+    def load(cls, directory: Path) -> PretrainedClassifier:
         transformers = require_transformers()
         return cls(transformers.AutoModelForSequenceClassification.from_pretrained(str(directory / HF_DIR),
                                                                                    local_files_only=True))

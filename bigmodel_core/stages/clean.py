@@ -5,15 +5,14 @@ cleaned column-wise (cleaning.clean_array) and written; memory holds one batch, 
 
 from __future__ import annotations
 
+from bigmodel_core import io
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data.cleaning import clean_array
-from bigmodel_core import io
 from bigmodel_core.errors import DataError
 from bigmodel_core.io import atomic_dir, check_table, shown, write_json
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
-
 
 SPEC = StageSpec(
     code=("bigmodel_core/data/cleaning.py", "bigmodel_core/data/columns.py", "bigmodel_core/data/hashing.py",
@@ -57,7 +56,6 @@ def run(params: Params, paths: Paths) -> dict:
 def _longer_than(texts, max_chars: int) -> int:
     """How many texts have more than max_chars characters. A character is one byte or more, so only the
     texts of more than max_chars bytes (their offsets say so) are counted in characters."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 

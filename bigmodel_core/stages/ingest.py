@@ -13,7 +13,6 @@ from bigmodel_core.io import TableWriter, atomic_dir, shown, write_json
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
 
-
 SPEC = StageSpec(
     code=("bigmodel_core/data/formats.py", "bigmodel_core/data/demo.py", "bigmodel_core/data/schemas.py"),
     inputs=("data/sources",),

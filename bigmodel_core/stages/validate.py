@@ -23,7 +23,6 @@ from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec, metric
 
-
 SPEC = StageSpec(
     code=("bigmodel_core/data/quality.py", "bigmodel_core/data/minhash.py", "bigmodel_core/data/kernels.py",
           "bigmodel_core/data/label_noise.py", "bigmodel_core/data/profile.py", "bigmodel_core/data/columns.py",

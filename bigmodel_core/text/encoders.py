@@ -53,7 +53,7 @@ class SubwordEncoder:
             self.tokenizer.no_truncation()  # cut in keep_tokens instead, keeping the tail
 
     @classmethod
-    def train(cls, texts: list[str], p: TokenizerParams) -> "SubwordEncoder":
+    def train(cls, texts: list[str], p: TokenizerParams) -> SubwordEncoder:
         from bigmodel_core.text.tokenizer import train_tokenizer
 
         return cls(train_tokenizer(texts, p), p.max_length, p.truncation)
@@ -85,7 +85,7 @@ class SubwordEncoder:
         self.tokenizer.save(str(directory / self.FILE))
 
     @classmethod
-    def load(cls, directory: Path, tok_p: TokenizerParams) -> "SubwordEncoder":
+    def load(cls, directory: Path, tok_p: TokenizerParams) -> SubwordEncoder:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_file(str(directory / cls.FILE)), tok_p.max_length, tok_p.truncation)
@@ -146,7 +146,7 @@ class NgramHasher:
         pass  # fully described by the model params in model.json
 
     @classmethod
-    def load(cls, directory: Path, model_p: ModelParams, tok_p: TokenizerParams) -> "NgramHasher":
+    def load(cls, directory: Path, model_p: ModelParams, tok_p: TokenizerParams) -> NgramHasher:
         return cls(model_p, tok_p.lowercase)
 
 
@@ -165,7 +165,7 @@ class PretrainedEncoder:
             raise ValueError("the backbone's tokenizer has no padding token")
 
     @classmethod
-    def from_backbone(cls, backbone: str, p: TokenizerParams) -> "PretrainedEncoder":
+    def from_backbone(cls, backbone: str, p: TokenizerParams) -> PretrainedEncoder:
         from transformers import AutoTokenizer
 
         return cls(AutoTokenizer.from_pretrained(backbone, use_fast=True), p.max_length, p.truncation)
@@ -204,7 +204,7 @@ class PretrainedEncoder:
         self.tokenizer.save_pretrained(str(directory / self.DIR))
 
     @classmethod
-    def load(cls, directory: Path, tok_p: TokenizerParams) -> "PretrainedEncoder":
+    def load(cls, directory: Path, tok_p: TokenizerParams) -> PretrainedEncoder:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(directory / cls.DIR), use_fast=True, local_files_only=True)

@@ -44,7 +44,7 @@ class MlflowLive(Callback):
 
     @classmethod
     def open(cls, params: Params, root: Path, resume_run_id: str | None = None, flush_seconds: float = 10.0,
-             run_name: str | None = None) -> "MlflowLive | None":
+             run_name: str | None = None) -> MlflowLive | None:
         """Log into the flow's run (BIGMODEL_MLFLOW_RUN_ID), else continue `resume_run_id` (a resumed training),
         else open the pipeline's run; None if tracking is unreachable."""
         try:
@@ -85,7 +85,7 @@ class MlflowLive(Callback):
                   f"{str(e).splitlines()[0] if str(e) else ''})", flush=True)
             return None
 
-    def child(self, name: str, params: dict, tags: dict[str, str] | None = None) -> "MlflowLive | None":
+    def child(self, name: str, params: dict, tags: dict[str, str] | None = None) -> MlflowLive | None:
         """A run nested under this one (MLflow's mlflow.parentRunId tag), for one candidate of model.kind auto or
         one tuning trial under its candidate, with `params` logged; None when tracking fails (training goes on)."""
         if self.failed:

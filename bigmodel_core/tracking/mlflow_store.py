@@ -528,8 +528,14 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
     version the gate kept out that now passes it (its thresholds were changed, say evaluate.allow_label_change)
     is promoted when the champion is still the one this evaluation compared it with.
     """
-    from bigmodel_core.tracking.registry import (alias_version, append_ledger, champion_seen, ledger, move_champion,
-                                                 registry_lock)
+    from bigmodel_core.tracking.registry import (
+        alias_version,
+        append_ledger,
+        champion_seen,
+        ledger,
+        move_champion,
+        registry_lock,
+    )
 
     d = params.deploy
     client.set_registered_model_alias(name, d.challenger_alias, version)

@@ -23,7 +23,7 @@ class Ragged:
     weights: np.ndarray | None = None
 
     @classmethod
-    def from_lists(cls, rows: list[list[int]], weights: list[list[float]] | None = None) -> "Ragged":
+    def from_lists(cls, rows: list[list[int]], weights: list[list[float]] | None = None) -> Ragged:
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -43,7 +43,7 @@ class Ragged:
     def row(self, i: int) -> list[int]:
         return self.values[self.offsets[i]:self.offsets[i + 1]].tolist()
 
-    def take(self, rows: np.ndarray) -> "Ragged":
+    def take(self, rows: np.ndarray) -> Ragged:
         """A new Ragged with the given rows, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
         starts, ends = self.offsets[rows], self.offsets[rows + 1]
@@ -62,7 +62,7 @@ class Ragged:
             np.savez(f, **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> "Ragged":
+    def load(cls, path: Path) -> Ragged:
         with np.load(path) as z:
             return cls(z["values"], z["offsets"], z["weights"] if "weights" in z.files else None)
 
@@ -111,9 +111,7 @@ def _cut(sorted_rows: np.ndarray, lengths: np.ndarray, batch_size: int, token_bu
 def _merge_small(batches: list[np.ndarray], min_rows: int) -> list[np.ndarray]:
     out: list[np.ndarray] = []
     for b in batches:
-        if len(b) < min_rows and out:
-            out[-1] = np.concatenate([out[-1], b])
-        elif out and len(out[-1]) < min_rows:
+        if (len(b) < min_rows and out) or (out and len(out[-1]) < min_rows):
             out[-1] = np.concatenate([out[-1], b])
         else:
             out.append(b)

@@ -22,7 +22,7 @@ Augmented rows are searched only where the train split has some.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 #: size name -> (d_model, n_layers, n_heads, d_ff) for the transformer
 SIZES = {"64x1": (64, 1, 2, 128), "128x2": (128, 2, 4, 256), "256x4": (256, 4, 4, 512)}
