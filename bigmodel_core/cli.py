@@ -97,13 +97,13 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
         raise  # for the app's group to print: the handlers below are for other errors
     except Interrupted as e:
         typer.echo(f"error: stage {name} interrupted by {e.signame}: stopped; its last good outputs are unchanged", err=True)
-        raise typer.Exit(e.exit_code)
+        raise typer.Exit(e.exit_code) from None
     except Exception as e:  # not bad input: an environment fault (permissions, disk, memory) or a bug
         import traceback
 
         traceback.print_exc()  # the whole story for the Prefect task log and `dvc repro`'s console
         typer.echo(f"error: stage {name}: {describe_exception(e)}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     import os
 
     if os.environ.get("BIGMODEL_RANK_OF_STAGE") is None:  # ranks started by the stage itself stay quiet here
@@ -138,13 +138,12 @@ def run(set_: list[str] | None = typer.Option(None, "--set-param", "-S", help="O
     server = configure(root, verbose)
     try:
         with raise_on_signals(), workspace.exclusive(root, "bigmodel run", wait=wait):
-            if not set_ and not force and "PREFECT_API_URL" not in os.environ:
-                # no server to record in: answer "nothing to do" without starting one
-                if not workspace.dvc_status(root):
-                    typer.echo(f"nothing to do: every stage is up to date (raw data, params and code unchanged since "
-                               f"dvc.lock); checked in {time.perf_counter() - started:.1f}s. No flow run recorded: "
-                               "with `bigmodel ui` running, runs (no-op ones too) go to its Prefect server.")
-                    return
+            # no server to record in: answer "nothing to do" without starting one
+            if not set_ and not force and "PREFECT_API_URL" not in os.environ and not workspace.dvc_status(root):
+                typer.echo(f"nothing to do: every stage is up to date (raw data, params and code unchanged since "
+                           f"dvc.lock); checked in {time.perf_counter() - started:.1f}s. No flow run recorded: "
+                           "with `bigmodel ui` running, runs (no-op ones too) go to its Prefect server.")
+                return
             typer.echo(f"prefect: {server}")
             with api_server(root):
                 from bigmodel_flows.retrain import StageFailed, print_summary, retrain
@@ -153,7 +152,7 @@ def run(set_: list[str] | None = typer.Option(None, "--set-param", "-S", help="O
                     result = retrain(root=str(root), force=force, set_params=set_ or None, wait=wait)
                 except StageFailed as e:
                     typer.echo(f"error: {e}", err=True)
-                    raise typer.Exit(e.exit_code or 1)
+                    raise typer.Exit(e.exit_code or 1) from None
     except BigmodelError:
         raise  # for the app's group to print: the handlers below are for other errors
     except typer.Exit:
@@ -162,14 +161,14 @@ def run(set_: list[str] | None = typer.Option(None, "--set-param", "-S", help="O
         stopped = as_interrupted(e)
         if stopped is not None:
             typer.echo(f"error: {message(stopped, 'bigmodel run')}", err=True)
-            raise typer.Exit(stopped.exit_code)
+            raise typer.Exit(stopped.exit_code) from None
         if verbose:
             import traceback
 
             traceback.print_exc()
         typer.echo(f"error: the retraining flow failed: {describe_exception(e)} (the traceback is in the Prefect UI; "
                    "-v shows it here)", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     print_summary(result, root, time.perf_counter() - started)
 
 

@@ -168,7 +168,8 @@ class Rule(_Section):
     folds: int | None = Field(default=None, ge=2, le=20, description="label_noise: cross-validation folds.")
     sample_rows: int | None = Field(
         default=None, ge=0,
-        description="label_noise: rows checked (a sample chosen by group key when there are more); 0 turns the check off.")
+        description="label_noise: rows checked (a sample chosen by group key when there are more); "
+        "0 turns the check off.")
 
 
 def default_rule(name: str) -> Rule:
@@ -382,9 +383,9 @@ class ModelParams(_Section):
     def _consistent(self) -> ModelParams:
         if self.kind == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
-        if self.char_ngrams is not None:
-            if len(self.char_ngrams) != 2 or not 1 <= self.char_ngrams[0] <= self.char_ngrams[1] <= 10:
-                raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max <= 10, got {self.char_ngrams}")
+        if self.char_ngrams is not None and (len(self.char_ngrams) != 2
+                                            or not 1 <= self.char_ngrams[0] <= self.char_ngrams[1] <= 10):
+            raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max <= 10, got {self.char_ngrams}")
         if self.kind == "pretrained" and not self.backbone:
             raise ValueError("kind 'pretrained' needs model.backbone (a local directory or a hub name)")
         if self.kind == "auto" and self.candidates is not None and not self.candidates:
@@ -560,19 +561,22 @@ class EvaluateParams(_Section):
     )
     min_gain: float | None = Field(
         default=None, ge=0, le=1,
-        description="Gate: if set, that lower bound must be >= min_gain instead (better than the champion by this much).",
+        description="Gate: if set, that lower bound must be >= min_gain instead "
+        "(better than the champion by this much).",
     )
     confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence of the bootstrap interval and of McNemar's test.")
     bootstrap_samples: int = Field(default=1000, ge=100, description="Paired bootstrap resamples of the test rows.")
     batch_size: int = Field(default=128, ge=1, description="Rows per inference batch.")
     slice_columns: list[str] = Field(
         default_factory=list,
-        description="Test-split columns to slice by (one slice per value), besides the text-length quartiles and source.",
+        description="Test-split columns to slice by (one slice per value), "
+        "besides the text-length quartiles and source.",
     )
     min_slice_rows: int = Field(default=30, ge=1, description="Gate: slices with fewer test rows are reported, not judged.")
     max_slice_regression: float | None = Field(
         default=None, ge=0, le=1,
-        description="Gate: on every slice, macro-F1(challenger) must be >= macro-F1(champion) - this; null = report only.",
+        description="Gate: on every slice, macro-F1(challenger) must be >= macro-F1(champion) - this; "
+        "null = report only.",
     )
     baseline: bool = Field(
         default=True, description="Train the reference TF-IDF + logistic regression (model.kind linear with its default "
@@ -627,13 +631,15 @@ class DeployParams(_Section):
     allow_new_registry: bool = Field(
         default=False,
         description="Start a new, empty registry when the tracking database (sqlite) is missing although "
-        "reports/deploy.json records a version registered in it (a deleted or moved mlflow.db). Off: stop with an error.",
+        "reports/deploy.json records a version registered in it (a deleted or moved mlflow.db). "
+        "Off: stop with an error.",
     )
     git_commit: bool = Field(
         default=False,
-        description="After a `bigmodel run` that registered a version: `dvc push` the data and model, commit dvc.yaml, "
-        "dvc.lock, params.yaml, metrics/ and plots/, tag the commit model/<name>/v<version>, and record commit, tag and "
-        "remote on the version (what `bigmodel verify-repro` reads). Needs a git repository whose inputs are committed.",
+        description="After a `bigmodel run` that registered a version: `dvc push` the data and model, commit "
+        "dvc.yaml, dvc.lock, params.yaml, metrics/ and plots/, tag the commit model/<name>/v<version>, and record "
+        "commit, tag and remote on the version (what `bigmodel verify-repro` reads). Needs a git repository whose "
+        "inputs are committed.",
     )
     dvc_remote: str | None = Field(
         default=None, min_length=1,
@@ -832,8 +838,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 node[part] = [] if isinstance(nxt, int) else {}
             node = node[part]
         last = path[-1]
-        if isinstance(node, list):
-            if not isinstance(last, int) or last >= len(node):
-                raise ConfigError(f"override {item!r}: index {last} out of range")
+        if isinstance(node, list) and (not isinstance(last, int) or last >= len(node)):
+            raise ConfigError(f"override {item!r}: index {last} out of range")
         node[last] = value
     return out

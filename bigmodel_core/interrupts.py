@@ -108,7 +108,7 @@ def stop_group(proc: subprocess.Popen, first: int = signal.SIGINT) -> None:
     `first` (SIGINT: the graceful path), then SIGTERM, then SIGKILL, each after GRACE_SECONDS; returns
     once the whole group is gone."""
     pgid = proc.pid
-    for sig, grace in zip((first, signal.SIGTERM, signal.SIGKILL), GRACE_SECONDS):
+    for sig, grace in zip((first, signal.SIGTERM, signal.SIGKILL), GRACE_SECONDS, strict=True):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:

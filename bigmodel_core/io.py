@@ -152,7 +152,8 @@ def check_table(df: pd.DataFrame, schema: Any, what: str) -> pd.DataFrame:
     except pe.SchemaErrors as e:
         cases = e.failure_cases.head(5)
         detail = "; ".join(
-            f"column {r.get('column')!s}: {r.get('check')!s} (index {r.get('index')!s}, value {r.get('failure_case')!r})"
+            f"column {r.get('column')!s}: {r.get('check')!s} "
+            f"(index {r.get('index')!s}, value {r.get('failure_case')!r})"
             for r in cases.to_dict("records")
         )
         raise DataError(f"{what} breaks schema {schema.name}: {detail}") from None

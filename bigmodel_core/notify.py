@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import count
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -79,10 +79,8 @@ def send(params: Params, event: str, title: str, body: str) -> list[str]:
     except Exception as e:  # a notification problem must never fail the run it reports on
         problems = [f"{event}: could not send: {type(e).__name__}: {e}"]
     for line in problems:
-        try:
+        with suppress(OSError, ValueError):  # stderr closed or gone
             print(f"notify: {line}", file=sys.stderr)
-        except (OSError, ValueError):  # stderr closed or gone
-            pass
     return problems
 
 

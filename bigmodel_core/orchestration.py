@@ -2,8 +2,8 @@
 
 In order: PREFECT_API_URL when the user set one (a team server); else the workspace's own server that
 `bigmodel ui` started (it records itself in .prefect/ui-server.json), so runs show up there live and no
-second server starts; else a temporary server on the workspace's database (.prefect/prefect.db), started by the command in a
-process group of its own (a terminal's Ctrl-C does not kill it while the run records its end), with a
+second server starts; else a temporary server on the workspace's database (.prefect/prefect.db), started by the
+command in a process group of its own (a terminal's Ctrl-C does not kill it while the run records its end), with a
 start-up timeout sized for a loaded 2-core machine, and stopped when the command ends, however it ends.
 
 The temporary server of `bigmodel run` runs the services that record a flow run (in Prefect 3 task runs
@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 #: seconds a temporary Prefect server may take to start (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins)
@@ -206,15 +206,11 @@ def _wait_recorded(url: str, since: float, timeout: float = RECORD_TIMEOUT) -> N
 
 def _drain_prefect(timeout: float = 10.0) -> None:
     if "prefect.logging.handlers" in sys.modules:
-        try:
+        with suppress(Exception):
             sys.modules["prefect.logging.handlers"].APILogWorker.drain_all(timeout=timeout)
-        except Exception:
-            pass
     if "prefect.events.worker" in sys.modules:
-        try:
+        with suppress(Exception):
             sys.modules["prefect.events.worker"].EventsWorker.drain_all(timeout=timeout)
-        except Exception:
-            pass
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:

@@ -81,7 +81,8 @@ def _inputs_from_git(root: Path) -> list[str]:
 
 
 def preflight(root: Path) -> None:
-    """Before a run with deploy.git_commit: a git work tree whose inputs are committed (else ConfigError, nothing run)."""
+    """Before a run with deploy.git_commit: a git work tree whose inputs are committed (else ConfigError,
+    nothing run)."""
     root = Path(root)
     inside = git(root, "rev-parse", "--is-inside-work-tree", check=False)
     if inside.returncode != 0 or inside.stdout.strip() != "true":

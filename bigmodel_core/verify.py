@@ -253,7 +253,7 @@ def _reproduce(worktree: Path, scratch: Path, on_cpu: bool, say: Callable[[str],
         if line.startswith(("Running stage", "epoch ", "stage ")):
             say("  " + line.rstrip("\n")[:160])
     if proc.wait() != 0:  # the stage's own `error:` line says more than DVC's "failed to reproduce"
-        errors = [line for line in lines if line.startswith("error:")] or [l for l in lines if l.startswith("ERROR")]
+        errors = [line for line in lines if line.startswith("error:")] or [line for line in lines if line.startswith("ERROR")]
         raise NotReproduced(f"the reproduction failed: {(errors or lines or ['no output'])[-1]} (dvc repro exited "
                             f"{proc.returncode} in {worktree}; --keep keeps it)")
 

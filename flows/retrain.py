@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import suppress
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -36,10 +37,8 @@ def run_name() -> str:
     parameters = flow_run.parameters or {}
     root = Path(parameters.get("root") or ".")
     h = hashlib.sha256()
-    try:
+    with suppress(OSError):
         h.update((root / "params.yaml").read_bytes())
-    except OSError:
-        pass
     h.update(json.dumps(parameters.get("set_params") or []).encode())
     return f"retrain-{h.hexdigest()[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
 

@@ -39,7 +39,7 @@ def _last_error(output: str) -> str:
     for line in reversed(output.splitlines()):
         if line.startswith("error: "):
             return line[len("error: "):]
-    tail = [l for l in output.splitlines() if l.strip()]
+    tail = [line for line in output.splitlines() if line.strip()]
     return tail[-1] if tail else "no output"
 
 
@@ -84,7 +84,7 @@ def run_stage(stage: str, root: str, force: bool = False, env: dict[str, str] | 
     logger = get_run_logger()
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
     started = time.perf_counter()
-    for attempt in range(120):
+    for _attempt in range(120):
         wait_for_dvc(Path(root), logger.info)
         code, output = _run_logged(cmd, root, _env(env), stage, logger)
         if code == 0 or _DVC_LOCKED not in output:

@@ -37,7 +37,7 @@ def variant(text: str, seed: int, p: AugmentParams) -> str:
     words = text.split(" ")
     if len(words) > 1 and p.word_dropout:
         u = hashing.streams(np.repeat(s, len(words)), _DROP, np.arange(len(words)))
-        kept = [w for w, x in zip(words, u) if x >= p.word_dropout]
+        kept = [w for w, x in zip(words, u, strict=True) if x >= p.word_dropout]
         words = kept or [words[int(hashing.streams(s, _CHOICE, np.zeros(1))[0] * len(words))]]
     u = hashing.streams(np.repeat(s, len(words)), _SWAP, np.arange(len(words)))
     i = 0

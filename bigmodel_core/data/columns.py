@@ -80,7 +80,7 @@ def group_keys(arr: pa.Array) -> list[str]:
     """quality.group_key per text: the 80-bit key (hashing.text_key) of the words of the normalised text, in
     hex."""
     hi, lo = group_key_ints(arr)
-    return [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist())]
+    return [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist(), strict=True)]
 
 
 def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:

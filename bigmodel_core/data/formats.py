@@ -96,14 +96,15 @@ def _table_to_raw(df: pd.DataFrame, src: Source, file: str, shown: str | None = 
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise DataError(
-            f"{shown}: column {missing[0]!r} not found (source {src.name!r}; columns are {', '.join(map(str, df.columns))})"
+            f"{shown}: column {missing[0]!r} not found "
+            f"(source {src.name!r}; columns are {', '.join(map(str, df.columns))})"
         )
     parts = [df[c].astype("object").where(df[c].notna(), None) for c in src.text]
     if len(parts) == 1:
         text = parts[0].map(lambda v: None if v is None else str(v))
     else:
         joined = []
-        for values in zip(*parts):
+        for values in zip(*parts, strict=True):
             present = [str(v) for v in values if v is not None and str(v) != ""]
             joined.append(src.text_separator.join(present) if present else None)
         text = pd.Series(joined, index=df.index, dtype="object")
@@ -439,9 +440,9 @@ def _read_folder(path: str, src: Source, name: str, shown: str) -> pd.DataFrame:
         rows.append((f"{name}:{member}", text, raw_label, split))
     if not rows:
         raise DataError(f"{shown}: no '{src.file_glob}' files inside label folders (source {src.name!r})")
-    files, texts, labels, splits = zip(*rows)
+    files, texts, labels, splits = zip(*rows, strict=True)
     if src.label_map is not None:
-        labels = tuple(src.label_map[l] for l in labels)
+        labels = tuple(src.label_map[lab] for lab in labels)
     return pd.DataFrame(
         {
             "row_id": [row_id(src.name, f, 1) for f in files],

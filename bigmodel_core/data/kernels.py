@@ -1,8 +1,8 @@
 """Compiled loops (numba) over the UTF-8 bytes of a text column, for the per-word work that array passes do
 badly: MinHash signatures with the word counts and vocabulary that come with them (validate), the hashed
 word 1-2-gram counts of label_noise's model, and the word-dropout variants of augment. Each computes exactly
-the numbers of its row-by-row definition (word hashes and text keys: hashing.word_hash and text_key; signatures: minhash's
-docstring; n-grams: label_noise.ngram_counts; variants: augment.variant), in one pass over
+the numbers of its row-by-row definition (word hashes and text keys: hashing.word_hash and text_key;
+signatures: minhash's docstring; n-grams: label_noise.ngram_counts; variants: augment.variant), in one pass over
 the bytes where the array passes they replace made a dozen over per-word arrays (at a million rows, measured
 alternating with the numpy version: validate 1.24x and augment 1.37x less CPU time). tests/test_kernels.py,
 tests/test_vectorized_text.py and tests/test_split_augment.py compare them with their definitions.
@@ -147,7 +147,7 @@ def fold_table() -> np.ndarray:
                            "cannot stand in for it")
     table = np.arange(FOLD_LIMIT, dtype=np.uint32)
     table[cps] = np.frombuffer(lowered.encode("utf-32-le"), dtype=np.uint32)
-    other = [c for c, low in zip(cps, lowered) if chr(c).casefold() != low]
+    other = [c for c, low in zip(cps, lowered, strict=True) if chr(c).casefold() != low]
     table[other] |= FOLDS_OTHERWISE
     return table
 _KEY_SEED, _KEY_MUL = np.uint64(hashing.KEY_SEED), np.uint64(hashing.KEY_MUL)
@@ -855,11 +855,11 @@ def word_variants(data, offsets, seeds, dropout, swap_prob, drop_key, choice_key
                 s = at + 1
                 spaces &= spaces - _ONE
             i += 8
-        for i in range(i, b):
-            if data[i] == 32:
-                starts[m], ends[m] = s, i
+        for j in range(i, b):
+            if data[j] == 32:
+                starts[m], ends[m] = s, j
                 m += 1
-                s = i + 1
+                s = j + 1
         starts[m], ends[m] = s, b
         m += 1
         if m > 1 and dropout > 0:

@@ -123,7 +123,7 @@ class Profiler:
         # the most frequent words; equal counts in word order, so the vocabulary does not depend on row order
         order = pc.sort_indices(pa.table({"count": counts, "word": words}),
                                 sort_keys=[("count", "descending"), ("word", "ascending")])[:VOCAB_SIZE]
-        vocab = dict(zip(words.take(order).to_pylist(), counts[order.to_numpy()].tolist()))
+        vocab = dict(zip(words.take(order).to_pylist(), counts[order.to_numpy()].tolist(), strict=True))
         total = int(counts.sum())
         n_labels = sum(self.labels.values())
         return {

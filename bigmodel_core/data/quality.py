@@ -489,7 +489,7 @@ class Checker:
         # away from the profile at the end
         taken = minhash.Scanner(self.p.rules["near_duplicate"].shingle_words, vocab=True)
         start = 0
-        for df, n in zip(self.batches(), self.batch_sizes):
+        for df, n in zip(self.batches(), self.batch_sizes, strict=True):
             q = self.q_mask[start:start + n]
             for r in [x for x in want if start <= x < start + n]:
                 row = df.iloc[r - start]
@@ -512,7 +512,7 @@ class Checker:
                 part["reason"] = [self._near_reason(start + int(i)) if rule == "near_duplicate"
                                   else self._noise_reason(start + int(i)) if rule == "label_noise"
                                   else _reason(rule, lab, self.label_set, text, self.p)
-                                  for i, rule, lab, text in zip(np.nonzero(q)[0], rules, part["label"], part["text"])]
+                                  for i, rule, lab, text in zip(np.nonzero(q)[0], rules, part["label"], part["text"], strict=True)]
                 part = part[list(QUARANTINE_COLUMNS)].astype({"text": "str", "label": "str", "rule": "str", "reason": "str"})
                 quarantine_sink(part.reset_index(drop=True))
             keep = ~q
@@ -589,7 +589,7 @@ class Checker:
         code_name = {c: name for name, c in self.label_names.items()}
         kept_labels = f["label"][~self.q_mask]
         per_class = pd.Series({code_name[c]: int(k) for c, k in zip(*np.unique(kept_labels[kept_labels >= 0],
-                                                                                  return_counts=True))},
+                                                                                  return_counts=True), strict=True)},
                               dtype="int64").sort_index()
         expected = sorted(self.label_set) if self.label_set is not None else sorted(per_class.index)
         dataset_rules, warnings = _dataset_rules(per_class, expected, p), []

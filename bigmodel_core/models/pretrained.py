@@ -39,7 +39,7 @@ class PretrainedClassifier(nn.Module):
         try:
             model = transformers.AutoModelForSequenceClassification.from_pretrained(
                 str(local) if local.exists() else backbone, num_labels=len(labels),
-                id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+                id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)},
                 local_files_only=local.exists())
         except OSError as e:
             raise ConfigError(f"model.backbone: cannot load {backbone!r}: {str(e).splitlines()[0]}") from None

@@ -35,9 +35,9 @@ def score(predictor, texts: list[str], y_true: list[str], labels: list[str],
     index = {lab: i for i, lab in enumerate(labels)}
     probs = predictor.predict_proba(texts, batch_size, clean=False)  # the split holds cleaned text already
     pred_idx = probs.argmax(1)
-    true_idx = np.array([index.get(l, -1) for l in y_true])
+    true_idx = np.array([index.get(lab, -1) for lab in y_true])
     if (true_idx < 0).any():
-        unknown = sorted({l for l in y_true if l not in index})
+        unknown = sorted({lab for lab in y_true if lab not in index})
         raise ValueError(f"test labels {unknown} are not known to the model (labels {labels})")
     m = classification_metrics(true_idx, pred_idx, num_classes=len(labels), labels=labels)
     return m, [labels[i] for i in pred_idx], probs
@@ -200,7 +200,7 @@ def _baseline(paths: Paths, texts: list[str], y: np.ndarray, labels: list[str]) 
 
 
 def _write_plots(paths: Paths, y_true: list[str], preds: list[str], binary: dict | None, calib: dict) -> None:
-    _write_csv(paths.confusion_plot, ["actual", "predicted"], zip(y_true, preds))
+    _write_csv(paths.confusion_plot, ["actual", "predicted"], zip(y_true, preds, strict=True))
     roc = binary["roc"]["points"] if binary and binary["roc"] else []
     _write_csv(paths.roc_plot, ["fpr", "tpr", "threshold"], ((r["fpr"], r["tpr"], r["threshold"]) for r in roc))
     pr = binary["pr"]["points"] if binary and binary["pr"] else []

@@ -54,7 +54,7 @@ def _plan(params: Params, train_rows: int) -> list[tuple[str, object]]:
 
     given = params.model.candidates
     cands = list(given) if given else default_candidates(train_rows, pick_device(params.train.device).type == "cuda")
-    return list(zip(candidate_names(cands), cands))
+    return list(zip(candidate_names(cands), cands, strict=True))
 
 
 # --------------------------------------------------------------------------- one model

@@ -3,8 +3,8 @@
 Writes the report as reports/data_quality.json (every rule with its examples, classes, profile, drift) and
 reports/data_quality.html (charts, rules, examples, near-duplicate pairs, drift), and its headline figures
 (quality.headline: rows in and out, quarantined, passed) as metrics/data_quality.json, the file DVC's
-`metrics show` and `exp show` read. A closed gate keeps the previous good outputs, writes this failure's report (JSON and HTML) to
-.bigmodel/failures/ and records it in MLflow before the stage exits 3.
+`metrics show` and `exp show` read. A closed gate keeps the previous good outputs, writes this failure's report
+(JSON and HTML) to .bigmodel/failures/ and records it in MLflow before the stage exits 3.
 """
 
 from __future__ import annotations

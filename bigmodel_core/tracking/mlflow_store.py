@@ -186,8 +186,9 @@ def _headline_view() -> str:
 
 def _experiment_tags(params: Params) -> dict[str, str]:
     return {EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1], "mlflow.note.content": (
-        f"Training runs of bigmodel's retraining pipeline for the registered model `{params.deploy.model_name}`: one "
-        "run per pipeline execution, named like its Prefect flow run. Compare runs by "
+        "Training runs of bigmodel's retraining pipeline for the registered model "
+        f"`{params.deploy.model_name}`: one run per pipeline execution, named like its Prefect flow run. "
+        "Compare runs by "
         + ", ".join(f"`{m}`" for m in HEADLINE_METRICS) + f" (the view \"{HEADLINE_VIEW[1]}\" of the runs table's "
         "Views menu shows them; `bigmodel ui` prints a link to it); each run holds its data-quality report, run "
         "card, plots and, when deploy ran, the model."),
@@ -321,7 +322,8 @@ def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: 
              f"gate {gate}",
              f"compared with champion v{champ['version']} (macro-F1 {champ['macro_f1']:.4f})" if champ
              else "no champion to compare with",
-             f"data: {quality['rows_in']:,} rows in, {quality['rows_out']:,} kept, {quality['rows_quarantined']:,} quarantined"]
+             f"data: {quality['rows_in']:,} rows in, {quality['rows_out']:,} kept, "
+             f"{quality['rows_quarantined']:,} quarantined"]
     if experiment:
         lines.append(f"experiment: {experiment}")
     return "\n".join(lines)

@@ -15,7 +15,8 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.4em;border-bottom:1px solid #d0d7de}
 h3{font-size:1.05em}table{border-collapse:collapse;margin:.5em 0 1em}
 th,td{border:1px solid #d0d7de;padding:.25em .6em;text-align:left;vertical-align:top;font-size:.92em}
-th{background:#f6f8fa}figure{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0}figcaption{font-weight:600;font-size:.92em}
+th{background:#f6f8fa}figure{display:inline-block;vertical-align:top;margin:0 1.5em 1em 0}\
+figcaption{font-weight:600;font-size:.92em}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}.muted{color:#656d76}
 code,pre{background:#f6f8fa;border-radius:4px;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
@@ -54,7 +55,7 @@ def bars(title: str, labels: list[str], values: list[float], width: int = 520) -
     out = [f"<figure><figcaption>{html.escape(title)}</figcaption>"
            f"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" "
            f"aria-label=\"{html.escape(title)}\">"]
-    for i, (label, value) in enumerate(zip(labels, values)):
+    for i, (label, value) in enumerate(zip(labels, values, strict=False)):
         v = float(value or 0)
         w = (width - left - 80) * v / top
         y = 4 + i * row
@@ -281,7 +282,8 @@ def data_quality_markdown(report: dict, where: str | None = None) -> str:
     if pairs:
         pr = pairs[0]
         lines += ["", f"Near-duplicate pairs: {len(pairs)} shown in the report, e.g. {pr['a']['source_file']} row "
-                      f"{pr['a']['source_row']} ~ {pr['b']['source_file']} row {pr['b']['source_row']} (Jaccard {pr['jaccard']})."]
+                      f"{pr['a']['source_row']} ~ {pr['b']['source_file']} row {pr['b']['source_row']} "
+                      f"(Jaccard {pr['jaccard']})."]
     lines += [f"- gate: {f}" for f in report.get("failures") or []]
     lines += [f"- warning: {w}" for w in report.get("warnings") or []]
     if where:

@@ -258,9 +258,9 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
     saved = checkpoints.load() if checkpoints is not None else None
     if saved is not None:
         model.load_state_dict(saved["model"])
-        for o, s in zip(optimizers, saved["optimizers"]):
+        for o, s in zip(optimizers, saved["optimizers"], strict=True):
             o.load_state_dict(s)
-        for sch, s in zip(schedulers, saved["schedulers"]):
+        for sch, s in zip(schedulers, saved["schedulers"], strict=True):
             sch.load_state_dict(s)
         state = {k: saved[k] for k in state}
         best_state = saved.get("best_state")

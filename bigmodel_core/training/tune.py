@@ -87,7 +87,7 @@ def overrides(kind: str, trial_params: dict) -> tuple[dict, dict]:
             model[key] = _CHAR.get(value) if value in _CHAR else [int(x) for x in value.split("-")]
         elif key == "size":
             if value != "as written":
-                model.update(zip(("d_model", "n_layers", "n_heads", "d_ff"), SIZES[value]))
+                model.update(zip(("d_model", "n_layers", "n_heads", "d_ff"), SIZES[value], strict=True))
         else:
             model[key] = value
     return model, train
