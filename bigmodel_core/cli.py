@@ -212,7 +212,11 @@ def schedule(cron: str | None = typer.Option(None, "--cron", help='Cron expressi
         from prefect.schedules import Cron, Interval
 
         try:
-            when = Cron(cron, timezone=timezone or "UTC") if cron is not None else Interval(seconds)
+            if cron is not None:
+                when = Cron(cron, timezone=timezone or "UTC")
+            else:
+                assert seconds is not None  # --interval was given (one of the two: checked above)
+                when = Interval(seconds)
         except Exception as e:
             raise ConfigError(f"--cron {cron!r}: {str(e).splitlines()[0]}") from None
     except BigmodelError as e:
@@ -352,7 +356,7 @@ def predict(texts: list[str] | None = typer.Argument(None, help="Texts to classi
     if input_file is None and not texts:
         raise ConfigError('nothing to classify: bigmodel predict "some text" ... or --input FILE --output FILE')
     params = load_params(params_file)
-    if input_file is not None:
+    if input_file is not None and output_file is not None:  # (one without the other was refused above)
         from bigmodel_core.scoring import file_format, score_file
 
         file_format(input_file, "input")  # both names are checked before the model is loaded
@@ -373,7 +377,7 @@ def predict(texts: list[str] | None = typer.Argument(None, help="Texts to classi
     except Exception as e:  # the pyfunc refuses a text with MlflowException(INVALID_PARAMETER_VALUE)
         if getattr(e, "error_code", None) != "INVALID_PARAMETER_VALUE":
             raise
-        raise DataError(f"cannot classify: {e.message}") from None
+        raise DataError(f"cannot classify: {getattr(e, 'message', e)}") from None
     typer.echo(frame.to_string(index=False))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -412,6 +412,8 @@ BAG_PRESET = {"model": {"d_model": 32, "dropout": 0.0},
 
 
 class _CandidateBase(_Section):
+    if TYPE_CHECKING:  # each kind's class (_candidate_class) declares it, as that kind's Literal
+        kind: str
     name: str | None = Field(default=None, min_length=1, description="Name in logs and tables (default: the kind, "
                              "numbered when a kind repeats).")
     train: dict[str, Any] = Field(
@@ -441,13 +443,17 @@ def _candidate_class(kind: str) -> type[_CandidateBase]:
     fields: dict[str, Any] = {"kind": (Literal[kind], Field(description="The model kind of this candidate."))}
     for key in KIND_KEYS[kind]:
         info = ModelParams.model_fields[key]
+        assert info.annotation is not None  # every ModelParams field is annotated
         fields[key] = (info.annotation | None, FieldInfo.merge_field_infos(info, default=None))
     return create_model(f"{kind.capitalize()}Candidate", __base__=_CandidateBase, **fields)
 
 
 LinearCandidate, BagCandidate, TransformerCandidate, PretrainedCandidate = map(_candidate_class, CANDIDATE_KINDS)
-Candidate = Annotated[LinearCandidate | BagCandidate | TransformerCandidate | PretrainedCandidate,
-                      Field(discriminator="kind")]
+if TYPE_CHECKING:  # classes made at run time: to the type checker, each is a _CandidateBase
+    Candidate = _CandidateBase
+else:
+    Candidate = Annotated[LinearCandidate | BagCandidate | TransformerCandidate | PretrainedCandidate,
+                          Field(discriminator="kind")]
 ModelParams.model_rebuild()
 
 
@@ -461,7 +467,8 @@ def default_candidates(train_rows: int, gpu: bool) -> list[_CandidateBase]:
 
 def candidate_names(candidates: list[_CandidateBase]) -> list[str]:
     """Each candidate's name: its own, else its kind, numbered from the second of a kind on (bag, bag-2)."""
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for c in candidates:
         seen[c.kind] = seen.get(c.kind, 0) + 1
         names.append(c.name or (c.kind if seen[c.kind] == 1 else f"{c.kind}-{seen[c.kind]}"))
@@ -677,14 +684,17 @@ def _apprise_url(url: str) -> str:
     return url
 
 
+NotifyEvent = Literal["gate_closed", "failure", "promotion"]
+
+
 class NotifyParams(_Section):
     urls: list[Annotated[str, AfterValidator(_apprise_url)]] = Field(
         default_factory=list,
         description="Apprise URLs that get a message (json://host:port/path, slack://..., mailto://...); ${VAR} is "
         "read from the environment when sending, so secrets stay out of params.yaml; empty = no notifications.",
     )
-    on: list[Literal["gate_closed", "failure", "promotion"]] = Field(
-        default_factory=lambda: ["gate_closed", "failure", "promotion"],
+    on: list[NotifyEvent] = Field(
+        default_factory=lambda: list(get_args(NotifyEvent)),
         description="Events that send a message: a quality gate stopped the run, a run failed, a model was promoted.",
     )
     timeout_seconds: float = Field(

@@ -47,8 +47,9 @@ def signal_of(exc: BaseException) -> int | None:
     KeyboardInterrupt; None for any other exception."""
     if isinstance(exc, Interrupted):
         return exc.signum
-    if type(exc).__name__ == "TerminationSignal" and isinstance(getattr(exc, "signal", None), int):
-        return exc.signal
+    signum = getattr(exc, "signal", None)
+    if type(exc).__name__ == "TerminationSignal" and isinstance(signum, int):
+        return signum
     if isinstance(exc, KeyboardInterrupt):
         return int(signal.SIGINT)
     return None

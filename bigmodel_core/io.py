@@ -104,7 +104,7 @@ def _json_default(o: Any) -> Any:
 #: input again (validate twice), and on the 1M-row benchmark table (850 MiB of text) pyarrow reads LZ4 in
 #: 0.61 CPU s against 1.85 s for Snappy and writes it in 3.1 s against 3.0 s, for files 4% larger (607 vs
 #: 582 MiB). pyarrow, pandas, DuckDB, Polars and Spark 3.4+ read it.
-PARQUET_OPTIONS = {"compression": "lz4"}
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "lz4"}
 
 
 def write_table(df: pd.DataFrame, target: str | Path, schema: Any | None = None) -> None:
@@ -200,7 +200,7 @@ class TableWriter:
 
     def __init__(self, target: str | Path, schema: Any | None = None, shown_as: str | None = None):
         self.target, self.schema, self.shown_as = Path(target), schema, shown_as or shown(target)
-        self._writer = None
+        self._writer: Any = None  # a pyarrow.parquet.ParquetWriter from the first frame on
         self.rows = 0
 
     def write(self, df: pd.DataFrame) -> None:

@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from uuid import UUID
 
 #: seconds a temporary Prefect server may take to start (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins)
 STARTUP_TIMEOUT = 180
@@ -258,7 +259,7 @@ def crash_flow_runs(messages: dict[str, str]) -> set[str]:
         with get_client(sync_client=True) as client:
             for run_id, why in messages.items():
                 try:
-                    run = client.read_flow_run(run_id)
+                    run = client.read_flow_run(UUID(run_id))
                 except ObjectNotFound:  # recorded by another Prefect server: not ours to change
                     done.add(run_id)
                     continue

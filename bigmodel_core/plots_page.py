@@ -37,6 +37,13 @@ def template_text() -> str:
     return resources.files("bigmodel_core").joinpath(TEMPLATE).read_text(encoding="utf8")
 
 
+def _read_member(tar: tarfile.TarFile, tgz: Path, path: str) -> str:
+    f = tar.extractfile(path)  # KeyError when it is missing, None when it is not a file
+    if f is None:
+        raise ConfigError(f"{tgz}: {path} is not a file")
+    return f.read().decode("utf8")
+
+
 def build(tarballs: Path) -> str:
     """The template's text from the npm tarballs in `tarballs` (`npm pack <name>@<version>` names them
     <name>-<version>.tgz), each library in a <script> of its own with its license and sha256 above it."""
@@ -46,8 +53,7 @@ def build(tarballs: Path) -> str:
         if not tgz.is_file():
             raise ConfigError(f"{tgz}: not found; run `npm pack {name}@{version}` in {tarballs} first")
         with tarfile.open(tgz) as tar:
-            code = tar.extractfile(f"package/{member}").read().decode("utf8")
-            license_text = tar.extractfile("package/LICENSE").read().decode("utf8")
+            code, license_text = (_read_member(tar, tgz, path) for path in (f"package/{member}", "package/LICENSE"))
         for bad in ("</script", "{plot_divs}", "{scripts}", "{refresh_tag}"):
             if bad in code:  # the page would break, or dvc-render would fill it in
                 raise ConfigError(f"{tgz}: {member} contains {bad!r}; it cannot be inlined as it is")

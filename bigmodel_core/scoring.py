@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -136,8 +136,9 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
     from bigmodel_core.io import atomic_path
 
     fmt = file_format(path, "output")
-    compression = path.suffix.lower()[1:] if path.suffix.lower() in COMPRESSIONS else None
-    compression = {"zst": "zstd", "bz2": "bz2", "gz": "gzip", "xz": "xz"}.get(compression or "")
+    suffix = path.suffix.lower()[1:] if path.suffix.lower() in COMPRESSIONS else None
+    codecs: dict[str, Literal["zstd", "bz2", "gzip", "xz"]] = {"zst": "zstd", "bz2": "bz2", "gz": "gzip", "xz": "xz"}
+    compression = codecs.get(suffix or "")
     with atomic_path(path) as tmp:
         if fmt == "parquet":
             df.to_parquet(tmp, index=False)
@@ -155,7 +156,7 @@ class _Progress:
         try:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit="rows", disable=None, file=sys.stderr)
+            self._bar: tqdm[Any] | None = tqdm(total=total, desc=desc, unit="rows", disable=None, file=sys.stderr)
         except ImportError:
             self._bar = None
             self.total, self.done, self.desc, self._next = total, 0, desc, 0.1

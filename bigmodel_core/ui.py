@@ -77,6 +77,8 @@ def running(root: Path) -> dict | None:
     from bigmodel_core.interrupts import alive
 
     info = _read_json(record_path(root))
+    if info is None:
+        return None
     try:
         url, pid = str(info["api_url"]).rstrip("/"), int(info["pid"])
     except (TypeError, KeyError, ValueError):

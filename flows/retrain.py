@@ -17,6 +17,7 @@ import json
 import time
 from contextlib import suppress
 from pathlib import Path
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -52,8 +53,8 @@ def _tag_run(params: Params) -> None:
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
-            tags = set(client.read_flow_run(run_id).tags or [])
-            client.update_flow_run(run_id, tags=sorted(tags | {"bigmodel", f"model:{params.deploy.model_name}"}))
+            tags = set(client.read_flow_run(UUID(run_id)).tags or [])
+            client.update_flow_run(UUID(run_id), tags=sorted(tags | {"bigmodel", f"model:{params.deploy.model_name}"}))
     except Exception as e:  # tags are a convenience: never fail a run for them
         get_run_logger().warning("could not tag the flow run: %s", e)
 
@@ -115,7 +116,8 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
     first = 0 if force else next((i for i, s in enumerate(stages) if s.name in stale), 0)
     results = [{"stage": s.name, "ran": False, "seconds": 0.0} for s in stages[:first]]
     result = {"name": name, "noop": False, "stages": results, "mlflow_run_id": mlflow_run}
-    status, reason, error, running = "FINISHED", None, None, None
+    status, reason, running = "FINISHED", None, None
+    error: BaseException | None = None
     try:
         for i, stage in enumerate(stages[first:], start=first + 1):
             print(f"[{i}/{len(stages)}] {stage.name} ...", flush=True)
@@ -355,8 +357,9 @@ def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
         out.append(f"  test: accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f} on {ev['n_test']} rows{vs}")
         from bigmodel_core.evaluation.runtime import cost_line
 
-        if cost_line(ev):
-            out.append("  " + cost_line(ev))
+        cost = cost_line(ev)
+        if cost:
+            out.append("  " + cost)
     if deploy_path.exists() and "deploy" in ran:
         d = json.loads(deploy_path.read_text())
         verdict = (f"promoted ({d['note']})" if d["promoted"] and d.get("note")

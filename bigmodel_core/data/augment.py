@@ -61,9 +61,9 @@ def variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams) -> pa.Array:
     offsets, data = byte_view(arr)
     out_offsets = np.empty(n + 1, dtype=np.int64)
     out_data = np.empty(max(int(offsets[-1] - offsets[0]), 1), dtype=np.uint8)
-    keys = [np.uint64(hashing.mix(np.uint64(s))) for s in (_DROP, _CHOICE, _SWAP)]
+    drop_key, choice_key, swap_key = (np.uint64(hashing.mix(np.uint64(s))) for s in (_DROP, _CHOICE, _SWAP))
     size = kernels.word_variants(data, offsets, np.ascontiguousarray(seeds, dtype=np.uint64), float(p.word_dropout),
-                                 float(p.swap_prob), *keys, out_offsets, out_data)
+                                 float(p.swap_prob), drop_key, choice_key, swap_key, out_offsets, out_data)
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out_data[:size]))
 
 

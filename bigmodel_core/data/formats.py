@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import pandas as pd
 
@@ -111,7 +112,8 @@ def _table_to_raw(df: pd.DataFrame, src: Source, file: str, shown: str | None = 
     label = df[src.label].astype("object").map(_label_str)
     if src.label_map is not None:
         # Values missing from the map are kept as they are: validate quarantines them as unknown labels.
-        label = label.map(lambda v: src.label_map.get(v, v) if v is not None else None)
+        label_map = src.label_map
+        label = label.map(lambda v: label_map.get(v, v) if v is not None else None)
     rows = pd.RangeIndex(first_row, first_row + len(df))
     out = pd.DataFrame(
         {
@@ -156,7 +158,7 @@ class _Dialect:
 
     def __init__(self, src: Source) -> None:
         self.sep = "\t" if src.format == "tsv" else (src.delimiter or ",")
-        self.quoting = csv.QUOTE_NONE if src.format == "tsv" else csv.QUOTE_MINIMAL
+        self.quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if src.format == "tsv" else csv.QUOTE_MINIMAL  # csv.QUOTE_*
 
     def reader(self, text: str):
         return csv.reader(io.StringIO(text), delimiter=self.sep, quoting=self.quoting, strict=True)
@@ -276,7 +278,9 @@ def _check_line_lengths(data: bytes, src: Source, shown: str) -> None:
 
 
 def _line_of(data: bytes | str, offset: int) -> int:
-    return data.count(b"\n" if isinstance(data, bytes) else "\n", 0, offset) + 1
+    if isinstance(data, bytes):
+        return data.count(b"\n", 0, offset) + 1
+    return data.count("\n", 0, offset) + 1
 
 
 def _decode(data: bytes, src: Source, shown: str) -> str:

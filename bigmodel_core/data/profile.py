@@ -174,7 +174,10 @@ def compare(texts: pd.Series | None, current: dict, reference: dict, p, version:
     worst = max(classes, key=lambda c: abs(shifts[c])) if classes else None
     label_shift = abs(shifts[worst]) if worst else 0.0
     length_js = js_divergence(current["length_hist"], reference["length_hist"])
-    oov = oov_rate(texts, reference["vocab"]) if oov is None else oov
+    if oov is None:
+        if texts is None:
+            raise ValueError("drift needs the rows' texts or their OOV rate")
+        oov = oov_rate(texts, reference["vocab"])
     oov_increase = oov - float(reference.get("oov_rate", 0.0))
     findings = []
     if label_shift > p.max_label_shift:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 from bigmodel_core.config import DATASET_RULES, ROW_RULES, TEXT_ROW_RULES, ValidateParams, default_rule
 from bigmodel_core.data import columns
 from bigmodel_core.data.cleaning import WS_CHARS, normalize_key
+from bigmodel_core.errors import ConfigError
 
 # C0 and C1 control characters other than tab, line feed and carriage return (and DEL)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -67,7 +69,7 @@ def headline(report: dict) -> dict:
 _INGEST_NOTE = " (ingest names the file, byte and line when it replaced them)"
 
 
-def _reason(rule: str, label: object, labels: set[str] | None, text: object = None, p: ValidateParams | None = None) -> str:
+def _reason(rule: str, label: object, labels: set[str] | None, text: Any = None, p: ValidateParams | None = None) -> str:
     t = "" if text is None or (not isinstance(text, str) and pd.isna(text)) else str(text)
     if rule == "too_short":
         r = p.rules[rule] if p else None
@@ -102,7 +104,8 @@ def _reason(rule: str, label: object, labels: set[str] | None, text: object = No
 def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tokens: int | None = None) -> QualityResult:
     """Apply every rule to an in-memory table (Checker over one batch); passed and quarantined rows are
     returned as frames. max_tokens (tokenizer.max_length) feeds the truncated rule; None leaves it unchecked."""
-    passed, quarantined = [], []
+    passed: list[pd.DataFrame] = []
+    quarantined: list[pd.DataFrame] = []
     checker = Checker(p, labels, max_tokens)
     checker.scan(lambda: iter([df]), rows=len(df))
     checker.write(passed.append, quarantined.append)
@@ -151,6 +154,16 @@ class _RowArrays:
         return {k: v[:n] for k, v in self.a.items()}
 
 
+_T = TypeVar("_T")
+
+
+def _setting(value: _T | None, rule: str, key: str) -> _T:
+    """A rule's setting that its pass needs (params.yaml gets the defaults; a Rule built in code may not)."""
+    if value is None:
+        raise ConfigError(f"validate.rules.{rule}.{key} is not set: the rule needs it")
+    return value
+
+
 class Checker:
     """The rules over a table read in batches, in two passes (memory holds a few bytes per row, not rows):
 
@@ -173,12 +186,17 @@ class Checker:
         self.p, self.labels, self.max_tokens = p, labels, max_tokens
         self.label_set = set(labels) if labels is not None else None
         near = p.rules["near_duplicate"]
-        self.bands, self.band_rows = minhash.band_params(near.min_jaccard)
+        # the settings the near-duplicate and label_noise passes need (a rule built in code may leave them out)
+        self.min_jaccard = _setting(near.min_jaccard, "near_duplicate", "min_jaccard")
+        self.shingle_words = _setting(near.shingle_words, "near_duplicate", "shingle_words")
+        self.bands, self.band_rows = minhash.band_params(self.min_jaccard)
         self.profiler = Profiler(reference_vocab)
         # a Rule built in code may leave the settings out: the defaults stand in
         given, default = p.rules["label_noise"], default_rule("label_noise")
         self.noise_rule = given.model_copy(update={k: getattr(default, k) for k in ("folds", "sample_rows")
                                                    if getattr(given, k) is None})
+        self.noise_folds = _setting(self.noise_rule.folds, "label_noise", "folds")
+        self.noise_sample_rows = _setting(self.noise_rule.sample_rows, "label_noise", "sample_rows")
 
     # ---------------------------------------------------------------- pass 1
     def scan(self, batches, rows: int | None = None) -> None:
@@ -200,10 +218,9 @@ class Checker:
                                          for c in ("row_id", "source", "source_file", "source_row", "text", "label",
                                                    "fixed_split")})
         start = 0
-        near = self.p.rules["near_duplicate"]
         # label_noise: the texts of a sample of rows, chosen by group key (uniform 64-bit numbers), a fifth more
         # than asked for since later rules take some; _label_noise() keeps sample_rows of them
-        want = self.noise_rule.sample_rows
+        want = self.noise_sample_rows
         share = 1.0 if not rows else min(1.0, 1.2 * want / rows)
         cutoff = np.uint64(min(2**64 - 1, int(share * 2**64)))
         self.noise_texts: list[str] = []
@@ -212,7 +229,7 @@ class Checker:
         # and text facts, the signatures of the rows with a usable label and their words, counted for the
         # profile across batches; write() takes away the quarantined rows' words, so the profile is of the
         # passing rows without a second split
-        scanner = minhash.Scanner(near.shingle_words, vocab=True)
+        scanner = minhash.Scanner(self.shingle_words, vocab=True)
         for df in batches():
             n = len(df)
             self.batch_sizes.append(n)
@@ -325,7 +342,7 @@ class Checker:
         # a rule they break is reported (test_kept), and of a text in train and test the train copy goes aside
         test = (f["fixed"] == 2) if p.fixed_test == "as_given" else np.zeros(n, dtype=bool)
         self.test_kept: dict[str, int] = {}
-        self.near = None
+        self.near: dict[str, Any] | None = None
         for r, rule in enumerate(ROW_RULES):
             policy = p.rules[rule].policy
             free = assigned < 0
@@ -435,16 +452,17 @@ class Checker:
         whose label a cross-validated model contradicts (bigmodel_core.data.label_noise)."""
         from bigmodel_core.data import label_noise
 
-        r, f = self.noise_rule, self.f
+        sample_rows, f = self.noise_sample_rows, self.f
         hits = np.zeros(self.n, dtype=bool)
         sel = np.nonzero(candidates[self.noise_rows])[0]
-        if len(sel) > r.sample_rows:
-            sel = np.sort(sel[np.argsort(f["hi"][self.noise_rows[sel]], kind="stable")[:r.sample_rows]])
+        if len(sel) > sample_rows:
+            sel = np.sort(sel[np.argsort(f["hi"][self.noise_rows[sel]], kind="stable")[:sample_rows]])
         rows = self.noise_rows[sel]
-        self.noise = {"rows": np.empty(0, dtype=np.int64), "checked": 0, "candidates": int(candidates.sum()),
-                      "kappa": None, "note": "off (sample_rows 0)" if not r.sample_rows else ""}
+        self.noise: dict[str, Any] = {"rows": np.empty(0, dtype=np.int64), "checked": 0,
+                                      "candidates": int(candidates.sum()), "kappa": None,
+                                      "note": "off (sample_rows 0)" if not sample_rows else ""}
         if len(rows):
-            found = label_noise.find([self.noise_texts[i] for i in sel], f["label"][rows], r.folds)
+            found = label_noise.find([self.noise_texts[i] for i in sel], f["label"][rows], self.noise_folds)
             self.noise.update(rows=rows[found.flagged], given_p=found.given_p, predicted=found.predicted,
                               predicted_p=found.predicted_p, checked=len(found.checked), note=found.note,
                               kappa=None if found.kappa is None else round(found.kappa, 4))
@@ -465,6 +483,7 @@ class Checker:
     def _near_reason(self, row: int) -> str:
         """Why a row went aside as a near-duplicate: its Jaccard similarity and where its kept twin is."""
         near, f = self.near, self.f
+        assert near is not None  # a near-duplicate reason is asked for after the near-duplicate pass
         i = int(np.searchsorted(near["aside"], row))
         twin, j = int(near["twin"][i]), float(near["jaccard"][i])
         where = f"{self.files[f['file'][twin]]} row {int(f['source_row'][twin])}"
@@ -487,7 +506,7 @@ class Checker:
         self.unusable = 0
         # the words of the quarantined rows that scan() counted, read by the same compiled pass, to be taken
         # away from the profile at the end
-        taken = minhash.Scanner(self.p.rules["near_duplicate"].shingle_words, vocab=True)
+        taken = minhash.Scanner(self.shingle_words, vocab=True)
         start = 0
         for df, n in zip(self.batches(), self.batch_sizes, strict=True):
             q = self.q_mask[start:start + n]
@@ -550,7 +569,8 @@ class Checker:
     # ---------------------------------------------------------------- report
     def result(self) -> QualityResult:
         p, n, f = self.p, self.n, self.f
-        report_rules, failures = {}, []
+        report_rules: dict[str, dict[str, Any]] = {}
+        failures: list[str] = []
         for rule in ROW_RULES:
             count = int(self.hits[rule].sum())
             frac = count / n if n else 0.0
@@ -559,11 +579,11 @@ class Checker:
             examples = self.examples[rule]
             report_rules[rule] = {"policy": p.rules[rule].policy, "rows": count, "fraction": round(frac, 6),
                                   "max_fraction": p.rules[rule].max_fraction, "examples": examples}
-            if rule == "near_duplicate":
+            if rule == "near_duplicate" and self.near is not None:
                 pairs = [{"jaccard": round(j, 3), "a": self.pair_detail[a], "b": self.pair_detail[b]}
                          for a, b, j in getattr(self, "pair_rows", [])] if self.near and self.near["pairs_found"] else []
                 report_rules[rule].update(clusters=self.near["clusters"], pairs=pairs, pairs_found=self.near["pairs_found"],
-                                          min_jaccard=p.rules[rule].min_jaccard, shingle_words=p.rules[rule].shingle_words)
+                                          min_jaccard=self.min_jaccard, shingle_words=self.shingle_words)
             if rule == "label_noise":
                 from bigmodel_core.data.label_noise import MODEL
 
@@ -592,7 +612,8 @@ class Checker:
                                                                                   return_counts=True), strict=True)},
                               dtype="int64").sort_index()
         expected = sorted(self.label_set) if self.label_set is not None else sorted(per_class.index)
-        dataset_rules, warnings = _dataset_rules(per_class, expected, p), []
+        dataset_rules = _dataset_rules(per_class, expected, p)
+        warnings: list[str] = []
         dataset_rules["truncated"] = _truncated(f["words"][~self.q_mask], self.max_tokens, p.rules["truncated"])
         for name in DATASET_RULES:
             r = dataset_rules[name]
@@ -710,7 +731,7 @@ def _dataset_rules(per_class: pd.Series, expected: list[str], p: ValidateParams)
     counts = {lab: int(per_class.get(lab, 0)) for lab in expected}
     few = {lab: c for lab, c in counts.items() if c < p.min_rows_per_class}
     r_few = p.rules["too_few_rows_per_class"]
-    out = {"too_few_rows_per_class": {
+    out: dict[str, dict[str, Any]] = {"too_few_rows_per_class": {
         "policy": r_few.policy, "threshold": p.min_rows_per_class, "passed": not few, "classes": few,
         "finding": "; ".join(f"class {lab!r} has {c} passing row(s), min_rows_per_class is {p.min_rows_per_class}"
                              for lab, c in few.items())}}
@@ -718,7 +739,7 @@ def _dataset_rules(per_class: pd.Series, expected: list[str], p: ValidateParams)
     present = {lab: c for lab, c in counts.items() if c > 0}
     ratio = None
     if len(present) >= 2:
-        big, small = max(present, key=present.get), min(present, key=present.get)
+        big, small = max(present, key=present.__getitem__), min(present, key=present.__getitem__)
         ratio = present[big] / present[small]
     failed = ratio is not None and r_imb.max_ratio is not None and ratio > r_imb.max_ratio
     out["class_imbalance"] = {

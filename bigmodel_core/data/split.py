@@ -12,6 +12,7 @@ and testing.
 from __future__ import annotations
 
 import hashlib
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -126,7 +127,8 @@ class SplitCheck:
         self.keys.append(np.fromiter((_key64(k) for k in originals["group_key"]), dtype=np.uint64,
                                      count=len(originals)))
         self.splits.append(originals["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy(dtype=np.int8))
-        for (s, lab), n in df.groupby(["split", "label"]).size().items():
+        for key, n in df.groupby(["split", "label"]).size().items():
+            s, lab = cast("tuple[str, str]", key)  # a (split, label) pair: pandas' stubs say Hashable
             self.counts[(s, lab)] = self.counts.get((s, lab), 0) + int(n)
         self.labels.update(df["label"].unique().tolist())
 

@@ -99,7 +99,7 @@ def decide(metrics: dict, champion: dict | None, p: EvaluateParams, *, y: np.nda
     closing = [c for c in failed if c["rule"] not in COMPARISON_RULES or c["significantly_worse"]]
     verdict = "passed" if not failed else "closed" if closing else "inconclusive"
     hint = None
-    if verdict == "inconclusive":
+    if verdict == "inconclusive" and y is not None and comparison is not None:  # (only comparison rules failed)
         hint = rows_needed(len(y), comparison, p)
         comparison["rows_needed"] = hint
     return {"promote": verdict == "passed", "verdict": verdict, "checks": checks,

@@ -16,6 +16,7 @@ def build_model(p: ModelParams, encoder, labels: list[str], max_length: int):
     if p.kind == "pretrained":
         from bigmodel_core.models.pretrained import PretrainedClassifier
 
+        assert p.backbone is not None  # ModelParams requires it for kind pretrained
         return PretrainedClassifier.from_backbone(p.backbone, labels)
     from bigmodel_core.models.transformer import TransformerClassifier
 

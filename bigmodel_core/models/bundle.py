@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,8 @@ class Predictor:
         self.device = torch.device(device)
         if meta.get("format") == "bigmodel-bundle/1":
             self.kind = "legacy-" + meta["model"]["kind"]
-            self.encoder = SubwordEncoder.load(directory, tok_p)
+            # the kind's encoder (SubwordEncoder, NgramHasher, PretrainedEncoder), None for linear
+            self.encoder: Any = SubwordEncoder.load(directory, tok_p)
             self.model = _legacy_model(meta, tok_p, self.encoder.pad_id)
         else:
             model_p = ModelParams(**meta["model"])

@@ -8,6 +8,8 @@ Sizes go from a few thousand parameters up to BERT-base (d_model 768, 12 layers,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +73,7 @@ class TransformerClassifier(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_classes)
         self.apply(self._init)
-        for blk in self.blocks:  # residual branches start small so deep stacks train stably (GPT-2's scaling)
+        for blk in cast("Iterable[Block]", self.blocks):  # residual branches start small so deep stacks train stably (GPT-2's scaling)
             for lin in (blk.proj, blk.ff_out):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * n_layers))
         with torch.no_grad():

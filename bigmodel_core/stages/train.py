@@ -80,16 +80,23 @@ def read_train_val(params: Params, paths: Paths):
     return train, val, labels
 
 
-def prepare(params: Params, paths: Paths, key: str, target: Path | None = None, splits=None) -> Path:
+def prepare(params: Params, paths: Paths | None, key: str, target: Path | None = None, splits=None) -> Path:
     """Encode train/val once per fingerprint into .bigmodel/train/prepared (reused by resumes and DDP ranks), or
-    into `target` from `splits` (train, val, labels) already read (a candidate of model.kind auto)."""
+    into `target` from `splits` (train, val, labels) already read (a candidate of model.kind auto; paths None)."""
     from bigmodel_core.text.encoders import build_encoder
     from bigmodel_core.training.select import uses_augmented
 
-    target = target or paths.train_work / "prepared"
+    if target is None:
+        if paths is None:
+            raise ValueError("prepare: needs paths or a target")
+        target = paths.train_work / "prepared"
     if (target / "fingerprint").exists() and (target / "fingerprint").read_text().strip() == key:
         return target
-    train, val, labels = splits or read_train_val(params, paths)
+    if splits is None:
+        if paths is None:
+            raise ValueError("prepare: needs paths or the splits")
+        splits = read_train_val(params, paths)
+    train, val, labels = splits
     if not uses_augmented(params.model):
         train = train[~train["is_augmented"]]
     index = {lab: i for i, lab in enumerate(labels)}

@@ -18,10 +18,11 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bigmodel_core.config import KIND_KEYS, Params, candidate_names, candidate_params, default_candidates
+from bigmodel_core.config import KIND_KEYS, Candidate, Params, candidate_names, candidate_params, default_candidates
 from bigmodel_core.data.profile import FILE as PROFILE_FILE
 from bigmodel_core.io import atomic_dir, write_json
 from bigmodel_core.paths import Paths
@@ -32,7 +33,7 @@ _TRAIN_KEYS = ("lr", "epochs", "batch_size", "weight_decay", "grad_clip", "warmu
 
 def _settings(p: Params) -> dict:
     """What a candidate is: its kind's model keys and, for the neural kinds, the main train keys."""
-    out = {"kind": p.model.kind}
+    out: dict[str, Any] = {"kind": p.model.kind}
     out.update({k: getattr(p.model, k) for k in KIND_KEYS[p.model.kind]})
     out["augmented_rows"] = _uses_augmented(p)
     if p.model.kind != "linear":
@@ -46,7 +47,7 @@ def _uses_augmented(p: Params) -> bool:
     return uses_augmented(p.model)
 
 
-def _plan(params: Params, train_rows: int) -> list[tuple[str, object]]:
+def _plan(params: Params, train_rows: int) -> list[tuple[str, Candidate | None]]:
     """[(name, candidate or None)]: None is the model section itself (a single kind: linear, or one being tuned)."""
     if params.model.kind != "auto":
         return [(params.model.kind, None)]
@@ -71,14 +72,14 @@ def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> 
         from bigmodel_core.models.linear import LinearText, settings_of
 
         rows = train if _uses_augmented(p) else train[~train["is_augmented"]]
-        model = LinearText.fit(rows["text"].tolist(), rows["label"].tolist(), settings_of(p.model, p.tokenizer.lowercase))
-        save_bundle(workdir / "bundle", model, None, labels, p.model, p.tokenizer, p.clean)
-        metrics = {"best_epoch": None, "epochs_run": 0, "stopped_early": False, "train_rows": len(rows),
-                   "parameters": model.parameters, "vocab_size": model.features, "steps": 0,
+        linear = LinearText.fit(rows["text"].tolist(), rows["label"].tolist(), settings_of(p.model, p.tokenizer.lowercase))
+        save_bundle(workdir / "bundle", linear, None, labels, p.model, p.tokenizer, p.clean)
+        metrics: dict[str, Any] = {"best_epoch": None, "epochs_run": 0, "stopped_early": False, "train_rows": len(rows),
+                   "parameters": linear.parameters, "vocab_size": linear.features, "steps": 0,
                    "padding_efficiency": None, "tokens_per_second": None, "device": "cpu", "precision": "fp64",
                    "processes": 1, "resumed_from_step": None}
         history, steps = [], []
-        if model.min_df_used != p.model.min_df:
+        if linear.min_df_used != p.model.min_df:
             print(f"train: min_df {p.model.min_df} left no n-gram; fitted with min_df 1", flush=True)
     else:
         from bigmodel_core.models import build_model

@@ -126,7 +126,8 @@ class NgramHasher:
             parts.append(x.tocsr())
         import scipy.sparse as sp
 
-        x = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, self.p.buckets), dtype=np.float32)
+        x = (sp.vstack(parts).tocsr() if parts
+             else sp.csr_matrix((0, self.p.buckets), dtype=np.float32))  # type: ignore[arg-type]  # scipy-stubs: no (shape, dtype) form
         x.sort_indices()
         data = x.data.astype(np.float32)
         if self.p.counts == "log":
@@ -216,6 +217,7 @@ def build_encoder(model_p: ModelParams, tok_p: TokenizerParams, train_texts: lis
     if model_p.kind == "bag":
         return NgramHasher(model_p, tok_p.lowercase)
     if model_p.kind == "pretrained":
+        assert model_p.backbone is not None  # ModelParams requires it for kind pretrained
         return PretrainedEncoder.from_backbone(model_p.backbone, tok_p)
     return SubwordEncoder.train(train_texts, tok_p)
 

@@ -29,7 +29,7 @@ class MlflowLive(Callback):
         self.root: Path | None = None  # set for a run of its own: noted in the workspace until it is closed
         self.resumed_from: str | None = None  # the run a resumed checkpoint's training logged into
 
-    def _take_over(self, params: Params) -> None:
+    def _take_over(self, params: Params, root: Path) -> None:
         """A run of its own (plain `dvc repro`, which holds the workspace lock): note it, so that the next run
         closes it should this process die, and close what dead processes left open (MLflow only: the flow
         runs of those are closed by the next flow run)."""
@@ -37,8 +37,8 @@ class MlflowLive(Callback):
         from bigmodel_core.tracking import pipeline_run
 
         try:
-            workspace.record_run(self.root, self.run_id, mlflow_run_id=self.run_id)
-            pipeline_run.take_over_dead_runs(params, self.root, self.run_id, f"`dvc repro` (MLflow run {self.run_id})")
+            workspace.record_run(root, self.run_id, mlflow_run_id=self.run_id)
+            pipeline_run.take_over_dead_runs(params, root, self.run_id, f"`dvc repro` (MLflow run {self.run_id})")
         except Exception as e:  # bookkeeping: never a reason to train without tracking
             print(f"train: could not note the MLflow run in .bigmodel/runs ({type(e).__name__}: {e})", flush=True)
 
@@ -78,7 +78,7 @@ class MlflowLive(Callback):
                                                  run_name or pipeline_run.default_run_name())
             live = cls(client, run_id, flush_seconds)
             live.root = Path(root)
-            live._take_over(params)
+            live._take_over(params, live.root)
             return live
         except Exception as e:  # ImportError, a server that is down, a locked database ...
             print(f"train: MLflow tracking unavailable, metrics only go to metrics/ and plots/ ({type(e).__name__}: "

@@ -372,7 +372,7 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
     name = params.deploy.model_name
     digest = bundle_sha256(bundle_dir)
     existing = _version_with_bundle(client, name, digest)
-    evaluation = dict(train_run_id=train_run_id, history=history, train_summary=train_summary,
+    evaluation: dict[str, Any] = dict(train_run_id=train_run_id, history=history, train_summary=train_summary,
                       tags=tags, eval_metrics=eval_metrics, per_class=per_class, quality=quality,
                       quarantine=quarantine, split_dir=split_dir, decision=decision, experiment=experiment,
                       artifacts=artifacts)

@@ -135,9 +135,9 @@ def summary_metrics(train_metrics: dict) -> tuple[dict[str, float], str]:
     which early stopping or a late dip can make different from the epoch whose weights were kept.
     """
     best, n = train_metrics.get("best_epoch"), train_metrics.get("epochs_run")
-    figures = {"best_epoch": best, "best_val_accuracy": train_metrics.get("val_accuracy"),
-               "best_val_macro_f1": train_metrics.get("val_macro_f1"), "best_val_loss": train_metrics.get("val_loss")}
-    figures = {k: float(v) for k, v in figures.items() if v is not None}
+    found = {"best_epoch": best, "best_val_accuracy": train_metrics.get("val_accuracy"),
+             "best_val_macro_f1": train_metrics.get("val_macro_f1"), "best_val_loss": train_metrics.get("val_loss")}
+    figures = {k: float(v) for k, v in found.items() if v is not None}
     early = ", training stopped early" if train_metrics.get("stopped_early") else ""
     sentence = (f"Summary metrics are the best epoch's (epoch {best} of {n}{early}): best_val_macro_f1, "
                 f"best_val_accuracy and best_val_loss belong to the epoch whose weights were kept; the val_* and "
@@ -430,7 +430,7 @@ def record_data_gate(params: Params, root: Path, reason: str, report: dict, quar
             "reports/data_quality.json are unchanged.")
     run_id = flow_run_id()
     owned = run_id is None
-    if owned:
+    if run_id is None:
         run_id = open_run(params, root, default_run_name(), {"bigmodel.stage": "validate"})
         if run_id is None:
             return None

@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import warnings
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 
 from bigmodel_core.scoring import text_problem
 
@@ -33,7 +33,7 @@ MAX_ROWS_ENV, MAX_CHARS_ENV = "BIGMODEL_SERVE_MAX_ROWS", "BIGMODEL_SERVE_MAX_TEX
 warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")
 
 
-class TextClassifierModel(mlflow.pyfunc.PythonModel):
+class TextClassifierModel(PythonModel):
     """Carries cleaning, tokenizer, weights and label map in one artifact (the bundle directory)."""
 
     def load_context(self, context) -> None:

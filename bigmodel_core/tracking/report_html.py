@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Collection
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#1f2328;max-width:70em}
@@ -41,7 +42,7 @@ def _cell(value, numeric: bool = False) -> str:
     return f"<td class=\"num\">{text}</td>" if numeric else f"<td>{text}</td>"
 
 
-def table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+def table(header: list[str], rows: list[list], numeric: Collection[int] = frozenset()) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(_cell(v, i in numeric) for i, v in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

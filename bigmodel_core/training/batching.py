@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class Ragged:
         return Ragged(self.values[idx], offsets, None if self.weights is None else self.weights[idx])
 
     def save(self, path: Path) -> None:
-        arrays = {"values": self.values, "offsets": self.offsets}
+        arrays: dict[str, Any] = {"values": self.values, "offsets": self.offsets}  # savez(**): numpy's stubs want Any
         if self.weights is not None:
             arrays["weights"] = self.weights
         with open(path, "wb") as f:

@@ -38,7 +38,8 @@ class NonFiniteGuard:
             self._raise_if(int(flag), step, epoch)
             return
         self.check()  # the previous step's verdict, long since computed
-        self.optimizer.found_inf = (flag > 0).float()
+        # an attribute torch's fused AdamW reads (GradScaler sets it) but Optimizer does not declare
+        self.optimizer.found_inf = (flag > 0).float()  # type: ignore[attr-defined]
         self._host.copy_(flag, non_blocking=True)
         event = None
         if self.device.type == "cuda":

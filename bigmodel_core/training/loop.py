@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -61,6 +62,14 @@ class Callback:
 
     def on_resume(self, step: int, history: list[dict], steps: list[dict]) -> None:
         """Training goes on from a checkpoint at optimizer step `step`: the epoch rows and logged steps before it."""
+
+
+class _CallbackLike(Protocol):
+    """What fit() needs of a callback (on_resume is optional: fit() asks for it)."""
+
+    def on_step(self, step: int, metrics: dict) -> None: ...
+
+    def on_epoch(self, epoch: int, row: dict) -> None: ...
 
 
 @dataclass
@@ -125,15 +134,20 @@ def _is_embedding(model: nn.Module, param_name: str) -> bool:
     return isinstance(owner, (nn.Embedding, nn.EmbeddingBag))
 
 
+def _grad(q: nn.Parameter) -> torch.Tensor:
+    """The gradient of a parameter that has one (clip_gradients lists only those)."""
+    return cast(torch.Tensor, q.grad)
+
+
 @torch.no_grad()
 def clip_gradients(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     """Total L2 norm of all gradients (dense and sparse), clipped to max_norm when max_norm > 0."""
     dense = [q for q in params if q.grad is not None and not q.grad.is_sparse]
     sparse = [q for q in params if q.grad is not None and q.grad.is_sparse]
     for q in sparse:
-        q.grad = q.grad.coalesce()
-    norms = [torch.nn.utils.get_total_norm([q.grad for q in dense])] if dense else []
-    norms += [torch.linalg.vector_norm(q.grad.values()) for q in sparse]
+        q.grad = _grad(q).coalesce()
+    norms = [torch.nn.utils.get_total_norm([_grad(q) for q in dense])] if dense else []
+    norms += [torch.linalg.vector_norm(_grad(q).values()) for q in sparse]
     if not norms:
         return torch.zeros(())
     total = torch.linalg.vector_norm(torch.stack(norms)) if len(norms) > 1 else norms[0]
@@ -142,7 +156,7 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
             torch.nn.utils.clip_grads_with_norm_(dense, max_norm, total)
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
         for q in sparse:
-            q.grad = q.grad * coef
+            q.grad = _grad(q) * coef
     return total
 
 
@@ -182,6 +196,7 @@ def micro_batches(data: TrainData, steps: list[list[np.ndarray]], dist: DistInfo
     for k in range(len(order)):
         current = pending
         pending = host(*order[k + 1]) if k + 1 < len(order) else None
+        assert current is not None  # order[k] was collated one round before
         yield current
 
 
@@ -214,7 +229,7 @@ def oom_message(p: TrainParams, max_length: int | None, step: int) -> str:
 
 
 # --------------------------------------------------------------------------- the loop
-def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Callback] | None = None,
+def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: Sequence[_CallbackLike] | None = None,
         checkpoints: Checkpoints | None = None, dist: DistInfo | None = None, progress: bool | None = None,
         max_length: int | None = None) -> tuple[nn.Module, FitResult]:
     """Train `model` on data.train, pick the epoch with the best val macro-F1, return the model with its weights."""
@@ -252,7 +267,7 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
                     if p.class_weights == "balanced" else None)
 
     # ---- start fresh or resume
-    state = {"epoch": 1, "steps_in_epoch": 0, "step": 0, "done": False, "stopped_early": False, "best_f1": -1.0,
+    state: dict[str, Any] = {"epoch": 1, "steps_in_epoch": 0, "step": 0, "done": False, "stopped_early": False, "best_f1": -1.0,
              "best_epoch": 0, "best_val": {}, "bad_epochs": 0, "history": [], "steps": [], "loss_sum": 0.0, "rows": 0}
     best_state = None
     saved = checkpoints.load() if checkpoints is not None else None
@@ -286,7 +301,7 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if p.compile and device.type == "cuda":
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))  # an OptimizedModule (typed as any callable)
 
     def checkpoint(new_best: dict | None = None) -> None:
         if checkpoints is None or not checkpoints.every:
@@ -312,13 +327,15 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
                 todo = todo[:max(0, total_steps - state["step"])]
             rows_per_step = [sum(len(r) for r in group) for group in todo]
             epoch_t0 = window_t0 = time.perf_counter()
-            epoch_rows = epoch_tokens = window_rows = window_tokens = 0
+            epoch_rows = window_rows = window_tokens = 0
+            epoch_tokens = 0.0  # summed over processes: a float
             step_loss = torch.zeros((), device=device)
             window_loss = torch.zeros((), dtype=acc_dtype, device=device)
             epoch_loss = torch.tensor(state["loss_sum"], dtype=acc_dtype, device=device)
             for si, mi, batch, y, tokens in micro_batches(data, todo, dist, device):
                 last_micro = mi == len(todo[si]) - 1
-                with (model.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext()):
+                # (DDP's no_sync, reached through nn.Module.__getattr__, which types it as Tensor | Module)
+                with (model.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext()):  # type: ignore[operator]
                     with autocast(device, p.precision):
                         logits = model(**batch)
                     losses = row_losses(logits, y, p, class_weight)

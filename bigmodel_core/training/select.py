@@ -42,7 +42,7 @@ def within_one_se(y: np.ndarray, better: np.ndarray, other: np.ndarray, num_clas
 def choose(results: list[dict], y: np.ndarray | None = None, num_classes: int | None = None,
            selection: str = "one_se") -> tuple[int, str]:
     """(index of the winner, why) among results [{'name', 'kind', 'val_macro_f1', 'val_pred'}] in candidate order.
-    y and each 'val_pred' (class indices of the validation rows) are needed by one_se."""
+    y, num_classes and each 'val_pred' (class indices of the validation rows) are needed by one_se."""
     if not results:
         raise ValueError("no candidate to choose from")
     cost = {k: i for i, k in enumerate(CANDIDATE_KINDS)}
@@ -51,7 +51,7 @@ def choose(results: list[dict], y: np.ndarray | None = None, num_classes: int | 
     why = f"{results[best]['name']} has the highest validation macro-F1, {f1[best]:.4f}"
     cheaper = [i for i in sorted(range(len(results)), key=lambda i: (cost[results[i]["kind"]], i))
                if cost[results[i]["kind"]] < cost[results[best]["kind"]]]
-    if selection == "best" or y is None or not cheaper:
+    if selection == "best" or y is None or num_classes is None or not cheaper:
         return best, why
     for i in cheaper:
         test = within_one_se(y, np.asarray(results[best]["val_pred"]), np.asarray(results[i]["val_pred"]), num_classes)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 #: size name -> (d_model, n_layers, n_heads, d_ff) for the transformer
 SIZES = {"64x1": (64, 1, 2, 128), "128x2": (128, 2, 4, 256), "256x4": (256, 4, 4, 512)}
@@ -79,7 +80,8 @@ def space(kind: str, model: dict, train: dict, augmented: bool) -> tuple[dict, d
 
 def overrides(kind: str, trial_params: dict) -> tuple[dict, dict]:
     """A trial's parameters as (model keys, train keys) for config.candidate_params."""
-    model, train = {}, {}
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
     for key, value in trial_params.items():
         if key in ("lr", "epochs"):
             train[key] = value
