@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt Makefile
 	    $(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)"); fi; \
 	fi
 	$(BIN)/python -m pip install -q "uv>=0.5"
-	$(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode -c constraints.txt -e '.[test]'
+	$(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode -c constraints.txt -e '.[test,lint]'
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -50,27 +50,24 @@ test: $(STAMP)
 # `make lint`: ruff (lint, then format --check) and mypy over the code below; runs all three, fails if any does.
 # The tools come from pyproject's lint extra, pinned by constraints.txt. Fix: $(BIN)/ruff check --fix, $(BIN)/ruff format.
 LINT_DIRS := bigmodel_core flows tasks
-LINT_STAMP := $(VENV)/.bigmodel-lint-installed
 # flows/ and tasks/ are imported as bigmodel_flows and bigmodel_tasks (setup.py), which mypy cannot find through the
 # editable install's import hook: it reads them through links of those names, and its messages give the real paths.
-MYPY_PATH := $(VENV)/mypy-path
+MYPY_PATH := .mypy_cache/links
+MYPY = mkdir -p $(MYPY_PATH) && ln -sfn $(CURDIR)/flows $(MYPY_PATH)/bigmodel_flows \
+	&& ln -sfn $(CURDIR)/tasks $(MYPY_PATH)/bigmodel_tasks && echo "mypy $(LINT_DIRS)" \
+	&& (set -o pipefail; MYPYPATH=$(MYPY_PATH) $(BIN)/mypy -p bigmodel_core -p bigmodel_flows -p bigmodel_tasks \
+	    | sed -E 's\#^$(MYPY_PATH)/bigmodel_(flows|tasks)/\#\1/\#')
 
-$(LINT_STAMP): $(STAMP) pyproject.toml constraints.txt
-	$(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode -c constraints.txt -e '.[lint]'
-	@touch $(LINT_STAMP)
-
-lint: $(LINT_STAMP)
+lint: $(STAMP)
 	@status=0; \
 	echo "ruff check $(LINT_DIRS)"; $(BIN)/ruff check $(LINT_DIRS) || status=1; \
 	echo "ruff format --check $(LINT_DIRS)"; $(BIN)/ruff format --check $(LINT_DIRS) || status=1; \
-	$(MAKE) --no-print-directory typecheck || status=1; \
+	$(MYPY) || status=1; \
 	exit $$status
 
-typecheck: $(LINT_STAMP)
-	@mkdir -p $(MYPY_PATH) && ln -sfn $(CURDIR)/flows $(MYPY_PATH)/bigmodel_flows && ln -sfn $(CURDIR)/tasks $(MYPY_PATH)/bigmodel_tasks
-	@echo "mypy $(LINT_DIRS)"
-	@set -o pipefail; MYPYPATH=$(MYPY_PATH) $(BIN)/mypy -p bigmodel_core -p bigmodel_flows -p bigmodel_tasks \
-	  | sed -E 's#^$(MYPY_PATH)/bigmodel_(flows|tasks)/#\1/#'
+# mypy alone (the pre-commit hook's)
+typecheck: $(STAMP)
+	@$(MYPY)
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
