@@ -88,8 +88,11 @@ def current() -> str | None:
 
 def message(exc: Interrupted, command: str) -> str:
     where = current()
-    return (f"{command} interrupted by {exc.signame}" + (f" during {where}" if where else "")
-            + ": stopped; the last good outputs and dvc.lock are unchanged, and the next run goes on from there")
+    return (
+        f"{command} interrupted by {exc.signame}"
+        + (f" during {where}" if where else "")
+        + ": stopped; the last good outputs and dvc.lock are unchanged, and the next run goes on from there"
+    )
 
 
 def alive(pid: int, group: bool = False) -> bool:

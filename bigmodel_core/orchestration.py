@@ -41,8 +41,16 @@ STARTUP_TIMEOUT = 180
 #: heartbeats. It keeps RUN_SERVER_ON: task_run_recorder (task runs and their states), event_persister (the
 #: events the UI shows), db_vacuum (hourly), event_logger (off by default). tests/test_orchestration.py checks
 #: both lists against Prefect's own, so a service a new Prefect adds is decided on, not run by accident.
-RUN_SERVER_OFF = ("scheduler", "late_runs", "foreman", "cancellation_cleanup", "pause_expirations", "repossessor",
-                  "cleanup_reconciler", "triggers")
+RUN_SERVER_OFF = (
+    "scheduler",
+    "late_runs",
+    "foreman",
+    "cancellation_cleanup",
+    "pause_expirations",
+    "repossessor",
+    "cleanup_reconciler",
+    "triggers",
+)
 RUN_SERVER_ON = ("task_run_recorder", "event_persister", "db_vacuum", "event_logger")
 #: seconds `bigmodel run` waits, at most, for its temporary server to write the last task runs
 RECORD_TIMEOUT = 30.0
@@ -60,8 +68,9 @@ def configure(root: Path, verbose: bool = False) -> str:
     """Set Prefect's environment for this process; return which server will be used, in words."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO" if verbose else os.environ.get(
-        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = (
+        "INFO" if verbose else os.environ.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    )
     if os.environ.get("PREFECT_API_URL"):
         return f"Prefect server {os.environ['PREFECT_API_URL']} (PREFECT_API_URL)"
     os.environ.setdefault("PREFECT_HOME", str(Path(root).resolve() / ".prefect"))
@@ -69,8 +78,10 @@ def configure(root: Path, verbose: bool = False) -> str:
     if url:
         os.environ["PREFECT_API_URL"] = url
         return f"the workspace's Prefect server {url} (bigmodel ui)"
-    return (f"a temporary Prefect server on {os.environ['PREFECT_HOME']}/prefect.db (start-up timeout "
-            f"{_startup_timeout():g}s)")
+    return (
+        f"a temporary Prefect server on {os.environ['PREFECT_HOME']}/prefect.db (start-up timeout "
+        f"{_startup_timeout():g}s)"
+    )
 
 
 def _startup_timeout() -> float:
@@ -135,8 +146,19 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    cmd = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "server", "start", "--host", "127.0.0.1",
-           "--port", str(port), "--no-ui", "--log-level", "ERROR"]
+    cmd = [
+        str(Path(sys.executable).parent / "prefect"),
+        "--no-prompt",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-ui",
+        "--log-level",
+        "ERROR",
+    ]
     if not Path(cmd[0]).exists():
         cmd[0:1] = [sys.executable, "-m", "prefect"]
     env = {**os.environ, "PREFECT_HOME": str(home)}
@@ -145,8 +167,15 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
             env.setdefault(f"PREFECT_SERVER_SERVICES_{name.upper()}_ENABLED", "false")
     log_path = home / "server.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True, preexec_fn=_dies_with_parent())
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_dies_with_parent(),
+        )
     atexit.register(_stop, proc)
     ui_url_set = "PREFECT_UI_URL" not in os.environ
     started = time.time()
@@ -172,8 +201,9 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
 
 
 def _post(url: str, body: dict) -> list[dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=5) as reply:
         return json.loads(reply.read())
 
@@ -194,8 +224,9 @@ def _wait_recorded(url: str, since: float, timeout: float = RECORD_TIMEOUT) -> N
             flows = _post(f"{url}/flow_runs/filter", {"flow_runs": {"start_time": {"after_": after}}, "limit": 200})
             if not flows:
                 return
-            tasks = _post(f"{url}/task_runs/filter", {"flow_runs": {"id": {"any_": [f["id"] for f in flows]}},
-                                                      "limit": 200})
+            tasks = _post(
+                f"{url}/task_runs/filter", {"flow_runs": {"id": {"any_": [f["id"] for f in flows]}}, "limit": 200}
+            )
         except (OSError, ValueError):
             return  # the server is gone or cannot say: nothing more to wait for
         seen = sorted((t["id"], t.get("state_type")) for t in tasks)
@@ -222,8 +253,10 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise BigmodelError(f"the temporary Prefect server exited with {proc.returncode} while starting: "
-                                f"{tail[0]} (log: {log_path})")
+            raise BigmodelError(
+                f"the temporary Prefect server exited with {proc.returncode} while starting: "
+                f"{tail[0]} (log: {log_path})"
+            )
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                 if r.status == 200:
@@ -231,8 +264,10 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
         except OSError:
             pass
         time.sleep(0.2)
-    raise BigmodelError(f"the temporary Prefect server did not answer {url}/health within {timeout:g}s "
-                        f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS raises it; log: {log_path})")
+    raise BigmodelError(
+        f"the temporary Prefect server did not answer {url}/health within {timeout:g}s "
+        f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS raises it; log: {log_path})"
+    )
 
 
 def crash_flow_runs(messages: dict[str, str]) -> set[str]:
@@ -268,15 +303,24 @@ def crash_flow_runs(messages: dict[str, str]) -> set[str]:
                     continue
                 open_tasks = client.read_task_runs(  # sort, limit and offset given: the server rejects nulls
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
-                    task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(
-                        any_=[StateType.RUNNING, StateType.PENDING]))),
-                    sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200, offset=0)
+                    task_run_filter=TaskRunFilter(
+                        state=TaskRunFilterState(
+                            type=TaskRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+                        )
+                    ),
+                    sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+                    limit=200,
+                    offset=0,
+                )
                 for task_run in open_tasks:
                     client.set_task_run_state(task_run.id, Crashed(message=why), force=True)
                 client.set_flow_run_state(run.id, Crashed(message=why), force=True)
                 print(f"prefect: flow run {run.name} ({run_id}) marked Crashed: {why}", flush=True)
                 done.add(run_id)
     except Exception as e:
-        print(f"prefect: could not mark the flow runs of dead processes Crashed ({type(e).__name__}: "
-              f"{str(e).splitlines()[0] if str(e) else ''})", flush=True)
+        print(
+            f"prefect: could not mark the flow runs of dead processes Crashed ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})",
+            flush=True,
+        )
     return done

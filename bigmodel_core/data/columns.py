@@ -31,7 +31,7 @@ def byte_view(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """numpy views of a large_string array's buffers, for the compiled loops (kernels): offsets (len + 1
     int64, into data) and data (the UTF-8 bytes). A null reads as "" (its offsets are equal)."""
     n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
     raw = arr.buffers()[2]
     return offsets, (np.frombuffer(raw, dtype=np.uint8) if raw is not None and raw.size else np.zeros(1, np.uint8))
 

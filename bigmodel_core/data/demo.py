@@ -15,16 +15,16 @@ LABELS = ("sports", "business", "science", "travel")
 
 #: Dirt injected into the corpus, as a share of the clean rows generated.
 DIRT_RATES = {
-    "duplicate": 0.04,          # an exact copy of an earlier row (same label)
-    "empty_text": 0.01,         # empty or whitespace-only text
-    "html": 0.05,               # HTML tags and entities around the text
-    "long": 0.005,              # text repeated past clean.max_chars
-    "unknown_label": 0.01,      # a label outside LABELS
-    "missing_label": 0.01,      # no label at all
-    "conflicting_labels": 0.01, # an earlier text again, with a different label
-    "short": 0.005,             # one character
-    "control_chars": 0.005,     # a bell or an escape character inside the text
-    "near_duplicate": 0.01,     # an earlier text with one more word (same label)
+    "duplicate": 0.04,  # an exact copy of an earlier row (same label)
+    "empty_text": 0.01,  # empty or whitespace-only text
+    "html": 0.05,  # HTML tags and entities around the text
+    "long": 0.005,  # text repeated past clean.max_chars
+    "unknown_label": 0.01,  # a label outside LABELS
+    "missing_label": 0.01,  # no label at all
+    "conflicting_labels": 0.01,  # an earlier text again, with a different label
+    "short": 0.005,  # one character
+    "control_chars": 0.005,  # a bell or an escape character inside the text
+    "near_duplicate": 0.01,  # an earlier text with one more word (same label)
 }
 
 _TOPIC_WORDS = {
@@ -61,6 +61,7 @@ def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
     n_clean = rows - sum(dirt_counts.values())
     if n_clean < 4 * len(LABELS):
         raise ValueError(f"demo corpus needs more rows than {rows}")
+
     def pick(label: str) -> str:
         # 15% of the topic words come from another class: the task is learnable but not trivial.
         if rng.random() < 0.15:
@@ -70,7 +71,15 @@ def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
     for i in range(n_clean):
         label = LABELS[i % len(LABELS)]
         tpl = rng.choice(_TEMPLATES)
-        text = tpl.format(a=pick(label), b=pick(label), c=pick(label), d=pick(label), s1=rng.choice(_SHARED), s2=rng.choice(_SHARED), s3=rng.choice(_SHARED))
+        text = tpl.format(
+            a=pick(label),
+            b=pick(label),
+            c=pick(label),
+            d=pick(label),
+            s1=rng.choice(_SHARED),
+            s2=rng.choice(_SHARED),
+            s3=rng.choice(_SHARED),
+        )
         text = f"{text} {rng.randint(1, 999)}"  # makes accidental exact duplicates rare
         clean.append((text[0].upper() + text[1:], label))
 
@@ -107,7 +116,9 @@ def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
     for i in range(count("control_chars")):
         t, lab = clean[rng.randrange(n)]
         cut = len(t) // 2
-        records.append({"text": t[:cut] + ("\x07" if i % 2 else "\x1b[0m") + t[cut:], "label": lab, "dirt": "control_chars"})
+        records.append(
+            {"text": t[:cut] + ("\x07" if i % 2 else "\x1b[0m") + t[cut:], "label": lab, "dirt": "control_chars"}
+        )
 
     for _ in range(count("near_duplicate")):
         t, lab = clean[rng.randrange(n)]

@@ -21,7 +21,9 @@ def require_transformers():
     try:
         import transformers
     except ImportError:
-        raise ConfigError("model.kind: 'pretrained' needs the transformers package: pip install 'bigmodel[hf]'") from None
+        raise ConfigError(
+            "model.kind: 'pretrained' needs the transformers package: pip install 'bigmodel[hf]'"
+        ) from None
     transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
     transformers.logging.disable_progress_bar()
     return transformers
@@ -38,9 +40,12 @@ class PretrainedClassifier(nn.Module):
         local = Path(backbone).expanduser()
         try:
             model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                str(local) if local.exists() else backbone, num_labels=len(labels),
-                id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)},
-                local_files_only=local.exists())
+                str(local) if local.exists() else backbone,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={lab: i for i, lab in enumerate(labels)},
+                local_files_only=local.exists(),
+            )
         except OSError as e:
             raise ConfigError(f"model.backbone: cannot load {backbone!r}: {str(e).splitlines()[0]}") from None
         return cls(model)
@@ -48,8 +53,11 @@ class PretrainedClassifier(nn.Module):
     @classmethod
     def load(cls, directory: Path) -> PretrainedClassifier:
         transformers = require_transformers()
-        return cls(transformers.AutoModelForSequenceClassification.from_pretrained(str(directory / HF_DIR),
-                                                                                   local_files_only=True))
+        return cls(
+            transformers.AutoModelForSequenceClassification.from_pretrained(
+                str(directory / HF_DIR), local_files_only=True
+            )
+        )
 
     def save(self, directory: Path) -> None:
         self.hf.save_pretrained(str(directory / HF_DIR))

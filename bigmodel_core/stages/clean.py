@@ -15,8 +15,14 @@ from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
 
 SPEC = StageSpec(
-    code=("bigmodel_core/data/cleaning.py", "bigmodel_core/data/columns.py", "bigmodel_core/data/hashing.py",
-          "bigmodel_core/data/kernels.py", "bigmodel_core/data/minhash.py", "bigmodel_core/data/schemas.py"),
+    code=(
+        "bigmodel_core/data/cleaning.py",
+        "bigmodel_core/data/columns.py",
+        "bigmodel_core/data/hashing.py",
+        "bigmodel_core/data/kernels.py",
+        "bigmodel_core/data/minhash.py",
+        "bigmodel_core/data/schemas.py",
+    ),
     inputs=("raw",),
     params=("clean",),
     outs=(Out("clean"),),
@@ -46,8 +52,11 @@ def run(params: Params, paths: Paths) -> dict:
                 changed += int(pc.sum(pc.fill_null(pc.not_equal(before, after), False)).as_py() or 0)
                 truncated += _longer_than(before, params.clean.max_chars)
                 rows += batch.num_rows
-                writer.write_batch(pa.RecordBatch.from_arrays(
-                    [after if i == text_at else batch.column(i) for i in range(batch.num_columns)], schema=schema))
+                writer.write_batch(
+                    pa.RecordBatch.from_arrays(
+                        [after if i == text_at else batch.column(i) for i in range(batch.num_columns)], schema=schema
+                    )
+                )
         report = {"rows": rows, "changed": changed, "truncated_to_max_chars": truncated}
         write_json(report, out / "report.json")
     return report

@@ -17,11 +17,15 @@ def train_tokenizer(texts: Iterable[str], p: TokenizerParams) -> Tokenizer:
     trainer: trainers.Trainer
     if p.kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token=UNK))
-        trainer = trainers.WordPieceTrainer(vocab_size=p.vocab_size, min_frequency=p.min_frequency, special_tokens=SPECIALS, show_progress=False)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=p.vocab_size, min_frequency=p.min_frequency, special_tokens=SPECIALS, show_progress=False
+        )
         tok.decoder = decoders.WordPiece()
     else:
         tok = Tokenizer(models.BPE(unk_token=UNK))
-        trainer = trainers.BpeTrainer(vocab_size=p.vocab_size, min_frequency=p.min_frequency, special_tokens=SPECIALS, show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=p.vocab_size, min_frequency=p.min_frequency, special_tokens=SPECIALS, show_progress=False
+        )
     norms: list[normalizers.Normalizer] = [normalizers.NFD()]
     if p.lowercase:
         norms += [normalizers.Lowercase(), normalizers.StripAccents()]

@@ -73,8 +73,10 @@ def refusal(predictor, texts: list, cleaned: list[str]) -> tuple[int, str] | Non
             policy = rules.rules[rule].policy
             changed = "" if cleaned[i] == texts[i] else " (after the model's cleaning)"
             done = "set such texts aside" if policy == "quarantine" else "stopped at such texts"
-            return i, (f"breaks input rule {rule}: {reason}{changed}; this model's training {done} "
-                       f"(validate.rules.{rule}.policy {policy}), so it does not score it")
+            return i, (
+                f"breaks input rule {rule}: {reason}{changed}; this model's training {done} "
+                f"(validate.rules.{rule}.policy {policy}), so it does not score it"
+            )
     return None
 
 

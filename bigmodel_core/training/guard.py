@@ -63,5 +63,7 @@ class NonFiniteGuard:
         from bigmodel_core.training.loop import TrainingError
 
         what = "loss" if flag & LOSS else "gradient norm"
-        raise TrainingError(f"non-finite {what} at step {step} (epoch {epoch}); the weights were not updated "
-                            f"and the last checkpoint is kept. {self.hint}")
+        raise TrainingError(
+            f"non-finite {what} at step {step} (epoch {epoch}); the weights were not updated "
+            f"and the last checkpoint is kept. {self.hint}"
+        )
