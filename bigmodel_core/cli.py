@@ -1,17 +1,17 @@
 """The `bigmodel` command.
 
-    bigmodel run [-S train.epochs=5 ...]   # the retraining flow (Prefect), stages through DVC
-    bigmodel schedule --cron "0 3 * * 1"   # the same flow, served on a schedule
-    bigmodel stage clean                   # one stage, in-process (this is what dvc.yaml calls)
-    bigmodel init [DIR]                    # make your repository a workspace (params.yaml, dvc.yaml, ...)
-    bigmodel dag [--write | --check]       # stage order as the flow sees it; dvc.yaml from the stages
-    bigmodel predict "some text"           # score texts with the champion model
-    bigmodel predict -i in.csv -o out.parquet   # score a file in batches
-    bigmodel serve --port 5001             # the champion over HTTP (MLflow's scoring server)
-    bigmodel ui                            # the MLflow and Prefect UIs on this workspace's runs
-    bigmodel report data                   # the last data-quality report, in the terminal
-    bigmodel release                       # push, commit, tag the last registered version (deploy.git_commit)
-    bigmodel verify-repro NAME VERSION     # re-derive a registered version from its commit and DVC remote
+bigmodel run [-S train.epochs=5 ...]   # the retraining flow (Prefect), stages through DVC
+bigmodel schedule --cron "0 3 * * 1"   # the same flow, served on a schedule
+bigmodel stage clean                   # one stage, in-process (this is what dvc.yaml calls)
+bigmodel init [DIR]                    # make your repository a workspace (params.yaml, dvc.yaml, ...)
+bigmodel dag [--write | --check]       # stage order as the flow sees it; dvc.yaml from the stages
+bigmodel predict "some text"           # score texts with the champion model
+bigmodel predict -i in.csv -o out.parquet   # score a file in batches
+bigmodel serve --port 5001             # the champion over HTTP (MLflow's scoring server)
+bigmodel ui                            # the MLflow and Prefect UIs on this workspace's runs
+bigmodel report data                   # the last data-quality report, in the terminal
+bigmodel release                       # push, commit, tag the last registered version (deploy.git_commit)
+bigmodel verify-repro NAME VERSION     # re-derive a registered version from its commit and DVC remote
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from typer.core import TyperGroup
@@ -44,8 +43,9 @@ class _Commands(TyperGroup):
             _fail(e)
 
 
-app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
-                  help="Train, gate and ship text classifiers.")
+app = typer.Typer(
+    cls=_Commands, add_completion=False, no_args_is_help=True, help="Train, gate and ship text classifiers."
+)
 
 
 def describe_exception(e: BaseException) -> str:
@@ -71,20 +71,30 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                          help="Print the installed bigmodel version and exit.")) -> None:
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the installed bigmodel version and exit.",
+    ),
+) -> None:
     """Train, gate and ship text classifiers."""
 
 
 @app.command()
-def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, validate, augment, split, train, evaluate, deploy."),
-          params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file.")) -> None:
+def stage(
+    name: str = typer.Argument(
+        ..., help="Stage to run: ingest, clean, validate, augment, split, train, evaluate, deploy."
+    ),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file."),
+) -> None:
     """Run one stage in this process (dvc.yaml's cmd for every stage)."""
     from bigmodel_core import stages
     from bigmodel_core.config import load_params
-    from bigmodel_core.paths import Paths
-
     from bigmodel_core.interrupts import Interrupted, raise_on_signals
+    from bigmodel_core.paths import Paths
     from bigmodel_core.workspace import exclusive
 
     try:
@@ -98,14 +108,16 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
     except BigmodelError:
         raise  # for the app's group to print: the handlers below are for other errors
     except Interrupted as e:
-        typer.echo(f"error: stage {name} interrupted by {e.signame}: stopped; its last good outputs are unchanged", err=True)
-        raise typer.Exit(e.exit_code)
+        typer.echo(
+            f"error: stage {name} interrupted by {e.signame}: stopped; its last good outputs are unchanged", err=True
+        )
+        raise typer.Exit(e.exit_code) from None
     except Exception as e:  # not bad input: an environment fault (permissions, disk, memory) or a bug
         import traceback
 
         traceback.print_exc()  # the whole story for the Prefect task log and `dvc repro`'s console
         typer.echo(f"error: stage {name}: {describe_exception(e)}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     import os
 
     if os.environ.get("BIGMODEL_RANK_OF_STAGE") is None:  # ranks started by the stage itself stay quiet here
@@ -114,10 +126,23 @@ def stage(name: str = typer.Argument(..., help="Stage to run: ingest, clean, val
 
 
 @app.command()
-def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help="Override a param (key.path=value), as `dvc exp run -S`; written to params.yaml."),
-        force: bool = typer.Option(False, "--force", help="Re-run every stage even when DVC says it is up to date."),
-        wait: bool = typer.Option(True, "--wait/--no-wait", help="When another run holds this workspace: wait for it (default) or stop at once (exit 4)."),
-        verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's INFO logs on the console too (the Prefect UI always has them).")) -> None:
+def run(
+    set_: list[str] | None = typer.Option(
+        None,
+        "--set-param",
+        "-S",
+        help="Override a param (key.path=value), as `dvc exp run -S`; written to params.yaml.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Re-run every stage even when DVC says it is up to date."),
+    wait: bool = typer.Option(
+        True,
+        "--wait/--no-wait",
+        help="When another run holds this workspace: wait for it (default) or stop at once (exit 4).",
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show Prefect's INFO logs on the console too (the Prefect UI always has them)."
+    ),
+) -> None:
     """Run the retraining flow: every stale stage of dvc.yaml, in order, through DVC (params: ./params.yaml)."""
     import os
 
@@ -128,7 +153,9 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
 
     root = Path.cwd()
     started = time.perf_counter()
-    params = load_params(Path("params.yaml"), set_ or None)  # every param and override is checked before anything starts
+    params = load_params(
+        Path("params.yaml"), set_ or None
+    )  # every param and override is checked before anything starts
     from bigmodel_core.tracking.mlflow_store import check_registry
 
     check_registry(params, root)  # a deleted mlflow.db stops the run here, not at evaluate after training
@@ -140,13 +167,14 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
     server = configure(root, verbose)
     try:
         with raise_on_signals(), workspace.exclusive(root, "bigmodel run", wait=wait):
-            if not set_ and not force and "PREFECT_API_URL" not in os.environ:
-                # no server to record in: answer "nothing to do" without starting one
-                if not workspace.dvc_status(root):
-                    typer.echo(f"nothing to do: every stage is up to date (raw data, params and code unchanged since "
-                               f"dvc.lock); checked in {time.perf_counter() - started:.1f}s. No flow run recorded: "
-                               "with `bigmodel ui` running, runs (no-op ones too) go to its Prefect server.")
-                    return
+            # no server to record in: answer "nothing to do" without starting one
+            if not set_ and not force and "PREFECT_API_URL" not in os.environ and not workspace.dvc_status(root):
+                typer.echo(
+                    f"nothing to do: every stage is up to date (raw data, params and code unchanged since "
+                    f"dvc.lock); checked in {time.perf_counter() - started:.1f}s. No flow run recorded: "
+                    "with `bigmodel ui` running, runs (no-op ones too) go to its Prefect server."
+                )
+                return
             typer.echo(f"prefect: {server}")
             with api_server(root):
                 from bigmodel_flows.retrain import StageFailed, print_summary, retrain
@@ -155,7 +183,7 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
                     result = retrain(root=str(root), force=force, set_params=set_ or None, wait=wait)
                 except StageFailed as e:
                     typer.echo(f"error: {e}", err=True)
-                    raise typer.Exit(e.exit_code or 1)
+                    raise typer.Exit(e.exit_code or 1) from None
     except BigmodelError:
         raise  # for the app's group to print: the handlers below are for other errors
     except typer.Exit:
@@ -164,14 +192,17 @@ def run(set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help
         stopped = as_interrupted(e)
         if stopped is not None:
             typer.echo(f"error: {message(stopped, 'bigmodel run')}", err=True)
-            raise typer.Exit(stopped.exit_code)
+            raise typer.Exit(stopped.exit_code) from None
         if verbose:
             import traceback
 
             traceback.print_exc()
-        typer.echo(f"error: the retraining flow failed: {describe_exception(e)} (the traceback is in the Prefect UI; "
-                   "-v shows it here)", err=True)
-        raise typer.Exit(1)
+        typer.echo(
+            f"error: the retraining flow failed: {describe_exception(e)} (the traceback is in the Prefect UI; "
+            "-v shows it here)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     print_summary(result, root, time.perf_counter() - started)
 
 
@@ -183,19 +214,25 @@ def _interval_seconds(text: str) -> float:
     try:
         value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
-        raise ConfigError(f"--interval {text!r}: give seconds (3600) or a number with s, m, h or d (30m, 6h, 1d)") from None
+        raise ConfigError(
+            f"--interval {text!r}: give seconds (3600) or a number with s, m, h or d (30m, 6h, 1d)"
+        ) from None
     if value < 60:
         raise ConfigError(f"--interval {text!r}: at least 60 seconds between retraining runs")
     return value
 
 
 @app.command()
-def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expression, e.g. "0 3 * * 1" (Mondays 03:00).'),
-             interval: Optional[str] = typer.Option(None, "--interval", help="Every N seconds, or 30m / 6h / 1d."),
-             timezone: Optional[str] = typer.Option(None, "--timezone", help="IANA time zone of --cron (default UTC)."),
-             name: str = typer.Option("scheduled", "--name", help="Deployment name: retrain/NAME in the Prefect UI."),
-             set_: Optional[list[str]] = typer.Option(None, "--set-param", "-S", help="Param override applied at every scheduled run (a deployment parameter)."),
-             verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's INFO logs on the console too.")) -> None:
+def schedule(
+    cron: str | None = typer.Option(None, "--cron", help='Cron expression, e.g. "0 3 * * 1" (Mondays 03:00).'),
+    interval: str | None = typer.Option(None, "--interval", help="Every N seconds, or 30m / 6h / 1d."),
+    timezone: str | None = typer.Option(None, "--timezone", help="IANA time zone of --cron (default UTC)."),
+    name: str = typer.Option("scheduled", "--name", help="Deployment name: retrain/NAME in the Prefect UI."),
+    set_: list[str] | None = typer.Option(
+        None, "--set-param", "-S", help="Param override applied at every scheduled run (a deployment parameter)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show Prefect's INFO logs on the console too."),
+) -> None:
     """Serve the retraining flow on a schedule until Ctrl-C (a Prefect deployment, retrain/NAME).
 
     bigmodel schedule --cron "0 3 * * 1"
@@ -215,20 +252,25 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
         from prefect.schedules import Cron, Interval
 
         try:
-            when = Cron(cron, timezone=timezone or "UTC") if cron is not None else Interval(seconds)
+            if cron is not None:
+                when = Cron(cron, timezone=timezone or "UTC")
+            else:
+                assert seconds is not None  # --interval was given (one of the two: checked above)
+                when = Interval(seconds)
         except Exception as e:
             raise ConfigError(f"--cron {cron!r}: {str(e).splitlines()[0]}") from None
     except BigmodelError as e:
         _fail(e)
     from prefect.flows import EntrypointType
 
+    from bigmodel_core.orchestration import api_server
     from bigmodel_flows.retrain import retrain
 
-    from bigmodel_core.orchestration import api_server
-
     typer.echo(f"prefect: {server}")
-    typer.echo(f"serving retrain/{name} on {'cron ' + repr(cron) if cron else f'every {seconds:g}s'} for {root}; "
-               "runs appear in the Prefect UI (bigmodel ui). Ctrl-C stops serving and pauses the schedule.")
+    typer.echo(
+        f"serving retrain/{name} on {'cron ' + repr(cron) if cron else f'every {seconds:g}s'} for {root}; "
+        "runs appear in the Prefect UI (bigmodel ui). Ctrl-C stops serving and pauses the schedule."
+    )
     import os
 
     temporary = "PREFECT_API_URL" not in os.environ
@@ -236,10 +278,16 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
         with api_server(root, services=True) as api:  # a temporary server needs its scheduler to create the runs
             if temporary:
                 typer.echo(f"prefect: temporary server {api} up (it stops with this command)")
-            retrain.serve(name=name, schedules=[when], parameters={"root": str(root), "set_params": set_ or [], "force": False},
-                          tags=["bigmodel", f"model:{params.deploy.model_name}"], limit=1, print_starting_message=verbose,
-                          entrypoint_type=EntrypointType.MODULE_PATH,
-                          description=f"bigmodel retraining of {params.deploy.model_name} in {root}")
+            retrain.serve(
+                name=name,
+                schedules=[when],
+                parameters={"root": str(root), "set_params": set_ or [], "force": False},
+                tags=["bigmodel", f"model:{params.deploy.model_name}"],
+                limit=1,
+                print_starting_message=verbose,
+                entrypoint_type=EntrypointType.MODULE_PATH,
+                description=f"bigmodel retraining of {params.deploy.model_name} in {root}",
+            )
     except BigmodelError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -249,16 +297,20 @@ def schedule(cron: Optional[str] = typer.Option(None, "--cron", help='Cron expre
 
 
 @app.command()
-def init(directory: Path = typer.Argument(Path("."), help="The workspace (your git repository); default: here."),
-         force: bool = typer.Option(False, "--force", help="Write params.yaml, dvc.yaml and bigmodel.version again.")) -> None:
+def init(
+    directory: Path = typer.Argument(Path("."), help="The workspace (your git repository); default: here."),
+    force: bool = typer.Option(False, "--force", help="Write params.yaml, dvc.yaml and bigmodel.version again."),
+) -> None:
     """Make a directory a bigmodel workspace: params.yaml, dvc.yaml, bigmodel.version, data/sources/,
     .gitignore and .dvcignore lines, `dvc init` when needed. Then: edit params.yaml, `bigmodel run`."""
     from bigmodel_core.workspace_init import init as init_workspace
 
     for line in init_workspace(directory, force=force):
         typer.echo(line)
-    typer.echo(f"next: name your data in {directory / 'params.yaml'} (data.sources, data.labels; the demo corpus "
-               f"runs as written), then `bigmodel run` in {directory}")
+    typer.echo(
+        f"next: name your data in {directory / 'params.yaml'} (data.sources, data.labels; the demo corpus "
+        f"runs as written), then `bigmodel run` in {directory}"
+    )
 
 
 @app.command()
@@ -276,17 +328,25 @@ def release() -> None:
     if done is None:
         typer.echo("error: reports/deploy.json names no registered version: run `bigmodel run` first", err=True)
         raise typer.Exit(2)
-    typer.echo(f"recorded {done['model_name']} v{done['version']}: commit {done['commit'][:12]}, tag {done['tag']}, "
-               f"DVC remote {done['remote']}")
+    typer.echo(
+        f"recorded {done['model_name']} v{done['version']}: commit {done['commit'][:12]}, tag {done['tag']}, "
+        f"DVC remote {done['remote']}"
+    )
 
 
 @app.command("verify-repro")
-def verify_repro(name: str = typer.Argument(..., help="Registered model name (deploy.model_name)."),
-                 version: str = typer.Argument(..., help="Version to re-derive."),
-                 tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0.0, help="Largest difference allowed "
-                                                           "per metric (default: 0 for a model trained on CPU, else 0.01)."),
-                 keep: bool = typer.Option(False, "--keep", help="Keep the temporary worktree (its path is printed)."),
-                 params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+def verify_repro(
+    name: str = typer.Argument(..., help="Registered model name (deploy.model_name)."),
+    version: str = typer.Argument(..., help="Version to re-derive."),
+    tolerance: float | None = typer.Option(
+        None,
+        "--tolerance",
+        min=0.0,
+        help="Largest difference allowed per metric (default: 0 for a model trained on CPU, else 0.01).",
+    ),
+    keep: bool = typer.Option(False, "--keep", help="Keep the temporary worktree (its path is printed)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+) -> None:
     """Re-derive a version from the commit and DVC remote deploy.git_commit recorded; compare its metrics.
 
     Exit 0 when every test metric matches the registered one, 1 when one differs or the data is gone, 2 when the
@@ -296,18 +356,22 @@ def verify_repro(name: str = typer.Argument(..., help="Registered model name (de
     from bigmodel_core.verify import check, report, verify
 
     params = load_params(params_file)
-    verdict = verify(Path.cwd(), params, name, version, tolerance=tolerance, keep=keep,
-                     say=lambda m: typer.echo(m))
+    verdict = verify(Path.cwd(), params, name, version, tolerance=tolerance, keep=keep, say=lambda m: typer.echo(m))
     for line in report(verdict):
         typer.echo(line)
     typer.echo(check(verdict))
 
 
 @app.command()
-def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml to read (or write)."),
-        write: bool = typer.Option(False, "--write", help="Write dvc.yaml from the stages' declarations (SPEC in "
-                                                         "each bigmodel_core/stages module)."),
-        check: bool = typer.Option(False, "--check", help="Exit 1 when dvc.yaml differs from the declarations.")) -> None:
+def dag(
+    dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml to read (or write)."),
+    write: bool = typer.Option(
+        False,
+        "--write",
+        help="Write dvc.yaml from the stages' declarations (SPEC in each bigmodel_core/stages module).",
+    ),
+    check: bool = typer.Option(False, "--check", help="Exit 1 when dvc.yaml differs from the declarations."),
+) -> None:
     """Print the stage order the flow follows; --write generates dvc.yaml, --check compares it."""
     from bigmodel_core.dag import installed_layout, load_dag, render_dvc_yaml
 
@@ -316,8 +380,9 @@ def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml
         current = dvc_file.read_text() if dvc_file.exists() else None
         if check:
             if current != wanted:
-                typer.echo(f"error: {dvc_file} differs from the stages' declarations; run `bigmodel dag --write`",
-                           err=True)
+                typer.echo(
+                    f"error: {dvc_file} differs from the stages' declarations; run `bigmodel dag --write`", err=True
+                )
                 raise typer.Exit(1)
             typer.echo(f"{dvc_file} matches the stages' declarations")
             return
@@ -332,12 +397,23 @@ def dag(dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml
 
 
 @app.command()
-def predict(texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify (or --input FILE --output FILE)."),
-            model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>."),
-            input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="Parquet, CSV or JSONL file with a 'text' column."),
-            output_file: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write input columns + predictions; format from the extension (.parquet, .csv, .jsonl)."),
-            batch_size: int = typer.Option(256, "--batch-size", min=1, help="Rows per model call with --input."),
-            params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+def predict(
+    texts: list[str] | None = typer.Argument(None, help="Texts to classify (or --input FILE --output FILE)."),
+    model_uri: str | None = typer.Option(
+        None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>."
+    ),
+    input_file: Path | None = typer.Option(
+        None, "--input", "-i", help="Parquet, CSV or JSONL file with a 'text' column."
+    ),
+    output_file: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Where to write input columns + predictions; format from the extension (.parquet, .csv, .jsonl).",
+    ),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Rows per model call with --input."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+) -> None:
     """Classify texts with a registered model (loaded through MLflow pyfunc).
 
     bigmodel predict "some text" "another text"
@@ -356,7 +432,7 @@ def predict(texts: Optional[list[str]] = typer.Argument(None, help="Texts to cla
     if input_file is None and not texts:
         raise ConfigError('nothing to classify: bigmodel predict "some text" ... or --input FILE --output FILE')
     params = load_params(params_file)
-    if input_file is not None:
+    if input_file is not None and output_file is not None:  # (one without the other was refused above)
         from bigmodel_core.scoring import file_format, score_file
 
         file_format(input_file, "input")  # both names are checked before the model is loaded
@@ -377,20 +453,30 @@ def predict(texts: Optional[list[str]] = typer.Argument(None, help="Texts to cla
     except Exception as e:  # the pyfunc refuses a text with MlflowException(INVALID_PARAMETER_VALUE)
         if getattr(e, "error_code", None) != "INVALID_PARAMETER_VALUE":
             raise
-        raise DataError(f"cannot classify: {e.message}") from None
+        raise DataError(f"cannot classify: {getattr(e, 'message', e)}") from None
     typer.echo(frame.to_string(index=False))
 
 
 @app.command()
-def serve(model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>, resolved to its version at start."),
-          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
-          port: int = typer.Option(5001, "--port", "-p", help="Port to listen on."),
-          max_body_bytes: int = typer.Option(8 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger request bodies get 413."),
-          max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Texts per request; more get 400."),
-          max_text_chars: int = typer.Option(100_000, "--max-text-chars", min=1, help="Characters per text; longer get 400."),
-          timeout: Optional[int] = typer.Option(None, "--timeout", min=1, help="Seconds a request may take before 504 (MLflow's default: 60)."),
-          access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One log line per request."),
-          params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+def serve(
+    model_uri: str | None = typer.Option(
+        None,
+        "--model-uri",
+        help="Default: models:/<deploy.model_name>@<champion alias>, resolved to its version at start.",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(5001, "--port", "-p", help="Port to listen on."),
+    max_body_bytes: int = typer.Option(
+        8 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger request bodies get 413."
+    ),
+    max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Texts per request; more get 400."),
+    max_text_chars: int = typer.Option(100_000, "--max-text-chars", min=1, help="Characters per text; longer get 400."),
+    timeout: int | None = typer.Option(
+        None, "--timeout", min=1, help="Seconds a request may take before 504 (MLflow's default: 60)."
+    ),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One log line per request."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+) -> None:
     """Serve the champion over HTTP with MLflow's scoring server (POST /invocations, GET /ping).
 
     bigmodel serve --port 5001
@@ -398,17 +484,38 @@ def serve(model_uri: Optional[str] = typer.Option(None, "--model-uri", help="Def
     from bigmodel_core.config import load_params
     from bigmodel_core.tracking.serving import serve as run_server
 
-    run_server(load_params(params_file), Path.cwd(), model_uri=model_uri, host=host, port=port,
-               max_body_bytes=max_body_bytes, max_rows=max_rows, max_text_chars=max_text_chars, timeout=timeout,
-               access_log=access_log)
+    run_server(
+        load_params(params_file),
+        Path.cwd(),
+        model_uri=model_uri,
+        host=host,
+        port=port,
+        max_body_bytes=max_body_bytes,
+        max_rows=max_rows,
+        max_text_chars=max_text_chars,
+        timeout=timeout,
+        access_log=access_log,
+    )
 
 
 @app.command()
-def ui(mlflow_port: Optional[int] = typer.Option(None, "--mlflow-port", min=1, max=65535, help="Port of the MLflow UI "
-                                                 "(default: the one used last in this workspace, else 5000)."),
-       prefect_port: Optional[int] = typer.Option(None, "--prefect-port", min=1, max=65535, help="Port of the Prefect "
-                                                  "UI (default: the one used last in this workspace, else 4200)."),
-       params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+def ui(
+    mlflow_port: int | None = typer.Option(
+        None,
+        "--mlflow-port",
+        min=1,
+        max=65535,
+        help="Port of the MLflow UI (default: the one used last in this workspace, else 5000).",
+    ),
+    prefect_port: int | None = typer.Option(
+        None,
+        "--prefect-port",
+        min=1,
+        max=65535,
+        help="Port of the Prefect UI (default: the one used last in this workspace, else 4200).",
+    ),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+) -> None:
     """The MLflow UI and the Prefect UI on this workspace's runs, on 127.0.0.1, until Ctrl-C.
 
     While it runs, `bigmodel run` in this workspace reports to its Prefect server (live), and the links every
@@ -441,8 +548,10 @@ def report_data(as_json: bool = typer.Option(False, "--json", help="Print the wh
 
     found = latest(Path.cwd())
     if found is None:
-        raise DataError("reports/data_quality.json: no data-quality report yet (run `bigmodel run` or "
-                        "`bigmodel stage validate` first)")
+        raise DataError(
+            "reports/data_quality.json: no data-quality report yet (run `bigmodel run` or "
+            "`bigmodel stage validate` first)"
+        )
     report, page, note = found
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
@@ -467,9 +576,11 @@ def registry_history(params_file: Path = typer.Option(Path("params.yaml"), "--pa
 
 
 @app.command()
-def promote(version: str = typer.Argument(..., help="Registered version to make the champion."),
-            reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
-            params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+def promote(
+    version: str = typer.Argument(..., help="Registered version to make the champion."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+) -> None:
     """Move the champion alias to VERSION after loading it in a fresh process and smoke-testing it."""
     from bigmodel_core.config import load_params
     from bigmodel_core.tracking.registry import promote_by_hand
@@ -478,8 +589,10 @@ def promote(version: str = typer.Argument(..., help="Registered version to make 
 
 
 @app.command()
-def rollback(reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
-             params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+def rollback(
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+) -> None:
     """Move the champion alias back to the version it held before the current one (smoke-tested first)."""
     from bigmodel_core.config import load_params
     from bigmodel_core.tracking.registry import rollback as do_rollback

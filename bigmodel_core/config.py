@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bigmodel_core.errors import ConfigError
 
@@ -45,13 +44,16 @@ class Source(_Section):
         default=None, description="Maps raw label values to class names; for 'folder', also selects the folders read."
     )
     split: Literal["train", "val", "test"] | None = Field(
-        default=None, description="Fixed split for every row of this source; null = assigned by the split stage. "
+        default=None,
+        description="Fixed split for every row of this source; null = assigned by the split stage. "
         "A dataset with rows of split val (its own validation set) keeps all its train rows for training: none "
-        "are carved out for validation."
+        "are carved out for validation.",
     )
     file_glob: str = Field(default="*.txt", description="For 'folder': which files are rows.")
     delimiter: str | None = Field(
-        default=None, min_length=1, max_length=1,
+        default=None,
+        min_length=1,
+        max_length=1,
         description="For csv: the field separator (default ','; tsv is always a tab).",
     )
     encoding: str = Field(
@@ -61,10 +63,11 @@ class Source(_Section):
     undecodable: Literal["fail", "quarantine"] = Field(
         default="fail",
         description="Bytes that are not valid in `encoding`: fail stops ingest naming the byte and line; quarantine "
-                    "replaces them (U+FFFD) and validate's rule undecodable sets those rows aside.",
+        "replaces them (U+FFFD) and validate's rule undecodable sets those rows aside.",
     )
     max_line_bytes: int = Field(
-        default=10_000_000, ge=1000,
+        default=10_000_000,
+        ge=1000,
         description="A longer line stops ingest: a file without line breaks, or a quote that swallowed the rest.",
     )
     rows: int = Field(default=3000, ge=100, description="For 'demo': how many rows to generate (at least 100).")
@@ -109,7 +112,7 @@ class DataParams(_Section):
     )
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "DataParams":
+    def _unique_names(self) -> DataParams:
         names = [s.name for s in self.sources]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -132,8 +135,20 @@ class CleanParams(_Section):
 # --------------------------------------------------------------------------- validate
 #: Row rules mark rows (policy quarantine, fail or warn); they are checked in this order and a row is
 #: counted under the first rule it breaks.
-ROW_RULES = ("empty_text", "missing_label", "unknown_label", "conflicting_labels", "duplicate", "undecodable",
-             "too_short", "too_long", "control_chars", "html_left", "near_duplicate", "label_noise")
+ROW_RULES = (
+    "empty_text",
+    "missing_label",
+    "unknown_label",
+    "conflicting_labels",
+    "duplicate",
+    "undecodable",
+    "too_short",
+    "too_long",
+    "control_chars",
+    "html_left",
+    "near_duplicate",
+    "label_noise",
+)
 #: The row rules that judge a text on its own (not its label or its copies), in ROW_RULES order. A model keeps
 #: their settings in its bundle and refuses, when served, a text that one of them with policy quarantine or fail
 #: would have set aside in its training (data/quality.py: text_verdicts).
@@ -143,9 +158,13 @@ DATASET_RULES = ("class_imbalance", "too_few_rows_per_class", "truncated")
 RULES = ROW_RULES + DATASET_RULES
 
 # The settings each rule takes beyond policy and max_fraction.
-_RULE_SETTINGS = {"too_short": {"min_chars", "min_words"}, "too_long": {"max_chars", "max_words"},
-                  "class_imbalance": {"max_ratio"}, "near_duplicate": {"min_jaccard", "shingle_words"},
-                  "label_noise": {"folds", "sample_rows"}}
+_RULE_SETTINGS = {
+    "too_short": {"min_chars", "min_words"},
+    "too_long": {"max_chars", "max_words"},
+    "class_imbalance": {"max_ratio"},
+    "near_duplicate": {"min_jaccard", "shingle_words"},
+    "label_noise": {"folds", "sample_rows"},
+}
 
 
 class Rule(_Section):
@@ -162,14 +181,20 @@ class Rule(_Section):
     max_words: int | None = Field(default=None, ge=1, description="too_long: more words than this.")
     max_ratio: float | None = Field(default=None, gt=1, description="class_imbalance: largest class / smallest class.")
     min_jaccard: float | None = Field(
-        default=None, ge=0.1, le=0.99,
+        default=None,
+        ge=0.1,
+        le=0.99,
         description="near_duplicate: estimated Jaccard similarity of word shingles (MinHash), 0.1 to 0.99 (exact "
-                    "copies are the duplicate rule's).")
+        "copies are the duplicate rule's).",
+    )
     shingle_words: int | None = Field(default=None, ge=1, le=10, description="near_duplicate: words per shingle.")
     folds: int | None = Field(default=None, ge=2, le=20, description="label_noise: cross-validation folds.")
     sample_rows: int | None = Field(
-        default=None, ge=0,
-        description="label_noise: rows checked (a sample chosen by group key when there are more); 0 turns the check off.")
+        default=None,
+        ge=0,
+        description="label_noise: rows checked (a sample chosen by group key when there are more); "
+        "0 turns the check off.",
+    )
 
 
 def default_rule(name: str) -> Rule:
@@ -192,24 +217,33 @@ def default_rule(name: str) -> Rule:
 
 class DriftParams(_Section):
     policy: Literal["fail", "warn", "off"] = Field(
-        default="warn", description="Drift beyond a threshold: fail closes the data gate, warn reports it, off skips.")
+        default="warn", description="Drift beyond a threshold: fail closes the data gate, warn reports it, off skips."
+    )
     max_label_shift: float = Field(
-        default=0.1, ge=0, le=1, description="L-infinity distance between the label priors and the champion's.")
+        default=0.1, ge=0, le=1, description="L-infinity distance between the label priors and the champion's."
+    )
     max_length_js: float = Field(
-        default=0.1, ge=0, le=1, description="Jensen-Shannon divergence (base 2) of the word-length histograms.")
+        default=0.1, ge=0, le=1, description="Jensen-Shannon divergence (base 2) of the word-length histograms."
+    )
     max_oov_increase: float = Field(
-        default=0.05, ge=0, le=1,
-        description="Rise of the share of words outside the champion's vocabulary (its data's top words).")
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Rise of the share of words outside the champion's vocabulary (its data's top words).",
+    )
 
 
 class ValidateParams(_Section):
     rules: dict[str, Rule] = Field(
         default_factory=lambda: {r: default_rule(r) for r in RULES},
         description=f"Policy and threshold per rule; row rules: {', '.join(ROW_RULES)}; dataset rules: "
-                    f"{', '.join(DATASET_RULES)}.",
+        f"{', '.join(DATASET_RULES)}.",
     )
     max_quarantine_fraction: float = Field(
-        default=0.3, ge=0, le=1, description="Gate: the run stops when more than this fraction of all rows is quarantined."
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Gate: the run stops when more than this fraction of all rows is quarantined.",
     )
     min_rows: int = Field(default=50, ge=1, description="Gate: fewest rows that must pass.")
     min_rows_per_class: int = Field(
@@ -219,11 +253,14 @@ class ValidateParams(_Section):
     fixed_test: Literal["as_given", "checked"] = Field(
         default="as_given",
         description="Rows of a source's fixed test split (split: test) are the user's benchmark. as_given: they are "
-                    "scored as given; a row rule they break is reported, not enforced (only a test row without text, "
-                    "without a label or with a label outside data.labels is set aside: it cannot be scored), and of a "
-                    "text in train and test the train copy is the one set aside. checked: the rules apply to them as "
-                    "to every other row.")
-    drift: DriftParams = Field(default_factory=DriftParams, description="Drift of the passing rows against the champion's data.")
+        "scored as given; a row rule they break is reported, not enforced (only a test row without text, "
+        "without a label or with a label outside data.labels is set aside: it cannot be scored), and of a "
+        "text in train and test the train copy is the one set aside. checked: the rules apply to them as "
+        "to every other row.",
+    )
+    drift: DriftParams = Field(
+        default_factory=DriftParams, description="Drift of the passing rows against the champion's data."
+    )
 
     @field_validator("rules", mode="before")
     @classmethod
@@ -247,12 +284,26 @@ class ValidateParams(_Section):
         if unknown:
             raise ValueError(f"unknown rule(s) {unknown}; known rules: {list(RULES)}")
         for name, rule in v.items():
-            extra = {k for k in ("min_chars", "min_words", "max_chars", "max_words", "max_ratio", "min_jaccard",
-                                 "shingle_words", "folds", "sample_rows")
-                     if getattr(rule, k) is not None} - _RULE_SETTINGS.get(name, set())
+            extra = {
+                k
+                for k in (
+                    "min_chars",
+                    "min_words",
+                    "max_chars",
+                    "max_words",
+                    "max_ratio",
+                    "min_jaccard",
+                    "shingle_words",
+                    "folds",
+                    "sample_rows",
+                )
+                if getattr(rule, k) is not None
+            } - _RULE_SETTINGS.get(name, set())
             if extra:
-                raise ValueError(f"rule {name} takes no {', '.join(sorted(extra))} (only "
-                                 f"{', '.join(sorted(_RULE_SETTINGS.get(name, set()))) or 'policy and max_fraction'})")
+                raise ValueError(
+                    f"rule {name} takes no {', '.join(sorted(extra))} (only "
+                    f"{', '.join(sorted(_RULE_SETTINGS.get(name, set()))) or 'policy and max_fraction'})"
+                )
             if name in DATASET_RULES and rule.policy == "quarantine":
                 raise ValueError(f"rule {name} judges the whole dataset: its policy is fail or warn, not quarantine")
         return {r: v.get(r, default_rule(r)) for r in RULES}
@@ -270,11 +321,13 @@ class AugmentParams(_Section):
 # --------------------------------------------------------------------------- split
 class SplitParams(_Section):
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="Share of non-test rows that go to validation.")
-    test_fraction: float = Field(default=0.15, gt=0, lt=1, description="Share of rows without a fixed split that go to test.")
+    test_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="Share of rows without a fixed split that go to test."
+    )
     salt: str = Field(default="bigmodel-split-v1", description="Hash salt; changing it reshuffles every row.")
 
     @model_validator(mode="after")
-    def _fractions(self) -> "SplitParams":
+    def _fractions(self) -> SplitParams:
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction + test_fraction must be < 1")
         return self
@@ -289,8 +342,12 @@ class TokenizerParams(_Section):
     )
     vocab_size: int = Field(default=8000, ge=100, description="Target vocabulary size (transformer).")
     min_frequency: int = Field(default=2, ge=1, description="Fewest occurrences for a merge or piece (transformer).")
-    lowercase: bool = Field(default=True, description="Lowercase (and strip accents) before tokenizing; bag and transformer.")
-    max_length: int = Field(default=128, ge=8, description="Tokens per text after truncation (transformer, pretrained).")
+    lowercase: bool = Field(
+        default=True, description="Lowercase (and strip accents) before tokenizing; bag and transformer."
+    )
+    max_length: int = Field(
+        default=128, ge=8, description="Tokens per text after truncation (transformer, pretrained)."
+    )
     truncation: Literal["head", "tail", "head_tail"] = Field(
         default="head",
         description="Which tokens a long text keeps: the first max_length, the last, or the first quarter plus the "
@@ -335,37 +392,55 @@ class ModelParams(_Section):
     n_layers: int = Field(default=2, ge=1, description="Encoder layers (transformer).")
     n_heads: int = Field(default=4, ge=1, description="Attention heads; must divide d_model (transformer).")
     d_ff: int = Field(default=256, ge=8, description="Feed-forward size (transformer).")
-    dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout on embeddings, residual branches and the head.")
+    dropout: float = Field(
+        default=0.1, ge=0, lt=1, description="Dropout on embeddings, residual branches and the head."
+    )
     attention_dropout: float = Field(
-        default=0.0, ge=0, lt=1,
+        default=0.0,
+        ge=0,
+        lt=1,
         description="Dropout on attention probabilities (transformer). Above 0 it disables the fused attention "
         "kernels: about 5x slower per step at 512 tokens.",
     )
     token_dropout: float = Field(
-        default=0.0, ge=0, lt=1,
+        default=0.0,
+        ge=0,
+        lt=1,
         description="Probability that a token's embedding is zeroed in a training step (transformer): fresh word "
         "dropout every epoch, a regulariser for small data.",
     )
     pooling: Literal["mean", "max", "cls"] = Field(
-        default="mean", description="How token states become one vector: their mean, their maximum, or the [CLS] state (transformer)."
+        default="mean",
+        description="How token states become one vector: their mean, their maximum, or the [CLS] state (transformer).",
     )
     # bag and linear
-    ngrams: int = Field(default=2, ge=1, le=5,
-                        description="Word n-grams 1..ngrams: hashed into buckets (bag), TF-IDF features (linear).")
+    ngrams: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description="Word n-grams 1..ngrams: hashed into buckets (bag), TF-IDF features (linear).",
+    )
     char_ngrams: list[int] | None = Field(
         default=None,
         description="[min, max] character n-gram lengths inside word boundaries, or null for none (bag; linear: a "
         "second TF-IDF block of them).",
     )
     # linear
-    C: float = Field(default=10.0, gt=0, description="Inverse regularisation strength of the logistic regression (linear).")
+    C: float = Field(
+        default=10.0, gt=0, description="Inverse regularisation strength of the logistic regression (linear)."
+    )
     min_df: int = Field(
-        default=2, ge=1,
-        description="Fewest training texts an n-gram must occur in to be a feature (linear; 1 when that leaves none).")
+        default=2,
+        ge=1,
+        description="Fewest training texts an n-gram must occur in to be a feature (linear; 1 when that leaves none).",
+    )
     sublinear_tf: bool = Field(default=True, description="Weigh a term's count as 1 + log(count) (linear).")
     # bag
-    buckets: int = Field(default=1 << 18, ge=1024,
-                         description="Hash buckets, i.e. rows of the n-gram embedding table (bag); 2^20 for big corpora.")
+    buckets: int = Field(
+        default=1 << 18,
+        ge=1024,
+        description="Hash buckets, i.e. rows of the n-gram embedding table (bag); 2^20 for big corpora.",
+    )
     counts: Literal["raw", "log", "binary"] = Field(
         default="log", description="How an n-gram's count in a text weighs: as is, 1+log(count), or 1 (bag)."
     )
@@ -380,12 +455,13 @@ class ModelParams(_Section):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelParams":
+    def _consistent(self) -> ModelParams:
         if self.kind == "transformer" and self.d_model % self.n_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
-        if self.char_ngrams is not None:
-            if len(self.char_ngrams) != 2 or not 1 <= self.char_ngrams[0] <= self.char_ngrams[1] <= 10:
-                raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max <= 10, got {self.char_ngrams}")
+        if self.char_ngrams is not None and (
+            len(self.char_ngrams) != 2 or not 1 <= self.char_ngrams[0] <= self.char_ngrams[1] <= 10
+        ):
+            raise ValueError(f"char_ngrams must be [min, max] with 1 <= min <= max <= 10, got {self.char_ngrams}")
         if self.kind == "pretrained" and not self.backbone:
             raise ValueError("kind 'pretrained' needs model.backbone (a local directory or a hub name)")
         if self.kind == "auto" and self.candidates is not None and not self.candidates:
@@ -400,22 +476,45 @@ CANDIDATE_KINDS = ("linear", "bag", "transformer", "pretrained")
 KIND_KEYS = {
     "linear": ("ngrams", "char_ngrams", "min_df", "sublinear_tf", "C", "augmented_rows"),
     "bag": ("d_model", "dropout", "ngrams", "char_ngrams", "buckets", "counts", "bag_pooling", "augmented_rows"),
-    "transformer": ("d_model", "n_layers", "n_heads", "d_ff", "dropout", "attention_dropout", "token_dropout",
-                    "pooling", "augmented_rows"),
+    "transformer": (
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "d_ff",
+        "dropout",
+        "attention_dropout",
+        "token_dropout",
+        "pooling",
+        "augmented_rows",
+    ),
     "pretrained": ("backbone", "augmented_rows"),
 }
 #: Where a bag candidate starts, before its own keys: the settings every bag recipe in examples/ shares. The model
 #: and train sections' defaults are the transformer's (a d_model of 128 and AdamW's lr 1e-3 starve a sparse table).
-BAG_PRESET = {"model": {"d_model": 32, "dropout": 0.0},
-              "train": {"lr": 0.01, "weight_decay": 0.0, "grad_clip": 0.0, "epochs": 5, "warmup_fraction": 0.05,
-                        "checkpoint_every": 0}}
+BAG_PRESET = {
+    "model": {"d_model": 32, "dropout": 0.0},
+    "train": {
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "grad_clip": 0.0,
+        "epochs": 5,
+        "warmup_fraction": 0.05,
+        "checkpoint_every": 0,
+    },
+}
 
 
 class _CandidateBase(_Section):
-    name: str | None = Field(default=None, min_length=1, description="Name in logs and tables (default: the kind, "
-                             "numbered when a kind repeats).")
+    if TYPE_CHECKING:  # each kind's class (_candidate_class) declares it, as that kind's Literal
+        kind: str
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Name in logs and tables (default: the kind, numbered when a kind repeats).",
+    )
     train: dict[str, Any] = Field(
-        default_factory=dict, description="train section keys for this candidate only (lr, epochs, batch_size, ...).")
+        default_factory=dict, description="train section keys for this candidate only (lr, epochs, batch_size, ...)."
+    )
 
     @field_validator("train")
     @classmethod
@@ -428,7 +527,9 @@ class _CandidateBase(_Section):
         try:
             TrainParams.model_validate(v)
         except ValidationError as e:
-            raise ValueError("; ".join(f"train.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+            raise ValueError(
+                "; ".join(f"train.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+            ) from None
         return v
 
 
@@ -441,13 +542,18 @@ def _candidate_class(kind: str) -> type[_CandidateBase]:
     fields: dict[str, Any] = {"kind": (Literal[kind], Field(description="The model kind of this candidate."))}
     for key in KIND_KEYS[kind]:
         info = ModelParams.model_fields[key]
+        assert info.annotation is not None  # every ModelParams field is annotated
         fields[key] = (info.annotation | None, FieldInfo.merge_field_infos(info, default=None))
     return create_model(f"{kind.capitalize()}Candidate", __base__=_CandidateBase, **fields)
 
 
 LinearCandidate, BagCandidate, TransformerCandidate, PretrainedCandidate = map(_candidate_class, CANDIDATE_KINDS)
-Candidate = Annotated[LinearCandidate | BagCandidate | TransformerCandidate | PretrainedCandidate,
-                      Field(discriminator="kind")]
+if TYPE_CHECKING:  # classes made at run time: to the type checker, each is a _CandidateBase
+    Candidate = _CandidateBase
+else:
+    Candidate = Annotated[
+        LinearCandidate | BagCandidate | TransformerCandidate | PretrainedCandidate, Field(discriminator="kind")
+    ]
 ModelParams.model_rebuild()
 
 
@@ -461,7 +567,8 @@ def default_candidates(train_rows: int, gpu: bool) -> list[_CandidateBase]:
 
 def candidate_names(candidates: list[_CandidateBase]) -> list[str]:
     """Each candidate's name: its own, else its kind, numbered from the second of a kind on (bag, bag-2)."""
-    names, seen = [], {}
+    names: list[str] = []
+    seen: dict[str, int] = {}
     for c in candidates:
         seen[c.kind] = seen.get(c.kind, 0) + 1
         names.append(c.name or (c.kind if seen[c.kind] == 1 else f"{c.kind}-{seen[c.kind]}"))
@@ -471,18 +578,29 @@ def candidate_names(candidates: list[_CandidateBase]) -> list[str]:
     return names
 
 
-def candidate_params(params: "Params", candidate: _CandidateBase | None, extra_model: dict | None = None,
-                     extra_train: dict | None = None) -> "Params":
+def candidate_params(
+    params: Params, candidate: _CandidateBase | None, extra_model: dict | None = None, extra_train: dict | None = None
+) -> Params:
     """The params of one candidate as a single-kind model: the model and train sections, then the kind's preset
     (bag), then the candidate's own keys, then `extra_*` (a tuning trial's settings). candidate None: the model
     section's own kind (a single kind being tuned)."""
     kind = candidate.kind if candidate is not None else params.model.kind
     own = candidate.model_dump(exclude_unset=True, exclude={"name", "train", "kind"}) if candidate is not None else {}
     preset = BAG_PRESET if candidate is not None and kind == "bag" else {"model": {}, "train": {}}
-    model = {**params.model.model_dump(exclude={"candidates"}), **preset["model"], **own, **(extra_model or {}),
-             "kind": kind, "candidates": None}
-    train = {**params.train.model_dump(), **preset["train"], **(candidate.train if candidate is not None else {}),
-             **(extra_train or {})}
+    model = {
+        **params.model.model_dump(exclude={"candidates"}),
+        **preset["model"],
+        **own,
+        **(extra_model or {}),
+        "kind": kind,
+        "candidates": None,
+    }
+    train = {
+        **params.train.model_dump(),
+        **preset["train"],
+        **(candidate.train if candidate is not None else {}),
+        **(extra_train or {}),
+    }
     train["tune"] = TuneParams()
     built = {}
     for section, cls, values in (("model", ModelParams, model), ("train", TrainParams, train)):
@@ -497,27 +615,36 @@ def candidate_params(params: "Params", candidate: _CandidateBase | None, extra_m
 
 class TuneParams(_Section):
     trials: int = Field(
-        default=0, ge=0,
+        default=0,
+        ge=0,
         description="Most Optuna trials per candidate (each trains a model on the train split and scores it on the "
-        "validation split); the first trial is the candidate's settings as written. 0 and minutes null: no tuning.")
+        "validation split); the first trial is the candidate's settings as written. 0 and minutes null: no tuning.",
+    )
     minutes: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="Wall-clock budget of all tuning, shared by the candidates (cheapest first; each gets an equal "
         "share of what is left). A time budget makes the number of trials depend on the machine's speed: set trials "
-        "alone for a choice that a rerun repeats.")
+        "alone for a choice that a rerun repeats.",
+    )
 
 
 class TrainParams(_Section):
     epochs: int = Field(default=4, ge=1, description="Passes over the training split.")
     batch_size: int = Field(default=32, ge=1, description="Rows per micro-batch (all processes together).")
     token_budget: int = Field(
-        default=0, ge=0,
+        default=0,
+        ge=0,
         description="If > 0, micro-batches are cut by size instead: rows x longest row <= token_budget (batch_size "
         "is then ignored).",
     )
     grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step (gradient accumulation).")
-    lr: float = Field(default=1e-3, gt=0, description="Peak learning rate (AdamW; SparseAdam for the bag's n-gram table).")
-    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not applied to embeddings, norms, biases).")
+    lr: float = Field(
+        default=1e-3, gt=0, description="Peak learning rate (AdamW; SparseAdam for the bag's n-gram table)."
+    )
+    weight_decay: float = Field(
+        default=0.01, ge=0, description="AdamW weight decay (not applied to embeddings, norms, biases)."
+    )
     warmup_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of optimizer steps with linear warm-up.")
     schedule: Literal["linear", "cosine", "constant"] = Field(
         default="linear", description="Learning-rate decay after warm-up: linear or cosine to zero, or constant."
@@ -527,61 +654,88 @@ class TrainParams(_Section):
     class_weights: Literal["none", "balanced"] = Field(
         default="none", description="balanced: weigh each class by n_rows / (n_classes * class_rows) in the loss."
     )
-    patience: int = Field(default=2, ge=0, description="Stop after this many epochs without a better val macro-F1 (0 = off).")
+    patience: int = Field(
+        default=2, ge=0, description="Stop after this many epochs without a better val macro-F1 (0 = off)."
+    )
     max_steps: int = Field(default=0, ge=0, description="Stop after this many optimizer steps (0 = run every epoch).")
     seed: int = Field(default=42, description="Seed for weights, batch order and dropout.")
-    device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="auto = cuda when available, else cpu.")
-    precision: Literal["auto", "fp32", "bf16"] = Field(default="auto", description="auto = bf16 autocast on CUDA, fp32 elsewhere.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto", description="auto = cuda when available, else cpu."
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto = bf16 autocast on CUDA, fp32 elsewhere."
+    )
     compile: bool = Field(default=False, description="torch.compile the model (CUDA only; ignored on CPU).")
     num_threads: int = Field(default=0, ge=0, description="CPU threads for torch (0 = torch's default).")
     nproc: int = Field(
-        default=1, ge=1,
+        default=1,
+        ge=1,
         description="Processes for data-parallel training (DDP; one per GPU, or gloo on CPU). >1: the train stage "
         "launches torchrun itself.",
     )
-    log_every: int = Field(default=50, ge=1, description="Report loss, lr, grad norm and tokens/s every this many steps.")
+    log_every: int = Field(
+        default=50, ge=1, description="Report loss, lr, grad norm and tokens/s every this many steps."
+    )
     checkpoint_every: int = Field(
-        default=500, ge=0,
+        default=500,
+        ge=0,
         description="Save a resumable checkpoint every this many optimizer steps and at each epoch end "
         "(0 = no checkpoints: for runs of seconds, where writing them costs more than redoing the work).",
     )
     tune: TuneParams = Field(
         default_factory=TuneParams,
         description="Search each candidate's main settings on the validation split with Optuna (TPE, seeded by "
-        "train.seed); off by default.")
+        "train.seed); off by default.",
+    )
 
 
 class EvaluateParams(_Section):
     min_accuracy: float = Field(default=0.5, ge=0, le=1, description="Gate: lowest test accuracy that may be promoted.")
     min_macro_f1: float = Field(default=0.5, ge=0, le=1, description="Gate: lowest test macro-F1 that may be promoted.")
     max_regression: float = Field(
-        default=0.01, ge=0, le=1,
+        default=0.01,
+        ge=0,
+        le=1,
         description="Gate: the lower bound of the bootstrap interval of macro-F1(challenger) - macro-F1(champion), on "
         "the same test rows, must be >= -max_regression (not worse by more than this, with `confidence`).",
     )
     min_gain: float | None = Field(
-        default=None, ge=0, le=1,
-        description="Gate: if set, that lower bound must be >= min_gain instead (better than the champion by this much).",
+        default=None,
+        ge=0,
+        le=1,
+        description="Gate: if set, that lower bound must be >= min_gain instead "
+        "(better than the champion by this much).",
     )
-    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence of the bootstrap interval and of McNemar's test.")
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="Confidence of the bootstrap interval and of McNemar's test."
+    )
     bootstrap_samples: int = Field(default=1000, ge=100, description="Paired bootstrap resamples of the test rows.")
     batch_size: int = Field(default=128, ge=1, description="Rows per inference batch.")
     slice_columns: list[str] = Field(
         default_factory=list,
-        description="Test-split columns to slice by (one slice per value), besides the text-length quartiles and source.",
+        description="Test-split columns to slice by (one slice per value), "
+        "besides the text-length quartiles and source.",
     )
-    min_slice_rows: int = Field(default=30, ge=1, description="Gate: slices with fewer test rows are reported, not judged.")
+    min_slice_rows: int = Field(
+        default=30, ge=1, description="Gate: slices with fewer test rows are reported, not judged."
+    )
     max_slice_regression: float | None = Field(
-        default=None, ge=0, le=1,
-        description="Gate: on every slice, macro-F1(challenger) must be >= macro-F1(champion) - this; null = report only.",
+        default=None,
+        ge=0,
+        le=1,
+        description="Gate: on every slice, macro-F1(challenger) must be >= macro-F1(champion) - this; "
+        "null = report only.",
     )
     baseline: bool = Field(
-        default=True, description="Train the reference TF-IDF + logistic regression (model.kind linear with its default "
+        default=True,
+        description="Train the reference TF-IDF + logistic regression (model.kind linear with its default "
         "settings: word 1-2 grams, sublinear tf, min_df 2, C 10) on the non-augmented train rows and score it on the "
         "same test rows.",
     )
     min_gain_over_baseline: float | None = Field(
-        default=-0.005, ge=-1, le=1,
+        default=-0.005,
+        ge=-1,
+        le=1,
         description="Gate: macro-F1(model) - macro-F1(baseline) must be >= this. The default, a small negative "
         "tolerance, closes the gate on a model clearly worse than the baseline; null = report only.",
     )
@@ -591,7 +745,7 @@ class EvaluateParams(_Section):
     allow_label_change: bool = Field(
         default=False,
         description="Gate: a model whose label set differs from the champion's cannot be compared with it and is not "
-                    "promoted unless this is true (then the absolute thresholds alone decide).",
+        "promoted unless this is true (then the absolute thresholds alone decide).",
     )
     max_model_mb: float | None = Field(
         default=None, gt=0, description="Gate: largest model bundle on disk, in MB (10^6 bytes); null = report only."
@@ -605,9 +759,12 @@ class EvaluateParams(_Section):
         return v
 
     @model_validator(mode="after")
-    def _baseline_for_its_rule(self) -> "EvaluateParams":
-        if (self.min_gain_over_baseline is not None and not self.baseline
-                and "min_gain_over_baseline" in self.model_fields_set):  # its default bows to baseline: false
+    def _baseline_for_its_rule(self) -> EvaluateParams:
+        if (
+            self.min_gain_over_baseline is not None
+            and not self.baseline
+            and "min_gain_over_baseline" in self.model_fields_set
+        ):  # its default bows to baseline: false
             raise ValueError("min_gain_over_baseline is set but baseline is false: the rule needs the baseline")
         return self
 
@@ -617,7 +774,8 @@ class DeployParams(_Section):
     champion_alias: str = Field(default="champion", description="Alias moved to a version that passes the gate.")
     challenger_alias: str = Field(default="challenger", description="Alias given to every newly registered version.")
     promote: Literal["auto", "never"] = Field(
-        default="auto", description="auto: move the champion alias when the gate passes; never: only register (move it "
+        default="auto",
+        description="auto: move the champion alias when the gate passes; never: only register (move it "
         "with `bigmodel promote`).",
     )
     promote_experiments: bool = Field(
@@ -628,21 +786,25 @@ class DeployParams(_Section):
     allow_new_registry: bool = Field(
         default=False,
         description="Start a new, empty registry when the tracking database (sqlite) is missing although "
-        "reports/deploy.json records a version registered in it (a deleted or moved mlflow.db). Off: stop with an error.",
+        "reports/deploy.json records a version registered in it (a deleted or moved mlflow.db). "
+        "Off: stop with an error.",
     )
     git_commit: bool = Field(
         default=False,
-        description="After a `bigmodel run` that registered a version: `dvc push` the data and model, commit dvc.yaml, "
-        "dvc.lock, params.yaml, metrics/ and plots/, tag the commit model/<name>/v<version>, and record commit, tag and "
-        "remote on the version (what `bigmodel verify-repro` reads). Needs a git repository whose inputs are committed.",
+        description="After a `bigmodel run` that registered a version: `dvc push` the data and model, commit "
+        "dvc.yaml, dvc.lock, params.yaml, metrics/ and plots/, tag the commit model/<name>/v<version>, and record "
+        "commit, tag and remote on the version (what `bigmodel verify-repro` reads). Needs a git repository whose "
+        "inputs are committed.",
     )
     dvc_remote: str | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description="The DVC remote deploy.git_commit pushes to; null: the repository's default remote, or with none, "
         "a local folder remote at deploy.local_remote.",
     )
     local_remote: str = Field(
-        default=".bigmodel/dvc-storage", min_length=1,
+        default=".bigmodel/dvc-storage",
+        min_length=1,
         description="Folder of the local DVC remote used when the repository has no default remote (relative: to the "
         "workspace). For storage that outlives this machine configure one: `dvc remote add -d store s3://bucket/path`.",
     )
@@ -653,12 +815,17 @@ class TrackingParams(_Section):
         default="sqlite:///mlflow.db", description="MLflow tracking URI; the MLFLOW_TRACKING_URI variable overrides it."
     )
     experiment: str = Field(default="bigmodel", description="MLflow experiment name.")
-    artifact_root: str = Field(default="mlartifacts", description="Where a new experiment keeps artifacts (local path) "
-                               "with a local store (SQLite); a tracking server (http/https) uses its own artifact root.")
+    artifact_root: str = Field(
+        default="mlartifacts",
+        description="Where a new experiment keeps artifacts (local path) "
+        "with a local store (SQLite); a tracking server (http/https) uses its own artifact root.",
+    )
 
 
 class FlowParams(_Section):
-    retries: int = Field(default=1, ge=0, description="Retries of a stage that failed for a reason other than bad input or a gate.")
+    retries: int = Field(
+        default=1, ge=0, description="Retries of a stage that failed for a reason other than bad input or a gate."
+    )
     retry_delay_seconds: float = Field(default=5, ge=0, description="Wait between retries.")
 
 
@@ -672,14 +839,17 @@ def _apprise_url(url: str) -> str:
     return url
 
 
+NotifyEvent = Literal["gate_closed", "failure", "promotion"]
+
+
 class NotifyParams(_Section):
     urls: list[Annotated[str, AfterValidator(_apprise_url)]] = Field(
         default_factory=list,
         description="Apprise URLs that get a message (json://host:port/path, slack://..., mailto://...); ${VAR} is "
         "read from the environment when sending, so secrets stay out of params.yaml; empty = no notifications.",
     )
-    on: list[Literal["gate_closed", "failure", "promotion"]] = Field(
-        default_factory=lambda: ["gate_closed", "failure", "promotion"],
+    on: list[NotifyEvent] = Field(
+        default_factory=lambda: list(get_args(NotifyEvent)),
         description="Events that send a message: a quality gate stopped the run, a run failed, a model was promoted.",
     )
     timeout_seconds: float = Field(
@@ -716,16 +886,23 @@ class Params(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
     @model_validator(mode="after")
-    def _across_sections(self) -> "Params":
+    def _across_sections(self) -> Params:
         if self.model.kind == "bag" and self.train.nproc > 1:
-            raise ValueError(f"train.nproc is {self.train.nproc}, but model.kind bag trains in one process (its sparse "
-                             "n-gram table does not work with DDP): set train.nproc to 1")
+            raise ValueError(
+                f"train.nproc is {self.train.nproc}, but model.kind bag trains in one process (its sparse "
+                "n-gram table does not work with DDP): set train.nproc to 1"
+            )
         tuning = self.train.tune.trials > 0 or self.train.tune.minutes is not None
         if self.train.nproc > 1 and (self.model.kind in ("auto", "linear") or tuning):
-            what = "tuning (train.tune)" if tuning and self.model.kind not in ("auto", "linear") else \
-                f"model.kind {self.model.kind}"
-            raise ValueError(f"train.nproc is {self.train.nproc}, but {what} trains in one process (DDP is for one "
-                             "neural model): set train.nproc to 1")
+            what = (
+                "tuning (train.tune)"
+                if tuning and self.model.kind not in ("auto", "linear")
+                else f"model.kind {self.model.kind}"
+            )
+            raise ValueError(
+                f"train.nproc is {self.train.nproc}, but {what} trains in one process (DDP is for one "
+                "neural model): set train.nproc to 1"
+            )
         if self.model.kind == "auto" and self.model.candidates:
             try:
                 candidate_names(self.model.candidates)
@@ -803,7 +980,7 @@ def parse_override(item: str) -> tuple[list[str | int], Any]:
     key, _, value = item.partition("=")
     key = key.strip()
     if key.startswith("params.yaml:"):
-        key = key[len("params.yaml:"):]
+        key = key[len("params.yaml:") :]
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r}: empty key")
     try:
@@ -833,8 +1010,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 node[part] = [] if isinstance(nxt, int) else {}
             node = node[part]
         last = path[-1]
-        if isinstance(node, list):
-            if not isinstance(last, int) or last >= len(node):
-                raise ConfigError(f"override {item!r}: index {last} out of range")
+        if isinstance(node, list) and (not isinstance(last, int) or last >= len(node)):
+            raise ConfigError(f"override {item!r}: index {last} out of range")
         node[last] = value
     return out

@@ -47,5 +47,6 @@ class PortInUse(BigmodelError):
 
 
 #: Exit codes that mean "retrying will not help": bad input, closed gates, a workspace held by another run.
-PERMANENT_EXIT_CODES = frozenset({ConfigError.exit_code, DataError.exit_code, GateFailed.exit_code,
-                                  WorkspaceBusy.exit_code})
+PERMANENT_EXIT_CODES = frozenset(
+    {ConfigError.exit_code, DataError.exit_code, GateFailed.exit_code, WorkspaceBusy.exit_code}
+)

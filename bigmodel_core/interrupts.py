@@ -17,8 +17,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 #: seconds the stopped stage gets to exit after SIGINT, then after SIGTERM, before SIGKILL
 GRACE_SECONDS = (8.0, 3.0, 2.0)
@@ -47,8 +47,9 @@ def signal_of(exc: BaseException) -> int | None:
     KeyboardInterrupt; None for any other exception."""
     if isinstance(exc, Interrupted):
         return exc.signum
-    if type(exc).__name__ == "TerminationSignal" and isinstance(getattr(exc, "signal", None), int):
-        return exc.signal
+    signum = getattr(exc, "signal", None)
+    if type(exc).__name__ == "TerminationSignal" and isinstance(signum, int):
+        return signum
     if isinstance(exc, KeyboardInterrupt):
         return int(signal.SIGINT)
     return None
@@ -87,8 +88,11 @@ def current() -> str | None:
 
 def message(exc: Interrupted, command: str) -> str:
     where = current()
-    return (f"{command} interrupted by {exc.signame}" + (f" during {where}" if where else "")
-            + ": stopped; the last good outputs and dvc.lock are unchanged, and the next run goes on from there")
+    return (
+        f"{command} interrupted by {exc.signame}"
+        + (f" during {where}" if where else "")
+        + ": stopped; the last good outputs and dvc.lock are unchanged, and the next run goes on from there"
+    )
 
 
 def alive(pid: int, group: bool = False) -> bool:
@@ -108,7 +112,7 @@ def stop_group(proc: subprocess.Popen, first: int = signal.SIGINT) -> None:
     `first` (SIGINT: the graceful path), then SIGTERM, then SIGKILL, each after GRACE_SECONDS; returns
     once the whole group is gone."""
     pgid = proc.pid
-    for sig, grace in zip((first, signal.SIGTERM, signal.SIGKILL), GRACE_SECONDS):
+    for sig, grace in zip((first, signal.SIGTERM, signal.SIGKILL), GRACE_SECONDS, strict=True):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:

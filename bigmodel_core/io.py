@@ -14,8 +14,9 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made (so a reader of PARQUET_OPTIONS does not load it)
     import pandas as pd
@@ -103,7 +104,7 @@ def _json_default(o: Any) -> Any:
 #: input again (validate twice), and on the 1M-row benchmark table (850 MiB of text) pyarrow reads LZ4 in
 #: 0.61 CPU s against 1.85 s for Snappy and writes it in 3.1 s against 3.0 s, for files 4% larger (607 vs
 #: 582 MiB). pyarrow, pandas, DuckDB, Polars and Spark 3.4+ read it.
-PARQUET_OPTIONS = {"compression": "lz4"}
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "lz4"}
 
 
 def write_table(df: pd.DataFrame, target: str | Path, schema: Any | None = None) -> None:
@@ -151,13 +152,14 @@ def check_table(df: pd.DataFrame, schema: Any, what: str) -> pd.DataFrame:
     except pe.SchemaErrors as e:
         cases = e.failure_cases.head(5)
         detail = "; ".join(
-            f"column {r.get('column')!s}: {r.get('check')!s} (index {r.get('index')!s}, value {r.get('failure_case')!r})"
+            f"column {r.get('column')!s}: {r.get('check')!s} "
+            f"(index {r.get('index')!s}, value {r.get('failure_case')!r})"
             for r in cases.to_dict("records")
         )
         raise DataError(f"{what} breaks schema {schema.name}: {detail}") from None
 
 
-def sha256_file(path: str | Path, into: "hashlib._Hash | None" = None) -> str:
+def sha256_file(path: str | Path, into: hashlib._Hash | None = None) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB chunks; with `into`, feed that running hash instead."""
     h = into if into is not None else hashlib.sha256()
     with open(path, "rb") as f:
@@ -198,7 +200,7 @@ class TableWriter:
 
     def __init__(self, target: str | Path, schema: Any | None = None, shown_as: str | None = None):
         self.target, self.schema, self.shown_as = Path(target), schema, shown_as or shown(target)
-        self._writer = None
+        self._writer: Any = None  # a pyarrow.parquet.ParquetWriter from the first frame on
         self.rows = 0
 
     def write(self, df: pd.DataFrame) -> None:

@@ -15,9 +15,10 @@ import re
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from itertools import count
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def url_problem(url: str) -> str | None:
     return f"Apprise cannot use {url!r}: {reason}"
 
 
-def send(params: "Params", event: str, title: str, body: str) -> list[str]:
+def send(params: Params, event: str, title: str, body: str) -> list[str]:
     """Send title and body to every notify.urls entry if `event` is in notify.on.
 
     Returns one line per problem (empty when every message was delivered or none was due) and
@@ -78,14 +79,12 @@ def send(params: "Params", event: str, title: str, body: str) -> list[str]:
     except Exception as e:  # a notification problem must never fail the run it reports on
         problems = [f"{event}: could not send: {type(e).__name__}: {e}"]
     for line in problems:
-        try:
+        with suppress(OSError, ValueError):  # stderr closed or gone
             print(f"notify: {line}", file=sys.stderr)
-        except (OSError, ValueError):  # stderr closed or gone
-            pass
     return problems
 
 
-def _send(params: "Params", event: str, title: str, body: str) -> list[str]:
+def _send(params: Params, event: str, title: str, body: str) -> list[str]:
     if event not in EVENTS:
         return [f"unknown event {event!r} (events: {', '.join(EVENTS)}); nothing sent"]
     cfg = params.notify
@@ -93,8 +92,11 @@ def _send(params: "Params", event: str, title: str, body: str) -> list[str]:
         return []
     import apprise
 
-    notify_type = {"gate_closed": apprise.NotifyType.WARNING, "failure": apprise.NotifyType.FAILURE,
-                   "promotion": apprise.NotifyType.SUCCESS}[event]
+    notify_type = {
+        "gate_closed": apprise.NotifyType.WARNING,
+        "failure": apprise.NotifyType.FAILURE,
+        "promotion": apprise.NotifyType.SUCCESS,
+    }[event]
     problems: list[tuple[int, str]] = []
     deliveries: list[tuple[int, Any, threading.Thread, dict[str, Any], float]] = []
     with _apprise_log(socket_errors=True) as log:
@@ -104,20 +106,28 @@ def _send(params: "Params", event: str, title: str, body: str) -> list[str]:
             where = f"notify.urls[{i}]"
             expanded, missing = expand_url(url)
             if missing:
-                problems.append((i, f"{where}: environment variable(s) {', '.join(missing)} not set; "
-                                    f"{event} message not sent"))
+                problems.append(
+                    (i, f"{where}: environment variable(s) {', '.join(missing)} not set; {event} message not sent")
+                )
                 continue
             plugin = apprise.Apprise.instantiate(expanded, asset=apprise.AppriseAsset(async_mode=False))
             if plugin is None:  # params are checked on load, so only a ${VARIABLE} can get here
-                problems.append((i, f"{where}: Apprise cannot use {url!r} with its ${{...}} variables filled in; "
-                                    f"{event} message not sent"))
+                problems.append(
+                    (
+                        i,
+                        f"{where}: Apprise cannot use {url!r} with its ${{...}} variables filled in; "
+                        f"{event} message not sent",
+                    )
+                )
                 continue
             _set_timeouts(plugin, expanded, cfg.timeout_seconds)
             result: dict[str, Any] = {}
             thread = threading.Thread(
-                target=_deliver, args=(apprise.Apprise(plugin), result),
+                target=_deliver,
+                args=(apprise.Apprise(plugin), result),
                 kwargs=dict(body=body, title=title, notify_type=notify_type, body_format=apprise.NotifyFormat.TEXT),
-                name=f"bigmodel-notify-{next(_THREAD_NUMBERS)}", daemon=True,
+                name=f"bigmodel-notify-{next(_THREAD_NUMBERS)}",
+                daemon=True,
             )
             thread.start()
             deliveries.append((i, plugin, thread, result, _time_limit(plugin)))

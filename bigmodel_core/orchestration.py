@@ -2,8 +2,8 @@
 
 In order: PREFECT_API_URL when the user set one (a team server); else the workspace's own server that
 `bigmodel ui` started (it records itself in .prefect/ui-server.json), so runs show up there live and no
-second server starts; else a temporary server on the workspace's database (.prefect/prefect.db), started by the command in a
-process group of its own (a terminal's Ctrl-C does not kill it while the run records its end), with a
+second server starts; else a temporary server on the workspace's database (.prefect/prefect.db), started by the
+command in a process group of its own (a terminal's Ctrl-C does not kill it while the run records its end), with a
 start-up timeout sized for a loaded 2-core machine, and stopped when the command ends, however it ends.
 
 The temporary server of `bigmodel run` runs the services that record a flow run (in Prefect 3 task runs
@@ -27,10 +27,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
-
+from uuid import UUID
 
 #: seconds a temporary Prefect server may take to start (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins)
 STARTUP_TIMEOUT = 180
@@ -41,8 +41,16 @@ STARTUP_TIMEOUT = 180
 #: heartbeats. It keeps RUN_SERVER_ON: task_run_recorder (task runs and their states), event_persister (the
 #: events the UI shows), db_vacuum (hourly), event_logger (off by default). tests/test_orchestration.py checks
 #: both lists against Prefect's own, so a service a new Prefect adds is decided on, not run by accident.
-RUN_SERVER_OFF = ("scheduler", "late_runs", "foreman", "cancellation_cleanup", "pause_expirations", "repossessor",
-                  "cleanup_reconciler", "triggers")
+RUN_SERVER_OFF = (
+    "scheduler",
+    "late_runs",
+    "foreman",
+    "cancellation_cleanup",
+    "pause_expirations",
+    "repossessor",
+    "cleanup_reconciler",
+    "triggers",
+)
 RUN_SERVER_ON = ("task_run_recorder", "event_persister", "db_vacuum", "event_logger")
 #: seconds `bigmodel run` waits, at most, for its temporary server to write the last task runs
 RECORD_TIMEOUT = 30.0
@@ -60,8 +68,9 @@ def configure(root: Path, verbose: bool = False) -> str:
     """Set Prefect's environment for this process; return which server will be used, in words."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO" if verbose else os.environ.get(
-        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = (
+        "INFO" if verbose else os.environ.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    )
     if os.environ.get("PREFECT_API_URL"):
         return f"Prefect server {os.environ['PREFECT_API_URL']} (PREFECT_API_URL)"
     os.environ.setdefault("PREFECT_HOME", str(Path(root).resolve() / ".prefect"))
@@ -69,8 +78,10 @@ def configure(root: Path, verbose: bool = False) -> str:
     if url:
         os.environ["PREFECT_API_URL"] = url
         return f"the workspace's Prefect server {url} (bigmodel ui)"
-    return (f"a temporary Prefect server on {os.environ['PREFECT_HOME']}/prefect.db (start-up timeout "
-            f"{_startup_timeout():g}s)")
+    return (
+        f"a temporary Prefect server on {os.environ['PREFECT_HOME']}/prefect.db (start-up timeout "
+        f"{_startup_timeout():g}s)"
+    )
 
 
 def _startup_timeout() -> float:
@@ -135,8 +146,19 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    cmd = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "server", "start", "--host", "127.0.0.1",
-           "--port", str(port), "--no-ui", "--log-level", "ERROR"]
+    cmd = [
+        str(Path(sys.executable).parent / "prefect"),
+        "--no-prompt",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-ui",
+        "--log-level",
+        "ERROR",
+    ]
     if not Path(cmd[0]).exists():
         cmd[0:1] = [sys.executable, "-m", "prefect"]
     env = {**os.environ, "PREFECT_HOME": str(home)}
@@ -145,8 +167,15 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
             env.setdefault(f"PREFECT_SERVER_SERVICES_{name.upper()}_ENABLED", "false")
     log_path = home / "server.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True, preexec_fn=_dies_with_parent())
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_dies_with_parent(),
+        )
     atexit.register(_stop, proc)
     ui_url_set = "PREFECT_UI_URL" not in os.environ
     started = time.time()
@@ -172,8 +201,9 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
 
 
 def _post(url: str, body: dict) -> list[dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=5) as reply:
         return json.loads(reply.read())
 
@@ -194,8 +224,9 @@ def _wait_recorded(url: str, since: float, timeout: float = RECORD_TIMEOUT) -> N
             flows = _post(f"{url}/flow_runs/filter", {"flow_runs": {"start_time": {"after_": after}}, "limit": 200})
             if not flows:
                 return
-            tasks = _post(f"{url}/task_runs/filter", {"flow_runs": {"id": {"any_": [f["id"] for f in flows]}},
-                                                      "limit": 200})
+            tasks = _post(
+                f"{url}/task_runs/filter", {"flow_runs": {"id": {"any_": [f["id"] for f in flows]}}, "limit": 200}
+            )
         except (OSError, ValueError):
             return  # the server is gone or cannot say: nothing more to wait for
         seen = sorted((t["id"], t.get("state_type")) for t in tasks)
@@ -207,15 +238,11 @@ def _wait_recorded(url: str, since: float, timeout: float = RECORD_TIMEOUT) -> N
 
 def _drain_prefect(timeout: float = 10.0) -> None:
     if "prefect.logging.handlers" in sys.modules:
-        try:
+        with suppress(Exception):
             sys.modules["prefect.logging.handlers"].APILogWorker.drain_all(timeout=timeout)
-        except Exception:
-            pass
     if "prefect.events.worker" in sys.modules:
-        try:
+        with suppress(Exception):
             sys.modules["prefect.events.worker"].EventsWorker.drain_all(timeout=timeout)
-        except Exception:
-            pass
 
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
@@ -226,8 +253,10 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise BigmodelError(f"the temporary Prefect server exited with {proc.returncode} while starting: "
-                                f"{tail[0]} (log: {log_path})")
+            raise BigmodelError(
+                f"the temporary Prefect server exited with {proc.returncode} while starting: "
+                f"{tail[0]} (log: {log_path})"
+            )
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                 if r.status == 200:
@@ -235,8 +264,10 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
         except OSError:
             pass
         time.sleep(0.2)
-    raise BigmodelError(f"the temporary Prefect server did not answer {url}/health within {timeout:g}s "
-                        f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS raises it; log: {log_path})")
+    raise BigmodelError(
+        f"the temporary Prefect server did not answer {url}/health within {timeout:g}s "
+        f"(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS raises it; log: {log_path})"
+    )
 
 
 def crash_flow_runs(messages: dict[str, str]) -> set[str]:
@@ -246,8 +277,13 @@ def crash_flow_runs(messages: dict[str, str]) -> set[str]:
     if not messages:
         return set()
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterState,
-                                                TaskRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import TaskRunSort
     from prefect.exceptions import ObjectNotFound
@@ -258,7 +294,7 @@ def crash_flow_runs(messages: dict[str, str]) -> set[str]:
         with get_client(sync_client=True) as client:
             for run_id, why in messages.items():
                 try:
-                    run = client.read_flow_run(run_id)
+                    run = client.read_flow_run(UUID(run_id))
                 except ObjectNotFound:  # recorded by another Prefect server: not ours to change
                     done.add(run_id)
                     continue
@@ -267,15 +303,24 @@ def crash_flow_runs(messages: dict[str, str]) -> set[str]:
                     continue
                 open_tasks = client.read_task_runs(  # sort, limit and offset given: the server rejects nulls
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
-                    task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(
-                        any_=[StateType.RUNNING, StateType.PENDING]))),
-                    sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200, offset=0)
+                    task_run_filter=TaskRunFilter(
+                        state=TaskRunFilterState(
+                            type=TaskRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+                        )
+                    ),
+                    sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+                    limit=200,
+                    offset=0,
+                )
                 for task_run in open_tasks:
                     client.set_task_run_state(task_run.id, Crashed(message=why), force=True)
                 client.set_flow_run_state(run.id, Crashed(message=why), force=True)
                 print(f"prefect: flow run {run.name} ({run_id}) marked Crashed: {why}", flush=True)
                 done.add(run_id)
     except Exception as e:
-        print(f"prefect: could not mark the flow runs of dead processes Crashed ({type(e).__name__}: "
-              f"{str(e).splitlines()[0] if str(e) else ''})", flush=True)
+        print(
+            f"prefect: could not mark the flow runs of dead processes Crashed ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})",
+            flush=True,
+        )
     return done

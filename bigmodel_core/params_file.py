@@ -37,7 +37,6 @@ def persist_overrides(path: Path, overrides: list[str], shown: str | None = None
         except (TypeError, IndexError) as e:
             raise ConfigError(f"override {item!r}: cannot set: {e}") from None
         changes.append(f"{'.'.join(map(str, keys))} = {value!r} (was {old!r}) written to {shown or path}")
-    with atomic_path(path, keep_mode=True) as tmp:
-        with open(tmp, "w") as f:
-            yaml.dump(doc, f)
+    with atomic_path(path, keep_mode=True) as tmp, open(tmp, "w") as f:
+        yaml.dump(doc, f)
     return changes

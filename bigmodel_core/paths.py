@@ -26,7 +26,10 @@ class Paths:
 
     # not stage outputs: the train stage's encoded data and resumable checkpoints (removed when it succeeds)
     @property
-    def train_work(self) -> Path: return self.root / ".bigmodel/train"
+    def train_work(self) -> Path:
+        return self.root / ".bigmodel/train"
+
     # where a failed gate leaves its full report
     @property
-    def failures(self) -> Path: return self.root / ".bigmodel/failures"
+    def failures(self) -> Path:
+        return self.root / ".bigmodel/failures"

@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bigmodel_core.config import Params
 from bigmodel_core.errors import BigmodelError, ConfigError
@@ -51,8 +51,13 @@ def git(root: Path, *args: str, check: bool = True, timeout: float = 300) -> sub
 def dvc(root: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     from bigmodel_core.workspace import child_env
 
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
-                          env=child_env({"DVC_NO_ANALYTICS": "1", **(env or {})}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=child_env({"DVC_NO_ANALYTICS": "1", **(env or {})}),
+    )
     if check and proc.returncode != 0:
         raise ReleaseFailed(f"`dvc {' '.join(args)}` failed in {root}: {_last_line(proc)}")
     return proc
@@ -81,15 +86,20 @@ def _inputs_from_git(root: Path) -> list[str]:
 
 
 def preflight(root: Path) -> None:
-    """Before a run with deploy.git_commit: a git work tree whose inputs are committed (else ConfigError, nothing run)."""
+    """Before a run with deploy.git_commit: a git work tree whose inputs are committed (else ConfigError,
+    nothing run)."""
     root = Path(root)
     inside = git(root, "rev-parse", "--is-inside-work-tree", check=False)
     if inside.returncode != 0 or inside.stdout.strip() != "true":
-        raise ConfigError(f"deploy.git_commit is true, but {root} is not in a git repository: `git init` and commit "
-                          "the workspace, or set deploy.git_commit: false")
+        raise ConfigError(
+            f"deploy.git_commit is true, but {root} is not in a git repository: `git init` and commit "
+            "the workspace, or set deploy.git_commit: false"
+        )
     if git(root, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
-        raise ConfigError(f"deploy.git_commit is true, but the git repository at {root} has no commit yet: commit the "
-                          "workspace first (git add -A && git commit), so that a run's commit has a parent")
+        raise ConfigError(
+            f"deploy.git_commit is true, but the git repository at {root} has no commit yet: commit the "
+            "workspace first (git add -A && git commit), so that a run's commit has a parent"
+        )
     dirty = uncommitted_inputs(root)
     if dirty:
         raise ConfigError(_dirty_message(dirty))
@@ -108,9 +118,11 @@ def uncommitted_inputs(root: Path) -> list[str]:
 
 def _dirty_message(dirty: list[str]) -> str:
     more = f" and {len(dirty) - 8} more" if len(dirty) > 8 else ""
-    return (f"deploy.git_commit: uncommitted changes to inputs of the pipeline: {', '.join(dirty[:8])}{more}. A commit "
-            "of dvc.lock would not reproduce the model from them: commit them (large data: `dvc add` it and commit "
-            "the .dvc file), then run again")
+    return (
+        f"deploy.git_commit: uncommitted changes to inputs of the pipeline: {', '.join(dirty[:8])}{more}. A commit "
+        "of dvc.lock would not reproduce the model from them: commit them (large data: `dvc add` it and commit "
+        "the .dvc file), then run again"
+    )
 
 
 def _changed_dvc_files(root: Path) -> list[str]:
@@ -149,8 +161,10 @@ def remote(root: Path, params: Params, say: Callable[[str], None]) -> tuple[str,
     wanted = params.deploy.dvc_remote
     if wanted:
         if wanted not in remotes:
-            raise ConfigError(f"deploy.dvc_remote: no DVC remote named {wanted!r} in {root} (`dvc remote list` shows "
-                              f"{', '.join(sorted(remotes)) or 'none'}); add it with `dvc remote add {wanted} URL`")
+            raise ConfigError(
+                f"deploy.dvc_remote: no DVC remote named {wanted!r} in {root} (`dvc remote list` shows "
+                f"{', '.join(sorted(remotes)) or 'none'}); add it with `dvc remote add {wanted} URL`"
+            )
         return wanted, resolve_url(root, remotes[wanted].strip())
     default = dvc(root, "remote", "default", check=False).stdout.strip()
     if default and default in remotes:
@@ -159,8 +173,10 @@ def remote(root: Path, params: Params, say: Callable[[str], None]) -> tuple[str,
     folder = (folder if folder.is_absolute() else root / folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     dvc(root, "remote", "add", "--local", "--default", "--force", LOCAL_REMOTE_NAME, str(folder))
-    say(f"release: no default DVC remote in this repository: added the local folder remote {LOCAL_REMOTE_NAME} at "
-        f"{folder} (.dvc/config.local); for storage off this machine: dvc remote add -d store s3://bucket/path")
+    say(
+        f"release: no default DVC remote in this repository: added the local folder remote {LOCAL_REMOTE_NAME} at "
+        f"{folder} (.dvc/config.local); for storage off this machine: dvc remote add -d store s3://bucket/path"
+    )
     return LOCAL_REMOTE_NAME, str(folder)
 
 
@@ -203,12 +219,16 @@ def record(root: Path, params: Params, say: Callable[[str], None] = print) -> di
     preflight(root)
     changed = _changed_dvc_files(root)
     if changed:
-        raise ConfigError(f"deploy.git_commit: {', '.join(changed)} no longer match(es) the data in the workspace: "
-                          "`dvc add` the data again and commit the .dvc file, then run again")
+        raise ConfigError(
+            f"deploy.git_commit: {', '.join(changed)} no longer match(es) the data in the workspace: "
+            "`dvc add` the data again and commit the .dvc file, then run again"
+        )
 
     for source in unversioned_sources(root, params):
-        say(f"release: warning: source {source} lies outside the pipeline's inputs (data/sources/): neither git nor "
-            "DVC keeps it with this commit, so a reproduction reads it as it is then (put it in data/sources/)")
+        say(
+            f"release: warning: source {source} lies outside the pipeline's inputs (data/sources/): neither git nor "
+            "DVC keeps it with this commit, so a reproduction reads it as it is then (put it in data/sources/)"
+        )
     remote_name, url = remote(root, params, say)
     pushed = dvc(root, "push", "-r", remote_name)
     summary = [line for line in pushed.stdout.splitlines() if line.strip()]
@@ -219,14 +239,18 @@ def record(root: Path, params: Params, say: Callable[[str], None] = print) -> di
     staged = git(root, "diff", "--cached", "--quiet", "--", *paths, check=False).returncode != 0
     ev = read_json(root / "metrics" / "eval.json") if (root / "metrics" / "eval.json").exists() else {}
     if staged:
-        message = (f"{name} v{version}: {'promoted' if deployed.get('promoted') else 'registered'}"
-                   + (f", test accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}" if ev else "")
-                   + f"\n\nMLflow run {deployed.get('run_id')}. Recorded by `bigmodel run` (deploy.git_commit): "
-                   f"dvc.lock and params reproduce this version; its data and model are in DVC remote {remote_name}.\n")
+        message = (
+            f"{name} v{version}: {'promoted' if deployed.get('promoted') else 'registered'}"
+            + (f", test accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}" if ev else "")
+            + f"\n\nMLflow run {deployed.get('run_id')}. Recorded by `bigmodel run` (deploy.git_commit): "
+            f"dvc.lock and params reproduce this version; its data and model are in DVC remote {remote_name}.\n"
+        )
         identity = _identity(root)
         if identity:
-            say(f"release: git has no user.name/user.email here: committing as {FALLBACK_IDENTITY[0]} "
-                f"<{FALLBACK_IDENTITY[1]}>")
+            say(
+                f"release: git has no user.name/user.email here: committing as {FALLBACK_IDENTITY[0]} "
+                f"<{FALLBACK_IDENTITY[1]}>"
+            )
         git(root, *identity, "commit", "-q", "--no-verify", "-m", message, "--", *paths)
     commit = git(root, "rev-parse", "HEAD").stdout.strip()
     tag = tag_name(name, version)
@@ -237,13 +261,36 @@ def record(root: Path, params: Params, say: Callable[[str], None] = print) -> di
         tag_commit = existing.stdout.strip()
     else:
         if existing.returncode != 0:
-            git(root, *_identity(root), "tag", "-a", tag, "-m", f"{name} v{version} (MLflow run {deployed.get('run_id')})",
-                commit)
+            git(
+                root,
+                *_identity(root),
+                "tag",
+                "-a",
+                tag,
+                "-m",
+                f"{name} v{version} (MLflow run {deployed.get('run_id')})",
+                commit,
+            )
         tag_commit = commit
-    record_reproduction(params, root, name, version, deployed.get("run_id"),
-                        {REPRO_COMMIT: tag_commit, REPRO_TAG: tag, REPRO_REMOTE: url})
-    line = (f"release: {'committed' if staged else 'nothing new to commit; HEAD is'} {commit[:12]} "
-            f"({', '.join(paths)}), tag {tag}; recorded on {name} v{version}")
+    record_reproduction(
+        params,
+        root,
+        name,
+        version,
+        deployed.get("run_id"),
+        {REPRO_COMMIT: tag_commit, REPRO_TAG: tag, REPRO_REMOTE: url},
+    )
+    line = (
+        f"release: {'committed' if staged else 'nothing new to commit; HEAD is'} {commit[:12]} "
+        f"({', '.join(paths)}), tag {tag}; recorded on {name} v{version}"
+    )
     say(line)
-    return {"commit": tag_commit, "tag": tag, "remote": remote_name, "remote_url": url, "committed": staged,
-            "model_name": name, "version": version}
+    return {
+        "commit": tag_commit,
+        "tag": tag,
+        "remote": remote_name,
+        "remote_url": url,
+        "committed": staged,
+        "model_name": name,
+        "version": version,
+    }

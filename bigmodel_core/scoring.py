@@ -14,8 +14,9 @@ import numbers
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -52,16 +53,24 @@ def bad_text(texts: Sequence[Any], max_chars: int | None = None) -> tuple[int, s
             return i, "contains a NUL character (\\u0000); texts must be plain text"
         surrogate = _SURROGATE.search(t)
         if surrogate:
-            return i, (f"contains a lone surrogate (U+{ord(surrogate.group()):04X}) at character {surrogate.start() + 1}, "
-                       "which is not a character; texts must be valid Unicode (in JSON, a \\ud8xx escape must be "
-                       "followed by its \\udcxx pair)")
+            return i, (
+                f"contains a lone surrogate (U+{ord(surrogate.group()):04X}) at character {surrogate.start() + 1}, "
+                "which is not a character; texts must be valid Unicode (in JSON, a \\ud8xx escape must be "
+                "followed by its \\udcxx pair)"
+            )
         if max_chars is not None and len(t) > max_chars:
             return i, f"is {len(t):,} characters long, at most {max_chars:,} are accepted"
     return None
 
 
-def text_problem(texts: Sequence[Any], where: str = "text", *, allow_empty: bool = True,
-                 max_rows: int | None = None, max_chars: int | None = None) -> str | None:
+def text_problem(
+    texts: Sequence[Any],
+    where: str = "text",
+    *,
+    allow_empty: bool = True,
+    max_rows: int | None = None,
+    max_chars: int | None = None,
+) -> str | None:
     """Why `texts` cannot be scored, or None; rows are counted from 0, as in a JSON list.
 
     The limits are the server's: a request is one batch, so they bound the work and the memory
@@ -87,8 +96,10 @@ def file_format(path: Path, role: str) -> str:
     ext = suffixes[-1] if suffixes else ""
     if ext not in FORMATS:
         known = ", ".join(sorted(FORMATS))
-        raise DataError(f"{path}: unknown {role} format {ext or '(no extension)'!r}; use one of {known}"
-                        f" (optionally followed by {', '.join(COMPRESSIONS)} for csv/jsonl)")
+        raise DataError(
+            f"{path}: unknown {role} format {ext or '(no extension)'!r}; use one of {known}"
+            f" (optionally followed by {', '.join(COMPRESSIONS)} for csv/jsonl)"
+        )
     return FORMATS[ext]
 
 
@@ -107,7 +118,9 @@ def read_texts(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (expected a header with a 'text' column)") from None
     except Exception as e:  # pyarrow, csv and json parsers each raise their own kinds
-        raise DataError(f"{path}: cannot read it as {fmt}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise DataError(
+            f"{path}: cannot read it as {fmt}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     if "text" not in df.columns:
         cols = ", ".join(map(str, df.columns)) or "none"
         raise DataError(f"{path}: no 'text' column (columns: {cols})")
@@ -135,16 +148,18 @@ def write_table(df: pd.DataFrame, path: Path) -> None:
     from bigmodel_core.io import atomic_path
 
     fmt = file_format(path, "output")
-    compression = path.suffix.lower()[1:] if path.suffix.lower() in COMPRESSIONS else None
-    compression = {"zst": "zstd", "bz2": "bz2", "gz": "gzip", "xz": "xz"}.get(compression or "", None)
+    suffix = path.suffix.lower()[1:] if path.suffix.lower() in COMPRESSIONS else None
+    codecs: dict[str, Literal["zstd", "bz2", "gzip", "xz"]] = {"zst": "zstd", "bz2": "bz2", "gz": "gzip", "xz": "xz"}
+    compression = codecs.get(suffix or "")
     with atomic_path(path) as tmp:
         if fmt == "parquet":
             df.to_parquet(tmp, index=False)
         elif fmt == "csv":
             df.to_csv(tmp, index=False, compression=compression)
         else:
-            df.to_json(tmp, orient="records", lines=True, force_ascii=False, compression=compression,
-                       double_precision=15)  # pandas' default keeps 10 digits
+            df.to_json(
+                tmp, orient="records", lines=True, force_ascii=False, compression=compression, double_precision=15
+            )  # pandas' default keeps 10 digits
 
 
 class _Progress:
@@ -154,7 +169,7 @@ class _Progress:
         try:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit="rows", disable=None, file=sys.stderr)
+            self._bar: tqdm[Any] | None = tqdm(total=total, desc=desc, unit="rows", disable=None, file=sys.stderr)
         except ImportError:
             self._bar = None
             self.total, self.done, self.desc, self._next = total, 0, desc, 0.1
@@ -174,8 +189,13 @@ class _Progress:
             self._bar.close()
 
 
-def score_file(predict: Callable[[pd.DataFrame], pd.DataFrame], input_path: Path, output_path: Path,
-               batch_size: int = 256, refuse: Callable[[list], tuple[int, str] | None] | None = None) -> dict:
+def score_file(
+    predict: Callable[[pd.DataFrame], pd.DataFrame],
+    input_path: Path,
+    output_path: Path,
+    batch_size: int = 256,
+    refuse: Callable[[list], tuple[int, str] | None] | None = None,
+) -> dict:
     """Score every row of input_path in batches and write input columns + predictions to output_path.
 
     The output keeps the input's columns (the text included) and adds the model's (label, prob_*);
@@ -192,7 +212,7 @@ def score_file(predict: Callable[[pd.DataFrame], pd.DataFrame], input_path: Path
     bar = _Progress(len(df), f"scoring {input_path.name}")
     try:
         for start in range(0, len(df), batch_size):
-            batch = df.iloc[start:start + batch_size]
+            batch = df.iloc[start : start + batch_size]
             out = predict(pd.DataFrame({"text": batch["text"].tolist()}))
             if len(out) != len(batch):
                 raise DataError(f"{input_path}: the model returned {len(out)} rows for a batch of {len(batch)}")

@@ -25,9 +25,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from bigmodel_core.errors import BigmodelError
 
@@ -77,6 +77,8 @@ def running(root: Path) -> dict | None:
     from bigmodel_core.interrupts import alive
 
     info = _read_json(record_path(root))
+    if info is None:
+        return None
     try:
         url, pid = str(info["api_url"]).rstrip("/"), int(info["pid"])
     except (TypeError, KeyError, ValueError):
@@ -121,8 +123,9 @@ def _remote_tracking(params) -> str | None:
 def mlflow_ui_url(params, root: Path) -> str:
     """Base URL of the MLflow UI that shows this workspace's runs: BIGMODEL_MLFLOW_UI_URL, else the tracking
     server (whose UI is at its own address), else the workspace's `bigmodel ui`."""
-    return (os.environ.get("BIGMODEL_MLFLOW_UI_URL", "").rstrip("/") or _remote_tracking(params)
-            or addresses(root).mlflow)
+    return (
+        os.environ.get("BIGMODEL_MLFLOW_UI_URL", "").rstrip("/") or _remote_tracking(params) or addresses(root).mlflow
+    )
 
 
 def mlflow_run_link(base: str, experiment_id: str | None, run_id: str) -> str:
@@ -200,8 +203,7 @@ def _experiment_id(params, root: Path) -> str | None:
         return None
 
 
-def serve(root: Path, params, mlflow_port: int | None, prefect_port: int | None,
-          say: Callable[[str], None]) -> int:
+def serve(root: Path, params, mlflow_port: int | None, prefect_port: int | None, say: Callable[[str], None]) -> int:
     """Run both UIs until a signal or until one of them exits; returns the command's exit code."""
     from bigmodel_core.interrupts import Interrupted, raise_on_signals, stop_group
     from bigmodel_core.tracking.mlflow_store import tracking_uri
@@ -216,12 +218,16 @@ def serve(root: Path, params, mlflow_port: int | None, prefect_port: int | None,
         raise BigmodelError(f"--mlflow-port and --prefect-port are both {prefect_port}: give two different ports")
     for port in wanted:
         if port_in_use(port):
-            raise BigmodelError(f"port {port} on {HOST} is already in use; choose others: "
-                                "bigmodel ui --mlflow-port 5001 --prefect-port 4201")
+            raise BigmodelError(
+                f"port {port} on {HOST} is already in use; choose others: "
+                "bigmodel ui --mlflow-port 5001 --prefect-port 4201"
+            )
     live = running(root)
     if live:
-        raise BigmodelError(f"a `bigmodel ui` already serves this workspace (Prefect at {live['api_url']}, pid "
-                            f"{live['pid']}); stop it first (Ctrl-C in its terminal)")
+        raise BigmodelError(
+            f"a `bigmodel ui` already serves this workspace (Prefect at {live['api_url']}, pid "
+            f"{live['pid']}); stop it first (Ctrl-C in its terminal)"
+        )
     home = Path(os.environ.get("PREFECT_HOME") or root / ".prefect")
     home.mkdir(parents=True, exist_ok=True)
     mlflow_url, prefect_url = (remote or _url(mlflow_port)), _url(prefect_port)
@@ -235,29 +241,49 @@ def serve(root: Path, params, mlflow_port: int | None, prefect_port: int | None,
         with raise_on_signals():
             # before MLflow's server starts: a new database gets its tables from one process, not two at once
             exp = _experiment_id(params, root)
-            say(f"MLflow UI:  {mlflow_experiment_link(mlflow_url, exp) if exp else mlflow_url}"
-                + ("  (the tracking server's own UI; not started here)" if remote else ""))
+            say(
+                f"MLflow UI:  {mlflow_experiment_link(mlflow_url, exp) if exp else mlflow_url}"
+                + ("  (the tracking server's own UI; not started here)" if remote else "")
+            )
             say(f"Prefect UI: {prefect_url}")
             say("(Ctrl-C stops both)")
             if not remote:
                 procs["MLflow UI"] = subprocess.Popen(
                     [*_bin("mlflow"), "ui", "--backend-store-uri", backend, "--host", HOST, "--port", str(mlflow_port)],
-                    cwd=root, stdin=subprocess.DEVNULL, preexec_fn=_own_group())
-            env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url,
-                   # the address the browser calls; without it the UI calls port 4200 whatever --port says
-                   "PREFECT_UI_API_URL": api_url}
+                    cwd=root,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=_own_group(),
+                )
+            env = {
+                **os.environ,
+                "PREFECT_HOME": str(home),
+                "PREFECT_API_URL": api_url,
+                # the address the browser calls; without it the UI calls port 4200 whatever --port says
+                "PREFECT_UI_API_URL": api_url,
+            }
             env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
             env.pop("PREFECT_UI_URL", None)
             procs["Prefect server"] = prefect = subprocess.Popen(
                 [*_bin("prefect"), "--no-prompt", "server", "start", "--host", HOST, "--port", str(prefect_port)],
-                cwd=root, env=env, stdin=subprocess.DEVNULL, preexec_fn=_own_group())
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_own_group(),
+            )
             recorded = False
             while failed is None:
-                failed = next((f"the {name} exited with {proc.returncode}; the other was stopped"
-                               for name, proc in procs.items() if proc.poll() is not None), None)
+                failed = next(
+                    (
+                        f"the {name} exited with {proc.returncode}; the other was stopped"
+                        for name, proc in procs.items()
+                        if proc.poll() is not None
+                    ),
+                    None,
+                )
                 if failed is None and not recorded and _healthy(f"{api_url}/health"):
-                    _write_record(root, {"api_url": api_url, "pid": prefect.pid, "ui_url": prefect_url,
-                                         "mlflow_url": mlflow_url})
+                    _write_record(
+                        root, {"api_url": api_url, "pid": prefect.pid, "ui_url": prefect_url, "mlflow_url": mlflow_url}
+                    )
                     recorded = True
                     say(f"Prefect server at {api_url} recorded in {record_path(root)}")
                 time.sleep(0.5)

@@ -22,17 +22,26 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from bigmodel_core.config import Params
 from bigmodel_core.errors import BigmodelError, ConfigError
 from bigmodel_core.release import git, resolve_url
 
 #: eval.json keys that depend on the model and data alone (not timings, sizes or the registry's state)
-COMPARED = ("accuracy", "macro_f1", "n_test", "roc_auc", "pr_auc", "ece", "parameters", "baseline_accuracy",
-            "baseline_macro_f1")
+COMPARED = (
+    "accuracy",
+    "macro_f1",
+    "n_test",
+    "roc_auc",
+    "pr_auc",
+    "ece",
+    "parameters",
+    "baseline_accuracy",
+    "baseline_macro_f1",
+)
 DATA_COUNTS = ("rows_in", "rows_out", "rows_quarantined")
 #: the tolerance when the model was not trained on CPU (GPU kernels are not bit-reproducible)
 DEFAULT_GPU_TOLERANCE = 0.01
@@ -73,7 +82,9 @@ def compare(registered: dict[str, float], reproduced: dict[str, float], toleranc
     rows = []
     for key in sorted(registered):
         mine = reproduced.get(key, float("nan"))
-        rows.append((key, float(registered[key]), float(mine), key in reproduced and _same(registered[key], mine, tolerance)))
+        rows.append(
+            (key, float(registered[key]), float(mine), key in reproduced and _same(registered[key], mine, tolerance))
+        )
     return rows
 
 
@@ -89,7 +100,9 @@ def reproduced_metrics(worktree: Path) -> dict[str, float]:
     out = {f"test_{k}": float(ev[k]) for k in COMPARED if isinstance(ev.get(k), (int, float))}
     per_class = worktree / "reports/evaluate/per_class.json"
     if per_class.exists():
-        out.update({f"test_f1_{lab}": float(m["f1"]) for lab, m in json.loads(per_class.read_text())["per_class"].items()})
+        out.update(
+            {f"test_f1_{lab}": float(m["f1"]) for lab, m in json.loads(per_class.read_text())["per_class"].items()}
+        )
     quality = json.loads((worktree / "metrics/data_quality.json").read_text())
     out.update({f"data_{k}": float(quality[k]) for k in DATA_COUNTS if k in quality})
     return out
@@ -100,8 +113,12 @@ def data_and_model_outputs() -> list[str]:
     evaluate's reports (they hold timings)."""
     from bigmodel_core.stages import STAGES, get
 
-    return [o.path for name in STAGES for o in get(name).SPEC.outs
-            if o.kind == "outs" and o.cache and o.name != "evaluation"]
+    return [
+        o.path
+        for name in STAGES
+        for o in get(name).SPEC.outs
+        if o.kind == "outs" and o.cache and o.name != "evaluation"
+    ]
 
 
 def _changed_outputs(worktree: Path, before: str) -> list[str]:
@@ -121,8 +138,15 @@ def _changed_outputs(worktree: Path, before: str) -> list[str]:
     return [p for p in old if p in watched and p in new and old[p] != new[p]]
 
 
-def verify(root: Path, params: Params, name: str, version: str, tolerance: float | None = None, keep: bool = False,
-           say: Callable[[str], None] = print) -> Verdict:
+def verify(
+    root: Path,
+    params: Params,
+    name: str,
+    version: str,
+    tolerance: float | None = None,
+    keep: bool = False,
+    say: Callable[[str], None] = print,
+) -> Verdict:
     """Re-derive `name` v`version` and compare; raises NotReproduced (exit 1) on a difference or missing data,
     ConfigError (exit 2) when the version carries no record or its commit is not in this repository."""
     from bigmodel_core.tracking.registry import REPRO_COMMIT, REPRO_REMOTE, REPRO_TAG, version_record
@@ -132,12 +156,16 @@ def verify(root: Path, params: Params, name: str, version: str, tolerance: float
     tags = record["tags"]
     commit = tags.get(REPRO_COMMIT)
     if not commit:
-        raise ConfigError(f"{name} v{version} has no reproduction record (tag {REPRO_COMMIT}): it was registered "
-                          "without deploy.git_commit, so no commit holds the dvc.lock that made it. Set "
-                          "deploy.git_commit: true for the versions to come")
+        raise ConfigError(
+            f"{name} v{version} has no reproduction record (tag {REPRO_COMMIT}): it was registered "
+            "without deploy.git_commit, so no commit holds the dvc.lock that made it. Set "
+            "deploy.git_commit: true for the versions to come"
+        )
     if git(root, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode != 0:
-        raise ConfigError(f"{name} v{version} was recorded at commit {commit[:12]} (tag {tags.get(REPRO_TAG)}), which "
-                          f"is not in the git repository at {root}: fetch it (git fetch --tags)")
+        raise ConfigError(
+            f"{name} v{version} was recorded at commit {commit[:12]} (tag {tags.get(REPRO_TAG)}), which "
+            f"is not in the git repository at {root}: fetch it (git fetch --tags)"
+        )
     registered = registered_metrics(record["metrics"])
     if not registered:
         raise ConfigError(f"{name} v{version}: its MLflow run {record['run_id']} has no test metrics to compare with")
@@ -160,8 +188,10 @@ def verify(root: Path, params: Params, name: str, version: str, tolerance: float
     finally:
         if keep:
             verdict.worktree = str(worktree)
-            say(f"verify-repro: kept {worktree} and {scratch} (remove them with `git worktree remove --force "
-                f"{worktree}` and `rm -r {scratch}`)")
+            say(
+                f"verify-repro: kept {worktree} and {scratch} (remove them with `git worktree remove --force "
+                f"{worktree}` and `rm -r {scratch}`)"
+            )
         else:
             git(root, "worktree", "remove", "--force", str(worktree), check=False)
             shutil.rmtree(worktree, ignore_errors=True)
@@ -180,8 +210,10 @@ def _worktree_place(root: Path, say: Callable[[str], None]) -> Path:
 
     if os.access(root.parent, os.W_OK):
         return root.parent / f".bigmodel-verify-{root.name}-{secrets.token_hex(4)}"  # git worktree add creates it
-    say(f"verify-repro: warning: {root.parent} is not writable: the worktree goes to the temporary folder, where "
-        "source paths leading out of the repository (../...) do not name the same files")
+    say(
+        f"verify-repro: warning: {root.parent} is not writable: the worktree goes to the temporary folder, where "
+        "source paths leading out of the repository (../...) do not name the same files"
+    )
     return Path(tempfile.mkdtemp(prefix="bigmodel-verify-worktree-")) / root.name
 
 
@@ -223,7 +255,8 @@ def _pull(worktree: Path, scratch: Path, url: str, say: Callable[[str], None]) -
             f"the DVC remote {url} has no intact copy of {what}"
             + (f" (object{'s' if len(hashes) > 1 else ''} {', '.join(h[:12] for h in hashes[:3])})" if hashes else "")
             + ": missing, or changed since it was pushed (its content no longer matches the hash the commit records); "
-              "the version cannot be re-derived from the data it was trained on")
+            "the version cannot be re-derived from the data it was trained on"
+        )
     pulled = [line for line in proc.stdout.splitlines() if line.strip()]
     say(f"verify-repro: {pulled[-1] if pulled else 'pulled'}")
 
@@ -232,9 +265,14 @@ def _reproduce(worktree: Path, scratch: Path, on_cpu: bool, say: Callable[[str],
     """`dvc repro --force evaluate` in the worktree: its own code (a clone of bigmodel), its own MLflow database."""
     from bigmodel_core.workspace import child_env
 
-    env = child_env({"DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1",
-                     "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",  # nothing reaches the real registry
-                     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    env = child_env(
+        {
+            "DVC_NO_ANALYTICS": "1",
+            "PYTHONUNBUFFERED": "1",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{scratch / 'mlflow.db'}",  # nothing reaches the real registry
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
+    )
     env.pop("MLFLOW_REGISTRY_URI", None)
     env.pop("BIGMODEL_WORKSPACE_LOCK", None)
     if (worktree / "bigmodel_core" / "stages").is_dir():  # a clone of bigmodel: run the code of that commit
@@ -244,8 +282,15 @@ def _reproduce(worktree: Path, scratch: Path, on_cpu: bool, say: Callable[[str],
     if on_cpu:
         env["CUDA_VISIBLE_DEVICES"] = ""  # trained on CPU: re-derive on CPU, so the figures can match exactly
     say("verify-repro: dvc repro --force evaluate (every stage but deploy)")
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "evaluate"], cwd=worktree, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--force", "evaluate"],
+        cwd=worktree,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     lines = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -253,9 +298,13 @@ def _reproduce(worktree: Path, scratch: Path, on_cpu: bool, say: Callable[[str],
         if line.startswith(("Running stage", "epoch ", "stage ")):
             say("  " + line.rstrip("\n")[:160])
     if proc.wait() != 0:  # the stage's own `error:` line says more than DVC's "failed to reproduce"
-        errors = [line for line in lines if line.startswith("error:")] or [l for l in lines if l.startswith("ERROR")]
-        raise NotReproduced(f"the reproduction failed: {(errors or lines or ['no output'])[-1]} (dvc repro exited "
-                            f"{proc.returncode} in {worktree}; --keep keeps it)")
+        errors = [line for line in lines if line.startswith("error:")] or [
+            line for line in lines if line.startswith("ERROR")
+        ]
+        raise NotReproduced(
+            f"the reproduction failed: {(errors or lines or ['no output'])[-1]} (dvc repro exited "
+            f"{proc.returncode} in {worktree}; --keep keeps it)"
+        )
 
 
 def _warn_version(worktree: Path, say: Callable[[str], None]) -> None:
@@ -264,8 +313,10 @@ def _warn_version(worktree: Path, say: Callable[[str], None]) -> None:
 
     path = worktree / VERSION_FILE
     if path.exists() and path.read_text() != version_text():
-        say(f"verify-repro: warning: the version was made with {path.read_text().strip()}, this is "
-            f"{version_text().strip()}: the code differs, so may the figures")
+        say(
+            f"verify-repro: warning: the version was made with {path.read_text().strip()}, this is "
+            f"{version_text().strip()}: the code differs, so may the figures"
+        )
 
 
 def report(verdict: Verdict) -> list[str]:
@@ -289,8 +340,12 @@ def check(verdict: Verdict) -> str:
         key, a, b, _ = bad[0]
         more = f" (and {len(bad) - 1} more metric{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
         where = f"; outputs that differ: {', '.join(verdict.changed_outputs)}" if verdict.changed_outputs else ""
-        raise NotReproduced(f"{verdict.name} v{verdict.version} was not reproduced from commit {verdict.commit[:12]}: "
-                            f"{key} registered {a:.6g}, reproduced {b:.6g}{more}{where}")
+        raise NotReproduced(
+            f"{verdict.name} v{verdict.version} was not reproduced from commit {verdict.commit[:12]}: "
+            f"{key} registered {a:.6g}, reproduced {b:.6g}{more}{where}"
+        )
     how = "exactly" if verdict.tolerance == 0 else f"within {verdict.tolerance:g}"
-    return (f"reproduced: {verdict.name} v{verdict.version} from commit {verdict.commit[:12]} ({verdict.tag}): "
-            f"{len(verdict.rows)} metrics match {how}")
+    return (
+        f"reproduced: {verdict.name} v{verdict.version} from commit {verdict.commit[:12]} ({verdict.tag}): "
+        f"{len(verdict.rows)} metrics match {how}"
+    )

@@ -25,8 +25,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from bigmodel_core.errors import BigmodelError, DataError, WorkspaceBusy
 from bigmodel_core.interrupts import alive
@@ -56,8 +56,12 @@ def held_by_parent() -> bool:
 
 
 @contextlib.contextmanager
-def exclusive(root: Path, what: str, wait: bool = True,
-              say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> Iterator[None]:
+def exclusive(
+    root: Path,
+    what: str,
+    wait: bool = True,
+    say: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+) -> Iterator[None]:
     """Hold the workspace for `what` (e.g. "bigmodel run"); wait for another holder or raise WorkspaceBusy."""
     if held_by_parent():
         yield
@@ -73,7 +77,8 @@ def exclusive(root: Path, what: str, wait: bool = True,
             if not wait:
                 raise WorkspaceBusy(
                     f"another run holds this workspace: {who}; nothing was changed. Wait for it to end "
-                    f"(`bigmodel run` waits by default) and run again") from None
+                    f"(`bigmodel run` waits by default) and run again"
+                ) from None
             say(f"waiting for {who} to finish: one run per workspace ({path})")
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
@@ -114,8 +119,10 @@ def record_run(root: Path, key: str, **ids: str | None) -> None:
     from bigmodel_core.io import write_json
 
     pid = os.getpid()
-    write_json({"pid": pid, "process_start": _process_start(pid), "host": socket.gethostname(), "since": time.time(),
-                **ids}, runs_dir(root) / f"{key}.json")
+    write_json(
+        {"pid": pid, "process_start": _process_start(pid), "host": socket.gethostname(), "since": time.time(), **ids},
+        runs_dir(root) / f"{key}.json",
+    )
 
 
 def update_note(root: Path, key: str, **fields) -> None:
@@ -213,8 +220,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def dvc_status(root: Path) -> dict:
     """`dvc status --json`: stages whose deps, params or outs changed since dvc.lock (empty: nothing to do)."""
     wait_for_dvc(Path(root), lambda m: print(m, flush=True))
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=child_env(),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=child_env(), capture_output=True, text=True
+    )
     out = proc.stdout.strip()
     if proc.returncode != 0:
         problem = dvc_file_problem(Path(root))

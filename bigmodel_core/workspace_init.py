@@ -53,9 +53,11 @@ def model_name_for(root: Path) -> str:
 
 def params_for(root: Path) -> str:
     """The template params.yaml with deploy.model_name set to the workspace's own name (comments kept)."""
-    text, count = re.subn(r"(?m)^(  model_name: )bigmodel-demo$",
-                          lambda m: f"{m.group(1)}{model_name_for(root)}  # bigmodel init named it after the directory",
-                          params_template())
+    text, count = re.subn(
+        r"(?m)^(  model_name: )bigmodel-demo$",
+        lambda m: f"{m.group(1)}{model_name_for(root)}  # bigmodel init named it after the directory",
+        params_template(),
+    )
     if count != 1:  # the template's deploy section changed: this function must follow it
         raise RuntimeError("templates/params.yaml: expected one 'model_name: bigmodel-demo' line under deploy:")
     return text
@@ -76,13 +78,19 @@ def init(root: Path, force: bool = False) -> list[str]:
     files = {"params.yaml": params_for(root), "dvc.yaml": render_dvc_yaml(installed=True), VERSION_FILE: version_text()}
     present = [name for name in files if (root / name).exists()]
     if present and not force:
-        raise ConfigError(f"{', '.join(present)} already in {root}; `bigmodel init --force` writes them again "
-                          "(your params.yaml would be replaced by the template)")
+        raise ConfigError(
+            f"{', '.join(present)} already in {root}; `bigmodel init --force` writes them again "
+            "(your params.yaml would be replaced by the template)"
+        )
     done = []
     if not (root / ".dvc").is_dir():  # first: the step most likely to fail, before any file is written
         scm = (root / ".git").exists()
-        proc = subprocess.run([sys.executable, "-m", "dvc", "init", "-q", *([] if scm else ["--no-scm"])], cwd=root,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", "init", "-q", *([] if scm else ["--no-scm"])],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise ConfigError(f"dvc init failed in {root}: {(proc.stderr or proc.stdout).strip()[-500:]}")
         done.append("dvc init" + ("" if scm else " --no-scm (not a git repository: DVC runs without git)"))
@@ -94,8 +102,10 @@ def init(root: Path, force: bool = False) -> list[str]:
     for name, text in files.items():
         with atomic_path(root / name, keep_mode=True) as tmp:
             tmp.write_text(text)
-        done.append(f"wrote {name}" + (f" (deploy.model_name: {model_name_for(root)}, after the directory)"
-                                       if name == "params.yaml" else ""))
+        done.append(
+            f"wrote {name}"
+            + (f" (deploy.model_name: {model_name_for(root)}, after the directory)" if name == "params.yaml" else "")
+        )
     sources = root / "data" / "sources"
     if not sources.is_dir():
         sources.mkdir(parents=True)

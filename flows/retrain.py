@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import suppress
 from pathlib import Path
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -28,7 +30,7 @@ from bigmodel_core.workspace import exclusive, forget_run, record_run
 from bigmodel_tasks.dvc_stage import StageFailed, check_stale, run_stage
 from bigmodel_tasks.release import record_release
 
-__all__ = ["retrain", "print_summary", "StageFailed", "run_name"]
+__all__ = ["StageFailed", "print_summary", "retrain", "run_name"]
 
 
 def run_name() -> str:
@@ -36,10 +38,8 @@ def run_name() -> str:
     parameters = flow_run.parameters or {}
     root = Path(parameters.get("root") or ".")
     h = hashlib.sha256()
-    try:
+    with suppress(OSError):
         h.update((root / "params.yaml").read_bytes())
-    except OSError:
-        pass
     h.update(json.dumps(parameters.get("set_params") or []).encode())
     return f"retrain-{h.hexdigest()[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -53,8 +53,8 @@ def _tag_run(params: Params) -> None:
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
-            tags = set(client.read_flow_run(run_id).tags or [])
-            client.update_flow_run(run_id, tags=sorted(tags | {"bigmodel", f"model:{params.deploy.model_name}"}))
+            tags = set(client.read_flow_run(UUID(run_id)).tags or [])
+            client.update_flow_run(UUID(run_id), tags=sorted(tags | {"bigmodel", f"model:{params.deploy.model_name}"}))
     except Exception as e:  # tags are a convenience: never fail a run for them
         get_run_logger().warning("could not tag the flow run: %s", e)
 
@@ -94,8 +94,13 @@ def retrain(root: str = ".", force: bool = False, set_params: list[str] | None =
             _take_over(params, rootp, name, None, note=False)
             seconds = round(time.perf_counter() - started, 2)
             _say(f"nothing to do: every stage is up to date (raw data, params and code unchanged) - {seconds:.1f}s")
-            result = {"name": name, "noop": True, "seconds": seconds, "status": "up to date",
-                      "stages": [{"stage": s.name, "ran": False, "seconds": 0.0} for s in stages]}
+            result = {
+                "name": name,
+                "noop": True,
+                "seconds": seconds,
+                "status": "up to date",
+                "stages": [{"stage": s.name, "ran": False, "seconds": 0.0} for s in stages],
+            }
             _card(result, rootp, params, None)
             return result
         return _execute(rootp, params, stages, stale, force, name, started)
@@ -105,26 +110,36 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
     from bigmodel_core.tracking.pipeline_run import close_run, open_run
 
     flow_url = _flow_run_link()
-    mlflow_run = open_run(params, root, name, {"bigmodel.flow_run_id": str(flow_run.get_id() or "none"),
-                                               "bigmodel.flow_run_url": flow_url})
+    mlflow_run = open_run(
+        params,
+        root,
+        name,
+        {"bigmodel.flow_run_id": str(flow_run.get_id() or "none"), "bigmodel.flow_run_url": flow_url},
+    )
     note = _take_over(params, root, name, mlflow_run)
     env = {"BIGMODEL_FLOW_RUN_NAME": name, "BIGMODEL_FLOW_RUN_URL": flow_url}
     if mlflow_run:
         env["BIGMODEL_MLFLOW_RUN_ID"] = mlflow_run
-    stage_task = run_stage.with_options(retries=params.flow.retries, retry_delay_seconds=params.flow.retry_delay_seconds)
+    stage_task = run_stage.with_options(
+        retries=params.flow.retries, retry_delay_seconds=params.flow.retry_delay_seconds
+    )
     # stages before the first stale one are up to date by DVC's own verdict: no need to ask DVC again
     first = 0 if force else next((i for i, s in enumerate(stages) if s.name in stale), 0)
     results = [{"stage": s.name, "ran": False, "seconds": 0.0} for s in stages[:first]]
     result = {"name": name, "noop": False, "stages": results, "mlflow_run_id": mlflow_run}
-    status, reason, error, running = "FINISHED", None, None, None
+    status, reason, running = "FINISHED", None, None
+    error: BaseException | None = None
     try:
         for i, stage in enumerate(stages[first:], start=first + 1):
             print(f"[{i}/{len(stages)}] {stage.name} ...", flush=True)
             running = stage.name
             doing(f"stage {stage.name!r}")
             res = stage_task(stage.name, str(root), force, env)
-            print(f"[{i}/{len(stages)}] {stage.name}: {'ran' if res['ran'] else 'up to date, skipped'} "
-                  f"({res['seconds']:.1f}s)", flush=True)
+            print(
+                f"[{i}/{len(stages)}] {stage.name}: {'ran' if res['ran'] else 'up to date, skipped'} "
+                f"({res['seconds']:.1f}s)",
+                flush=True,
+            )
             results.append(res)
         doing(None)
         if params.deploy.git_commit and any(r["stage"] == "deploy" and r["ran"] for r in results):
@@ -152,7 +167,9 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
             result["failed"] = {"stage": "flow", "exit_code": 1, "message": reason}
     result["seconds"] = round(time.perf_counter() - started, 2)
     gate = error is not None and getattr(error, "exit_code", None) == GateFailed.exit_code
-    result["status"] = {"FINISHED": "completed", "KILLED": "interrupted"}.get(status, "gate closed" if gate else "failed")
+    result["status"] = {"FINISHED": "completed", "KILLED": "interrupted"}.get(
+        status, "gate closed" if gate else "failed"
+    )
     card = _card(result, root, params, mlflow_run)
     if mlflow_run:
         close_run(params, root, mlflow_run, status, reason, card)
@@ -217,8 +234,14 @@ def _mlflow_link(params: Params, root: Path, run_id: str | None) -> str | None:
 def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | None) -> str:
     """The run card: what ran, the data, the model against the champion, the verdict and where to look."""
     ran = {s["stage"] for s in result["stages"] if s["ran"]}
-    lines = [f"# {result['name']}: {result['status']}", "", f"Workspace `{root}`, {result['seconds']:.1f}s in all.", "",
-             "| stage | result | seconds |", "| --- | --- | ---: |"]
+    lines = [
+        f"# {result['name']}: {result['status']}",
+        "",
+        f"Workspace `{root}`, {result['seconds']:.1f}s in all.",
+        "",
+        "| stage | result | seconds |",
+        "| --- | --- | ---: |",
+    ]
     for s in result["stages"]:
         lines.append(f"| {s['stage']} | {'ran' if s['ran'] else 'up to date'} | {s['seconds']:.1f} |")
     failed = result.get("failed")
@@ -227,14 +250,22 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
         lines += ["", f"**Stopped:** {failed['message']}"]
     quality = _read(root / "reports/data_quality.json")
     if quality:
-        lines += ["", "## Data", "",
-                  f"{quality.get('rows_in', '?'):,} rows in, {quality.get('rows_out', '?'):,} passed, "
-                  f"{quality.get('rows_quarantined', '?'):,} quarantined"
-                  + ("" if "validate" in ran else " (from the last validate run)") + "."]
+        lines += [
+            "",
+            "## Data",
+            "",
+            f"{quality.get('rows_in', '?'):,} rows in, {quality.get('rows_out', '?'):,} passed, "
+            f"{quality.get('rows_quarantined', '?'):,} quarantined"
+            + ("" if "validate" in ran else " (from the last validate run)")
+            + ".",
+        ]
         by_rule = {k: r.get("rows", 0) for k, r in (quality.get("rules") or {}).items() if r.get("rows")}
         if by_rule:
-            lines.append("By rule: " + ", ".join(f"{k} {v:,} ({(quality.get('rules') or {})[k].get('policy')})"
-                                                 for k, v in by_rule.items()) + ".")
+            lines.append(
+                "By rule: "
+                + ", ".join(f"{k} {v:,} ({(quality.get('rules') or {})[k].get('policy')})" for k, v in by_rule.items())
+                + "."
+            )
         lines += [f"- data gate: {f}" for f in quality.get("failures") or []]
     lines += _candidates_section(_read(root / "metrics/train.json"), "train" in ran)
     ev = _read(root / "metrics/eval.json")
@@ -250,19 +281,30 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
         lines += [f"- {r}" for r in decision.get("reasons", [])]
         hint = (decision.get("comparison") or {}).get("rows_needed") or {}
         if verdict == "inconclusive" and hint.get("rows_needed"):
-            lines.append(f"- about {hint['rows_needed']:,} test rows (this split has {hint['test_rows']:,}) would "
-                         "decide it (README, Promotion)")
+            lines.append(
+                f"- about {hint['rows_needed']:,} test rows (this split has {hint['test_rows']:,}) would "
+                "decide it (README, Promotion)"
+            )
     deploy = _read(root / "reports/deploy.json")
     if deploy and "deploy" in ran:
-        lines += ["", f"**Registered:** {deploy['model_name']} version {deploy['version']}, aliases "
-                      f"{', '.join(deploy.get('aliases') or []) or 'none'}; "
-                      + ((f"promoted ({deploy['note']})" if deploy.get("note") else "promoted") if deploy.get("promoted")
-                         else f"not promoted ({deploy.get('note') or 'gate closed'})")]
+        lines += [
+            "",
+            f"**Registered:** {deploy['model_name']} version {deploy['version']}, aliases "
+            f"{', '.join(deploy.get('aliases') or []) or 'none'}; "
+            + (
+                (f"promoted ({deploy['note']})" if deploy.get("note") else "promoted")
+                if deploy.get("promoted")
+                else f"not promoted ({deploy.get('note') or 'gate closed'})"
+            ),
+        ]
     release = result.get("release")
     if release:
-        lines += ["", f"**Reproducible from:** commit `{release['commit'][:12]}`, tag `{release['tag']}`; data and model "
-                      f"in DVC remote `{release['remote']}` (`bigmodel verify-repro {release['model_name']} "
-                      f"{release['version']}`)"]
+        lines += [
+            "",
+            f"**Reproducible from:** commit `{release['commit'][:12]}`, tag `{release['tag']}`; data and model "
+            f"in DVC remote `{release['remote']}` (`bigmodel verify-repro {release['model_name']} "
+            f"{release['version']}`)",
+        ]
     link = _mlflow_link(params, root, mlflow_run)
     if link:
         lines += ["", f"**MLflow run:** [{mlflow_run}]({link})"]
@@ -275,14 +317,21 @@ def _candidates_section(train: dict | None, ran: bool) -> list[str]:
     if not ran or not train or not train.get("chosen"):
         return []
     why = next((r.get("why") for r in rows if r.get("chosen")), None) or train.get("selection")
-    out = ["", "## Candidates", "", f"Chosen on the validation split ({train.get('val_rows', '?')} rows): "
-           f"**{train['chosen']}** ({why}).", "",
-           "| candidate | kind | val macro-F1 | val accuracy | trials | seconds | CPU seconds |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    out = [
+        "",
+        "## Candidates",
+        "",
+        f"Chosen on the validation split ({train.get('val_rows', '?')} rows): **{train['chosen']}** ({why}).",
+        "",
+        "| candidate | kind | val macro-F1 | val accuracy | trials | seconds | CPU seconds |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         name = f"**{r['name']}**" if r.get("chosen") else r["name"]
-        out.append(f"| {name} | {r['kind']} | {r['val_macro_f1']:.4f} | {r['val_accuracy']:.4f} | "
-                   f"{r.get('trials') or '-'} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} |")
+        out.append(
+            f"| {name} | {r['kind']} | {r['val_macro_f1']:.4f} | {r['val_accuracy']:.4f} | "
+            f"{r.get('trials') or '-'} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} |"
+        )
     return out
 
 
@@ -300,8 +349,11 @@ def _data_quality_artifact(result: dict, root: Path) -> None:
             from prefect.artifacts import create_markdown_artifact
 
             report, page, _ = found
-            create_markdown_artifact(markdown=data_quality_markdown(report, where=str(root / page)), key="data-quality",
-                                     description="data quality of this run's rows (validate)")
+            create_markdown_artifact(
+                markdown=data_quality_markdown(report, where=str(root / page)),
+                key="data-quality",
+                description="data quality of this run's rows (validate)",
+            )
     except Exception as e:
         get_run_logger().warning("could not save the data-quality artifact: %s", e)
 
@@ -332,9 +384,13 @@ def _notify(result: dict, root: Path, params: Params, gate: bool) -> None:
     ran = {s["stage"] for s in result["stages"] if s["ran"]}
     if deploy and "deploy" in ran and deploy.get("promoted"):
         ev = _read(root / "metrics/eval.json") or {}
-        send(params, "promotion", f"{model}: version {deploy['version']} is the new champion ({result['name']})",
-             f"test accuracy {ev.get('accuracy', float('nan')):.4f}, macro-F1 {ev.get('macro_f1', float('nan')):.4f}"
-             + (f"; the champion before was v{ev['champion_version']}" if ev.get("champion_version") else ""))
+        send(
+            params,
+            "promotion",
+            f"{model}: version {deploy['version']} is the new champion ({result['name']})",
+            f"test accuracy {ev.get('accuracy', float('nan')):.4f}, macro-F1 {ev.get('macro_f1', float('nan')):.4f}"
+            + (f"; the champion before was v{ev['champion_version']}" if ev.get("champion_version") else ""),
+        )
 
 
 def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
@@ -346,32 +402,48 @@ def print_summary(result: dict, root: Path, wall_seconds: float) -> None:
     eval_path, deploy_path = root / "metrics/eval.json", root / "reports/deploy.json"
     train = _read(root / "metrics/train.json") if "train" in ran else None
     if train and train.get("chosen"):
-        out.append(f"  model: {train['chosen']} ({train['model_kind']}), the best of "
-                   + ", ".join(f"{r['name']} {r['val_macro_f1']:.4f}" for r in train.get("candidates") or [])
-                   + " (validation macro-F1)")
+        out.append(
+            f"  model: {train['chosen']} ({train['model_kind']}), the best of "
+            + ", ".join(f"{r['name']} {r['val_macro_f1']:.4f}" for r in train.get("candidates") or [])
+            + " (validation macro-F1)"
+        )
     if eval_path.exists() and ran:
         ev = json.loads(eval_path.read_text())
-        vs = (f" (champion v{ev['champion_version']}: macro-F1 {ev['champion_macro_f1']:.4f})"
-              if ev.get("champion_version") is not None else "")
+        vs = (
+            f" (champion v{ev['champion_version']}: macro-F1 {ev['champion_macro_f1']:.4f})"
+            if ev.get("champion_version") is not None
+            else ""
+        )
         out.append(f"  test: accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f} on {ev['n_test']} rows{vs}")
         from bigmodel_core.evaluation.runtime import cost_line
 
-        if cost_line(ev):
-            out.append("  " + cost_line(ev))
+        cost = cost_line(ev)
+        if cost:
+            out.append("  " + cost)
     if deploy_path.exists() and "deploy" in ran:
         d = json.loads(deploy_path.read_text())
-        verdict = (f"promoted ({d['note']})" if d["promoted"] and d.get("note")
-                   else "promoted" if d["promoted"] else "NOT promoted: " + (d.get("note") or "; ".join(d.get("reasons", []))))
-        what = ("already registered as {} v{} (the same model bundle byte for byte: not registered again)"
-                if d.get("already_registered") else "registered {} version {}").format(d["model_name"], d["version"])
+        verdict = (
+            f"promoted ({d['note']})"
+            if d["promoted"] and d.get("note")
+            else "promoted"
+            if d["promoted"]
+            else "NOT promoted: " + (d.get("note") or "; ".join(d.get("reasons", [])))
+        )
+        what = (
+            "already registered as {} v{} (the same model bundle byte for byte: not registered again)"
+            if d.get("already_registered")
+            else "registered {} version {}"
+        ).format(d["model_name"], d["version"])
         out.append(f"  {what} with alias(es) {', '.join(d['aliases'])}: {verdict}")
         out.append(f"  MLflow run {d['run_id']}")
     elif not ran:
         out.append("  nothing to do: every stage is up to date (no new model version)")
     release = result.get("release")
     if release:
-        out.append(f"  reproducible from commit {release['commit'][:12]} (tag {release['tag']}), data and model in DVC "
-                   f"remote {release['remote']}: bigmodel verify-repro {release['model_name']} {release['version']}")
+        out.append(
+            f"  reproducible from commit {release['commit'][:12]} (tag {release['tag']}), data and model in DVC "
+            f"remote {release['remote']}: bigmodel verify-repro {release['model_name']} {release['version']}"
+        )
     out.append(f"  flow time: {result['seconds']:.1f}s (command total {wall_seconds:.1f}s)")
     out.append("  look further: bigmodel ui  |  dvc metrics show  |  dvc plots show  |  dvc status")
     print("\n".join(out), flush=True)

@@ -38,8 +38,8 @@ def _stage_exit_code(output: str, dvc_code: int) -> int:
 def _last_error(output: str) -> str:
     for line in reversed(output.splitlines()):
         if line.startswith("error: "):
-            return line[len("error: "):]
-    tail = [l for l in output.splitlines() if l.strip()]
+            return line[len("error: ") :]
+    tail = [line for line in output.splitlines() if line.strip()]
     return tail[-1] if tail else "no output"
 
 
@@ -56,9 +56,12 @@ def retry_if_transient(task, task_run, state) -> bool:
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    return {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # progress bars are noise in a task's log
-            **child_env({"PYTHONUNBUFFERED": "1", "BIGMODEL_FLOW_RUN_ID": str(flow_run.get_id() or "none"),
-                         **(extra or {})})}
+    return {
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # progress bars are noise in a task's log
+        **child_env(
+            {"PYTHONUNBUFFERED": "1", "BIGMODEL_FLOW_RUN_ID": str(flow_run.get_id() or "none"), **(extra or {})}
+        ),
+    }
 
 
 @task(name="dvc-status", tags=["dvc"])
@@ -84,7 +87,7 @@ def run_stage(stage: str, root: str, force: bool = False, env: dict[str, str] | 
     logger = get_run_logger()
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
     started = time.perf_counter()
-    for attempt in range(120):
+    for _attempt in range(120):
         wait_for_dvc(Path(root), logger.info)
         code, output = _run_logged(cmd, root, _env(env), stage, logger)
         if code == 0 or _DVC_LOCKED not in output:
@@ -95,7 +98,9 @@ def run_stage(stage: str, root: str, force: bool = False, env: dict[str, str] | 
         message = _last_error(output)
         exit_code = _stage_exit_code(output, code)
         if _DVC_LOCKED in output:
-            message = "another DVC command kept this workspace locked for two minutes (.dvc/tmp/lock); nothing was changed"
+            message = (
+                "another DVC command kept this workspace locked for two minutes (.dvc/tmp/lock); nothing was changed"
+            )
         elif not any(line.startswith("error: ") for line in output.splitlines()):
             # DVC stopped before the stage said anything: a dvc.yaml or dvc.lock it cannot read is named by its loader
             problem = dvc_file_problem(Path(root))
@@ -112,8 +117,16 @@ def _run_logged(cmd: list[str], root: str, env: dict, stage: str, logger) -> tup
     The command leads a process group of its own, so a terminal's Ctrl-C reaches only `bigmodel run`;
     when that is interrupted (Ctrl-C, SIGTERM) the whole group is stopped, SIGINT first (DVC's graceful
     path), before the interruption goes on."""
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
     lines = []
     assert proc.stdout is not None
     try:

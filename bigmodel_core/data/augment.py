@@ -37,7 +37,7 @@ def variant(text: str, seed: int, p: AugmentParams) -> str:
     words = text.split(" ")
     if len(words) > 1 and p.word_dropout:
         u = hashing.streams(np.repeat(s, len(words)), _DROP, np.arange(len(words)))
-        kept = [w for w, x in zip(words, u) if x >= p.word_dropout]
+        kept = [w for w, x in zip(words, u, strict=True) if x >= p.word_dropout]
         words = kept or [words[int(hashing.streams(s, _CHOICE, np.zeros(1))[0] * len(words))]]
     u = hashing.streams(np.repeat(s, len(words)), _SWAP, np.arange(len(words)))
     i = 0
@@ -61,14 +61,25 @@ def variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams) -> pa.Array:
     offsets, data = byte_view(arr)
     out_offsets = np.empty(n + 1, dtype=np.int64)
     out_data = np.empty(max(int(offsets[-1] - offsets[0]), 1), dtype=np.uint8)
-    keys = [np.uint64(hashing.mix(np.uint64(s))) for s in (_DROP, _CHOICE, _SWAP)]
-    size = kernels.word_variants(data, offsets, np.ascontiguousarray(seeds, dtype=np.uint64), float(p.word_dropout),
-                                 float(p.swap_prob), *keys, out_offsets, out_data)
+    drop_key, choice_key, swap_key = (np.uint64(hashing.mix(np.uint64(s))) for s in (_DROP, _CHOICE, _SWAP))
+    size = kernels.word_variants(
+        data,
+        offsets,
+        np.ascontiguousarray(seeds, dtype=np.uint64),
+        float(p.word_dropout),
+        float(p.swap_prob),
+        drop_key,
+        choice_key,
+        swap_key,
+        out_offsets,
+        out_data,
+    )
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out_data[:size]))
 
 
-def augment(df: pd.DataFrame, p: AugmentParams, split_params: SplitParams, carve_val: bool = True
-            ) -> tuple[pd.DataFrame, dict]:
+def augment(
+    df: pd.DataFrame, p: AugmentParams, split_params: SplitParams, carve_val: bool = True
+) -> tuple[pd.DataFrame, dict]:
     """The rows and, after them, `copies` variants of each row the split will put in train (carve_val: as in
     split.assign)."""
     out = df.copy()
@@ -85,11 +96,21 @@ def augment(df: pd.DataFrame, p: AugmentParams, split_params: SplitParams, carve
     at = np.repeat(np.arange(len(parents)), p.copies)
     variants_ = parents.iloc[at].reset_index(drop=True)  # the parents' columns; parent_id is the parent's row_id
     suffixes = pa.array(np.tile([f"-aug{k}" for k in range(p.copies)], len(parents)), type=pa.large_string())
-    variants_["row_id"] = pc.binary_join_element_wise(pc.take(ids, pa.array(at)), suffixes,
-                                                         pa.scalar("", pa.large_string())).to_pandas()
+    variants_["row_id"] = pc.binary_join_element_wise(
+        pc.take(ids, pa.array(at)), suffixes, pa.scalar("", pa.large_string())
+    ).to_pandas()
     variants_["text"] = variants(pc.take(texts, pa.array(at)), seeds, p).to_pandas(types_mapper=None)
     variants_["is_augmented"] = True
     rows = len(variants_)
     result = pd.concat([out, variants_], ignore_index=True) if rows else out
-    result = result.astype({"text": "str", "label": "str", "group_key": "str", "fixed_split": "str", "source_row": "int64", "is_augmented": "bool"})
+    result = result.astype(
+        {
+            "text": "str",
+            "label": "str",
+            "group_key": "str",
+            "fixed_split": "str",
+            "source_row": "int64",
+            "is_augmented": "bool",
+        }
+    )
     return result, {"originals": len(df), "variants": rows, "train_parents": int(will_train.sum())}

@@ -14,7 +14,9 @@ _WS = re.compile(r"\s+")
 # is written after the first character, so the regex engine can skip to candidate characters (10x faster on
 # IMDb reviews; tests/test_cleaning_quality.py checks both forms agree).
 _BROKEN_NUMERIC = re.compile(r"#(?<![&\w]#)(\d{1,5});")
-_BROKEN_NAMED = re.compile(r"((?:q(?<![&\w]q)uot|a(?<![&\w]a)mp|l(?<![&\w]l)t|g(?<![&\w]g)t|n(?<![&\w]n)bsp|a(?<![&\w]a)pos));")
+_BROKEN_NAMED = re.compile(
+    r"((?:q(?<![&\w]q)uot|a(?<![&\w]a)mp|l(?<![&\w]l)t|g(?<![&\w]g)t|n(?<![&\w]n)bsp|a(?<![&\w]a)pos));"
+)
 
 
 def clean_text(text: str | None, p: CleanParams) -> str | None:
@@ -65,7 +67,9 @@ def normalize_key(text: str) -> str:
 # something it could match, found by RE2) and, when lowercasing, non-ASCII texts (str.lower has special cases).
 # RE2 patterns elsewhere (columns.split_words, the HTML rule) spell whitespace out as the characters Python's \s
 # matches (str.isspace), since RE2's \s is ASCII.
-WS_CHARS = r"\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"  # but space
+WS_CHARS = (
+    r"\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"  # but space
+)
 # a run of whitespace other than one lone space (left as it is: faster)
 _WS_RUN = rf" *[{WS_CHARS}][ {WS_CHARS}]*| {{2,}}"
 _ENTITY = r"#\p{Nd}{1,5};|(quot|amp|lt|gt|nbsp|apos);"  # what the repair patterns could match (\d is Nd)
@@ -131,8 +135,9 @@ def _layout_array(arr, p: CleanParams):
     offsets, data = byte_view(arr)
     out_offsets = np.empty(len(arr) + 1, dtype=np.int64)
     out_data = np.empty(max(1, int(offsets[-1] - offsets[0])) if len(arr) else 1, dtype=np.uint8)
-    used = kernels.layout(data, offsets, p.strip_html, p.normalize_whitespace, p.lowercase, p.max_chars,
-                          out_data, out_offsets)
+    used = kernels.layout(
+        data, offsets, p.strip_html, p.normalize_whitespace, p.lowercase, p.max_chars, out_data, out_offsets
+    )
     done = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(out_offsets), pa.py_buffer(out_data[:used]))
     return pc.if_else(pc.is_valid(arr), done, pa.scalar(None, pa.large_string())) if arr.null_count else done
 

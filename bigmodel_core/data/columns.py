@@ -31,13 +31,13 @@ def byte_view(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """numpy views of a large_string array's buffers, for the compiled loops (kernels): offsets (len + 1
     int64, into data) and data (the UTF-8 bytes). A null reads as "" (its offsets are equal)."""
     n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
     raw = arr.buffers()[2]
     return offsets, (np.frombuffer(raw, dtype=np.uint8) if raw is not None and raw.size else np.zeros(1, np.uint8))
 
 
 def split_words(arr: pa.Array, lower: bool = False) -> tuple[pa.Array, np.ndarray]:
-    """text.split() (of text.lower() with lower, as pyarrow lower-cases) of every text, flattened into one
+    r"""text.split() (of text.lower() with lower, as pyarrow lower-cases) of every text, flattened into one
     array, and the number of words of each text. Whitespace runs (Python's \s, spelled out for RE2) become
     one space and the text is split on that space: pyarrow 25's utf8_split_whitespace was seen to keep a
     trailing space in a word now and then (a read past the end of the buffer), so it is not used."""
@@ -80,7 +80,7 @@ def group_keys(arr: pa.Array) -> list[str]:
     """quality.group_key per text: the 80-bit key (hashing.text_key) of the words of the normalised text, in
     hex."""
     hi, lo = group_key_ints(arr)
-    return [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist())]
+    return [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist(), strict=True)]
 
 
 def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:

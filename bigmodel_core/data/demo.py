@@ -15,16 +15,16 @@ LABELS = ("sports", "business", "science", "travel")
 
 #: Dirt injected into the corpus, as a share of the clean rows generated.
 DIRT_RATES = {
-    "duplicate": 0.04,          # an exact copy of an earlier row (same label)
-    "empty_text": 0.01,         # empty or whitespace-only text
-    "html": 0.05,               # HTML tags and entities around the text
-    "long": 0.005,              # text repeated past clean.max_chars
-    "unknown_label": 0.01,      # a label outside LABELS
-    "missing_label": 0.01,      # no label at all
-    "conflicting_labels": 0.01, # an earlier text again, with a different label
-    "short": 0.005,             # one character
-    "control_chars": 0.005,     # a bell or an escape character inside the text
-    "near_duplicate": 0.01,     # an earlier text with one more word (same label)
+    "duplicate": 0.04,  # an exact copy of an earlier row (same label)
+    "empty_text": 0.01,  # empty or whitespace-only text
+    "html": 0.05,  # HTML tags and entities around the text
+    "long": 0.005,  # text repeated past clean.max_chars
+    "unknown_label": 0.01,  # a label outside LABELS
+    "missing_label": 0.01,  # no label at all
+    "conflicting_labels": 0.01,  # an earlier text again, with a different label
+    "short": 0.005,  # one character
+    "control_chars": 0.005,  # a bell or an escape character inside the text
+    "near_duplicate": 0.01,  # an earlier text with one more word (same label)
 }
 
 _TOPIC_WORDS = {
@@ -61,35 +61,45 @@ def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
     n_clean = rows - sum(dirt_counts.values())
     if n_clean < 4 * len(LABELS):
         raise ValueError(f"demo corpus needs more rows than {rows}")
+
+    def pick(label: str) -> str:
+        # 15% of the topic words come from another class: the task is learnable but not trivial.
+        if rng.random() < 0.15:
+            return rng.choice(words[rng.choice(LABELS)])
+        return rng.choice(words[label])
+
     for i in range(n_clean):
         label = LABELS[i % len(LABELS)]
-        # 15% of the topic words come from another class: the task is learnable but not trivial.
-        def pick() -> str:
-            if rng.random() < 0.15:
-                return rng.choice(words[rng.choice(LABELS)])
-            return rng.choice(words[label])
         tpl = rng.choice(_TEMPLATES)
-        text = tpl.format(a=pick(), b=pick(), c=pick(), d=pick(), s1=rng.choice(_SHARED), s2=rng.choice(_SHARED), s3=rng.choice(_SHARED))
+        text = tpl.format(
+            a=pick(label),
+            b=pick(label),
+            c=pick(label),
+            d=pick(label),
+            s1=rng.choice(_SHARED),
+            s2=rng.choice(_SHARED),
+            s3=rng.choice(_SHARED),
+        )
         text = f"{text} {rng.randint(1, 999)}"  # makes accidental exact duplicates rare
         clean.append((text[0].upper() + text[1:], label))
 
-    records: list[dict] = [{"text": t, "label": l, "dirt": "none"} for t, l in clean]
+    records: list[dict] = [{"text": t, "label": lab, "dirt": "none"} for t, lab in clean]
     n = len(clean)
 
     def count(kind: str) -> int:
         return dirt_counts[kind]
 
     for _ in range(count("duplicate")):
-        t, l = clean[rng.randrange(n)]
-        records.append({"text": t, "label": l, "dirt": "duplicate"})
+        t, lab = clean[rng.randrange(n)]
+        records.append({"text": t, "label": lab, "dirt": "duplicate"})
     for i in range(count("empty_text")):
         records.append({"text": ["", "   ", "\t\n"][i % 3], "label": rng.choice(LABELS), "dirt": "empty_text"})
     for _ in range(count("html")):
-        t, l = clean[rng.randrange(n)]
-        records.append({"text": f"<p><b>{t}</b> &amp; more &#39;news&#39;</p>", "label": l, "dirt": "html"})
+        t, lab = clean[rng.randrange(n)]
+        records.append({"text": f"<p><b>{t}</b> &amp; more &#39;news&#39;</p>", "label": lab, "dirt": "html"})
     for _ in range(count("long")):
-        t, l = clean[rng.randrange(n)]
-        records.append({"text": " ".join([t] * 400), "label": l, "dirt": "long"})
+        t, lab = clean[rng.randrange(n)]
+        records.append({"text": " ".join([t] * 400), "label": lab, "dirt": "long"})
     for _ in range(count("unknown_label")):
         t, _l = clean[rng.randrange(n)]
         records.append({"text": t + " extra", "label": rng.choice(_UNKNOWN), "dirt": "unknown_label"})
@@ -97,20 +107,22 @@ def generate(rows: int = 3000, seed: int = 7) -> pd.DataFrame:
         t, _l = clean[rng.randrange(n)]
         records.append({"text": t + " again", "label": None, "dirt": "missing_label"})
     for _ in range(count("conflicting_labels")):
-        t, l = clean[rng.randrange(n)]
-        other = rng.choice([x for x in LABELS if x != l])
+        t, lab = clean[rng.randrange(n)]
+        other = rng.choice([x for x in LABELS if x != lab])
         records.append({"text": t, "label": other, "dirt": "conflicting_labels"})
 
     for i in range(count("short")):
         records.append({"text": _ONE_CHAR[i % len(_ONE_CHAR)], "label": rng.choice(LABELS), "dirt": "short"})
     for i in range(count("control_chars")):
-        t, l = clean[rng.randrange(n)]
+        t, lab = clean[rng.randrange(n)]
         cut = len(t) // 2
-        records.append({"text": t[:cut] + ("\x07" if i % 2 else "\x1b[0m") + t[cut:], "label": l, "dirt": "control_chars"})
+        records.append(
+            {"text": t[:cut] + ("\x07" if i % 2 else "\x1b[0m") + t[cut:], "label": lab, "dirt": "control_chars"}
+        )
 
     for _ in range(count("near_duplicate")):
-        t, l = clean[rng.randrange(n)]
-        records.append({"text": t + " indeed", "label": l, "dirt": "near_duplicate"})
+        t, lab = clean[rng.randrange(n)]
+        records.append({"text": t + " indeed", "label": lab, "dirt": "near_duplicate"})
 
     rng.shuffle(records)
     return pd.DataFrame.from_records(records, columns=["text", "label", "dirt"])

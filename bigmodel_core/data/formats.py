@@ -13,9 +13,10 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Literal
 
 import pandas as pd
 
@@ -86,7 +87,9 @@ def _label_str(v) -> str | None:
     return v or None
 
 
-def _table_to_raw(df: pd.DataFrame, src: Source, file: str, shown: str | None = None, first_row: int = 1) -> pd.DataFrame:
+def _table_to_raw(
+    df: pd.DataFrame, src: Source, file: str, shown: str | None = None, first_row: int = 1
+) -> pd.DataFrame:
     """`file` goes into row ids and provenance; errors name the file as `shown` (default: `file`); df's first
     row is row `first_row` of the file."""
     shown = shown or file
@@ -96,21 +99,23 @@ def _table_to_raw(df: pd.DataFrame, src: Source, file: str, shown: str | None = 
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise DataError(
-            f"{shown}: column {missing[0]!r} not found (source {src.name!r}; columns are {', '.join(map(str, df.columns))})"
+            f"{shown}: column {missing[0]!r} not found "
+            f"(source {src.name!r}; columns are {', '.join(map(str, df.columns))})"
         )
     parts = [df[c].astype("object").where(df[c].notna(), None) for c in src.text]
     if len(parts) == 1:
         text = parts[0].map(lambda v: None if v is None else str(v))
     else:
         joined = []
-        for values in zip(*parts):
+        for values in zip(*parts, strict=True):
             present = [str(v) for v in values if v is not None and str(v) != ""]
             joined.append(src.text_separator.join(present) if present else None)
         text = pd.Series(joined, index=df.index, dtype="object")
     label = df[src.label].astype("object").map(_label_str)
     if src.label_map is not None:
         # Values missing from the map are kept as they are: validate quarantines them as unknown labels.
-        label = label.map(lambda v: src.label_map.get(v, v) if v is not None else None)
+        label_map = src.label_map
+        label = label.map(lambda v: label_map.get(v, v) if v is not None else None)
     rows = pd.RangeIndex(first_row, first_row + len(df))
     out = pd.DataFrame(
         {
@@ -145,7 +150,9 @@ def _read_delimited(path: str, src: Source, shown: str) -> pd.DataFrame:
         raise DataError(f"{shown}: file is empty (source {src.name!r})") from None
     except pd.errors.ParserError as e:
         problem = _first_problem(text, dialect, _expected_fields(text, dialect, src))
-        raise DataError(f"{shown}: " + (problem or f"cannot parse as {src.format}: {e}") + f" (source {src.name!r})") from None
+        raise DataError(
+            f"{shown}: " + (problem or f"cannot parse as {src.format}: {e}") + f" (source {src.name!r})"
+        ) from None
     _check_table(df, text, dialect, src, shown)
     return df
 
@@ -155,7 +162,7 @@ class _Dialect:
 
     def __init__(self, src: Source) -> None:
         self.sep = "\t" if src.format == "tsv" else (src.delimiter or ",")
-        self.quoting = csv.QUOTE_NONE if src.format == "tsv" else csv.QUOTE_MINIMAL
+        self.quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if src.format == "tsv" else csv.QUOTE_MINIMAL  # csv.QUOTE_*
 
     def reader(self, text: str):
         return csv.reader(io.StringIO(text), delimiter=self.sep, quoting=self.quoting, strict=True)
@@ -193,8 +200,10 @@ def _first_problem(text: str, dialect: _Dialect, expected: int) -> str | None:
     except csv.Error as e:
         if "end of data" in str(e) or "EOF" in str(e):
             return f"line {start}: a quoted field opened here is never closed: an unbalanced quote"
-        return (f"line {start}: a quoted field opened here closes inside a field at line {reader.line_num} "
-                f"({e}): an unbalanced quote swallowed the lines between")
+        return (
+            f"line {start}: a quoted field opened here closes inside a field at line {reader.line_num} "
+            f"({e}): an unbalanced quote swallowed the lines between"
+        )
     return None
 
 
@@ -206,16 +215,19 @@ def _check_header(text: str, dialect: _Dialect, src: Source, shown: str) -> None
     seen: dict[str, int] = {}
     for i, name in enumerate(names, start=1):
         if name in seen:
-            raise DataError(f"{shown}: the header names column {name!r} twice (columns {seen[name]} and {i}; "
-                            f"source {src.name!r})")
+            raise DataError(
+                f"{shown}: the header names column {name!r} twice (columns {seen[name]} and {i}; source {src.name!r})"
+            )
         seen[name] = i
     needed = [*src.text, src.label]
     if len(names) == 1 and names[0] not in needed:
         for other in (";", "\t", "|", ","):
             if other != dialect.sep and other in names[0]:
                 how = "format: tsv" if other == "\t" else f"delimiter: {other!r}"
-                raise DataError(f"{shown}: the header is one column, {names[0][:80]!r}: the file looks "
-                                f"{other!r}-separated; set {how} on source {src.name!r}")
+                raise DataError(
+                    f"{shown}: the header is one column, {names[0][:80]!r}: the file looks "
+                    f"{other!r}-separated; set {how} on source {src.name!r}"
+                )
 
 
 def _check_table(df: pd.DataFrame, text: str, dialect: _Dialect, src: Source, shown: str) -> None:
@@ -235,8 +247,9 @@ def _check_table(df: pd.DataFrame, text: str, dialect: _Dialect, src: Source, sh
         if repeated.any():
             row = int(repeated.to_numpy().argmax())
             line = next(ln for i, (ln, _) in enumerate(_rows_with_lines(text, dialect)) if i == row + 1)
-            raise DataError(f"{shown}: line {line} repeats the header row (were files concatenated?; "
-                            f"source {src.name!r})")
+            raise DataError(
+                f"{shown}: line {line} repeats the header row (were files concatenated?; source {src.name!r})"
+            )
 
 
 def _file_bytes(path: str, src: Source, shown: str) -> bytes:
@@ -249,8 +262,10 @@ def _file_bytes(path: str, src: Source, shown: str) -> bytes:
         try:
             data = gzip.decompress(data)
         except gzip.BadGzipFile:
-            raise DataError(f"{shown}: not gzip data (the name ends in .gz, but the file does not start with "
-                            f"gzip's signature; source {src.name!r})") from None
+            raise DataError(
+                f"{shown}: not gzip data (the name ends in .gz, but the file does not start with "
+                f"gzip's signature; source {src.name!r})"
+            ) from None
         except (EOFError, zlib.error) as e:
             raise DataError(f"{shown}: damaged or truncated gzip data ({e}; source {src.name!r})") from None
     _check_line_lengths(data, src, shown)
@@ -266,16 +281,20 @@ def _check_line_lengths(data: bytes, src: Source, shown: str) -> None:
         nl = data.find(b"\n", pos)
         end = len(data) if nl < 0 else nl
         if end - pos > limit:
-            raise DataError(f"{shown}: line {line} is {end - pos:,} bytes long, more than max_line_bytes "
-                            f"({limit:,}) of source {src.name!r}: a file without line breaks, or a quote left "
-                            "open? (raise max_line_bytes if the line is real)")
+            raise DataError(
+                f"{shown}: line {line} is {end - pos:,} bytes long, more than max_line_bytes "
+                f"({limit:,}) of source {src.name!r}: a file without line breaks, or a quote left "
+                "open? (raise max_line_bytes if the line is real)"
+            )
         if nl < 0:
             return
         pos, line = nl + 1, line + 1
 
 
 def _line_of(data: bytes | str, offset: int) -> int:
-    return data.count(b"\n" if isinstance(data, bytes) else "\n", 0, offset) + 1
+    if isinstance(data, bytes):
+        return data.count(b"\n", 0, offset) + 1
+    return data.count("\n", 0, offset) + 1
 
 
 def _decode(data: bytes, src: Source, shown: str) -> str:
@@ -283,13 +302,19 @@ def _decode(data: bytes, src: Source, shown: str) -> str:
     refused with the byte offset and line."""
     hint = "if the file has another encoding, set encoding: on the source (latin-1, cp1252, utf-16, ...)"
     if src.encoding == "utf-8":
-        if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(data) >= 4 and data[:200].count(0) * 3 >= min(len(data), 200)):
-            raise DataError(f"{shown}: the file is UTF-16, not UTF-8; set encoding: utf-16 on source {src.name!r} "
-                            "(or save it as UTF-8)")
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (
+            len(data) >= 4 and data[:200].count(0) * 3 >= min(len(data), 200)
+        ):
+            raise DataError(
+                f"{shown}: the file is UTF-16, not UTF-8; set encoding: utf-16 on source {src.name!r} "
+                "(or save it as UTF-8)"
+            )
         nul = data.find(b"\x00")
         if nul >= 0:
-            raise DataError(f"{shown}: NUL byte at byte {nul} (line {_line_of(data, nul)}): a binary or damaged "
-                            f"file (source {src.name!r})")
+            raise DataError(
+                f"{shown}: NUL byte at byte {nul} (line {_line_of(data, nul)}): a binary or damaged "
+                f"file (source {src.name!r})"
+            )
         if data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]  # a UTF-8 byte-order mark is not part of the first column's name
     try:
@@ -298,18 +323,24 @@ def _decode(data: bytes, src: Source, shown: str) -> str:
         name = "UTF-8" if src.encoding == "utf-8" else src.encoding
         where = f"byte {e.start} (line {_line_of(data, e.start)}"
         if src.undecodable == "fail":
-            raise DataError(f"{shown}: not {name} text at {where}; source {src.name!r}); {hint}; or set undecodable: "
-                            "quarantine to set those rows aside") from None
+            raise DataError(
+                f"{shown}: not {name} text at {where}; source {src.name!r}); {hint}; or set undecodable: "
+                "quarantine to set those rows aside"
+            ) from None
         text = data.decode(src.encoding, errors="replace")  # U+FFFD marks each bad sequence: validate's rule
         bad = text.count("\ufffd") - data.decode(src.encoding, errors="ignore").count("\ufffd")
-        print(f"warning: {shown}: {bad} byte sequence(s) that are not {name}, the first at {where}); replaced by "
-              "U+FFFD, their rows go to quarantine (rule undecodable)", flush=True)
+        print(
+            f"warning: {shown}: {bad} byte sequence(s) that are not {name}, the first at {where}); replaced by "
+            "U+FFFD, their rows go to quarantine (rule undecodable)",
+            flush=True,
+        )
     if src.encoding != "utf-8":
         text = text.lstrip("\ufeff")
         nul = text.find("\x00")
         if nul >= 0:
-            raise DataError(f"{shown}: NUL character at line {_line_of(text, nul)}: a binary or damaged file "
-                            f"(source {src.name!r})")
+            raise DataError(
+                f"{shown}: NUL character at line {_line_of(text, nul)}: a binary or damaged file (source {src.name!r})"
+            )
     return text
 
 
@@ -341,8 +372,10 @@ def _read_jsonl(path: str, src: Source, shown: str) -> pd.DataFrame:
         for col in src.text:
             v = obj.get(col)
             if v is not None and not isinstance(v, str):
-                raise DataError(f"{shown}: line {n}: column {col!r} holds {_kind(v)} {json.dumps(v)[:40]}, not text "
-                                f"(source {src.name!r})")
+                raise DataError(
+                    f"{shown}: line {n}: column {col!r} holds {_kind(v)} {json.dumps(v)[:40]}, not text "
+                    f"(source {src.name!r})"
+                )
         v = obj.get(src.label)
         if v is not None:
             kind = _kind(v)
@@ -351,8 +384,10 @@ def _read_jsonl(path: str, src: Source, shown: str) -> pd.DataFrame:
             label_kinds.setdefault(kind, n)
             if len(label_kinds) > 1:
                 (k1, l1), (k2, l2) = list(label_kinds.items())[:2]
-                raise DataError(f"{shown}: label column {src.label!r} mixes types: {k1} (line {l1}) and {k2} "
-                                f"(line {l2}); use one type for every label (source {src.name!r})")
+                raise DataError(
+                    f"{shown}: label column {src.label!r} mixes types: {k1} (line {l1}) and {k2} "
+                    f"(line {l2}); use one type for every label (source {src.name!r})"
+                )
         records.append(obj)
     if not records:
         raise DataError(f"{shown}: file is empty (source {src.name!r})")
@@ -379,8 +414,12 @@ def _read_parquet(path: str, src: Source, shown: str) -> Iterator[pd.DataFrame]:
         if col in schema.names:
             t = schema.field(col).type
             value = t.value_type if pa.types.is_dictionary(t) else t
-            if not (pa.types.is_string(value) or pa.types.is_large_string(value) or pa.types.is_null(value)
-                    or getattr(pa.types, "is_string_view", lambda _: False)(value)):
+            if not (
+                pa.types.is_string(value)
+                or pa.types.is_large_string(value)
+                or pa.types.is_null(value)
+                or getattr(pa.types, "is_string_view", lambda _: False)(value)
+            ):
                 raise DataError(f"{shown}: column {col!r} is {t}, not text (source {src.name!r}); cast it to string")
     if pf.metadata.num_rows == 0:
         yield schema.empty_table().to_pandas()
@@ -402,7 +441,9 @@ def _folder_members(path: str, src: Source, shown: str) -> Iterator[tuple[str, b
     """Yield (relative member path, bytes) for each file of a folder or a .tar.gz, in sorted order."""
     if path.endswith((".tar.gz", ".tgz", ".tar")):
         try:
-            with tarfile.open(fileobj=io.BytesIO(_open_bytes(path)) if "://" in path else None, name=None if "://" in path else path) as tar:
+            with tarfile.open(
+                fileobj=io.BytesIO(_open_bytes(path)) if "://" in path else None, name=None if "://" in path else path
+            ) as tar:
                 members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
                 for m in members:
                     if fnmatch(PurePosixPath(m.name).name, src.file_glob):
@@ -411,8 +452,9 @@ def _folder_members(path: str, src: Source, shown: str) -> Iterator[tuple[str, b
                         yield m.name, f.read()
         except (tarfile.TarError, EOFError, OSError) as e:
             first = str(e).splitlines()[0].rstrip(": ") if str(e) else type(e).__name__
-            raise DataError(f"{shown}: cannot read archive: {first} (a damaged or truncated .tar.gz?; "
-                            f"source {src.name!r})") from None
+            raise DataError(
+                f"{shown}: cannot read archive: {first} (a damaged or truncated .tar.gz?; source {src.name!r})"
+            ) from None
         return
     root = Path(path)
     if not root.is_dir():
@@ -439,9 +481,9 @@ def _read_folder(path: str, src: Source, name: str, shown: str) -> pd.DataFrame:
         rows.append((f"{name}:{member}", text, raw_label, split))
     if not rows:
         raise DataError(f"{shown}: no '{src.file_glob}' files inside label folders (source {src.name!r})")
-    files, texts, labels, splits = zip(*rows)
+    files, texts, labels, splits = zip(*rows, strict=True)
     if src.label_map is not None:
-        labels = tuple(src.label_map[l] for l in labels)
+        labels = tuple(src.label_map[lab] for lab in labels)
     return pd.DataFrame(
         {
             "row_id": [row_id(src.name, f, 1) for f in files],

@@ -30,8 +30,8 @@ def string_hashes(arr: pa.Array) -> np.ndarray:
     if not n:
         return np.empty(0, dtype=np.uint64)
     width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset:arr.offset + n + 1].astype(np.int64)
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset : arr.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     pos = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
     terms = mix((pos.astype(np.uint64) << np.uint64(8)) + data.astype(np.uint64) + _SEED)
@@ -55,7 +55,7 @@ def streams(seeds: np.ndarray, stream: int, positions: np.ndarray) -> np.ndarray
 # written here for one string at a time, in plain Python integers, as the reference the tests hold it to.
 _MASK = (1 << 64) - 1
 KEY_SEED = 0x7465787420B16B3F  # the starting value of a text key's first half
-KEY_MUL = 0xD6E8FEB86659FD93   # the multiplier of its second half (a polynomial in the word hashes)
+KEY_MUL = 0xD6E8FEB86659FD93  # the multiplier of its second half (a polynomial in the word hashes)
 
 
 def mix_int(x: int) -> int:
@@ -76,7 +76,7 @@ def word_hash(word: bytes) -> int:
     byte: the word hashes of MinHash, group keys and label_noise's n-grams (100M+ words at 1M rows)."""
     h = int(_SEED)
     for s in range(0, len(word), 8):
-        h = mix_int(h ^ int.from_bytes(word[s:s + 8], "little"))
+        h = mix_int(h ^ int.from_bytes(word[s : s + 8], "little"))
     return mix_int(h + len(word) * int(_GOLD))
 
 

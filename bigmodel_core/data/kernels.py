@@ -1,8 +1,8 @@
 """Compiled loops (numba) over the UTF-8 bytes of a text column, for the per-word work that array passes do
 badly: MinHash signatures with the word counts and vocabulary that come with them (validate), the hashed
 word 1-2-gram counts of label_noise's model, and the word-dropout variants of augment. Each computes exactly
-the numbers of its row-by-row definition (word hashes and text keys: hashing.word_hash and text_key; signatures: minhash's
-docstring; n-grams: label_noise.ngram_counts; variants: augment.variant), in one pass over
+the numbers of its row-by-row definition (word hashes and text keys: hashing.word_hash and text_key;
+signatures: minhash's docstring; n-grams: label_noise.ngram_counts; variants: augment.variant), in one pass over
 the bytes where the array passes they replace made a dozen over per-word arrays (at a million rows, measured
 alternating with the numpy version: validate 1.24x and augment 1.37x less CPU time). tests/test_kernels.py,
 tests/test_vectorized_text.py and tests/test_split_augment.py compare them with their definitions.
@@ -82,7 +82,12 @@ SCAN_CLASS[0x3E] |= _GT
 SCAN_CLASS[0xC2] |= _C2
 SCAN_CLASS[0xEF] |= _EF
 SCAN_CLASS[0x80:] |= _HIGH
-_ONE, _L8, _H8, _M7 = np.uint64(1), np.uint64(0x0101010101010101), np.uint64(0x8080808080808080), np.uint64(0x7F7F7F7F7F7F7F7F)
+_ONE, _L8, _H8, _M7 = (
+    np.uint64(1),
+    np.uint64(0x0101010101010101),
+    np.uint64(0x8080808080808080),
+    np.uint64(0x7F7F7F7F7F7F7F7F),
+)
 _DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
 _CTZ = np.zeros(64, dtype=np.int64)  # bit index of a power of two, by its de Bruijn product's top 6 bits
 for _b in range(64):
@@ -109,14 +114,20 @@ def _specials8(x):
     """0x80 in each byte of x that the byte loop of text_scan must look at (SCAN_CLASS not 0, or a plain
     space): below 0x21, 0x7F, '&', '<', '>', or 0x80 and above; 0 elsewhere."""
     below21 = ~((x & _M7) + _L8 * np.uint64(0x5F)) & _H8
-    return ((x & _H8) | below21 | _zero8(x ^ (_L8 * np.uint64(0x7F))) | _zero8(x ^ (_L8 * np.uint64(0x26)))
-            | _zero8(x ^ (_L8 * np.uint64(0x3C))) | _zero8(x ^ (_L8 * np.uint64(0x3E))))
+    return (
+        (x & _H8)
+        | below21
+        | _zero8(x ^ (_L8 * np.uint64(0x7F)))
+        | _zero8(x ^ (_L8 * np.uint64(0x26)))
+        | _zero8(x ^ (_L8 * np.uint64(0x3C)))
+        | _zero8(x ^ (_L8 * np.uint64(0x3E)))
+    )
 
 
 @njit(cache=True, inline="always")
 def _lower8(x):
     """The ASCII capitals of x (bytes all below 0x80) lower-cased, byte by byte."""
-    ge_a = x + _L8 * np.uint64(0x3F)   # a byte's top bit set where it is >= 'A' (0x41)
+    ge_a = x + _L8 * np.uint64(0x3F)  # a byte's top bit set where it is >= 'A' (0x41)
     past_z = x + _L8 * np.uint64(0x25)  # ... where it is > 'Z' (0x5A)
     return x | ((ge_a & ~past_z & _H8) >> np.uint64(2))
 
@@ -143,13 +154,16 @@ def fold_table() -> np.ndarray:
     text = "".join(map(chr, cps))
     lowered = pc.utf8_lower(pa.array([text], type=pa.large_string()))[0].as_py()
     if len(lowered) != len(text):
-        raise RuntimeError("pyarrow's utf8_lower no longer maps code points one for one; kernels.fold_table "
-                           "cannot stand in for it")
+        raise RuntimeError(
+            "pyarrow's utf8_lower no longer maps code points one for one; kernels.fold_table cannot stand in for it"
+        )
     table = np.arange(FOLD_LIMIT, dtype=np.uint32)
     table[cps] = np.frombuffer(lowered.encode("utf-32-le"), dtype=np.uint32)
-    other = [c for c, low in zip(cps, lowered) if chr(c).casefold() != low]
+    other = [c for c, low in zip(cps, lowered, strict=True) if chr(c).casefold() != low]
     table[other] |= FOLDS_OTHERWISE
     return table
+
+
 _KEY_SEED, _KEY_MUL = np.uint64(hashing.KEY_SEED), np.uint64(hashing.KEY_MUL)
 
 
@@ -273,8 +287,27 @@ def _store_lowered(data, a, b, fold_map, store, at):
 
 
 @njit(cache=True)
-def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, chars, flags,
-              vocab, table, slots, store, state, fold, fold_map):
+def text_scan(
+    data,
+    offsets,
+    want,
+    k,
+    muls,
+    probes,
+    sig,
+    words,
+    key_hi,
+    key_lo,
+    chars,
+    flags,
+    vocab,
+    table,
+    slots,
+    store,
+    state,
+    fold,
+    fold_map,
+):
     """Everything validate reads from a text column, in one pass over its UTF-8 bytes (eight at a time where
     they are plain ASCII, _specials8). For every
     text t: its word count (words[t]: len(text.split())), the key of its words (key_hi[t], key_lo[t]:
@@ -423,7 +456,7 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
                             if fold:
                                 _store_lowered(data, i, j, fold_map, store, stored)
                             else:
-                                store[stored:stored + wl] = data[i:j]
+                                store[stored : stored + wl] = data[i:j]
                             stored += wl
                             n_used += 1
                             break
@@ -449,8 +482,9 @@ def text_scan(data, offsets, want, k, muls, probes, sig, words, key_hi, key_lo, 
             continue
         if n == 0:  # no words, no shingles: a signature of its own that matches nothing
             for j in range(bins):
-                sig[t, j] = np.uint32(mix(np.uint64(t) * np.uint64(bins) + np.uint64(j) + np.uint64(1 << 62))
-                                      >> np.uint64(32))
+                sig[t, j] = np.uint32(
+                    mix(np.uint64(t) * np.uint64(bins) + np.uint64(j) + np.uint64(1 << 62)) >> np.uint64(32)
+                )
             continue
         if n < k:  # a text of fewer than k words is one shingle
             _add_shingle(ring, 0, n, k, muls, raw)
@@ -524,9 +558,15 @@ def _entity_before(data, a, i):
         if i - a >= 4:
             w = data[i - 4]
             z = data[i - 3]
-            if (w == 0x71 and z == 0x75 and x == 0x6F and y == 0x74) or (  # quot
-                    w == 0x6E and z == 0x62 and x == 0x73 and y == 0x70) or (  # nbsp
-                    w == 0x61 and z == 0x70 and x == 0x6F and y == 0x73):  # apos
+            if (
+                (w == 0x71 and z == 0x75 and x == 0x6F and y == 0x74)
+                or (  # quot
+                    w == 0x6E and z == 0x62 and x == 0x73 and y == 0x70
+                )
+                or (  # nbsp
+                    w == 0x61 and z == 0x70 and x == 0x6F and y == 0x73
+                )
+            ):  # apos
                 return True
     return False
 
@@ -671,14 +711,16 @@ def _sha256_constants() -> tuple[np.ndarray, np.ndarray]:
     from decimal import Decimal, getcontext
 
     getcontext().prec = 60
-    primes = [p for p in range(2, 312) if all(p % q for q in range(2, int(p ** 0.5) + 1))][:64]
+    primes = [p for p in range(2, 312) if all(p % q for q in range(2, int(p**0.5) + 1))][:64]
 
     def frac32(p: int, root: int) -> int:
         r = Decimal(p) ** (Decimal(1) / Decimal(root))
         return int((r - int(r)) * (1 << 32))
 
-    return (np.array([frac32(p, 3) for p in primes], dtype=np.uint64),
-            np.array([frac32(p, 2) for p in primes[:8]], dtype=np.uint64))
+    return (
+        np.array([frac32(p, 3) for p in primes], dtype=np.uint64),
+        np.array([frac32(p, 2) for p in primes[:8]], dtype=np.uint64),
+    )
 
 
 _SHA_K, _SHA_H0 = _sha256_constants()
@@ -716,7 +758,9 @@ def sha256_head(data, offsets, prefix, out):
                     elif at == n:
                         byte = np.uint64(0x80)
                     elif blk == blocks - 1 and j >= 14:
-                        byte = (np.uint64(n) * np.uint64(8) >> np.uint64(8 * (7 - (4 * (j - 14) + x)))) & np.uint64(0xFF)
+                        byte = (np.uint64(n) * np.uint64(8) >> np.uint64(8 * (7 - (4 * (j - 14) + x)))) & np.uint64(
+                            0xFF
+                        )
                     else:
                         byte = np.uint64(0)
                     word = (word << np.uint64(8)) | byte
@@ -791,7 +835,7 @@ def gather(data, slots, n_used, out_offsets, out_data):
     out_offsets[0] = 0
     for u in range(n_used):
         f, m = slots[u, 1], slots[u, 2]
-        out_data[pos:pos + m] = data[f:f + m]
+        out_data[pos : pos + m] = data[f : f + m]
         pos += m
         out_offsets[u + 1] = pos
 
@@ -855,11 +899,11 @@ def word_variants(data, offsets, seeds, dropout, swap_prob, drop_key, choice_key
                 s = at + 1
                 spaces &= spaces - _ONE
             i += 8
-        for i in range(i, b):
-            if data[i] == 32:
-                starts[m], ends[m] = s, i
+        for j in range(i, b):
+            if data[j] == 32:
+                starts[m], ends[m] = s, j
                 m += 1
-                s = i + 1
+                s = j + 1
         starts[m], ends[m] = s, b
         m += 1
         if m > 1 and dropout > 0:

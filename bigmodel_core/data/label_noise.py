@@ -29,12 +29,12 @@ MIN_KAPPA = 0.4  # "moderate" agreement and up: below it the model's contradicti
 
 @dataclass
 class Findings:
-    checked: np.ndarray      # positions (into the texts given) that were scored
-    flagged: np.ndarray      # positions flagged, ascending
-    given_p: np.ndarray      # per flagged row: out-of-fold probability of its given label
-    predicted: np.ndarray    # per flagged row: the class code the model prefers
+    checked: np.ndarray  # positions (into the texts given) that were scored
+    flagged: np.ndarray  # positions flagged, ascending
+    given_p: np.ndarray  # per flagged row: out-of-fold probability of its given label
+    predicted: np.ndarray  # per flagged row: the class code the model prefers
     predicted_p: np.ndarray  # per flagged row: its probability
-    note: str = ""           # why some or all rows were not checked
+    note: str = ""  # why some or all rows were not checked
     kappa: float | None = None  # out-of-fold agreement of model and labels beyond chance (Cohen's kappa)
 
 
@@ -68,8 +68,14 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
     note = f"{len(small)} class(es) with fewer than {folds} rows left unchecked" if len(small) else ""
     kept = codes[counts >= folds]
     if len(kept) < 2:
-        return Findings(none, none, np.empty(0), none, np.empty(0),
-                        note=f"not checked: needs 2 classes with at least {folds} rows each (folds)")
+        return Findings(
+            none,
+            none,
+            np.empty(0),
+            none,
+            np.empty(0),
+            note=f"not checked: needs 2 classes with at least {folds} rows each (folds)",
+        )
     from cleanlab.filter import find_label_issues
     from sklearn.feature_extraction.text import TfidfTransformer
     from sklearn.model_selection import StratifiedKFold
@@ -91,17 +97,31 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
         probs[test] = out
     kappa = _kappa(y, probs.argmax(axis=1), len(kept))
     if kappa < MIN_KAPPA:
-        return Findings(checked, none, np.empty(0), none, np.empty(0), kappa=kappa,
-                        note=f"nothing flagged: the model agrees with the labels only at kappa {kappa:.2f} "
-                             f"(< {MIN_KAPPA}), too weakly for its disagreements to mean much")
+        return Findings(
+            checked,
+            none,
+            np.empty(0),
+            none,
+            np.empty(0),
+            kappa=kappa,
+            note=f"nothing flagged: the model agrees with the labels only at kappa {kappa:.2f} "
+            f"(< {MIN_KAPPA}), too weakly for its disagreements to mean much",
+        )
     # n_jobs=1: cleanlab's default on Linux forks a multiprocessing pool, and a fork of this process (pyarrow's
     # and jemalloc's threads running) can hang for good on a lock a thread held (seen in a test run); its
     # results are the same for any n_jobs, and one process takes a few milliseconds here
     issues = find_label_issues(y, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     at = np.nonzero(issues)[0]
     best = probs[at].argmax(axis=1)
-    return Findings(checked=checked, flagged=checked[at], given_p=probs[at, y[at]], predicted=kept[best],
-                    predicted_p=probs[at, best], note=note, kappa=kappa)
+    return Findings(
+        checked=checked,
+        flagged=checked[at],
+        given_p=probs[at, y[at]],
+        predicted=kept[best],
+        predicted_p=probs[at, best],
+        note=note,
+        kappa=kappa,
+    )
 
 
 def _kappa(y: np.ndarray, predicted: np.ndarray, k: int) -> float:

@@ -27,8 +27,14 @@ import pyarrow.compute as pc
 from bigmodel_core.data.hashing import mix as _mix
 
 BINS = 128  # kernels.text_scan picks a bin with a shingle hash's top 7 bits
-_MUL = [np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9),
-        np.uint64(0xD6E8FEB86659FD93), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)]
+_MUL = [
+    np.uint64(0x9E3779B97F4A7C15),
+    np.uint64(0xC2B2AE3D27D4EB4F),
+    np.uint64(0x165667B19E3779F9),
+    np.uint64(0xD6E8FEB86659FD93),
+    np.uint64(0xFF51AFD7ED558CCD),
+    np.uint64(0xC4CEB9FE1A85EC53),
+]
 
 
 def signatures(texts: list[str] | pa.Array, k: int, on_words=None) -> np.ndarray:
@@ -38,8 +44,9 @@ def signatures(texts: list[str] | pa.Array, k: int, on_words=None) -> np.ndarray
     return scan(texts, k, on_words=on_words)[0]
 
 
-def scan(texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None,
-         on_words=None, low_bits: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def scan(
+    texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None, on_words=None, low_bits: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The word count of every text (len(text.split()), 0 for null) and, for the texts with want[i] (all
     without it), their signature (the others' rows are 0) and words for on_words (see signatures).
     low_bits: the signatures as bbit() gives them (uint8), written so by the kernel without the 32-bit
@@ -54,7 +61,8 @@ def scan(texts: list[str] | pa.Array, k: int, want: np.ndarray | None = None,
 @dataclass
 class Scan:
     """What Scanner.scan finds per text (see kernels.text_scan)."""
-    sig: np.ndarray    # (n, BINS) signatures of the wanted texts (uint32, or uint8 with low_bits), 0 elsewhere
+
+    sig: np.ndarray  # (n, BINS) signatures of the wanted texts (uint32, or uint8 with low_bits), 0 elsewhere
     words: np.ndarray  # int64 word counts
     key_hi: np.ndarray  # uint64 and uint16: hashing.text_key of the words of the lower-cased text
     key_lo: np.ndarray
@@ -73,8 +81,14 @@ class Scanner:
         self.store = np.empty(1 << 20 if vocab else 1, dtype=np.uint8)
         self.state = np.zeros(5, dtype=np.int64)  # see text_scan
 
-    def scan(self, texts, want: np.ndarray | None = None, low_bits: bool = False, lower: bool = True,
-             sig: np.ndarray | None = None) -> Scan:
+    def scan(
+        self,
+        texts,
+        want: np.ndarray | None = None,
+        low_bits: bool = False,
+        lower: bool = True,
+        sig: np.ndarray | None = None,
+    ) -> Scan:
         """texts: an Arrow string array (or what columns.as_array takes), read lower-cased as pyarrow's
         utf8_lower makes them (by the kernel, as it reads: kernels.fold_table) unless lower=False; sig: where
         to write the signatures ((n, BINS), zeros), if not new."""
@@ -87,18 +101,42 @@ class Scanner:
         offsets, data = byte_view(arr)
         if sig is None:  # a uint32 stored in uint8 keeps its low 8 bits
             sig = np.zeros((n, BINS), dtype=np.uint8 if low_bits else np.uint32)
-        got = Scan(sig, np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.uint64), np.zeros(n, dtype=np.uint16),
-                   np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.uint8))
+        got = Scan(
+            sig,
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.uint64),
+            np.zeros(n, dtype=np.uint16),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.uint8),
+        )
         st = self.state
         st[0] = 0
-        while not kernels.text_scan(data, offsets, want, self.k, _MULS, _PROBES, got.sig, got.words, got.key_hi,
-                                    got.key_lo, got.chars, got.flags, self.vocab, self.table, self.slots,
-                                    self.store, st, lower, kernels.fold_table() if lower else _NO_FOLD):
+        while not kernels.text_scan(
+            data,
+            offsets,
+            want,
+            self.k,
+            _MULS,
+            _PROBES,
+            got.sig,
+            got.words,
+            got.key_hi,
+            got.key_lo,
+            got.chars,
+            got.flags,
+            self.vocab,
+            self.table,
+            self.slots,
+            self.store,
+            st,
+            lower,
+            kernels.fold_table() if lower else _NO_FOLD,
+        ):
             while self.table.shape[0] < 2 * st[3]:  # room for the next text's words, all new at worst
                 self.table, self.slots = kernels.grown(self.table, self.slots, int(st[1]))
             if self.store.size < st[4]:
                 bigger = np.empty(max(2 * self.store.size, int(st[4])), dtype=np.uint8)
-                bigger[:st[2]] = self.store[:st[2]]
+                bigger[: st[2]] = self.store[: st[2]]
                 self.store = bigger
         return got
 
@@ -140,11 +178,11 @@ def _band_hash(block: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
     64-bit temporaries stay small)."""
     out = np.empty(len(block), dtype=np.uint32)
     for s in range(0, len(block), chunk):
-        part = block[s:s + chunk]
+        part = block[s : s + chunk]
         h = np.zeros(len(part), dtype=np.uint64)
         for c in range(part.shape[1]):
             h = _mix(h ^ part[:, c].astype(np.uint64))
-        out[s:s + chunk] = (h >> np.uint64(32)).astype(np.uint32)
+        out[s : s + chunk] = (h >> np.uint64(32)).astype(np.uint32)
     return out
 
 
@@ -154,12 +192,13 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     full-signature check then drops."""
     out = np.empty((len(sig), bands), dtype=np.uint32)
     for b in range(bands):
-        out[:, b] = _band_hash(sig[:, b * rows:(b + 1) * rows])
+        out[:, b] = _band_hash(sig[:, b * rows : (b + 1) * rows])
     return out
 
 
-def candidate_pairs(sig: np.ndarray, bands: int, rows: int, max_bucket: int = 200,
-                    subset: np.ndarray | None = None) -> np.ndarray:
+def candidate_pairs(
+    sig: np.ndarray, bands: int, rows: int, max_bucket: int = 200, subset: np.ndarray | None = None
+) -> np.ndarray:
     """(m, 2) int64 pairs (i < j) of texts that share at least one band. With `subset` (row numbers of sig)
     only those rows are searched and the pairs are positions in subset. One band at a time: memory holds one
     band's hashes and the pairs found so far."""
@@ -224,8 +263,8 @@ def similarity(sig: np.ndarray, pairs: np.ndarray, chunk: int = 50_000) -> np.nd
     signatures (bbit) the chance agreement is taken out: (agree - 1/256) / (1 - 1/256), at least 0."""
     out = np.empty(len(pairs), dtype=np.float64)
     for s in range(0, len(pairs), chunk):
-        p = pairs[s:s + chunk]
-        out[s:s + chunk] = (sig[p[:, 0]] == sig[p[:, 1]]).mean(axis=1)
+        p = pairs[s : s + chunk]
+        out[s : s + chunk] = (sig[p[:, 0]] == sig[p[:, 1]]).mean(axis=1)
     if sig.dtype == np.uint8:
         out = np.clip((out - 1 / 256) / (1 - 1 / 256), 0.0, 1.0)
     return out

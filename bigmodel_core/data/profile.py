@@ -43,7 +43,9 @@ class Profiler:
         self._pending: list[pa.Table] = []  # counts added since the last merge (see add_counts)
         self._waiting = 0
         self.labels: dict[str, int] = {}
-        self.reference = pa.array(list(reference_vocab), type=pa.large_string()) if reference_vocab is not None else None
+        self.reference = (
+            pa.array(list(reference_vocab), type=pa.large_string()) if reference_vocab is not None else None
+        )
 
     def add(self, texts, labels) -> None:
         words, per_text = columns.words_lower(columns.as_array(texts))
@@ -54,7 +56,9 @@ class Profiler:
     def add_lengths(self, per_text: np.ndarray) -> None:
         """Rows with these word counts."""
         self.rows += len(per_text)
-        self.lengths += np.bincount(np.searchsorted(LENGTH_EDGES, per_text, side="left"), minlength=len(LENGTH_EDGES) + 1)
+        self.lengths += np.bincount(
+            np.searchsorted(LENGTH_EDGES, per_text, side="left"), minlength=len(LENGTH_EDGES) + 1
+        )
 
     def add_labels(self, labels) -> None:
         for lab, c in pd.Series(labels).astype(str).value_counts(sort=False).items():
@@ -72,8 +76,14 @@ class Profiler:
         counts wait in a list and are summed per word in one Arrow group-by once MERGE_AT of them wait (and
         before any figure is read), so a batch costs no lookup against the words seen so far."""
         if len(distinct):
-            self._pending.append(pa.table({"word": distinct.cast(pa.large_string()),
-                                           "count": pa.array(sign * np.asarray(counts, dtype=np.int64))}))
+            self._pending.append(
+                pa.table(
+                    {
+                        "word": distinct.cast(pa.large_string()),
+                        "count": pa.array(sign * np.asarray(counts, dtype=np.int64)),
+                    }
+                )
+            )
             self._waiting += len(distinct)
             if self._waiting >= MERGE_AT:
                 self.merge()
@@ -113,7 +123,9 @@ class Profiler:
             return 0.0
         if self.reference is None:
             return 1.0
-        known = int(self.word_counts[pc.is_in(self.words, value_set=self.reference).to_numpy(zero_copy_only=False)].sum())
+        known = int(
+            self.word_counts[pc.is_in(self.words, value_set=self.reference).to_numpy(zero_copy_only=False)].sum()
+        )
         return 1 - known / total
 
     def result(self) -> dict:
@@ -121,9 +133,10 @@ class Profiler:
         present = self.word_counts > 0
         words, counts = self.words.filter(pa.array(present)), self.word_counts[present]
         # the most frequent words; equal counts in word order, so the vocabulary does not depend on row order
-        order = pc.sort_indices(pa.table({"count": counts, "word": words}),
-                                sort_keys=[("count", "descending"), ("word", "ascending")])[:VOCAB_SIZE]
-        vocab = dict(zip(words.take(order).to_pylist(), counts[order.to_numpy()].tolist()))
+        order = pc.sort_indices(
+            pa.table({"count": counts, "word": words}), sort_keys=[("count", "descending"), ("word", "ascending")]
+        )[:VOCAB_SIZE]
+        vocab = dict(zip(words.take(order).to_pylist(), counts[order.to_numpy()].tolist(), strict=True))
         total = int(counts.sum())
         n_labels = sum(self.labels.values())
         return {
@@ -165,8 +178,9 @@ def oov_rate(texts: pd.Series, vocab: dict) -> float:
     return p.oov_rate()
 
 
-def compare(texts: pd.Series | None, current: dict, reference: dict, p, version: str | None = None,
-            oov: float | None = None) -> dict:
+def compare(
+    texts: pd.Series | None, current: dict, reference: dict, p, version: str | None = None, oov: float | None = None
+) -> dict:
     """Drift of `current` (with its rows' `texts`, or their OOV rate against the reference's vocabulary
     already counted: `oov`) against `reference`; p: DriftParams."""
     classes = sorted(set(current["label_priors"]) | set(reference["label_priors"]))
@@ -174,26 +188,46 @@ def compare(texts: pd.Series | None, current: dict, reference: dict, p, version:
     worst = max(classes, key=lambda c: abs(shifts[c])) if classes else None
     label_shift = abs(shifts[worst]) if worst else 0.0
     length_js = js_divergence(current["length_hist"], reference["length_hist"])
-    oov = oov_rate(texts, reference["vocab"]) if oov is None else oov
+    if oov is None:
+        if texts is None:
+            raise ValueError("drift needs the rows' texts or their OOV rate")
+        oov = oov_rate(texts, reference["vocab"])
     oov_increase = oov - float(reference.get("oov_rate", 0.0))
     findings = []
     if label_shift > p.max_label_shift:
-        findings.append(f"label priors moved by {label_shift:.3f} (L-infinity; class {worst!r}: "
-                        f"{reference['label_priors'].get(worst, 0.0):.3f} -> {current['label_priors'].get(worst, 0.0):.3f}) "
-                        f"> max_label_shift {p.max_label_shift:g}")
+        findings.append(
+            f"label priors moved by {label_shift:.3f} (L-infinity; class {worst!r}: "
+            f"{reference['label_priors'].get(worst, 0.0):.3f} -> {current['label_priors'].get(worst, 0.0):.3f}) "
+            f"> max_label_shift {p.max_label_shift:g}"
+        )
     if length_js > p.max_length_js:
-        findings.append(f"text lengths moved: Jensen-Shannon divergence {length_js:.3f} > max_length_js {p.max_length_js:g}")
+        findings.append(
+            f"text lengths moved: Jensen-Shannon divergence {length_js:.3f} > max_length_js {p.max_length_js:g}"
+        )
     if oov_increase > p.max_oov_increase:
-        findings.append(f"out-of-vocabulary words rose from {reference.get('oov_rate', 0.0):.3f} to {oov:.3f} "
-                        f"(+{oov_increase:.3f} > max_oov_increase {p.max_oov_increase:g})")
+        findings.append(
+            f"out-of-vocabulary words rose from {reference.get('oov_rate', 0.0):.3f} to {oov:.3f} "
+            f"(+{oov_increase:.3f} > max_oov_increase {p.max_oov_increase:g})"
+        )
     return {
-        "checked": True, "policy": p.policy, "reference_version": version, "reference_rows": reference.get("rows"),
-        "label_shift": round(label_shift, 6), "label_shift_class": worst,
-        "label_priors": {c: [reference["label_priors"].get(c, 0.0), current["label_priors"].get(c, 0.0)] for c in classes},
-        "length_js": round(length_js, 6), "oov_rate": round(oov, 6), "reference_oov_rate": reference.get("oov_rate", 0.0),
+        "checked": True,
+        "policy": p.policy,
+        "reference_version": version,
+        "reference_rows": reference.get("rows"),
+        "label_shift": round(label_shift, 6),
+        "label_shift_class": worst,
+        "label_priors": {
+            c: [reference["label_priors"].get(c, 0.0), current["label_priors"].get(c, 0.0)] for c in classes
+        },
+        "length_js": round(length_js, 6),
+        "oov_rate": round(oov, 6),
+        "reference_oov_rate": reference.get("oov_rate", 0.0),
         "oov_increase": round(oov_increase, 6),
-        "thresholds": {"max_label_shift": p.max_label_shift, "max_length_js": p.max_length_js,
-                       "max_oov_increase": p.max_oov_increase},
-        "passed": not findings, "findings": findings,
+        "thresholds": {
+            "max_label_shift": p.max_label_shift,
+            "max_length_js": p.max_length_js,
+            "max_oov_increase": p.max_oov_increase,
+        },
+        "passed": not findings,
+        "findings": findings,
     }
-

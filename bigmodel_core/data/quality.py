@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -18,18 +19,23 @@ import pyarrow.compute as pc
 from bigmodel_core.config import DATASET_RULES, ROW_RULES, TEXT_ROW_RULES, ValidateParams, default_rule
 from bigmodel_core.data import columns
 from bigmodel_core.data.cleaning import WS_CHARS, normalize_key
+from bigmodel_core.errors import ConfigError
 
 # C0 and C1 control characters other than tab, line feed and carriage return (and DEL)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_HTML_LEFT = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]{0,200})?/?>|&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});")
+_HTML_LEFT = re.compile(
+    r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]{0,200})?/?>|&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});"
+)
 # the same for pyarrow's RE2, on every text: RE2 matches code points as Python does, but its \s and \d are
 # ASCII, so Python's classes are spelled out (tests/test_vectorized_text.py compares both on adversarial text)
 
 
 @functools.cache
 def _html_left_re2() -> str:
-    return (rf"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:[ {WS_CHARS}][^<>]{{0,200}})?/?>"
-            rf"|&(?:[a-zA-Z]{{2,8}}|#[{columns.python_class(str.isdecimal)}]{{1,6}}|#x[0-9a-fA-F]{{1,6}});")
+    return (
+        rf"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:[ {WS_CHARS}][^<>]{{0,200}})?/?>"
+        rf"|&(?:[a-zA-Z]{{2,8}}|#[{columns.python_class(str.isdecimal)}]{{1,6}}|#x[0-9a-fA-F]{{1,6}});"
+    )
 
 
 def group_key(text: str) -> str:
@@ -60,28 +66,37 @@ HEADLINE = ("passed", "rows_in", "rows_out", "rows_quarantined", "quarantine_fra
 
 def headline(report: dict) -> dict:
     """The metrics-file view of a report: HEADLINE, plus how many warnings it gave and how many classes passed."""
-    return {**{k: report[k] for k in HEADLINE}, "warnings": len(report.get("warnings") or []),
-            "classes": len(report.get("class_counts") or {})}
+    return {
+        **{k: report[k] for k in HEADLINE},
+        "warnings": len(report.get("warnings") or []),
+        "classes": len(report.get("class_counts") or {}),
+    }
 
 
 _INGEST_NOTE = " (ingest names the file, byte and line when it replaced them)"
 
 
-def _reason(rule: str, label: object, labels: set[str] | None, text: object = None, p: ValidateParams | None = None) -> str:
+def _reason(
+    rule: str, label: object, labels: set[str] | None, text: Any = None, p: ValidateParams | None = None
+) -> str:
     t = "" if text is None or (not isinstance(text, str) and pd.isna(text)) else str(text)
     if rule == "too_short":
         r = p.rules[rule] if p else None
-        limits = [f"min_chars {r.min_chars}" for _ in [0] if r and r.min_chars is not None] + \
-                 [f"min_words {r.min_words}" for _ in [0] if r and r.min_words is not None]
+        limits = [f"min_chars {r.min_chars}" for _ in [0] if r and r.min_chars is not None] + [
+            f"min_words {r.min_words}" for _ in [0] if r and r.min_words is not None
+        ]
         return f"text has {len(t)} character(s) and {len(t.split())} word(s), under {' or '.join(limits)}"
     if rule == "too_long":
         r = p.rules[rule] if p else None
-        limits = [f"max_chars {r.max_chars}" for _ in [0] if r and r.max_chars is not None] + \
-                 [f"max_words {r.max_words}" for _ in [0] if r and r.max_words is not None]
+        limits = [f"max_chars {r.max_chars}" for _ in [0] if r and r.max_chars is not None] + [
+            f"max_words {r.max_words}" for _ in [0] if r and r.max_words is not None
+        ]
         return f"text has {len(t)} character(s) and {len(t.split())} word(s), over {' or '.join(limits)}"
     if rule == "undecodable":
-        return f"text has U+FFFD at character {t.find(chr(0xFFFD)) + 1}: bytes that were not valid text, replaced" \
+        return (
+            f"text has U+FFFD at character {t.find(chr(0xFFFD)) + 1}: bytes that were not valid text, replaced"
             + _INGEST_NOTE
+        )
     if rule == "control_chars":
         m = _CONTROL.search(t)
         return f"control character U+{ord(m.group()):04X} at character {m.start() + 1}" if m else "control character"
@@ -99,10 +114,13 @@ def _reason(rule: str, label: object, labels: set[str] | None, text: object = No
     return "exact duplicate of another row (same text and label); the first copy, or the fixed test copy, is kept"
 
 
-def check(df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tokens: int | None = None) -> QualityResult:
+def check(
+    df: pd.DataFrame, p: ValidateParams, labels: list[str] | None, max_tokens: int | None = None
+) -> QualityResult:
     """Apply every rule to an in-memory table (Checker over one batch); passed and quarantined rows are
     returned as frames. max_tokens (tokenizer.max_length) feeds the truncated rule; None leaves it unchecked."""
-    passed, quarantined = [], []
+    passed: list[pd.DataFrame] = []
+    quarantined: list[pd.DataFrame] = []
     checker = Checker(p, labels, max_tokens)
     checker.scan(lambda: iter([df]), rows=len(df))
     checker.write(passed.append, quarantined.append)
@@ -145,10 +163,20 @@ class _RowArrays:
                 grown[:start] = self.a[k][:start]
                 self.a[k] = grown
         for k, v in values.items():
-            self.a[k][start:start + n] = v
+            self.a[k][start : start + n] = v
 
     def trimmed(self, n: int) -> dict[str, np.ndarray]:
         return {k: v[:n] for k, v in self.a.items()}
+
+
+_T = TypeVar("_T")
+
+
+def _setting(value: _T | None, rule: str, key: str) -> _T:
+    """A rule's setting that its pass needs (params.yaml gets the defaults; a Rule built in code may not)."""
+    if value is None:
+        raise ConfigError(f"validate.rules.{rule}.{key} is not set: the rule needs it")
+    return value
 
 
 class Checker:
@@ -165,20 +193,31 @@ class Checker:
 
     result() then returns the report and the failures (QualityResult without rows)."""
 
-    def __init__(self, p: ValidateParams, labels: list[str] | None, max_tokens: int | None = None,
-                 reference_vocab: dict | None = None) -> None:
+    def __init__(
+        self,
+        p: ValidateParams,
+        labels: list[str] | None,
+        max_tokens: int | None = None,
+        reference_vocab: dict | None = None,
+    ) -> None:
         from bigmodel_core.data import minhash
         from bigmodel_core.data.profile import Profiler
 
         self.p, self.labels, self.max_tokens = p, labels, max_tokens
         self.label_set = set(labels) if labels is not None else None
         near = p.rules["near_duplicate"]
-        self.bands, self.band_rows = minhash.band_params(near.min_jaccard)
+        # the settings the near-duplicate and label_noise passes need (a rule built in code may leave them out)
+        self.min_jaccard = _setting(near.min_jaccard, "near_duplicate", "min_jaccard")
+        self.shingle_words = _setting(near.shingle_words, "near_duplicate", "shingle_words")
+        self.bands, self.band_rows = minhash.band_params(self.min_jaccard)
         self.profiler = Profiler(reference_vocab)
         # a Rule built in code may leave the settings out: the defaults stand in
         given, default = p.rules["label_noise"], default_rule("label_noise")
-        self.noise_rule = given.model_copy(update={k: getattr(default, k) for k in ("folds", "sample_rows")
-                                                   if getattr(given, k) is None})
+        self.noise_rule = given.model_copy(
+            update={k: getattr(default, k) for k in ("folds", "sample_rows") if getattr(given, k) is None}
+        )
+        self.noise_folds = _setting(self.noise_rule.folds, "label_noise", "folds")
+        self.noise_sample_rows = _setting(self.noise_rule.sample_rows, "label_noise", "sample_rows")
 
     # ---------------------------------------------------------------- pass 1
     def scan(self, batches, rows: int | None = None) -> None:
@@ -189,21 +228,31 @@ class Checker:
 
         self.batches = batches
         flags = ("blank", "missing", "unknown", "usable", *_TEXT_RULES)
-        spec = {**{k: (bool, ()) for k in flags}, "label": (np.int32, ()), "fixed": (np.int8, ()),
-                "hi": (np.uint64, ()), "lo": (np.uint16, ()), "words": (np.int32, ()), "file": (np.int32, ()),
-                "source_row": (np.int64, ()), "sig": (np.uint8, (minhash.BINS,))}
+        spec = {
+            **{k: (bool, ()) for k in flags},
+            "label": (np.int32, ()),
+            "fixed": (np.int8, ()),
+            "hi": (np.uint64, ()),
+            "lo": (np.uint16, ()),
+            "words": (np.int32, ()),
+            "file": (np.int32, ()),
+            "source_row": (np.int64, ()),
+            "sig": (np.uint8, (minhash.BINS,)),
+        }
         store = _RowArrays(spec, rows or 65_536)
         self.label_names: dict[str, int] = {}
         self.file_names: dict[str, int] = {}
         self.batch_sizes: list[int] = []
-        self.first_empty = pd.DataFrame({c: pd.Series(dtype="int64" if c == "source_row" else "str")
-                                         for c in ("row_id", "source", "source_file", "source_row", "text", "label",
-                                                   "fixed_split")})
+        self.first_empty = pd.DataFrame(
+            {
+                c: pd.Series(dtype="int64" if c == "source_row" else "str")
+                for c in ("row_id", "source", "source_file", "source_row", "text", "label", "fixed_split")
+            }
+        )
         start = 0
-        near = self.p.rules["near_duplicate"]
         # label_noise: the texts of a sample of rows, chosen by group key (uniform 64-bit numbers), a fifth more
         # than asked for since later rules take some; _label_noise() keeps sample_rows of them
-        want = self.noise_rule.sample_rows
+        want = self.noise_sample_rows
         share = 1.0 if not rows else min(1.0, 1.2 * want / rows)
         cutoff = np.uint64(min(2**64 - 1, int(share * 2**64)))
         self.noise_texts: list[str] = []
@@ -212,7 +261,7 @@ class Checker:
         # and text facts, the signatures of the rows with a usable label and their words, counted for the
         # profile across batches; write() takes away the quarantined rows' words, so the profile is of the
         # passing rows without a second split
-        scanner = minhash.Scanner(near.shingle_words, vocab=True)
+        scanner = minhash.Scanner(self.shingle_words, vocab=True)
         for df in batches():
             n = len(df)
             self.batch_sizes.append(n)
@@ -232,8 +281,9 @@ class Checker:
             codes = np.full(n, -1, dtype=np.int32)
             present = np.nonzero(~missing)[0]
             local, uniques = pd.factorize(lab.iloc[present].astype(str))
-            to_global = np.array([self.label_names.setdefault(u, len(self.label_names)) for u in uniques],
-                                 dtype=np.int32)
+            to_global = np.array(
+                [self.label_names.setdefault(u, len(self.label_names)) for u in uniques], dtype=np.int32
+            )
             codes[present] = to_global[local] if len(present) else codes[present]
             local, uniques = pd.factorize(df["source_file"].astype(str))
             files = np.array([self.file_names.setdefault(u, len(self.file_names)) for u in uniques], dtype=np.int32)
@@ -249,10 +299,25 @@ class Checker:
                 pick = where[hi[where] <= cutoff]
                 noise_rows.append(start + pick)
                 self.noise_texts += arr.take(pa.array(pick, type=pa.int64())).to_pylist()
-            store.put(start, {**_text_masks(arr, self.p, words, got.chars, got.flags), "blank": blank,
-                              "missing": missing, "unknown": unknown, "usable": usable, "label": codes,
-                              "fixed": fixed, "hi": hi, "lo": lo, "words": words, "file": files[local],
-                              "source_row": df["source_row"].to_numpy(), "sig": got.sig}, n)
+            store.put(
+                start,
+                {
+                    **_text_masks(arr, self.p, words, got.chars, got.flags),
+                    "blank": blank,
+                    "missing": missing,
+                    "unknown": unknown,
+                    "usable": usable,
+                    "label": codes,
+                    "fixed": fixed,
+                    "hi": hi,
+                    "lo": lo,
+                    "words": words,
+                    "file": files[local],
+                    "source_row": df["source_row"].to_numpy(),
+                    "sig": got.sig,
+                },
+                n,
+            )
             start += n
             del got
         self.profiler.add_counts(*scanner.vocabulary())
@@ -316,8 +381,13 @@ class Checker:
         usable = f["usable"].astype(bool)
         conflicting, duplicate = self._copies(usable)
         blank, missing, unknown = (f[k].astype(bool) for k in ("blank", "missing", "unknown"))
-        masks = {"empty_text": blank, "missing_label": ~blank & missing, "unknown_label": ~blank & unknown,
-                 "conflicting_labels": conflicting, "duplicate": duplicate}
+        masks = {
+            "empty_text": blank,
+            "missing_label": ~blank & missing,
+            "unknown_label": ~blank & unknown,
+            "conflicting_labels": conflicting,
+            "duplicate": duplicate,
+        }
         masks.update({k: f[k].astype(bool) for k in _TEXT_RULES})
         self.assigned = assigned = np.full(n, -1, dtype=np.int8)
         self.hits: dict[str, np.ndarray] = {}
@@ -325,7 +395,7 @@ class Checker:
         # a rule they break is reported (test_kept), and of a text in train and test the train copy goes aside
         test = (f["fixed"] == 2) if p.fixed_test == "as_given" else np.zeros(n, dtype=bool)
         self.test_kept: dict[str, int] = {}
-        self.near = None
+        self.near: dict[str, Any] | None = None
         for r, rule in enumerate(ROW_RULES):
             policy = p.rules[rule].policy
             free = assigned < 0
@@ -372,9 +442,19 @@ class Checker:
 
         def none_found() -> dict:
             no = np.zeros(self.n, dtype=bool)
-            return {"cluster": np.full(self.n, -1, dtype=np.int64), "copies": no, "stuck": no, "to_test": no,
-                    "aside": np.empty(0, dtype=np.int64), "twin": np.empty(0, dtype=np.int64),
-                    "jaccard": np.empty(0, dtype=np.float32), "pairs": [], "pairs_found": 0, "clusters": 0}
+            return {
+                "cluster": np.full(self.n, -1, dtype=np.int64),
+                "copies": no,
+                "stuck": no,
+                "to_test": no,
+                "aside": np.empty(0, dtype=np.int64),
+                "twin": np.empty(0, dtype=np.int64),
+                "jaccard": np.empty(0, dtype=np.float32),
+                "pairs": [],
+                "pairs_found": 0,
+                "clusters": 0,
+            }
+
         if not len(firsts):
             return none_found()
         pairs = minhash.candidate_pairs(sig, self.bands, self.band_rows, subset=firsts)
@@ -421,33 +501,56 @@ class Checker:
         copies &= ~stuck
         aside = np.nonzero(copies | stuck)[0]
         twins = kept[np.searchsorted(cluster[kept], cluster[aside])]
-        jac = (minhash.similarity(sig, np.stack([first_of_key[key_id[aside]], first_of_key[key_id[twins]]], axis=1))
-               if len(aside) else np.empty(0))
-        top = np.argsort(-sims, kind="stable")[:max(self.p.examples, 10)]
+        jac = (
+            minhash.similarity(sig, np.stack([first_of_key[key_id[aside]], first_of_key[key_id[twins]]], axis=1))
+            if len(aside)
+            else np.empty(0)
+        )
+        top = np.argsort(-sims, kind="stable")[: max(self.p.examples, 10)]
         self.pair_rows = [(int(a[t]), int(b[t]), float(sims[t])) for t in top]
         # reasons are written out in write(), for the rows a batch quarantines: per row only its twin and Jaccard
-        return {"cluster": cluster, "copies": copies, "stuck": stuck, "to_test": to_test, "aside": aside,
-                "twin": twins, "jaccard": jac.astype(np.float32), "pairs": [], "pairs_found": int(len(pairs)),
-                "clusters": int(len(kept))}
+        return {
+            "cluster": cluster,
+            "copies": copies,
+            "stuck": stuck,
+            "to_test": to_test,
+            "aside": aside,
+            "twin": twins,
+            "jaccard": jac.astype(np.float32),
+            "pairs": [],
+            "pairs_found": len(pairs),
+            "clusters": len(kept),
+        }
 
     def _label_noise(self, candidates: np.ndarray) -> np.ndarray:
         """Rows among the candidates (at most sample_rows of those collected in scan, the smallest group keys)
         whose label a cross-validated model contradicts (bigmodel_core.data.label_noise)."""
         from bigmodel_core.data import label_noise
 
-        r, f = self.noise_rule, self.f
+        sample_rows, f = self.noise_sample_rows, self.f
         hits = np.zeros(self.n, dtype=bool)
         sel = np.nonzero(candidates[self.noise_rows])[0]
-        if len(sel) > r.sample_rows:
-            sel = np.sort(sel[np.argsort(f["hi"][self.noise_rows[sel]], kind="stable")[:r.sample_rows]])
+        if len(sel) > sample_rows:
+            sel = np.sort(sel[np.argsort(f["hi"][self.noise_rows[sel]], kind="stable")[:sample_rows]])
         rows = self.noise_rows[sel]
-        self.noise = {"rows": np.empty(0, dtype=np.int64), "checked": 0, "candidates": int(candidates.sum()),
-                      "kappa": None, "note": "off (sample_rows 0)" if not r.sample_rows else ""}
+        self.noise: dict[str, Any] = {
+            "rows": np.empty(0, dtype=np.int64),
+            "checked": 0,
+            "candidates": int(candidates.sum()),
+            "kappa": None,
+            "note": "off (sample_rows 0)" if not sample_rows else "",
+        }
         if len(rows):
-            found = label_noise.find([self.noise_texts[i] for i in sel], f["label"][rows], r.folds)
-            self.noise.update(rows=rows[found.flagged], given_p=found.given_p, predicted=found.predicted,
-                              predicted_p=found.predicted_p, checked=int(len(found.checked)), note=found.note,
-                              kappa=None if found.kappa is None else round(found.kappa, 4))
+            found = label_noise.find([self.noise_texts[i] for i in sel], f["label"][rows], self.noise_folds)
+            self.noise.update(
+                rows=rows[found.flagged],
+                given_p=found.given_p,
+                predicted=found.predicted,
+                predicted_p=found.predicted_p,
+                checked=len(found.checked),
+                note=found.note,
+                kappa=None if found.kappa is None else round(found.kappa, 4),
+            )
             hits[self.noise["rows"]] = True
         self.noise_texts = []
         return hits
@@ -459,12 +562,15 @@ class Checker:
         z, names = self.noise, {c: name for name, c in self.label_names.items()}
         i = int(np.searchsorted(z["rows"], row))
         given = names[int(self.f["label"][row])]
-        return (f"label {given!r} is contradicted by a cross-validated {MODEL}: p({given})={z['given_p'][i]:.2f}, "
-                f"it predicts {names[int(z['predicted'][i])]!r} (p={z['predicted_p'][i]:.2f})")
+        return (
+            f"label {given!r} is contradicted by a cross-validated {MODEL}: p({given})={z['given_p'][i]:.2f}, "
+            f"it predicts {names[int(z['predicted'][i])]!r} (p={z['predicted_p'][i]:.2f})"
+        )
 
     def _near_reason(self, row: int) -> str:
         """Why a row went aside as a near-duplicate: its Jaccard similarity and where its kept twin is."""
         near, f = self.near, self.f
+        assert near is not None  # a near-duplicate reason is asked for after the near-duplicate pass
         i = int(np.searchsorted(near["aside"], row))
         twin, j = int(near["twin"][i]), float(near["jaccard"][i])
         where = f"{self.files[f['file'][twin]]} row {int(f['source_row'][twin])}"
@@ -487,33 +593,48 @@ class Checker:
         self.unusable = 0
         # the words of the quarantined rows that scan() counted, read by the same compiled pass, to be taken
         # away from the profile at the end
-        taken = minhash.Scanner(self.p.rules["near_duplicate"].shingle_words, vocab=True)
+        taken = minhash.Scanner(self.shingle_words, vocab=True)
         start = 0
-        for df, n in zip(self.batches(), self.batch_sizes):
-            q = self.q_mask[start:start + n]
+        for df, n in zip(self.batches(), self.batch_sizes, strict=True):
+            q = self.q_mask[start : start + n]
             for r in [x for x in want if start <= x < start + n]:
                 row = df.iloc[r - start]
                 for rule in want[r]:
-                    self.examples[rule].append({
-                        "row_id": row["row_id"], "source": row["source"], "source_file": row["source_file"],
-                        "source_row": int(row["source_row"]),
-                        "text": None if pd.isna(row["text"]) else str(row["text"])[:120],
-                        "label": None if pd.isna(row["label"]) else str(row["label"]),
-                        # under warn a flagged row stays, so the example is where the model's choice is shown
-                        **({"reason": self._noise_reason(r)} if rule == "label_noise" else {})})
+                    self.examples[rule].append(
+                        {
+                            "row_id": row["row_id"],
+                            "source": row["source"],
+                            "source_file": row["source_file"],
+                            "source_row": int(row["source_row"]),
+                            "text": None if pd.isna(row["text"]) else str(row["text"])[:120],
+                            "label": None if pd.isna(row["label"]) else str(row["label"]),
+                            # under warn a flagged row stays, so the example is where the model's choice is shown
+                            **({"reason": self._noise_reason(r)} if rule == "label_noise" else {}),
+                        }
+                    )
             for r in [x for x in pair_want if start <= x < start + n]:
                 row = df.iloc[r - start]
-                self.pair_detail[r] = {"source_file": row["source_file"], "source_row": int(row["source_row"]),
-                                       "text": str(row["text"])[:160], "label": row["label"]}
+                self.pair_detail[r] = {
+                    "source_file": row["source_file"],
+                    "source_row": int(row["source_row"]),
+                    "text": str(row["text"])[:160],
+                    "label": row["label"],
+                }
             if q.any():
                 part = df[q].copy()
-                rules = [ROW_RULES[k] for k in self.assigned[start:start + n][q].tolist()]
+                rules = [ROW_RULES[k] for k in self.assigned[start : start + n][q].tolist()]
                 part["rule"] = rules
-                part["reason"] = [self._near_reason(start + int(i)) if rule == "near_duplicate"
-                                  else self._noise_reason(start + int(i)) if rule == "label_noise"
-                                  else _reason(rule, lab, self.label_set, text, self.p)
-                                  for i, rule, lab, text in zip(np.nonzero(q)[0], rules, part["label"], part["text"])]
-                part = part[list(QUARANTINE_COLUMNS)].astype({"text": "str", "label": "str", "rule": "str", "reason": "str"})
+                part["reason"] = [
+                    self._near_reason(start + int(i))
+                    if rule == "near_duplicate"
+                    else self._noise_reason(start + int(i))
+                    if rule == "label_noise"
+                    else _reason(rule, lab, self.label_set, text, self.p)
+                    for i, rule, lab, text in zip(np.nonzero(q)[0], rules, part["label"], part["text"], strict=True)
+                ]
+                part = part[list(QUARANTINE_COLUMNS)].astype(
+                    {"text": "str", "label": "str", "rule": "str", "reason": "str"}
+                )
                 quarantine_sink(part.reset_index(drop=True))
             keep = ~q
             if keep.any():
@@ -541,7 +662,7 @@ class Checker:
                 self.profiler.add_lengths(lengths)
                 self.profiler.add_labels(part["label"])
                 passed_sink(part.reset_index(drop=True))
-            gone = q & f["usable"][start:start + n].astype(bool)  # counted in scan(), but not passing
+            gone = q & f["usable"][start : start + n].astype(bool)  # counted in scan(), but not passing
             if gone.any():
                 taken.scan(columns.as_array(df["text"][gone]), low_bits=True)
             start += n
@@ -550,49 +671,82 @@ class Checker:
     # ---------------------------------------------------------------- report
     def result(self) -> QualityResult:
         p, n, f = self.p, self.n, self.f
-        report_rules, failures = {}, []
+        report_rules: dict[str, dict[str, Any]] = {}
+        failures: list[str] = []
         for rule in ROW_RULES:
             count = int(self.hits[rule].sum())
             frac = count / n if n else 0.0
             if rule == "label_noise":  # of the rows the model checked (a sample when there are many)
                 frac = count / self.noise["checked"] if self.noise["checked"] else 0.0
             examples = self.examples[rule]
-            report_rules[rule] = {"policy": p.rules[rule].policy, "rows": count, "fraction": round(frac, 6),
-                                  "max_fraction": p.rules[rule].max_fraction, "examples": examples}
-            if rule == "near_duplicate":
-                pairs = [{"jaccard": round(j, 3), "a": self.pair_detail[a], "b": self.pair_detail[b]}
-                         for a, b, j in getattr(self, "pair_rows", [])] if self.near and self.near["pairs_found"] else []
-                report_rules[rule].update(clusters=self.near["clusters"], pairs=pairs, pairs_found=self.near["pairs_found"],
-                                          min_jaccard=p.rules[rule].min_jaccard, shingle_words=p.rules[rule].shingle_words)
+            report_rules[rule] = {
+                "policy": p.rules[rule].policy,
+                "rows": count,
+                "fraction": round(frac, 6),
+                "max_fraction": p.rules[rule].max_fraction,
+                "examples": examples,
+            }
+            if rule == "near_duplicate" and self.near is not None:
+                pairs = (
+                    [
+                        {"jaccard": round(j, 3), "a": self.pair_detail[a], "b": self.pair_detail[b]}
+                        for a, b, j in getattr(self, "pair_rows", [])
+                    ]
+                    if self.near and self.near["pairs_found"]
+                    else []
+                )
+                report_rules[rule].update(
+                    clusters=self.near["clusters"],
+                    pairs=pairs,
+                    pairs_found=self.near["pairs_found"],
+                    min_jaccard=self.min_jaccard,
+                    shingle_words=self.shingle_words,
+                )
             if rule == "label_noise":
                 from bigmodel_core.data.label_noise import MODEL
 
-                report_rules[rule].update(checked=self.noise["checked"], candidates=self.noise["candidates"],
-                                          model=MODEL, folds=self.noise_rule.folds, model_kappa=self.noise["kappa"],
-                                          note=self.noise["note"])
+                report_rules[rule].update(
+                    checked=self.noise["checked"],
+                    candidates=self.noise["candidates"],
+                    model=MODEL,
+                    folds=self.noise_rule.folds,
+                    model_kappa=self.noise["kappa"],
+                    note=self.noise["note"],
+                )
             if p.rules[rule].policy == "fail" and count:
                 failures.append(f"rule {rule} (policy fail): {count} row(s), e.g. {_example_str(examples)}")
             elif frac > p.rules[rule].max_fraction:
-                failures.append(f"rule {rule}: {count} row(s) = {frac:.1%} > max_fraction "
-                                f"{p.rules[rule].max_fraction:.1%}, e.g. {_example_str(examples)}")
+                failures.append(
+                    f"rule {rule}: {count} row(s) = {frac:.1%} > max_fraction "
+                    f"{p.rules[rule].max_fraction:.1%}, e.g. {_example_str(examples)}"
+                )
         quarantined = int(self.q_mask.sum())
         passed = n - quarantined
         if self.unusable:
-            failures.append(f"{self.unusable} row(s) with empty text or no label were kept by a 'warn' policy; "
-                            "they cannot be trained on")
+            failures.append(
+                f"{self.unusable} row(s) with empty text or no label were kept by a 'warn' policy; "
+                "they cannot be trained on"
+            )
         frac_q = quarantined / n if n else 0.0
         if frac_q > p.max_quarantine_fraction:
-            failures.append(f"{quarantined} of {n} rows quarantined = {frac_q:.1%} > max_quarantine_fraction "
-                            f"{p.max_quarantine_fraction:.1%}")
+            failures.append(
+                f"{quarantined} of {n} rows quarantined = {frac_q:.1%} > max_quarantine_fraction "
+                f"{p.max_quarantine_fraction:.1%}"
+            )
         if passed < p.min_rows:
             failures.append(f"only {passed} rows pass, min_rows is {p.min_rows}")
         code_name = {c: name for name, c in self.label_names.items()}
         kept_labels = f["label"][~self.q_mask]
-        per_class = pd.Series({code_name[c]: int(k) for c, k in zip(*np.unique(kept_labels[kept_labels >= 0],
-                                                                                  return_counts=True))},
-                              dtype="int64").sort_index()
+        per_class = pd.Series(
+            {
+                code_name[c]: int(k)
+                for c, k in zip(*np.unique(kept_labels[kept_labels >= 0], return_counts=True), strict=True)
+            },
+            dtype="int64",
+        ).sort_index()
         expected = sorted(self.label_set) if self.label_set is not None else sorted(per_class.index)
-        dataset_rules, warnings = _dataset_rules(per_class, expected, p), []
+        dataset_rules = _dataset_rules(per_class, expected, p)
+        warnings: list[str] = []
         dataset_rules["truncated"] = _truncated(f["words"][~self.q_mask], self.max_tokens, p.rules["truncated"])
         for name in DATASET_RULES:
             r = dataset_rules[name]
@@ -600,20 +754,30 @@ class Checker:
                 (failures if r["policy"] == "fail" else warnings).append(f"rule {name} ({r['policy']}): {r['finding']}")
         if len(expected) < 2:
             failures.append(f"need at least 2 classes, found {expected}")
-        fixed_test = {"policy": p.fixed_test, "rows": int((f["fixed"] == 2).sum()),
-                      "set_aside": int(((f["fixed"] == 2) & self.q_mask).sum()), "kept_despite": self.test_kept}
+        fixed_test = {
+            "policy": p.fixed_test,
+            "rows": int((f["fixed"] == 2).sum()),
+            "set_aside": int(((f["fixed"] == 2) & self.q_mask).sum()),
+            "kept_despite": self.test_kept,
+        }
         report = {
-            "passed": not failures, "rows_in": n, "rows_out": passed, "rows_quarantined": quarantined,
+            "passed": not failures,
+            "rows_in": n,
+            "rows_out": passed,
+            "rows_quarantined": quarantined,
             "fixed_test": fixed_test,
-            "quarantine_fraction": round(frac_q, 6), "rules": report_rules, "dataset_rules": dataset_rules,
-            "class_counts": {str(k): int(v) for k, v in per_class.items()}, "failures": failures,
+            "quarantine_fraction": round(frac_q, 6),
+            "rules": report_rules,
+            "dataset_rules": dataset_rules,
+            "class_counts": {str(k): int(v) for k, v in per_class.items()},
+            "failures": failures,
             "warnings": warnings,
         }
         return QualityResult(passed=None, quarantined=None, report=report, failures=failures)
 
 
 _TEXT_RULES = ("undecodable", "too_short", "too_long", "control_chars", "html_left")
-assert TEXT_ROW_RULES == tuple(r for r in ROW_RULES if r == "empty_text" or r in _TEXT_RULES)
+assert tuple(r for r in ROW_RULES if r == "empty_text" or r in _TEXT_RULES) == TEXT_ROW_RULES
 
 
 def text_verdicts(texts: list, p: ValidateParams) -> list[tuple[str, str] | None]:
@@ -638,8 +802,9 @@ def text_verdicts(texts: list, p: ValidateParams) -> list[tuple[str, str] | None
     return out
 
 
-def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray, chars: np.ndarray, flags: np.ndarray
-                ) -> dict[str, np.ndarray]:
+def _text_masks(
+    arr: pa.Array, p: ValidateParams, words: np.ndarray, chars: np.ndarray, flags: np.ndarray
+) -> dict[str, np.ndarray]:
     """Row rules on the text alone, from the facts minhash.Scanner found (words: each text's word count, 0
     for a blank or null text; chars: its length in code points; flags: kernels.CONTROL, REPLACEMENT,
     MARKUP): U+FFFD, too short, too long, control characters (_CONTROL), HTML left after cleaning
@@ -662,9 +827,13 @@ def _text_masks(arr: pa.Array, p: ValidateParams, words: np.ndarray, chars: np.n
     maybe = np.nonzero((flags & kernels.MARKUP).astype(bool) & present)[0]
     if len(maybe):
         html[maybe] = columns.contains(pc.fill_null(arr, "").take(pa.array(maybe)), _html_left_re2())
-    return {"undecodable": (flags & kernels.REPLACEMENT).astype(bool), "too_short": present & short,
-            "too_long": present & long_, "control_chars": present & (flags & kernels.CONTROL).astype(bool),
-            "html_left": html}
+    return {
+        "undecodable": (flags & kernels.REPLACEMENT).astype(bool),
+        "too_short": present & short,
+        "too_long": present & long_,
+        "control_chars": present & (flags & kernels.CONTROL).astype(bool),
+        "html_left": html,
+    }
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -677,8 +846,9 @@ def _hex_keys(hi: np.ndarray, lo: np.ndarray, usable: np.ndarray) -> pa.Array:
     digits = np.empty((len(hi), 20), dtype=np.uint8)
     digits[:, :16] = _HEX[((hi[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
     digits[:, 16:] = _HEX[((lo.astype(np.uint64)[:, None] >> shifts[-4:]) & np.uint64(15)).astype(np.intp)]
-    keys = pa.LargeStringArray.from_buffers(len(hi), pa.py_buffer(np.arange(0, 20 * len(hi) + 1, 20, dtype=np.int64)),
-                                            pa.py_buffer(digits))
+    keys = pa.LargeStringArray.from_buffers(
+        len(hi), pa.py_buffer(np.arange(0, 20 * len(hi) + 1, 20, dtype=np.int64)), pa.py_buffer(digits)
+    )
     return keys if usable.all() else pc.if_else(pa.array(usable), keys, "<NA>")
 
 
@@ -698,11 +868,19 @@ def _truncated(words: np.ndarray, max_tokens: int | None, rule) -> dict:
     over = int((words > max_tokens).sum())
     frac = over / len(words)
     failed = frac > rule.max_fraction
-    return {**out, "value": round(frac, 6), "rows": over, "passed": not failed,
-            "finding": (f"{over} of {len(words)} passing rows ({frac:.1%}) have more than tokenizer.max_length "
-                        f"{max_tokens} words, so the model sees only part of them; max_fraction is "
-                        f"{rule.max_fraction:.1%} (raise tokenizer.max_length or choose tokenizer.truncation)"
-                        ) if failed else ""}
+    return {
+        **out,
+        "value": round(frac, 6),
+        "rows": over,
+        "passed": not failed,
+        "finding": (
+            f"{over} of {len(words)} passing rows ({frac:.1%}) have more than tokenizer.max_length "
+            f"{max_tokens} words, so the model sees only part of them; max_fraction is "
+            f"{rule.max_fraction:.1%} (raise tokenizer.max_length or choose tokenizer.truncation)"
+        )
+        if failed
+        else "",
+    }
 
 
 def _dataset_rules(per_class: pd.Series, expected: list[str], p: ValidateParams) -> dict:
@@ -710,20 +888,35 @@ def _dataset_rules(per_class: pd.Series, expected: list[str], p: ValidateParams)
     counts = {lab: int(per_class.get(lab, 0)) for lab in expected}
     few = {lab: c for lab, c in counts.items() if c < p.min_rows_per_class}
     r_few = p.rules["too_few_rows_per_class"]
-    out = {"too_few_rows_per_class": {
-        "policy": r_few.policy, "threshold": p.min_rows_per_class, "passed": not few, "classes": few,
-        "finding": "; ".join(f"class {lab!r} has {c} passing row(s), min_rows_per_class is {p.min_rows_per_class}"
-                             for lab, c in few.items())}}
+    out: dict[str, dict[str, Any]] = {
+        "too_few_rows_per_class": {
+            "policy": r_few.policy,
+            "threshold": p.min_rows_per_class,
+            "passed": not few,
+            "classes": few,
+            "finding": "; ".join(
+                f"class {lab!r} has {c} passing row(s), min_rows_per_class is {p.min_rows_per_class}"
+                for lab, c in few.items()
+            ),
+        }
+    }
     r_imb = p.rules["class_imbalance"]
     present = {lab: c for lab, c in counts.items() if c > 0}
     ratio = None
     if len(present) >= 2:
-        big, small = max(present, key=present.get), min(present, key=present.get)
+        big, small = max(present, key=present.__getitem__), min(present, key=present.__getitem__)
         ratio = present[big] / present[small]
     failed = ratio is not None and r_imb.max_ratio is not None and ratio > r_imb.max_ratio
     out["class_imbalance"] = {
-        "policy": r_imb.policy, "value": None if ratio is None else round(ratio, 4), "threshold": r_imb.max_ratio,
+        "policy": r_imb.policy,
+        "value": None if ratio is None else round(ratio, 4),
+        "threshold": r_imb.max_ratio,
         "passed": not failed,
-        "finding": (f"largest class {big!r} has {present[big]} rows, {ratio:.1f}x the smallest {small!r} "
-                    f"({present[small]}); max_ratio is {r_imb.max_ratio:g}") if failed else ""}
+        "finding": (
+            f"largest class {big!r} has {present[big]} rows, {ratio:.1f}x the smallest {small!r} "
+            f"({present[small]}); max_ratio is {r_imb.max_ratio:g}"
+        )
+        if failed
+        else "",
+    }
     return out

@@ -14,7 +14,6 @@ _provenance = {
 }
 
 
-
 def _rows_schema(name: str) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {

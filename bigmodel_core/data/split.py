@@ -12,6 +12,7 @@ and testing.
 from __future__ import annotations
 
 import hashlib
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -67,8 +68,9 @@ def assign_codes(group_keys, fixed_split: np.ndarray, p: SplitParams, carve_val:
     to_val = (v < p.val_fraction) & carve_val
     free = np.where(u < p.test_fraction, test, np.where(to_val, val, train))
     fixed_train = np.where((u < p.val_fraction) & carve_val, val, train)
-    return np.select([fixed_split == "test", fixed_split == "val", fixed_split == "train"],
-                     [test, val, fixed_train], free).astype(np.int8)
+    return np.select(
+        [fixed_split == "test", fixed_split == "val", fixed_split == "train"], [test, val, fixed_train], free
+    ).astype(np.int8)
 
 
 def assign_frame(df: pd.DataFrame, p: SplitParams, carve_val: bool = True) -> pd.Series:
@@ -123,10 +125,12 @@ class SplitCheck:
             self.aug_example = aug_out["row_id"].iloc[0]
         self.aug_out += len(aug_out)
         originals = df[~df["is_augmented"]]
-        self.keys.append(np.fromiter((_key64(k) for k in originals["group_key"]), dtype=np.uint64,
-                                     count=len(originals)))
+        self.keys.append(
+            np.fromiter((_key64(k) for k in originals["group_key"]), dtype=np.uint64, count=len(originals))
+        )
         self.splits.append(originals["split"].map({s: i for i, s in enumerate(SPLITS)}).to_numpy(dtype=np.int8))
-        for (s, lab), n in df.groupby(["split", "label"]).size().items():
+        for key, n in df.groupby(["split", "label"]).size().items():
+            s, lab = cast("tuple[str, str]", key)  # a (split, label) pair: pandas' stubs say Hashable
             self.counts[(s, lab)] = self.counts.get((s, lab), 0) + int(n)
         self.labels.update(df["label"].unique().tolist())
 
@@ -139,8 +143,10 @@ class SplitCheck:
         k, sp = keys[order], splits[order]
         leaked = np.unique(k[1:][(k[1:] == k[:-1]) & (sp[1:] != sp[:-1])])
         if len(leaked):
-            raise GateFailed(f"split: {len(leaked)} text(s) appear in more than one split, e.g. group "
-                             f"{int(leaked[0]):016x}… (the first 16 digits of its group_key)")
+            raise GateFailed(
+                f"split: {len(leaked)} text(s) appear in more than one split, e.g. group "
+                f"{int(leaked[0]):016x}… (the first 16 digits of its group_key)"
+            )
         labels = sorted(self.labels)
         table = {s: {lab: self.counts.get((s, lab), 0) for lab in labels} for s in SPLITS}
         for s, per in table.items():

@@ -22,5 +22,9 @@ def fit_predict(train_texts: list[str], train_labels: list[str], test_texts: lis
     model = LinearText.fit(train_texts, train_labels, settings)
     seconds = time.perf_counter() - t0
     pred = model.predict(test_texts)
-    return pred, {"model": describe({**settings, "min_df": model.min_df_used}), "train_rows": len(train_texts),
-                  "features": model.features, "seconds": round(seconds, 3)}
+    return pred, {
+        "model": describe({**settings, "min_df": model.min_df_used}),
+        "train_rows": len(train_texts),
+        "features": model.features,
+        "seconds": round(seconds, 3),
+    }

@@ -27,9 +27,14 @@ def classification_metrics(y_true, y_pred, num_classes: int | None = None, label
     return {
         "accuracy": float(tp.sum() / max(1, len(y_true))),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "per_class": {
-            names[i]: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            names[i]: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i in range(k)
         },
         "confusion_matrix": cm.tolist(),
@@ -67,8 +72,12 @@ def pr_curve(y_true, score) -> dict | None:
         return None
     precision, recall = tps / (tps + fps), tps / tps[-1]
     ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-    return {"recall": np.r_[0.0, recall], "precision": np.r_[1.0, precision], "threshold": np.r_[np.inf, thresholds],
-            "average_precision": ap}
+    return {
+        "recall": np.r_[0.0, recall],
+        "precision": np.r_[1.0, precision],
+        "threshold": np.r_[np.inf, thresholds],
+        "average_precision": ap,
+    }
 
 
 def calibration(confidence, correct, bins: int = 15) -> dict:
@@ -85,9 +94,17 @@ def calibration(confidence, correct, bins: int = 15) -> dict:
     conf_sum = np.bincount(which, weights=conf, minlength=bins)
     hit_sum = np.bincount(which, weights=hit, minlength=bins)
     ece = float(np.abs(hit_sum - conf_sum).sum() / len(conf)) if len(conf) else 0.0
-    table = [{"bin": i, "lower": float(edges[i]), "upper": float(edges[i + 1]), "rows": int(rows[i]),
-              "confidence": float(conf_sum[i] / rows[i]) if rows[i] else None,
-              "accuracy": float(hit_sum[i] / rows[i]) if rows[i] else None} for i in range(bins)]
+    table = [
+        {
+            "bin": i,
+            "lower": float(edges[i]),
+            "upper": float(edges[i + 1]),
+            "rows": int(rows[i]),
+            "confidence": float(conf_sum[i] / rows[i]) if rows[i] else None,
+            "accuracy": float(hit_sum[i] / rows[i]) if rows[i] else None,
+        }
+        for i in range(bins)
+    ]
     return {"ece": ece, "bins": table}
 
 

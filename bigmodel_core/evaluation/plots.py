@@ -62,8 +62,9 @@ def _pyplot():
     return plt
 
 
-def curve_png(x: list[float], y: list[float], path: Path, *, title: str, xlabel: str, ylabel: str,
-              diagonal: bool = False) -> None:
+def curve_png(
+    x: list[float], y: list[float], path: Path, *, title: str, xlabel: str, ylabel: str, diagonal: bool = False
+) -> None:
     """A ROC or precision-recall curve (a dashed chance line for ROC)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=110)
@@ -86,10 +87,23 @@ def reliability_png(bins: list[dict], ece: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=110)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
     full = [b for b in bins if b["rows"]]
-    ax.bar([b["lower"] for b in full], [b["accuracy"] for b in full], width=[b["upper"] - b["lower"] for b in full],
-           align="edge", edgecolor="black", alpha=0.7, label="accuracy of the bin")
-    ax.plot([b["confidence"] for b in full], [b["accuracy"] for b in full], "o", color="black", markersize=3,
-            label="at the bin's mean confidence")
+    ax.bar(
+        [b["lower"] for b in full],
+        [b["accuracy"] for b in full],
+        width=[b["upper"] - b["lower"] for b in full],
+        align="edge",
+        edgecolor="black",
+        alpha=0.7,
+        label="accuracy of the bin",
+    )
+    ax.plot(
+        [b["confidence"] for b in full],
+        [b["accuracy"] for b in full],
+        "o",
+        color="black",
+        markersize=3,
+        label="at the bin's mean confidence",
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence of the predicted class")

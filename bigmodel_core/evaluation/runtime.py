@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -31,8 +31,14 @@ def latency(predict_one: Callable[[str], object], texts: list[str]) -> dict:
         predict_one(t)
         ms[i] = (time.perf_counter() - t0) * 1000
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"rows": len(texts), "warmup_calls": min(WARMUP_CALLS, len(texts)), "p50_ms": float(p50),
-            "p95_ms": float(p95), "p99_ms": float(p99), "mean_ms": float(ms.mean())}
+    return {
+        "rows": len(texts),
+        "warmup_calls": min(WARMUP_CALLS, len(texts)),
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "mean_ms": float(ms.mean()),
+    }
 
 
 def directory_bytes(path: str | Path) -> int:

@@ -22,8 +22,9 @@ MISSING = "(missing)"
 def check_columns(frame: pd.DataFrame, columns: list[str], key: str = "evaluate.slice_columns") -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ConfigError(f"{key}: column {missing[0]!r} is not in the test split (its columns: "
-                          f"{', '.join(map(str, frame.columns))})")
+        raise ConfigError(
+            f"{key}: column {missing[0]!r} is not in the test split (its columns: {', '.join(map(str, frame.columns))})"
+        )
 
 
 def length_buckets(texts: list[str]) -> dict:
@@ -55,7 +56,7 @@ def value_groups(values: pd.Series) -> dict[str, np.ndarray]:
     codes, uniques = pd.factorize(pd.Series(keys, dtype=object), sort=True)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-    return {str(u): order[bounds[i]:bounds[i + 1]] for i, u in enumerate(uniques)}
+    return {str(u): order[bounds[i] : bounds[i + 1]] for i, u in enumerate(uniques)}
 
 
 def slice_groups(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict]:
@@ -71,8 +72,9 @@ def slice_groups(frame: pd.DataFrame, columns: list[str]) -> dict[str, dict]:
     return dims
 
 
-def slice_metrics(dims: dict[str, dict], y: np.ndarray, pred: np.ndarray, num_classes: int,
-                  champion_pred: np.ndarray | None = None) -> dict[str, dict]:
+def slice_metrics(
+    dims: dict[str, dict], y: np.ndarray, pred: np.ndarray, num_classes: int, champion_pred: np.ndarray | None = None
+) -> dict[str, dict]:
     """Accuracy and macro-F1 per slice for the challenger (and the champion, when its predictions are given)."""
     y, pred = np.asarray(y), np.asarray(pred)
     out = {}
@@ -80,11 +82,14 @@ def slice_metrics(dims: dict[str, dict], y: np.ndarray, pred: np.ndarray, num_cl
         rows = []
         for name, idx in spec["groups"].items():
             m = classification_metrics(y[idx], pred[idx], num_classes=num_classes)
-            row = {"slice": name, "rows": int(len(idx)), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+            row = {"slice": name, "rows": len(idx), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
             if champion_pred is not None:
                 c = classification_metrics(y[idx], np.asarray(champion_pred)[idx], num_classes=num_classes)
-                row.update(champion_accuracy=c["accuracy"], champion_macro_f1=c["macro_f1"],
-                           macro_f1_difference=m["macro_f1"] - c["macro_f1"])
+                row.update(
+                    champion_accuracy=c["accuracy"],
+                    champion_macro_f1=c["macro_f1"],
+                    macro_f1_difference=m["macro_f1"] - c["macro_f1"],
+                )
             rows.append(row)
         out[dim] = {"by": spec["by"], **({"edges": spec["edges"]} if "edges" in spec else {}), "slices": rows}
     return out

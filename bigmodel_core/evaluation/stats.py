@@ -28,8 +28,17 @@ def _macro_f1_rows(counts: np.ndarray, k: int) -> np.ndarray:
     return (f1 * present).sum(1) / np.maximum(present.sum(1), 1)
 
 
-def paired_bootstrap(y: np.ndarray, pred_new: np.ndarray, pred_old: np.ndarray, num_classes: int, *,
-                     samples: int = 1000, confidence: float = 0.95, seed: int = 0, chunk: int = 100) -> dict:
+def paired_bootstrap(
+    y: np.ndarray,
+    pred_new: np.ndarray,
+    pred_old: np.ndarray,
+    num_classes: int,
+    *,
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    chunk: int = 100,
+) -> dict:
     """Percentile interval of macro-F1(new) - macro-F1(old) over `samples` paired resamples of the rows."""
     y, a, b = (np.asarray(v, dtype=np.int64) for v in (y, pred_new, pred_old))
     if not (len(y) == len(a) == len(b)) or len(y) == 0:
@@ -44,9 +53,11 @@ def paired_bootstrap(y: np.ndarray, pred_new: np.ndarray, pred_old: np.ndarray, 
         offset = (np.arange(m) * k * k)[:, None]
         ca = np.bincount((codes_a[idx] + offset).ravel(), minlength=m * k * k)
         cb = np.bincount((codes_b[idx] + offset).ravel(), minlength=m * k * k)
-        diffs[start:start + m] = _macro_f1_rows(ca, k) - _macro_f1_rows(cb, k)
-    point = float(_macro_f1_rows(np.bincount(codes_a, minlength=k * k), k)[0]
-                  - _macro_f1_rows(np.bincount(codes_b, minlength=k * k), k)[0])
+        diffs[start : start + m] = _macro_f1_rows(ca, k) - _macro_f1_rows(cb, k)
+    point = float(
+        _macro_f1_rows(np.bincount(codes_a, minlength=k * k), k)[0]
+        - _macro_f1_rows(np.bincount(codes_b, minlength=k * k), k)[0]
+    )
     tail = (1 - confidence) / 2
     lo, hi = np.quantile(diffs, [tail, 1 - tail])
     return {"difference": point, "low": float(lo), "high": float(hi), "confidence": confidence, "samples": samples}
@@ -62,9 +73,14 @@ def mcnemar(y: np.ndarray, pred_new: np.ndarray, pred_old: np.ndarray) -> dict:
         return {"new_only": 0, "old_only": 0, "statistic": 0.0, "p_value": 1.0, "method": "none"}
     if n < 25:
         low = min(new_only, old_only)
-        tail = sum(math.comb(n, i) for i in range(low + 1)) / 2 ** n
-        return {"new_only": new_only, "old_only": old_only, "statistic": float(low),
-                "p_value": min(1.0, 2 * tail), "method": "exact"}
+        tail = sum(math.comb(n, i) for i in range(low + 1)) / 2**n
+        return {
+            "new_only": new_only,
+            "old_only": old_only,
+            "statistic": float(low),
+            "p_value": min(1.0, 2 * tail),
+            "method": "exact",
+        }
     stat = (abs(new_only - old_only) - 1) ** 2 / n
     p = math.erfc(math.sqrt(stat / 2))  # chi-square with 1 degree of freedom
     return {"new_only": new_only, "old_only": old_only, "statistic": stat, "p_value": p, "method": "chi2"}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,16 @@ WEIGHTS, META = "model.pt", "model.json"
 FORMAT = "bigmodel-bundle/2"
 
 
-def save_bundle(directory: Path, model, encoder, labels: list[str], model_p: ModelParams, tok_p: TokenizerParams,
-                clean_p: CleanParams, validate_p: ValidateParams | None = None) -> None:
+def save_bundle(
+    directory: Path,
+    model,
+    encoder,
+    labels: list[str],
+    model_p: ModelParams,
+    tok_p: TokenizerParams,
+    clean_p: CleanParams,
+    validate_p: ValidateParams | None = None,
+) -> None:
     import torch
 
     import bigmodel_core
@@ -58,8 +67,10 @@ def input_rules(validate_p: ValidateParams) -> dict:
     them; ValidateParams(rules=...) reads them back."""
     from bigmodel_core.config import _RULE_SETTINGS
 
-    return {r: validate_p.rules[r].model_dump(mode="json", include={"policy", *_RULE_SETTINGS.get(r, ())})
-            for r in TEXT_ROW_RULES}
+    return {
+        r: validate_p.rules[r].model_dump(mode="json", include={"policy", *_RULE_SETTINGS.get(r, ())})
+        for r in TEXT_ROW_RULES
+    }
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -72,8 +83,18 @@ def _legacy_model(meta: dict, tok_p: TokenizerParams, pad: int):
     m, k = meta["model"], len(meta["labels"])
     if m["kind"] == "bag":
         return LegacyBagOfTokens(meta["vocab_size"], k, m["d_model"], m["dropout"], pad)
-    return LegacyTransformerClassifier(meta["vocab_size"], k, m["d_model"], m["n_heads"], m["n_layers"], m["d_ff"],
-                                       m["dropout"], tok_p.max_length, m["pooling"], pad)
+    return LegacyTransformerClassifier(
+        meta["vocab_size"],
+        k,
+        m["d_model"],
+        m["n_heads"],
+        m["n_layers"],
+        m["d_ff"],
+        m["dropout"],
+        tok_p.max_length,
+        m["pooling"],
+        pad,
+    )
 
 
 class Predictor:
@@ -94,7 +115,8 @@ class Predictor:
         self.device = torch.device(device)
         if meta.get("format") == "bigmodel-bundle/1":
             self.kind = "legacy-" + meta["model"]["kind"]
-            self.encoder = SubwordEncoder.load(directory, tok_p)
+            # the kind's encoder (SubwordEncoder, NgramHasher, PretrainedEncoder), None for linear
+            self.encoder: Any = SubwordEncoder.load(directory, tok_p)
             self.model = _legacy_model(meta, tok_p, self.encoder.pad_id)
         else:
             model_p = ModelParams(**meta["model"])
@@ -105,8 +127,9 @@ class Predictor:
 
                 self.model = LinearText.load(directory)
                 # its columns in this bundle's label order (a label without train rows gets probability 0)
-                self._columns = [self.model.classes.index(lab) if lab in self.model.classes else -1
-                                 for lab in self.labels]
+                self._columns = [
+                    self.model.classes.index(lab) if lab in self.model.classes else -1 for lab in self.labels
+                ]
                 return
             if model_p.kind == "pretrained":
                 from bigmodel_core.models.pretrained import PretrainedClassifier
@@ -144,7 +167,10 @@ class Predictor:
         out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float64)
         with torch.inference_mode():
             for rows in plan_batches(data.lengths, batch_size, shuffle=False):  # similar lengths: little padding
-                batch = {k: (v.to(self.device) if v is not None else None) for k, v in self.encoder.collate(data, rows).items()}
+                batch = {
+                    k: (v.to(self.device) if v is not None else None)
+                    for k, v in self.encoder.collate(data, rows).items()
+                }
                 out[rows] = torch.softmax(self.model(**batch).float(), -1).cpu().numpy()
         return out
 

@@ -16,14 +16,27 @@ def _full_mask(ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 class LegacyTransformerClassifier(nn.Module):
     """0.1's encoder: nn.TransformerEncoder (pre-LN, GELU) with learned positions."""
 
-    def __init__(self, vocab_size: int, num_classes: int, d_model: int, n_heads: int, n_layers: int,
-                 d_ff: int, dropout: float, max_length: int, pooling: str = "mean", pad_id: int = 0) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        d_model: int,
+        n_heads: int,
+        n_layers: int,
+        d_ff: int,
+        dropout: float,
+        max_length: int,
+        pooling: str = "mean",
+        pad_id: int = 0,
+    ) -> None:
         super().__init__()
         self.pooling = pooling
         self.tok = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         self.pos = nn.Embedding(max_length, d_model)
         self.drop = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, batch_first=True, norm_first=True, activation="gelu")
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, d_ff, dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_classes)

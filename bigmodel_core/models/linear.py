@@ -28,8 +28,14 @@ SETTINGS = ("ngrams", "char_ngrams", "min_df", "sublinear_tf", "C", "lowercase")
 
 def settings_of(model_p, lowercase: bool = True) -> dict:
     """The settings the linear model reads from ModelParams (and tokenizer.lowercase)."""
-    return {"ngrams": model_p.ngrams, "char_ngrams": list(model_p.char_ngrams) if model_p.char_ngrams else None,
-            "min_df": model_p.min_df, "sublinear_tf": model_p.sublinear_tf, "C": model_p.C, "lowercase": lowercase}
+    return {
+        "ngrams": model_p.ngrams,
+        "char_ngrams": list(model_p.char_ngrams) if model_p.char_ngrams else None,
+        "min_df": model_p.min_df,
+        "sublinear_tf": model_p.sublinear_tf,
+        "C": model_p.C,
+        "lowercase": lowercase,
+    }
 
 
 def reference_settings() -> dict:
@@ -40,11 +46,16 @@ def reference_settings() -> dict:
 
 
 def describe(settings: dict) -> str:
-    chars = (f" + character {settings['char_ngrams'][0]}-{settings['char_ngrams'][1]} grams"
-             if settings.get("char_ngrams") else "")
+    chars = (
+        f" + character {settings['char_ngrams'][0]}-{settings['char_ngrams'][1]} grams"
+        if settings.get("char_ngrams")
+        else ""
+    )
     tf = "sublinear tf, " if settings["sublinear_tf"] else ""
-    return (f"TF-IDF (word 1-{settings['ngrams']} grams{chars}, {tf}min_df {settings['min_df']}) + logistic "
-            f"regression (C {settings['C']:g})")
+    return (
+        f"TF-IDF (word 1-{settings['ngrams']} grams{chars}, {tf}min_df {settings['min_df']}) + logistic "
+        f"regression (C {settings['C']:g})"
+    )
 
 
 def _vectorizers(s: dict, min_df: int) -> list:
@@ -70,7 +81,12 @@ class LinearText:
     kind = "linear"
 
     def __init__(self, settings: dict, vectorizers: list, classifier, min_df_used: int) -> None:
-        self.settings, self.vectorizers, self.classifier, self.min_df_used = settings, vectorizers, classifier, min_df_used
+        self.settings, self.vectorizers, self.classifier, self.min_df_used = (
+            settings,
+            vectorizers,
+            classifier,
+            min_df_used,
+        )
 
     @property
     def classes(self) -> list[str]:
@@ -85,7 +101,7 @@ class LinearText:
         return int(self.classifier.coef_.size + self.classifier.intercept_.size)
 
     @classmethod
-    def fit(cls, texts: list[str], labels: list[str], settings: dict) -> "LinearText":
+    def fit(cls, texts: list[str], labels: list[str], settings: dict) -> LinearText:
         """Fit on the training rows. min_df falls back to 1 when it leaves no n-gram (a handful of short texts)."""
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
@@ -133,13 +149,20 @@ class LinearText:
             blocks.append({"analyzer": v.analyzer, "ngram_range": list(v.ngram_range), "terms": terms})
         np.save(directory / "linear_coef.npy", self.classifier.coef_, allow_pickle=False)
         np.save(directory / "linear_intercept.npy", self.classifier.intercept_, allow_pickle=False)
-        doc = {"format": FORMAT, "settings": self.settings, "min_df_used": self.min_df_used, "classes": self.classes,
-               "max_iter": MAX_ITER, "blocks": blocks}
-        (directory / FILE).write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n",
-                                      encoding="utf-8")
+        doc = {
+            "format": FORMAT,
+            "settings": self.settings,
+            "min_df_used": self.min_df_used,
+            "classes": self.classes,
+            "max_iter": MAX_ITER,
+            "blocks": blocks,
+        }
+        (directory / FILE).write_text(
+            json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8"
+        )
 
     @classmethod
-    def load(cls, directory: Path) -> "LinearText":
+    def load(cls, directory: Path) -> LinearText:
         """Rebuild the fitted scikit-learn objects from the saved terms, idf weights and coefficients."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -151,8 +174,14 @@ class LinearText:
         s = doc["settings"]
         vectorizers = []
         for i, b in enumerate(doc["blocks"]):
-            v = TfidfVectorizer(analyzer=b["analyzer"], ngram_range=tuple(b["ngram_range"]), vocabulary=b["terms"],
-                                sublinear_tf=s["sublinear_tf"], lowercase=s["lowercase"], dtype=np.float64)
+            v = TfidfVectorizer(
+                analyzer=b["analyzer"],
+                ngram_range=tuple(b["ngram_range"]),
+                vocabulary=b["terms"],
+                sublinear_tf=s["sublinear_tf"],
+                lowercase=s["lowercase"],
+                dtype=np.float64,
+            )
             v.idf_ = np.load(directory / f"linear_idf_{i}.npy", allow_pickle=False)
             vectorizers.append(v)
         clf = LogisticRegression(C=s["C"], max_iter=doc["max_iter"])
@@ -161,4 +190,3 @@ class LinearText:
         clf.intercept_ = np.load(directory / "linear_intercept.npy", allow_pickle=False)
         clf.n_features_in_ = clf.coef_.shape[1]
         return cls(s, vectorizers, clf, doc["min_df_used"])
-

@@ -21,7 +21,9 @@ def require_transformers():
     try:
         import transformers
     except ImportError:
-        raise ConfigError("model.kind: 'pretrained' needs the transformers package: pip install 'bigmodel[hf]'") from None
+        raise ConfigError(
+            "model.kind: 'pretrained' needs the transformers package: pip install 'bigmodel[hf]'"
+        ) from None
     transformers.logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
     transformers.logging.disable_progress_bar()
     return transformers
@@ -33,23 +35,29 @@ class PretrainedClassifier(nn.Module):
         self.hf = hf_model
 
     @classmethod
-    def from_backbone(cls, backbone: str, labels: list[str], dropout: float | None = None) -> "PretrainedClassifier":
+    def from_backbone(cls, backbone: str, labels: list[str], dropout: float | None = None) -> PretrainedClassifier:
         transformers = require_transformers()
         local = Path(backbone).expanduser()
         try:
             model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                str(local) if local.exists() else backbone, num_labels=len(labels),
-                id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
-                local_files_only=local.exists())
+                str(local) if local.exists() else backbone,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={lab: i for i, lab in enumerate(labels)},
+                local_files_only=local.exists(),
+            )
         except OSError as e:
             raise ConfigError(f"model.backbone: cannot load {backbone!r}: {str(e).splitlines()[0]}") from None
         return cls(model)
 
     @classmethod
-    def load(cls, directory: Path) -> "PretrainedClassifier":
+    def load(cls, directory: Path) -> PretrainedClassifier:
         transformers = require_transformers()
-        return cls(transformers.AutoModelForSequenceClassification.from_pretrained(str(directory / HF_DIR),
-                                                                                   local_files_only=True))
+        return cls(
+            transformers.AutoModelForSequenceClassification.from_pretrained(
+                str(directory / HF_DIR), local_files_only=True
+            )
+        )
 
     def save(self, directory: Path) -> None:
         self.hf.save_pretrained(str(directory / HF_DIR))

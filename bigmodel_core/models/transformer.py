@@ -8,6 +8,8 @@ Sizes go from a few thousand parameters up to BERT-base (d_model 768, 12 layers,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -52,16 +54,29 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                           dropout_p=self.attention_dropout if self.training else 0.0)
+        a = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attention_dropout if self.training else 0.0
+        )
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, t, d)))
         return x + self.drop(self.ff_out(F.gelu(self.ff_in(self.ln2(x)))))
 
 
 class TransformerClassifier(nn.Module):
-    def __init__(self, vocab_size: int, num_classes: int, d_model: int, n_heads: int, n_layers: int, d_ff: int,
-                 dropout: float, max_length: int, pooling: str = "mean", pad_id: int = 0,
-                 attention_dropout: float = 0.0, token_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        d_model: int,
+        n_heads: int,
+        n_layers: int,
+        d_ff: int,
+        dropout: float,
+        max_length: int,
+        pooling: str = "mean",
+        pad_id: int = 0,
+        attention_dropout: float = 0.0,
+        token_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.pooling, self.token_dropout = pooling, token_dropout
         self.tok = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
@@ -71,7 +86,9 @@ class TransformerClassifier(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, num_classes)
         self.apply(self._init)
-        for blk in self.blocks:  # residual branches start small so deep stacks train stably (GPT-2's scaling)
+        for blk in cast(
+            "Iterable[Block]", self.blocks
+        ):  # residual branches start small so deep stacks train stably (GPT-2's scaling)
             for lin in (blk.proj, blk.ff_out):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * n_layers))
         with torch.no_grad():

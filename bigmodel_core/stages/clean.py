@@ -5,19 +5,24 @@ cleaned column-wise (cleaning.clean_array) and written; memory holds one batch, 
 
 from __future__ import annotations
 
+from bigmodel_core import io
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data.cleaning import clean_array
-from bigmodel_core import io
 from bigmodel_core.errors import DataError
 from bigmodel_core.io import atomic_dir, check_table, shown, write_json
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
 
-
 SPEC = StageSpec(
-    code=("bigmodel_core/data/cleaning.py", "bigmodel_core/data/columns.py", "bigmodel_core/data/hashing.py",
-          "bigmodel_core/data/kernels.py", "bigmodel_core/data/minhash.py", "bigmodel_core/data/schemas.py"),
+    code=(
+        "bigmodel_core/data/cleaning.py",
+        "bigmodel_core/data/columns.py",
+        "bigmodel_core/data/hashing.py",
+        "bigmodel_core/data/kernels.py",
+        "bigmodel_core/data/minhash.py",
+        "bigmodel_core/data/schemas.py",
+    ),
     inputs=("raw",),
     params=("clean",),
     outs=(Out("clean"),),
@@ -47,8 +52,11 @@ def run(params: Params, paths: Paths) -> dict:
                 changed += int(pc.sum(pc.fill_null(pc.not_equal(before, after), False)).as_py() or 0)
                 truncated += _longer_than(before, params.clean.max_chars)
                 rows += batch.num_rows
-                writer.write_batch(pa.RecordBatch.from_arrays(
-                    [after if i == text_at else batch.column(i) for i in range(batch.num_columns)], schema=schema))
+                writer.write_batch(
+                    pa.RecordBatch.from_arrays(
+                        [after if i == text_at else batch.column(i) for i in range(batch.num_columns)], schema=schema
+                    )
+                )
         report = {"rows": rows, "changed": changed, "truncated_to_max_chars": truncated}
         write_json(report, out / "report.json")
     return report
@@ -57,7 +65,6 @@ def run(params: Params, paths: Paths) -> dict:
 def _longer_than(texts, max_chars: int) -> int:
     """How many texts have more than max_chars characters. A character is one byte or more, so only the
     texts of more than max_chars bytes (their offsets say so) are counted in characters."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 

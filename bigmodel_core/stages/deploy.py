@@ -91,15 +91,29 @@ def experiment_reason(root) -> str | None:
 
 SPEC = StageSpec(
     # the served model refuses what validate's text rules set aside (tracking/pyfunc.py runs data/quality.py)
-    code=("bigmodel_core/tracking", "bigmodel_core/evaluation/gate.py", "bigmodel_core/data/schemas.py",
-          "bigmodel_core/data/quality.py", "bigmodel_core/data/cleaning.py", "bigmodel_core/data/columns.py",
-          "bigmodel_core/data/hashing.py", "bigmodel_core/data/kernels.py", "bigmodel_core/data/label_noise.py",
-          "bigmodel_core/data/minhash.py", "bigmodel_core/data/profile.py"),
+    code=(
+        "bigmodel_core/tracking",
+        "bigmodel_core/evaluation/gate.py",
+        "bigmodel_core/data/schemas.py",
+        "bigmodel_core/data/quality.py",
+        "bigmodel_core/data/cleaning.py",
+        "bigmodel_core/data/columns.py",
+        "bigmodel_core/data/hashing.py",
+        "bigmodel_core/data/kernels.py",
+        "bigmodel_core/data/label_noise.py",
+        "bigmodel_core/data/minhash.py",
+        "bigmodel_core/data/profile.py",
+    ),
     inputs=("model", "evaluation", "eval_metrics", "quality_report"),
     params=("deploy", "tracking"),
-    outs=(Out("deployment", cache=False,
-              note="which registry version this run made and where the aliases point: facts about this workspace's "
-                   "own mlflow.db, so neither DVC's cache nor git keeps it (.gitignore: /reports/)"),),
+    outs=(
+        Out(
+            "deployment",
+            cache=False,
+            note="which registry version this run made and where the aliases point: facts about this workspace's "
+            "own mlflow.db, so neither DVC's cache nor git keeps it (.gitignore: /reports/)",
+        ),
+    ),
 )
 
 
@@ -130,8 +144,10 @@ def run(params: Params, paths: Paths) -> dict:
         paths.eval_metrics,
         paths.train_metrics,
         *(paths.evaluation / f"{name}.json" for name in ("per_class", "slices", "baseline", "runtime", "calibration")),
-        *(paths.evaluation / f"{name}.png" for name in ("confusion_matrix", "training_curves", "calibration",
-                                                        "roc_curve", "pr_curve")),  # ROC and PR: binary tasks only
+        *(
+            paths.evaluation / f"{name}.png"
+            for name in ("confusion_matrix", "training_curves", "calibration", "roc_curve", "pr_curve")
+        ),  # ROC and PR: binary tasks only
         paths.training_steps_plot,
     ]
     experiment = experiment_reason(paths.root)
@@ -149,21 +165,40 @@ def run(params: Params, paths: Paths) -> dict:
     elif experiment and not params.deploy.promote_experiments and not vacant:
         # once committed, the same state has nothing left to run (`bigmodel run`: nothing to do), so say how it is
         # promoted then
-        why_not = (f"an experiment ({experiment}) does not move the champion; to make it the champion, commit the "
-                   "change and `bigmodel promote VERSION --reason ...`, or set deploy.promote_experiments: true")
+        why_not = (
+            f"an experiment ({experiment}) does not move the champion; to make it the champion, commit the "
+            "change and `bigmodel promote VERSION --reason ...`, or set deploy.promote_experiments: true"
+        )
     else:
         why_not = None
         if experiment and not params.deploy.promote_experiments:
-            context = (f"an experiment ({experiment}) never replaces a {params.deploy.champion_alias}, but there was "
-                       "none to keep")
+            context = (
+                f"an experiment ({experiment}) never replaces a {params.deploy.champion_alias}, but there was "
+                "none to keep"
+            )
         elif params_never_committed(paths.root):
             context = "params.yaml has no commit yet, so no run here is an experiment: the gate alone decides"
     result = log_and_register(
-        params, paths.root, bundle_dir=paths.model, history=history, eval_metrics=eval_metrics, per_class=per_class,
-        decision=decision, quality=quality, artifacts=artifacts, tags=tags, example_texts=test["text"].head(3).tolist(),
-        train_run_id=train_metrics.get("mlflow_run_id"), promote=why_not is None, experiment=experiment,
-        why_not=why_not, context=context, train_summary={k: v for k, v in train_metrics.items() if k != "history"},
-        split_dir=paths.split, quarantine=paths.validated / "quarantine.parquet", run_name=default_run_name(),
+        params,
+        paths.root,
+        bundle_dir=paths.model,
+        history=history,
+        eval_metrics=eval_metrics,
+        per_class=per_class,
+        decision=decision,
+        quality=quality,
+        artifacts=artifacts,
+        tags=tags,
+        example_texts=test["text"].head(3).tolist(),
+        train_run_id=train_metrics.get("mlflow_run_id"),
+        promote=why_not is None,
+        experiment=experiment,
+        why_not=why_not,
+        context=context,
+        train_summary={k: v for k, v in train_metrics.items() if k != "history"},
+        split_dir=paths.split,
+        quarantine=paths.validated / "quarantine.parquet",
+        run_name=default_run_name(),
     )
     result["reasons"] = decision["reasons"]
     result["test_accuracy"] = eval_metrics["accuracy"]
@@ -173,10 +208,15 @@ def run(params: Params, paths: Paths) -> dict:
     if verdict == "inconclusive":
         print(f"deploy: not promoted, {why_not}", flush=True)
     if verdict == "closed":
-        message = (f"model gate closed: {'; '.join(decision['reasons'])}. Registered {result['model_name']} "
-                   f"v{result['version']} as {params.deploy.challenger_alias} for inspection; "
-                   + (f"{params.deploy.champion_alias} stays v{result['champion']}" if result.get("champion")
-                      else f"no {params.deploy.champion_alias} was set"))
+        message = (
+            f"model gate closed: {'; '.join(decision['reasons'])}. Registered {result['model_name']} "
+            f"v{result['version']} as {params.deploy.challenger_alias} for inspection; "
+            + (
+                f"{params.deploy.champion_alias} stays v{result['champion']}"
+                if result.get("champion")
+                else f"no {params.deploy.champion_alias} was set"
+            )
+        )
         # under the flow, the flow closes its run; a run whose own verdict was "passed" (an earlier deploy of this
         # same bundle) is not this stop's
         if flow_run_id() is None and result.get("run_id") and result.get("run_gate") == "failed":

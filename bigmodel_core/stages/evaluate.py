@@ -29,15 +29,16 @@ ECE_BINS = 15
 MB = 1_000_000
 
 
-def score(predictor, texts: list[str], y_true: list[str], labels: list[str],
-          batch_size: int) -> tuple[dict, list[str], np.ndarray]:
+def score(
+    predictor, texts: list[str], y_true: list[str], labels: list[str], batch_size: int
+) -> tuple[dict, list[str], np.ndarray]:
     """Metrics, predicted labels and class probabilities (columns in `labels` order) of the test rows."""
     index = {lab: i for i, lab in enumerate(labels)}
     probs = predictor.predict_proba(texts, batch_size, clean=False)  # the split holds cleaned text already
     pred_idx = probs.argmax(1)
-    true_idx = np.array([index.get(l, -1) for l in y_true])
+    true_idx = np.array([index.get(lab, -1) for lab in y_true])
     if (true_idx < 0).any():
-        unknown = sorted({l for l in y_true if l not in index})
+        unknown = sorted({lab for lab in y_true if lab not in index})
         raise ValueError(f"test labels {unknown} are not known to the model (labels {labels})")
     m = classification_metrics(true_idx, pred_idx, num_classes=len(labels), labels=labels)
     return m, [labels[i] for i in pred_idx], probs
@@ -47,15 +48,31 @@ SPEC = StageSpec(
     code=("bigmodel_core/evaluation", "bigmodel_core/data/schemas.py", "bigmodel_core/models/linear.py"),
     inputs=("model", "split", "train_metrics"),
     params=("evaluate", "deploy.model_name", "deploy.champion_alias", "tracking"),
-    outs=(Out("evaluation"), metric("eval_metrics"),
-          plot("confusion_plot", template="confusion", x="predicted", y="actual"),
-          plot("roc_plot", note="ROC and precision-recall of the positive class (the second label) on binary tasks; "
-               "header only otherwise", x="fpr", y="tpr", title="ROC (test)", x_label="false positive rate",
-               y_label="true positive rate"),
-          plot("pr_plot", x="recall", y="precision", title="Precision-recall (test)"),
-          plot("calibration_plot", template="scatter", x="confidence", y="accuracy",
-               title="Reliability (test, 15 confidence bins)", x_label="mean confidence of the predicted class",
-               y_label="accuracy")),
+    outs=(
+        Out("evaluation"),
+        metric("eval_metrics"),
+        plot("confusion_plot", template="confusion", x="predicted", y="actual"),
+        plot(
+            "roc_plot",
+            note="ROC and precision-recall of the positive class (the second label) on binary tasks; "
+            "header only otherwise",
+            x="fpr",
+            y="tpr",
+            title="ROC (test)",
+            x_label="false positive rate",
+            y_label="true positive rate",
+        ),
+        plot("pr_plot", x="recall", y="precision", title="Precision-recall (test)"),
+        plot(
+            "calibration_plot",
+            template="scatter",
+            x="confidence",
+            y="accuracy",
+            title="Reliability (test, 15 confidence bins)",
+            x_label="mean confidence of the predicted class",
+            y_label="accuracy",
+        ),
+    ),
 )
 
 
@@ -91,74 +108,124 @@ def run(params: Params, paths: Paths) -> dict:
             other_labels = {"version": version, "labels": list(champ.labels)}  # no like-for-like comparison
     slices = slice_metrics(slice_groups(test, p.slice_columns), y, pred, len(labels), champion_pred)
     base = _baseline(paths, texts, y, labels) if p.baseline else None
-    decision = decide(metrics, champion, p, y=y, pred=pred, champion_pred=champion_pred, slices=slices,
-                      champion_with_other_labels=other_labels, labels=labels,
-                      baseline=base, runtime={"latency_p95_ms": runtime["latency"]["p95_ms"],
-                                              "model_mb": runtime["size"]["mb"]})
+    decision = decide(
+        metrics,
+        champion,
+        p,
+        y=y,
+        pred=pred,
+        champion_pred=champion_pred,
+        slices=slices,
+        champion_with_other_labels=other_labels,
+        labels=labels,
+        baseline=base,
+        runtime={"latency_p95_ms": runtime["latency"]["p95_ms"], "model_mb": runtime["size"]["mb"]},
+    )
     history = read_json(paths.train_metrics).get("history", [])
 
     with atomic_dir(paths.evaluation) as out:
         write_json(decision, out / "decision.json")
-        write_json({"labels": labels, "positive_class": labels[1] if binary else None,
-                    "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"],
-                    "confusion_matrix_axes": "rows: actual class, columns: predicted class, both in label order"},
-                   out / "per_class.json")
-        write_json({"champion_version": champion["version"] if champion else None,
-                    "min_slice_rows": p.min_slice_rows, "dimensions": slices}, out / "slices.json")
+        write_json(
+            {
+                "labels": labels,
+                "positive_class": labels[1] if binary else None,
+                "per_class": metrics["per_class"],
+                "confusion_matrix": metrics["confusion_matrix"],
+                "confusion_matrix_axes": "rows: actual class, columns: predicted class, both in label order",
+            },
+            out / "per_class.json",
+        )
+        write_json(
+            {
+                "champion_version": champion["version"] if champion else None,
+                "min_slice_rows": p.min_slice_rows,
+                "dimensions": slices,
+            },
+            out / "slices.json",
+        )
         write_json(base if base is not None else {"enabled": False}, out / "baseline.json")
         write_json(runtime, out / "runtime.json")
-        write_json({"ece": calib["ece"], "bins": calib["bins"], "confidence": "probability of the predicted class"},
-                   out / "calibration.json")
+        write_json(
+            {"ece": calib["ece"], "bins": calib["bins"], "confidence": "probability of the predicted class"},
+            out / "calibration.json",
+        )
         confusion_png(metrics["confusion_matrix"], labels, out / "confusion_matrix.png")
         reliability_png(calib["bins"], calib["ece"], out / "calibration.png")
         if binary and binary["roc"] is not None:
             roc = binary["roc"]
-            curve_png([r["fpr"] for r in roc["points"]], [r["tpr"] for r in roc["points"]], out / "roc_curve.png",
-                      title=f"ROC (test), positive class {binary['positive']!r}: AUC {roc['auc']:.4f}",
-                      xlabel="false positive rate", ylabel="true positive rate", diagonal=True)
+            curve_png(
+                [r["fpr"] for r in roc["points"]],
+                [r["tpr"] for r in roc["points"]],
+                out / "roc_curve.png",
+                title=f"ROC (test), positive class {binary['positive']!r}: AUC {roc['auc']:.4f}",
+                xlabel="false positive rate",
+                ylabel="true positive rate",
+                diagonal=True,
+            )
         if binary and binary["pr"] is not None:
             pr = binary["pr"]
-            curve_png([r["recall"] for r in pr["points"]], [r["precision"] for r in pr["points"]], out / "pr_curve.png",
-                      title=f"Precision-recall (test), positive class {binary['positive']!r}: AP {pr['ap']:.4f}",
-                      xlabel="recall", ylabel="precision")
+            curve_png(
+                [r["recall"] for r in pr["points"]],
+                [r["precision"] for r in pr["points"]],
+                out / "pr_curve.png",
+                title=f"Precision-recall (test), positive class {binary['positive']!r}: AP {pr['ap']:.4f}",
+                xlabel="recall",
+                ylabel="precision",
+            )
         if history:
             history_png(history, out / "training_curves.png")
 
     eval_metrics = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n_test": metrics["n"]}
     if binary:
-        eval_metrics.update(positive_class=binary["positive"],
-                            roc_auc=binary["roc"]["auc"] if binary["roc"] else None,
-                            pr_auc=binary["pr"]["ap"] if binary["pr"] else None)
-    eval_metrics.update({
-        "ece": calib["ece"],
-        "latency_p50_ms": runtime["latency"]["p50_ms"], "latency_p95_ms": runtime["latency"]["p95_ms"],
-        "rows_per_second": runtime["throughput"]["rows_per_second"],
-        "model_mb": runtime["size"]["mb"], "parameters": runtime["size"]["parameters"],
-        "baseline_accuracy": base.get("accuracy") if base else None,
-        "baseline_macro_f1": base.get("macro_f1") if base else None,
-        "champion_version": champion["version"] if champion else None,
-        "champion_accuracy": champion["accuracy"] if champion else None,
-        "champion_macro_f1": champion["macro_f1"] if champion else None,
-        "promote": decision["promote"],
-        "verdict": decision["verdict"],
-    })
+        eval_metrics.update(
+            positive_class=binary["positive"],
+            roc_auc=binary["roc"]["auc"] if binary["roc"] else None,
+            pr_auc=binary["pr"]["ap"] if binary["pr"] else None,
+        )
+    eval_metrics.update(
+        {
+            "ece": calib["ece"],
+            "latency_p50_ms": runtime["latency"]["p50_ms"],
+            "latency_p95_ms": runtime["latency"]["p95_ms"],
+            "rows_per_second": runtime["throughput"]["rows_per_second"],
+            "model_mb": runtime["size"]["mb"],
+            "parameters": runtime["size"]["parameters"],
+            "baseline_accuracy": base.get("accuracy") if base else None,
+            "baseline_macro_f1": base.get("macro_f1") if base else None,
+            "champion_version": champion["version"] if champion else None,
+            "champion_accuracy": champion["accuracy"] if champion else None,
+            "champion_macro_f1": champion["macro_f1"] if champion else None,
+            "promote": decision["promote"],
+            "verdict": decision["verdict"],
+        }
+    )
     write_json(eval_metrics, paths.eval_metrics)
     _write_plots(paths, y_true, preds, binary, calib)
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "champion": champion,
-            "baseline": None if base is None else {k: base[k] for k in ("accuracy", "macro_f1", "error") if k in base},
-            "latency_p95_ms": runtime["latency"]["p95_ms"], "model_mb": runtime["size"]["mb"],
-            "promote": decision["promote"], "verdict": decision["verdict"], "reasons": decision["reasons"],
-            "comparison": decision["comparison"]}
+    return {
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "champion": champion,
+        "baseline": None if base is None else {k: base[k] for k in ("accuracy", "macro_f1", "error") if k in base},
+        "latency_p95_ms": runtime["latency"]["p95_ms"],
+        "model_mb": runtime["size"]["mb"],
+        "promote": decision["promote"],
+        "verdict": decision["verdict"],
+        "reasons": decision["reasons"],
+        "comparison": decision["comparison"],
+    }
 
 
 def _binary_curves(y: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
     """ROC and precision-recall of the second label (the positive class) from its probability."""
     positive, score = labels[1], probs[:, 1]
     roc, pr = roc_curve(y == 1, score), pr_curve(y == 1, score)
-    return {"positive": positive,
-            "roc": None if roc is None else {"auc": roc["auc"], "points": thin(roc, ("fpr", "tpr", "threshold"))},
-            "pr": None if pr is None else {"ap": pr["average_precision"],
-                                           "points": thin(pr, ("recall", "precision", "threshold"))}}
+    return {
+        "positive": positive,
+        "roc": None if roc is None else {"auc": roc["auc"], "points": thin(roc, ("fpr", "tpr", "threshold"))},
+        "pr": None
+        if pr is None
+        else {"ap": pr["average_precision"], "points": thin(pr, ("recall", "precision", "threshold"))},
+    }
 
 
 def _runtime(predictor, paths: Paths, texts: list[str], scoring_seconds: float, batch_size: int) -> dict:
@@ -173,12 +240,23 @@ def _runtime(predictor, paths: Paths, texts: list[str], scoring_seconds: float, 
     except AttributeError:
         n_params = None
     return {
-        "latency": {**lat, "how": "one raw text per Predictor.predict_proba call (cleaning, tokenizing, the model "
-                                  "on CPU) after untimed warm-up calls; test rows spread evenly over the split"},
-        "throughput": {"rows": len(texts), "batch_size": batch_size, "seconds": round(scoring_seconds, 4),
-                       "rows_per_second": round(len(texts) / scoring_seconds, 1) if scoring_seconds > 0 else None},
-        "size": {"bytes": size, "mb": round(size / MB, 4), "parameters": n_params,
-                 "files": sorted(str(f.relative_to(paths.model)) for f in paths.model.rglob("*") if f.is_file())},
+        "latency": {
+            **lat,
+            "how": "one raw text per Predictor.predict_proba call (cleaning, tokenizing, the model "
+            "on CPU) after untimed warm-up calls; test rows spread evenly over the split",
+        },
+        "throughput": {
+            "rows": len(texts),
+            "batch_size": batch_size,
+            "seconds": round(scoring_seconds, 4),
+            "rows_per_second": round(len(texts) / scoring_seconds, 1) if scoring_seconds > 0 else None,
+        },
+        "size": {
+            "bytes": size,
+            "mb": round(size / MB, 4),
+            "parameters": n_params,
+            "files": sorted(str(f.relative_to(paths.model)) for f in paths.model.rglob("*") if f.is_file()),
+        },
     }
 
 
@@ -195,20 +273,32 @@ def _baseline(paths: Paths, texts: list[str], y: np.ndarray, labels: list[str]) 
     if unknown:
         return {**info, "error": f"the baseline predicts labels {unknown} the model does not know"}
     m = classification_metrics(y, _indices(pred, labels), num_classes=len(labels), labels=labels)
-    return {**info, "test_rows": m["n"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-            "per_class": m["per_class"]}
+    return {
+        **info,
+        "test_rows": m["n"],
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "per_class": m["per_class"],
+    }
 
 
 def _write_plots(paths: Paths, y_true: list[str], preds: list[str], binary: dict | None, calib: dict) -> None:
-    _write_csv(paths.confusion_plot, ["actual", "predicted"], zip(y_true, preds))
+    _write_csv(paths.confusion_plot, ["actual", "predicted"], zip(y_true, preds, strict=True))
     roc = binary["roc"]["points"] if binary and binary["roc"] else []
     _write_csv(paths.roc_plot, ["fpr", "tpr", "threshold"], ((r["fpr"], r["tpr"], r["threshold"]) for r in roc))
     pr = binary["pr"]["points"] if binary and binary["pr"] else []
-    _write_csv(paths.pr_plot, ["recall", "precision", "threshold"],
-               ((r["recall"], r["precision"], r["threshold"]) for r in pr))
-    _write_csv(paths.calibration_plot, ["bin", "lower", "upper", "rows", "confidence", "accuracy"],
-               ((b["bin"], b["lower"], b["upper"], b["rows"], b["confidence"], b["accuracy"])
-                for b in calib["bins"] if b["rows"]))
+    _write_csv(
+        paths.pr_plot, ["recall", "precision", "threshold"], ((r["recall"], r["precision"], r["threshold"]) for r in pr)
+    )
+    _write_csv(
+        paths.calibration_plot,
+        ["bin", "lower", "upper", "rows", "confidence", "accuracy"],
+        (
+            (b["bin"], b["lower"], b["upper"], b["rows"], b["confidence"], b["accuracy"])
+            for b in calib["bins"]
+            if b["rows"]
+        ),
+    )
 
 
 def _write_csv(path, header: list[str], rows) -> None:

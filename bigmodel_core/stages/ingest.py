@@ -13,7 +13,6 @@ from bigmodel_core.io import TableWriter, atomic_dir, shown, write_json
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
 
-
 SPEC = StageSpec(
     code=("bigmodel_core/data/formats.py", "bigmodel_core/data/demo.py", "bigmodel_core/data/schemas.py"),
     inputs=("data/sources",),
@@ -43,8 +42,10 @@ def run(params: Params, paths: Paths) -> dict:
         every = np.sort(np.concatenate(ids)) if ids else np.empty(0, dtype=np.uint64)
         repeated = every[1:][every[1:] == every[:-1]]
         if len(repeated):
-            raise DataError(f"output {shown(paths.raw / 'rows.parquet')} breaks schema raw: row_id "
-                            f"{int(repeated[0]):016x} is not unique ({len(repeated)} repeated id(s))")
+            raise DataError(
+                f"output {shown(paths.raw / 'rows.parquet')} breaks schema raw: row_id "
+                f"{int(repeated[0]):016x} is not unique ({len(repeated)} repeated id(s))"
+            )
         report = {"rows": writer.rows, "per_source": per_source, "files": files}
         write_json(report, out / "report.json")
     return report

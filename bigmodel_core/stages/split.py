@@ -12,11 +12,16 @@ from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
 
-
 SPEC = StageSpec(
-    code=("bigmodel_core/data/split.py", "bigmodel_core/data/schemas.py", "bigmodel_core/data/kernels.py",
-          "bigmodel_core/data/hashing.py", "bigmodel_core/data/columns.py", "bigmodel_core/data/minhash.py",
-          "bigmodel_core/data/cleaning.py"),
+    code=(
+        "bigmodel_core/data/split.py",
+        "bigmodel_core/data/schemas.py",
+        "bigmodel_core/data/kernels.py",
+        "bigmodel_core/data/hashing.py",
+        "bigmodel_core/data/columns.py",
+        "bigmodel_core/data/minhash.py",
+        "bigmodel_core/data/cleaning.py",
+    ),
     inputs=("augmented",),
     params=("split",),
     outs=(Out("split"),),
@@ -30,8 +35,10 @@ def run(params: Params, paths: Paths) -> dict:
     # validation rows of the data's own (a source with split: val) mean none are carved from train
     carve_val = not splitting.has_own_val(rows) if rows.exists() else True
     with atomic_dir(paths.split) as out:
-        writers = {s: TableWriter(out / f"{s}.parquet", schemas.SPLIT, shown(paths.split / f"{s}.parquet"))
-                   for s in schemas.SPLITS}
+        writers = {
+            s: TableWriter(out / f"{s}.parquet", schemas.SPLIT, shown(paths.split / f"{s}.parquet"))
+            for s in schemas.SPLITS
+        }
         last = None
         try:
             for df in iter_frames(rows, schemas.AUGMENTED):
@@ -49,8 +56,11 @@ def run(params: Params, paths: Paths) -> dict:
         finally:
             for w in writers.values():
                 w.close(empty_like=last)
-        report = {"rows": {s: writers[s].rows for s in schemas.SPLITS}, "per_class": counts,
-                  "augmented_in_train": augmented,
-                  "validation": "carved from train (val_fraction)" if carve_val else "the data's own (split: val)"}
+        report = {
+            "rows": {s: writers[s].rows for s in schemas.SPLITS},
+            "per_class": counts,
+            "augmented_in_train": augmented,
+            "validation": "carved from train (val_fraction)" if carve_val else "the data's own (split: val)",
+        }
         write_json(report, out / "report.json")
     return report

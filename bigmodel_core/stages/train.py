@@ -42,13 +42,19 @@ def fingerprint(params: Params, paths: Paths) -> str:
 
     pkg = Path(bigmodel_core.__file__).parent
     code = hashlib.sha256()
-    for path in sorted([pkg / "stages/train.py", pkg / "stages/train_select.py"]
-                       + [f for d in CODE_DIRS for f in (pkg / d).glob("*.py")]):
+    for path in sorted(
+        [pkg / "stages/train.py", pkg / "stages/train_select.py"]
+        + [f for d in CODE_DIRS for f in (pkg / d).glob("*.py")]
+    ):
         code.update(path.name.encode() + path.read_bytes())
     doc = {
-        "labels": params.data.labels, "clean": params.clean.model_dump(mode="json"),
-        "tokenizer": params.tokenizer.model_dump(mode="json"), "model": params.model.model_dump(mode="json"),
-        "train": params.train.model_dump(mode="json"), "code": code.hexdigest(), "version": bigmodel_core.__version__,
+        "labels": params.data.labels,
+        "clean": params.clean.model_dump(mode="json"),
+        "tokenizer": params.tokenizer.model_dump(mode="json"),
+        "model": params.model.model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json"),
+        "code": code.hexdigest(),
+        "version": bigmodel_core.__version__,
         "data": {s: sha256_file(paths.split / f"{s}.parquet") for s in ("train", "val")},
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
@@ -80,16 +86,23 @@ def read_train_val(params: Params, paths: Paths):
     return train, val, labels
 
 
-def prepare(params: Params, paths: Paths, key: str, target: Path | None = None, splits=None) -> Path:
+def prepare(params: Params, paths: Paths | None, key: str, target: Path | None = None, splits=None) -> Path:
     """Encode train/val once per fingerprint into .bigmodel/train/prepared (reused by resumes and DDP ranks), or
-    into `target` from `splits` (train, val, labels) already read (a candidate of model.kind auto)."""
+    into `target` from `splits` (train, val, labels) already read (a candidate of model.kind auto; paths None)."""
     from bigmodel_core.text.encoders import build_encoder
     from bigmodel_core.training.select import uses_augmented
 
-    target = target or paths.train_work / "prepared"
+    if target is None:
+        if paths is None:
+            raise ValueError("prepare: needs paths or a target")
+        target = paths.train_work / "prepared"
     if (target / "fingerprint").exists() and (target / "fingerprint").read_text().strip() == key:
         return target
-    train, val, labels = splits or read_train_val(params, paths)
+    if splits is None:
+        if paths is None:
+            raise ValueError("prepare: needs paths or the splits")
+        splits = read_train_val(params, paths)
+    train, val, labels = splits
     if not uses_augmented(params.model):
         train = train[~train["is_augmented"]]
     index = {lab: i for i, lab in enumerate(labels)}
@@ -112,9 +125,14 @@ def load_prepared(params: Params, prepared: Path):
 
     encoder = load_encoder(prepared, params.model, params.tokenizer)
     labels = json.loads((prepared / "labels.json").read_text())
-    data = TrainData(train=Ragged.load(prepared / "train.npz"), train_y=np.load(prepared / "train_y.npy"),
-                     val=Ragged.load(prepared / "val.npz"), val_y=np.load(prepared / "val_y.npy"),
-                     num_classes=len(labels), collate=encoder.collate)
+    data = TrainData(
+        train=Ragged.load(prepared / "train.npz"),
+        train_y=np.load(prepared / "train_y.npy"),
+        val=Ragged.load(prepared / "val.npz"),
+        val_y=np.load(prepared / "val_y.npy"),
+        num_classes=len(labels),
+        collate=encoder.collate,
+    )
     return encoder, labels, data
 
 
@@ -126,21 +144,39 @@ class _Console:
         pass
 
     def on_epoch(self, epoch: int, row: dict) -> None:
-        print(f"epoch {epoch}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-              f"val_acc {row['val_accuracy']:.4f}  val_macro_f1 {row['val_macro_f1']:.4f}  "
-              f"({row['tokens_per_second']:.0f} tokens/s, {row['seconds']:.1f}s)", flush=True)
+        print(
+            f"epoch {epoch}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+            f"val_acc {row['val_accuracy']:.4f}  val_macro_f1 {row['val_macro_f1']:.4f}  "
+            f"({row['tokens_per_second']:.0f} tokens/s, {row['seconds']:.1f}s)",
+            flush=True,
+        )
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/stages/train_select.py", "bigmodel_core/training", "bigmodel_core/models", "bigmodel_core/text",
-          "bigmodel_core/data/cleaning.py", "bigmodel_core/evaluation/metrics.py", "bigmodel_core/evaluation/stats.py",
-          "bigmodel_core/data/columns.py", "bigmodel_core/data/hashing.py", "bigmodel_core/data/kernels.py",
-          "bigmodel_core/data/minhash.py", "bigmodel_core/data/profile.py", "bigmodel_core/data/schemas.py"),
+    code=(
+        "bigmodel_core/stages/train_select.py",
+        "bigmodel_core/training",
+        "bigmodel_core/models",
+        "bigmodel_core/text",
+        "bigmodel_core/data/cleaning.py",
+        "bigmodel_core/evaluation/metrics.py",
+        "bigmodel_core/evaluation/stats.py",
+        "bigmodel_core/data/columns.py",
+        "bigmodel_core/data/hashing.py",
+        "bigmodel_core/data/kernels.py",
+        "bigmodel_core/data/minhash.py",
+        "bigmodel_core/data/profile.py",
+        "bigmodel_core/data/schemas.py",
+    ),
     inputs=("split",),
     # the text rules of validate go into the bundle (what serving refuses), so their settings are read here too
     params=("data.labels", "clean", "tokenizer", "model", "train", *(f"validate.rules.{r}" for r in TEXT_ROW_RULES)),
-    outs=(Out("model"), metric("train_metrics"),
-          plot("training_plot", x="epoch", y="val_macro_f1"), plot("training_steps_plot", x="step", y="loss")),
+    outs=(
+        Out("model"),
+        metric("train_metrics"),
+        plot("training_plot", x="epoch", y="val_macro_f1"),
+        plot("training_steps_plot", x="step", y="loss"),
+    ),
 )
 
 
@@ -183,8 +219,9 @@ def _launch_ranks(params: Params, paths: Paths, key: str) -> dict:
         stale.unlink()
     code = launch(n, ["bigmodel_core.cli", "stage", "train", "--params", str(params_file)], cwd=str(paths.root))
     if code != 0:
-        failures = sorted((json.loads(f.read_text()) for f in paths.train_work.glob("failed-rank*.json")),
-                          key=lambda f: f["rank"])
+        failures = sorted(
+            (json.loads(f.read_text()) for f in paths.train_work.glob("failed-rank*.json")), key=lambda f: f["rank"]
+        )
         if failures:  # the first rank's own error and exit code (2: change params; not worth a retry)
             err = BigmodelError(f"rank {failures[0]['rank']} of {n}: {failures[0]['message']}")
             err.exit_code = failures[0]["exit_code"]
@@ -232,9 +269,12 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
     live = None
     run_file = paths.train_work / "mlflow_run.json"
     if dist.is_main:
-        print(f"train: {params.model.kind} model, {n_params:,} parameters; {len(data.train)} train rows, "
-              f"{len(data.val)} val rows, {len(labels)} classes; vocabulary {encoder.vocab_size:,}"
-              + (f"; padding efficiency {pad_eff:.3f}" if pad_eff is not None else ""), flush=True)
+        print(
+            f"train: {params.model.kind} model, {n_params:,} parameters; {len(data.train)} train rows, "
+            f"{len(data.val)} val rows, {len(labels)} classes; vocabulary {encoder.vocab_size:,}"
+            + (f"; padding efficiency {pad_eff:.3f}" if pad_eff is not None else ""),
+            flush=True,
+        )
         from bigmodel_core.tracking.live import MlflowLive
         from bigmodel_core.tracking.pipeline_run import log_split_datasets
 
@@ -252,8 +292,15 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
     checkpoints = Checkpoints(paths.train_work, key, p.checkpoint_every)
     callbacks = [_Console()] + ([live] if live is not None else [])
     try:
-        model, result = fit(model, data, p, callbacks=callbacks, checkpoints=checkpoints, dist=dist,
-                            max_length=params.tokenizer.max_length if sequence else None)
+        model, result = fit(
+            model,
+            data,
+            p,
+            callbacks=callbacks,
+            checkpoints=checkpoints,
+            dist=dist,
+            max_length=params.tokenizer.max_length if sequence else None,
+        )
         if not dist.is_main:
             distributed.barrier(dist)
             return {}
@@ -265,8 +312,10 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
     except BaseException as e:
         if live is not None:
             killed = isinstance(e, KeyboardInterrupt)
-            live.finish("KILLED" if killed else "FAILED",
-                        reason="training interrupted" if killed else f"train: {type(e).__name__}: {e}")
+            live.finish(
+                "KILLED" if killed else "FAILED",
+                reason="training interrupted" if killed else f"train: {type(e).__name__}: {e}",
+            )
         raise
     metrics = {
         "best_epoch": result.best_epoch,
@@ -280,7 +329,9 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         "vocab_size": encoder.vocab_size,
         "steps": result.total_steps,
         "padding_efficiency": None if pad_eff is None else round(pad_eff, 4),
-        "tokens_per_second": round(float(np.median([h["tokens_per_second"] for h in result.history])), 1) if result.history else None,
+        "tokens_per_second": round(float(np.median([h["tokens_per_second"] for h in result.history])), 1)
+        if result.history
+        else None,
         "device": result.device,
         "precision": result.precision,
         "processes": dist.world,
@@ -290,9 +341,14 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         "history": result.history,
     }
     write_json(metrics, paths.train_metrics)
-    _write_csv(paths.training_plot, result.history,
-               ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"])
-    _write_csv(paths.training_steps_plot, result.steps, ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_second"])
+    _write_csv(
+        paths.training_plot,
+        result.history,
+        ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"],
+    )
+    _write_csv(
+        paths.training_steps_plot, result.steps, ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_second"]
+    )
     if live is not None:
         from bigmodel_core.tracking.pipeline_run import summary_metrics
 

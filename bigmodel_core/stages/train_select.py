@@ -18,10 +18,11 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bigmodel_core.config import KIND_KEYS, Params, candidate_names, candidate_params, default_candidates
+from bigmodel_core.config import KIND_KEYS, Candidate, Params, candidate_names, candidate_params, default_candidates
 from bigmodel_core.data.profile import FILE as PROFILE_FILE
 from bigmodel_core.io import atomic_dir, write_json
 from bigmodel_core.paths import Paths
@@ -32,7 +33,7 @@ _TRAIN_KEYS = ("lr", "epochs", "batch_size", "weight_decay", "grad_clip", "warmu
 
 def _settings(p: Params) -> dict:
     """What a candidate is: its kind's model keys and, for the neural kinds, the main train keys."""
-    out = {"kind": p.model.kind}
+    out: dict[str, Any] = {"kind": p.model.kind}
     out.update({k: getattr(p.model, k) for k in KIND_KEYS[p.model.kind]})
     out["augmented_rows"] = _uses_augmented(p)
     if p.model.kind != "linear":
@@ -46,7 +47,7 @@ def _uses_augmented(p: Params) -> bool:
     return uses_augmented(p.model)
 
 
-def _plan(params: Params, train_rows: int) -> list[tuple[str, object]]:
+def _plan(params: Params, train_rows: int) -> list[tuple[str, Candidate | None]]:
     """[(name, candidate or None)]: None is the model section itself (a single kind: linear, or one being tuned)."""
     if params.model.kind != "auto":
         return [(params.model.kind, None)]
@@ -54,7 +55,7 @@ def _plan(params: Params, train_rows: int) -> list[tuple[str, object]]:
 
     given = params.model.candidates
     cands = list(given) if given else default_candidates(train_rows, pick_device(params.train.device).type == "cuda")
-    return list(zip(candidate_names(cands), cands))
+    return list(zip(candidate_names(cands), cands, strict=True))
 
 
 # --------------------------------------------------------------------------- one model
@@ -71,14 +72,27 @@ def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> 
         from bigmodel_core.models.linear import LinearText, settings_of
 
         rows = train if _uses_augmented(p) else train[~train["is_augmented"]]
-        model = LinearText.fit(rows["text"].tolist(), rows["label"].tolist(), settings_of(p.model, p.tokenizer.lowercase))
-        save_bundle(workdir / "bundle", model, None, labels, p.model, p.tokenizer, p.clean)
-        metrics = {"best_epoch": None, "epochs_run": 0, "stopped_early": False, "train_rows": len(rows),
-                   "parameters": model.parameters, "vocab_size": model.features, "steps": 0,
-                   "padding_efficiency": None, "tokens_per_second": None, "device": "cpu", "precision": "fp64",
-                   "processes": 1, "resumed_from_step": None}
+        linear = LinearText.fit(
+            rows["text"].tolist(), rows["label"].tolist(), settings_of(p.model, p.tokenizer.lowercase)
+        )
+        save_bundle(workdir / "bundle", linear, None, labels, p.model, p.tokenizer, p.clean)
+        metrics: dict[str, Any] = {
+            "best_epoch": None,
+            "epochs_run": 0,
+            "stopped_early": False,
+            "train_rows": len(rows),
+            "parameters": linear.parameters,
+            "vocab_size": linear.features,
+            "steps": 0,
+            "padding_efficiency": None,
+            "tokens_per_second": None,
+            "device": "cpu",
+            "precision": "fp64",
+            "processes": 1,
+            "resumed_from_step": None,
+        }
         history, steps = [], []
-        if model.min_df_used != p.model.min_df:
+        if linear.min_df_used != p.model.min_df:
             print(f"train: min_df {p.model.min_df} left no n-gram; fitted with min_df 1", flush=True)
     else:
         from bigmodel_core.models import build_model
@@ -96,20 +110,35 @@ def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> 
         pad_eff = padding_efficiency(data.train.lengths, plan, multiple=8) if sequence else None
         checkpoints = Checkpoints(workdir, key, p.train.checkpoint_every) if checkpoint else None
         callbacks = [_Console()] + ([live] if live is not None else [])
-        model, result = fit(model, data, p.train, callbacks=callbacks, checkpoints=checkpoints,
-                            max_length=p.tokenizer.max_length if sequence else None)
+        model, result = fit(
+            model,
+            data,
+            p.train,
+            callbacks=callbacks,
+            checkpoints=checkpoints,
+            max_length=p.tokenizer.max_length if sequence else None,
+        )
         save_bundle(workdir / "bundle", model, encoder, labels, p.model, p.tokenizer, p.clean)
         if checkpoints is not None:
             checkpoints.clear()
         shutil.rmtree(prepared, ignore_errors=True)
-        metrics = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                   "stopped_early": result.stopped_early, "train_rows": len(data.train),
-                   "parameters": sum(q.numel() for q in model.parameters()), "vocab_size": encoder.vocab_size,
-                   "steps": result.total_steps, "padding_efficiency": None if pad_eff is None else round(pad_eff, 4),
-                   "tokens_per_second": round(float(np.median([h["tokens_per_second"] for h in result.history])), 1)
-                   if result.history else None,
-                   "device": result.device, "precision": result.precision, "processes": 1,
-                   "resumed_from_step": result.resumed_from_step}
+        metrics = {
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "train_rows": len(data.train),
+            "parameters": sum(q.numel() for q in model.parameters()),
+            "vocab_size": encoder.vocab_size,
+            "steps": result.total_steps,
+            "padding_efficiency": None if pad_eff is None else round(pad_eff, 4),
+            "tokens_per_second": round(float(np.median([h["tokens_per_second"] for h in result.history])), 1)
+            if result.history
+            else None,
+            "device": result.device,
+            "precision": result.precision,
+            "processes": 1,
+            "resumed_from_step": result.resumed_from_step,
+        }
         history, steps = result.history, result.steps
     # the validation figures of the bundle as saved, read back as it will be served: what the choice compares
     from bigmodel_core.models.bundle import Predictor
@@ -117,23 +146,34 @@ def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> 
 
     probs = Predictor(workdir / "bundle").predict_proba(val["text"].tolist(), clean=False)  # split text is clean
     val_m = val_scores(val_y, probs, len(labels))
-    return {"val_accuracy": val_m["accuracy"], "val_macro_f1": val_m["macro_f1"], "val_loss": val_m["loss"],
-            "val_pred": probs.argmax(1).tolist(),
-            "seconds": round(time.perf_counter() - wall, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
-            "metrics": metrics, "history": history, "steps": steps}
+    return {
+        "val_accuracy": val_m["accuracy"],
+        "val_macro_f1": val_m["macro_f1"],
+        "val_loss": val_m["loss"],
+        "val_pred": probs.argmax(1).tolist(),
+        "seconds": round(time.perf_counter() - wall, 3),
+        "cpu_seconds": round(time.process_time() - cpu, 3),
+        "metrics": metrics,
+        "history": history,
+        "steps": steps,
+    }
 
 
 def _finish_run(live, result: dict, status: str = "FINISHED", tags: dict | None = None) -> None:
     if live is None:
         return
-    figures = {k: result[k] for k in ("val_accuracy", "val_macro_f1", "val_loss", "seconds", "cpu_seconds")
-               if result.get(k) is not None}
+    figures = {
+        k: result[k]
+        for k in ("val_accuracy", "val_macro_f1", "val_loss", "seconds", "cpu_seconds")
+        if result.get(k) is not None
+    }
     live.finish(status, figures, summary_step=result["metrics"].get("best_epoch") or 0, tags=tags)
 
 
 # --------------------------------------------------------------------------- one candidate, tuned or not
-def _candidate(params: Params, name: str, cand, splits, workdir: Path, key: str, live, seconds: float | None,
-               augmented: bool) -> dict:
+def _candidate(
+    params: Params, name: str, cand, splits, workdir: Path, key: str, live, seconds: float | None, augmented: bool
+) -> dict:
     """Train the candidate (every trial of its search when tuning); its best model ends in workdir/bundle."""
     p = candidate_params(params, cand) if cand is not None else params
     tune = params.train.tune
@@ -152,8 +192,10 @@ def _candidate(params: Params, name: str, cand, splits, workdir: Path, key: str,
         tp = candidate_params(params, cand, model_keys, train_keys)
         tdir = workdir / f"trial-{number}"
         settings = _settings(tp)
-        print(f"train: {name} trial {number}: " + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "kind"),
-              flush=True)
+        print(
+            f"train: {name} trial {number}: " + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "kind"),
+            flush=True,
+        )
         child = live.child(f"{name} trial {number}", settings, {"bigmodel.trial": str(number)}) if live else None
         try:
             result = _fit(tp, splits, tdir, f"{key}-{name}-{number}", child, checkpoint=False)
@@ -162,11 +204,19 @@ def _candidate(params: Params, name: str, cand, splits, workdir: Path, key: str,
                 child.finish("FAILED")
             raise
         _finish_run(child, result)
-        row = {"trial": number, "val_macro_f1": result["val_macro_f1"], "val_accuracy": result["val_accuracy"],
-               "seconds": result["seconds"], "cpu_seconds": result["cpu_seconds"], "settings": settings}
+        row = {
+            "trial": number,
+            "val_macro_f1": result["val_macro_f1"],
+            "val_accuracy": result["val_accuracy"],
+            "seconds": result["seconds"],
+            "cpu_seconds": result["cpu_seconds"],
+            "settings": settings,
+        }
         trials.append({**row, "result": result})
-        print(f"train: {name} trial {number}: val macro-F1 {result['val_macro_f1']:.4f}, {result['seconds']:.1f}s",
-              flush=True)
+        print(
+            f"train: {name} trial {number}: val macro-F1 {result['val_macro_f1']:.4f}, {result['seconds']:.1f}s",
+            flush=True,
+        )
         # the best so far keeps its bundle (a tie keeps the earlier trial), and so does trial 0, the settings as written
         if best is None or round(result["val_macro_f1"], 9) > round(best["val_macro_f1"], 9):
             if best is not None and best["trial"] != 0:
@@ -177,28 +227,55 @@ def _candidate(params: Params, name: str, cand, splits, workdir: Path, key: str,
         return float(result["val_macro_f1"])
 
     model_d, train_d = p.model.model_dump(), p.train.model_dump()
-    study = search(p.model.kind, model_d, train_d, objective, trials=tune.trials, seconds=seconds,
-                   seed=params.train.seed, augmented=augmented)
+    study = search(
+        p.model.kind,
+        model_d,
+        train_d,
+        objective,
+        trials=tune.trials,
+        seconds=seconds,
+        seed=params.train.seed,
+        augmented=augmented,
+    )
     assert best is not None
     index = {lab: i for i, lab in enumerate(splits[2])}
     val_y = splits[1]["label"].map(index).to_numpy(dtype=np.int64)
     kept = {0, best["trial"]}  # the trials whose bundles are still on disk: the settings as written, the best
-    pick = choose_trial([{"val_macro_f1": t["val_macro_f1"], "val_pred": t["result"]["val_pred"]}
-                         if t["trial"] in kept else {"val_macro_f1": -1.0, "val_pred": None} for t in trials],
-                        val_y, len(index), params.model.selection)
+    pick = choose_trial(
+        [
+            {"val_macro_f1": t["val_macro_f1"], "val_pred": t["result"]["val_pred"]}
+            if t["trial"] in kept
+            else {"val_macro_f1": -1.0, "val_pred": None}
+            for t in trials
+        ],
+        val_y,
+        len(index),
+        params.model.selection,
+    )
     chosen = trials[pick]
     shutil.rmtree(workdir / "bundle", ignore_errors=True)
     shutil.move(str(workdir / f"trial-{pick}" / "bundle"), str(workdir / "bundle"))
     for t in kept:
         shutil.rmtree(workdir / f"trial-{t}", ignore_errors=True)
     total = float(study.user_attrs.get("seconds", 0.0))
-    note = "" if pick == best["trial"] else \
-        f"; trial {best['trial']} ({best['val_macro_f1']:.4f}) is within one standard error of it"
-    print(f"train: {name}: {len(trials)} trial(s) in {total:.1f}s, keeping trial {pick} "
-          f"(val macro-F1 {chosen['val_macro_f1']:.4f}{note})", flush=True)
-    return {**chosen["result"], "settings": chosen["settings"], "seconds": round(sum(t["seconds"] for t in trials), 3),
-            "cpu_seconds": round(sum(t["cpu_seconds"] for t in trials), 3), "chosen_trial": pick,
-            "trials": [{k: v for k, v in t.items() if k != "result"} for t in trials]}
+    note = (
+        ""
+        if pick == best["trial"]
+        else f"; trial {best['trial']} ({best['val_macro_f1']:.4f}) is within one standard error of it"
+    )
+    print(
+        f"train: {name}: {len(trials)} trial(s) in {total:.1f}s, keeping trial {pick} "
+        f"(val macro-F1 {chosen['val_macro_f1']:.4f}{note})",
+        flush=True,
+    )
+    return {
+        **chosen["result"],
+        "settings": chosen["settings"],
+        "seconds": round(sum(t["seconds"] for t in trials), 3),
+        "cpu_seconds": round(sum(t["cpu_seconds"] for t in trials), 3),
+        "chosen_trial": pick,
+        "trials": [{k: v for k, v in t.items() if k != "result"} for t in trials],
+    }
 
 
 # --------------------------------------------------------------------------- the stage
@@ -214,9 +291,12 @@ def select(params: Params, paths: Paths, key: str) -> dict:
     original = int((~train["is_augmented"]).sum())
     plan = _plan(params, original)
     auto = params.model.kind == "auto"
-    print(f"train: {'candidates ' + ', '.join(n for n, _ in plan) if auto else params.model.kind + ' model'}; "
-          f"{original} original train rows ({len(train) - original} augmented), {len(val)} validation rows, "
-          f"{len(labels)} classes" + (f"; tuning: {_budget(params)}" if _tuning(params) else ""), flush=True)
+    print(
+        f"train: {'candidates ' + ', '.join(n for n, _ in plan) if auto else params.model.kind + ' model'}; "
+        f"{original} original train rows ({len(train) - original} augmented), {len(val)} validation rows, "
+        f"{len(labels)} classes" + (f"; tuning: {_budget(params)}" if _tuning(params) else ""),
+        flush=True,
+    )
 
     run_file = paths.train_work / "mlflow_run.json"
     resume_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
@@ -241,8 +321,17 @@ def select(params: Params, paths: Paths, key: str) -> dict:
                 print(f"train: candidate {i + 1} of {len(plan)}: {name} ({p.model.kind})", flush=True)
             run = live.child(name, _settings(p), {"bigmodel.candidate": name}) if (auto and live) else live
             try:
-                result = _candidate(params, name, cand, splits, workdir, f"{key}-{name}", run, seconds,
-                                    augmented=bool(train["is_augmented"].any()))
+                result = _candidate(
+                    params,
+                    name,
+                    cand,
+                    splits,
+                    workdir,
+                    f"{key}-{name}",
+                    run,
+                    seconds,
+                    augmented=bool(train["is_augmented"].any()),
+                )
             except BaseException as e:
                 if run is not None and run is not live:
                     run.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
@@ -250,18 +339,24 @@ def select(params: Params, paths: Paths, key: str) -> dict:
             result.update(name=name, kind=p.model.kind)
             if auto:
                 _finish_run(run, result, tags={"bigmodel.candidate": name})
-            print(f"train: {name}: val macro-F1 {result['val_macro_f1']:.4f}, accuracy {result['val_accuracy']:.4f} "
-                  f"({result['seconds']:.1f}s, {result['cpu_seconds']:.1f} CPU s)", flush=True)
+            print(
+                f"train: {name}: val macro-F1 {result['val_macro_f1']:.4f}, accuracy {result['val_accuracy']:.4f} "
+                f"({result['seconds']:.1f}s, {result['cpu_seconds']:.1f} CPU s)",
+                flush=True,
+            )
             write_json(result, done)
             results.append(result)
         index = {lab: i for i, lab in enumerate(labels)}
-        winner, why = choose(results, val["label"].map(index).to_numpy(dtype=np.int64), len(labels),
-                             params.model.selection)
+        winner, why = choose(
+            results, val["label"].map(index).to_numpy(dtype=np.int64), len(labels), params.model.selection
+        )
     except BaseException as e:
         if live is not None:
             killed = isinstance(e, KeyboardInterrupt)
-            live.finish("KILLED" if killed else "FAILED",
-                        reason="training interrupted" if killed else f"train: {type(e).__name__}: {e}")
+            live.finish(
+                "KILLED" if killed else "FAILED",
+                reason="training interrupted" if killed else f"train: {type(e).__name__}: {e}",
+            )
         raise
     best = results[winner]
     if auto:
@@ -278,24 +373,47 @@ def select(params: Params, paths: Paths, key: str) -> dict:
     with atomic_dir(paths.model) as out:
         shutil.copytree(paths.train_work / "candidates" / best["name"] / "bundle", out, dirs_exist_ok=True)
         write_json(_data_profile(paths), out / PROFILE_FILE)
-    table = [{"name": r["name"], "kind": r["kind"], "val_macro_f1": r["val_macro_f1"],
-              "val_accuracy": r["val_accuracy"], "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"],
-              "trials": len(r["trials"]) if r.get("trials") else None, "chosen": i == winner,
-              "settings": r["settings"], **({"why": why} if i == winner and auto else {}),
-              **({"chosen_trial": r["chosen_trial"], "search": r["trials"]} if r.get("trials") else {})}
-             for i, r in enumerate(results)]
-    metrics = {**best["metrics"], "model_kind": best["kind"], "chosen": best["name"] if auto else None,
-               "val_accuracy": best["val_accuracy"], "val_macro_f1": best["val_macro_f1"], "val_loss": best["val_loss"],
-               "val_rows": len(val), "candidates_trained": len(results),
-               "seconds": round(time.perf_counter() - wall, 3), "cpu_seconds": round(time.process_time() - cpu, 3),
-               "mlflow_run_id": live.run_id if live is not None else None,
-               "selection": (RULE_SHORT if params.model.selection == "one_se" else "best val macro-F1") if auto else None,
-               "candidates": table, "history": best["history"]}
+    table = [
+        {
+            "name": r["name"],
+            "kind": r["kind"],
+            "val_macro_f1": r["val_macro_f1"],
+            "val_accuracy": r["val_accuracy"],
+            "seconds": r["seconds"],
+            "cpu_seconds": r["cpu_seconds"],
+            "trials": len(r["trials"]) if r.get("trials") else None,
+            "chosen": i == winner,
+            "settings": r["settings"],
+            **({"why": why} if i == winner and auto else {}),
+            **({"chosen_trial": r["chosen_trial"], "search": r["trials"]} if r.get("trials") else {}),
+        }
+        for i, r in enumerate(results)
+    ]
+    metrics = {
+        **best["metrics"],
+        "model_kind": best["kind"],
+        "chosen": best["name"] if auto else None,
+        "val_accuracy": best["val_accuracy"],
+        "val_macro_f1": best["val_macro_f1"],
+        "val_loss": best["val_loss"],
+        "val_rows": len(val),
+        "candidates_trained": len(results),
+        "seconds": round(time.perf_counter() - wall, 3),
+        "cpu_seconds": round(time.process_time() - cpu, 3),
+        "mlflow_run_id": live.run_id if live is not None else None,
+        "selection": (RULE_SHORT if params.model.selection == "one_se" else "best val macro-F1") if auto else None,
+        "candidates": table,
+        "history": best["history"],
+    }
     write_json(metrics, paths.train_metrics)
-    _write_csv(paths.training_plot, best["history"],
-               ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"])
-    _write_csv(paths.training_steps_plot, best["steps"],
-               ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_second"])
+    _write_csv(
+        paths.training_plot,
+        best["history"],
+        ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"],
+    )
+    _write_csv(
+        paths.training_steps_plot, best["steps"], ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_second"]
+    )
     if live is not None:
         from bigmodel_core.tracking.pipeline_run import summary_metrics
 
@@ -315,6 +433,7 @@ def _tuning(params: Params) -> bool:
 
 def _budget(params: Params) -> str:
     t = params.train.tune
-    parts = ([f"at most {t.trials} trial(s) per candidate"] if t.trials else []) + \
-        ([f"{t.minutes:g} minute(s) in all"] if t.minutes is not None else [])
+    parts = ([f"at most {t.trials} trial(s) per candidate"] if t.trials else []) + (
+        [f"{t.minutes:g} minute(s) in all"] if t.minutes is not None else []
+    )
     return " and ".join(parts)

@@ -3,8 +3,8 @@
 Writes the report as reports/data_quality.json (every rule with its examples, classes, profile, drift) and
 reports/data_quality.html (charts, rules, examples, near-duplicate pairs, drift), and its headline figures
 (quality.headline: rows in and out, quarantined, passed) as metrics/data_quality.json, the file DVC's
-`metrics show` and `exp show` read. A closed gate keeps the previous good outputs, writes this failure's report (JSON and HTML) to
-.bigmodel/failures/ and records it in MLflow before the stage exits 3.
+`metrics show` and `exp show` read. A closed gate keeps the previous good outputs, writes this failure's report
+(JSON and HTML) to .bigmodel/failures/ and records it in MLflow before the stage exits 3.
 """
 
 from __future__ import annotations
@@ -23,11 +23,18 @@ from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec, metric
 
-
 SPEC = StageSpec(
-    code=("bigmodel_core/data/quality.py", "bigmodel_core/data/minhash.py", "bigmodel_core/data/kernels.py",
-          "bigmodel_core/data/label_noise.py", "bigmodel_core/data/profile.py", "bigmodel_core/data/columns.py",
-          "bigmodel_core/data/cleaning.py", "bigmodel_core/data/hashing.py", "bigmodel_core/data/schemas.py"),
+    code=(
+        "bigmodel_core/data/quality.py",
+        "bigmodel_core/data/minhash.py",
+        "bigmodel_core/data/kernels.py",
+        "bigmodel_core/data/label_noise.py",
+        "bigmodel_core/data/profile.py",
+        "bigmodel_core/data/columns.py",
+        "bigmodel_core/data/cleaning.py",
+        "bigmodel_core/data/hashing.py",
+        "bigmodel_core/data/schemas.py",
+    ),
     inputs=("clean",),
     params=("validate", "data.labels"),
     outs=(Out("validated"), Out("quality_report"), Out("quality_html"), metric("quality_metrics")),
@@ -36,10 +43,17 @@ SPEC = StageSpec(
 
 def run(params: Params, paths: Paths) -> dict:
     source = paths.clean / "rows.parquet"
-    reference, version, why = (None, None, "validate.drift.policy is off") if params.validate.drift.policy == "off" \
+    reference, version, why = (
+        (None, None, "validate.drift.policy is off")
+        if params.validate.drift.policy == "off"
         else _champion_profile(params, paths)
-    checker = quality.Checker(params.validate, params.data.labels, max_tokens=params.tokenizer.max_length,
-                              reference_vocab=reference["vocab"] if reference else None)
+    )
+    checker = quality.Checker(
+        params.validate,
+        params.data.labels,
+        max_tokens=params.tokenizer.max_length,
+        reference_vocab=reference["vocab"] if reference else None,
+    )
     rows = pq.read_metadata(source).num_rows if source.exists() else None  # the per-row arrays, allocated once
     passes: list[int] = []
 
@@ -52,7 +66,9 @@ def run(params: Params, paths: Paths) -> dict:
 
     with atomic_dir(paths.validated) as out:
         kept = TableWriter(out / "rows.parquet", schemas.VALIDATED, shown(paths.validated / "rows.parquet"))
-        aside = TableWriter(out / "quarantine.parquet", schemas.QUARANTINE, shown(paths.validated / "quarantine.parquet"))
+        aside = TableWriter(
+            out / "quarantine.parquet", schemas.QUARANTINE, shown(paths.validated / "quarantine.parquet")
+        )
 
         def quarantine(df) -> None:
             aside.write(df)
@@ -66,10 +82,14 @@ def run(params: Params, paths: Paths) -> dict:
             aside.close(empty_like=checker.empty_quarantine())
         result = checker.result()
         if kept.rows + aside.rows != checker.n:  # nothing lost: every row read is written once, kept or aside
-            raise AssertionError(f"validate read {checker.n} rows but wrote {kept.rows} kept + {aside.rows} quarantined")
+            raise AssertionError(
+                f"validate read {checker.n} rows but wrote {kept.rows} kept + {aside.rows} quarantined"
+            )
         result.quarantined = pd.concat(sample, ignore_index=True) if sample else checker.empty_quarantine()
         current = checker.profiler.result()
-        result.report["profile"] = {k: current[k] for k in ("rows", "label_priors", "length_bins", "length_hist", "words")}
+        result.report["profile"] = {
+            k: current[k] for k in ("rows", "label_priors", "length_bins", "length_hist", "words")
+        }
         result.report["profile"]["top_words"] = dict(list(current["vocab"].items())[:20])
         _drift(params, result, current, reference, version, why, checker.profiler.oov_rate())
         if not result.ok:
@@ -103,8 +123,15 @@ def _write_html(result: quality.QualityResult, target, note: str | None) -> None
         tmp.write_text(data_quality_html(result.report, result.quarantined, note=note))
 
 
-def _drift(params: Params, result: quality.QualityResult, current: dict, reference: dict | None,
-           version: str | None, why: str, oov: float) -> None:
+def _drift(
+    params: Params,
+    result: quality.QualityResult,
+    current: dict,
+    reference: dict | None,
+    version: str | None,
+    why: str,
+    oov: float,
+) -> None:
     """Compare the passing rows with the champion's data profile; a drift beyond the thresholds closes the
     gate (policy fail) or is reported (warn). Without a champion, or one made before profiles, it is skipped
     and the report says why."""
@@ -131,7 +158,7 @@ def _champion_profile(params: Params, paths: Paths) -> tuple[dict | None, str | 
 
     uri = params.tracking.uri
     if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
-        db = uri[len("sqlite:///"):].split("?", 1)[0]
+        db = uri[len("sqlite:///") :].split("?", 1)[0]
         if not os.path.isabs(db) and not (paths.root / db).exists():
             return None, None, "no registry yet, so no champion to compare with"
     try:

@@ -20,21 +20,22 @@ from bigmodel_core.training.batching import Ragged, collate_bag, collate_padded
 CHUNK = 2000  # texts encoded per call: the tokenizers' per-text objects are large, numpy arrays are not
 
 
-def keep_tokens(ids: list[int], max_length: int, truncation: str, n_special_front: int = 1,
-                n_special_back: int = 0) -> list[int]:
+def keep_tokens(
+    ids: list[int], max_length: int, truncation: str, n_special_front: int = 1, n_special_back: int = 0
+) -> list[int]:
     """Cut one encoded text to max_length, keeping its special tokens and the part `truncation` asks for."""
     if len(ids) <= max_length:
         return ids
-    front, body = ids[:n_special_front], ids[n_special_front:len(ids) - n_special_back]
-    back = ids[len(ids) - n_special_back:] if n_special_back else []
+    front, body = ids[:n_special_front], ids[n_special_front : len(ids) - n_special_back]
+    back = ids[len(ids) - n_special_back :] if n_special_back else []
     room = max_length - len(front) - len(back)
     if truncation == "head":
         kept = body[:room]
     elif truncation == "tail":
-        kept = body[len(body) - room:]
+        kept = body[len(body) - room :]
     else:  # head_tail: a quarter from the start, the rest from the end
         head = room // 4
-        kept = body[:head] + body[len(body) - (room - head):]
+        kept = body[:head] + body[len(body) - (room - head) :]
     return front + kept + back
 
 
@@ -53,7 +54,7 @@ class SubwordEncoder:
             self.tokenizer.no_truncation()  # cut in keep_tokens instead, keeping the tail
 
     @classmethod
-    def train(cls, texts: list[str], p: TokenizerParams) -> "SubwordEncoder":
+    def train(cls, texts: list[str], p: TokenizerParams) -> SubwordEncoder:
         from bigmodel_core.text.tokenizer import train_tokenizer
 
         return cls(train_tokenizer(texts, p), p.max_length, p.truncation)
@@ -71,7 +72,7 @@ class SubwordEncoder:
     def encode(self, texts: list[str]) -> Ragged:
         rows: list[list[int]] = []
         for start in range(0, len(texts), CHUNK):
-            enc = self.tokenizer.encode_batch(texts[start:start + CHUNK])
+            enc = self.tokenizer.encode_batch(texts[start : start + CHUNK])
             if self.truncation == "head":
                 rows += [e.ids for e in enc]
             else:
@@ -85,7 +86,7 @@ class SubwordEncoder:
         self.tokenizer.save(str(directory / self.FILE))
 
     @classmethod
-    def load(cls, directory: Path, tok_p: TokenizerParams) -> "SubwordEncoder":
+    def load(cls, directory: Path, tok_p: TokenizerParams) -> SubwordEncoder:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_file(str(directory / cls.FILE)), tok_p.max_length, tok_p.truncation)
@@ -107,8 +108,12 @@ class NgramHasher:
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.p, self.lowercase = model_p, lowercase
-        common = dict(n_features=model_p.buckets, alternate_sign=False, norm=None, lowercase=lowercase, dtype=np.float32)
-        self.vectorizers = [HashingVectorizer(ngram_range=(1, model_p.ngrams), token_pattern=self.TOKEN_PATTERN, **common)]
+        common = dict(
+            n_features=model_p.buckets, alternate_sign=False, norm=None, lowercase=lowercase, dtype=np.float32
+        )
+        self.vectorizers = [
+            HashingVectorizer(ngram_range=(1, model_p.ngrams), token_pattern=self.TOKEN_PATTERN, **common)
+        ]
         if model_p.char_ngrams:
             lo, hi = model_p.char_ngrams
             self.vectorizers.append(HashingVectorizer(analyzer="char_wb", ngram_range=(lo, hi), **common))
@@ -119,14 +124,14 @@ class NgramHasher:
     def encode(self, texts: list[str]) -> Ragged:
         parts = []
         for start in range(0, len(texts), CHUNK * 5):
-            chunk = texts[start:start + CHUNK * 5]
+            chunk = texts[start : start + CHUNK * 5]
             x = self.vectorizers[0].transform(chunk)
             for v in self.vectorizers[1:]:
                 x = x + v.transform(chunk)
             parts.append(x.tocsr())
         import scipy.sparse as sp
 
-        x = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, self.p.buckets), dtype=np.float32)
+        x = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, self.p.buckets), dtype=np.float32)  # type: ignore[arg-type]  # scipy-stubs: no (shape, dtype) form
         x.sort_indices()
         data = x.data.astype(np.float32)
         if self.p.counts == "log":
@@ -146,7 +151,7 @@ class NgramHasher:
         pass  # fully described by the model params in model.json
 
     @classmethod
-    def load(cls, directory: Path, model_p: ModelParams, tok_p: TokenizerParams) -> "NgramHasher":
+    def load(cls, directory: Path, model_p: ModelParams, tok_p: TokenizerParams) -> NgramHasher:
         return cls(model_p, tok_p.lowercase)
 
 
@@ -165,7 +170,7 @@ class PretrainedEncoder:
             raise ValueError("the backbone's tokenizer has no padding token")
 
     @classmethod
-    def from_backbone(cls, backbone: str, p: TokenizerParams) -> "PretrainedEncoder":
+    def from_backbone(cls, backbone: str, p: TokenizerParams) -> PretrainedEncoder:
         from transformers import AutoTokenizer
 
         return cls(AutoTokenizer.from_pretrained(backbone, use_fast=True), p.max_length, p.truncation)
@@ -182,19 +187,21 @@ class PretrainedEncoder:
         """The special ids the tokenizer puts before and after a text (BERT: [CLS] and [SEP])."""
         plain = self.tokenizer("word", add_special_tokens=False)["input_ids"]
         full = self.tokenizer("word")["input_ids"]
-        i = next(i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain)
-        return full[:i], full[i + len(plain):]
+        i = next(i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain)
+        return full[:i], full[i + len(plain) :]
 
     def encode(self, texts: list[str]) -> Ragged:
         rows: list[list[int]] = []
         front, back = self._specials() if self.truncation != "head" else ([], [])
         for start in range(0, len(texts), CHUNK):
-            chunk = texts[start:start + CHUNK]
+            chunk = texts[start : start + CHUNK]
             if self.truncation == "head":
                 rows += self.tokenizer(chunk, truncation=True, max_length=self.max_length)["input_ids"]
             else:
                 for ids in self.tokenizer(chunk, add_special_tokens=False, truncation=False)["input_ids"]:
-                    rows.append(keep_tokens(front + ids + back, self.max_length, self.truncation, len(front), len(back)))
+                    rows.append(
+                        keep_tokens(front + ids + back, self.max_length, self.truncation, len(front), len(back))
+                    )
         return Ragged.from_lists(rows)
 
     def collate(self, data: Ragged, rows: np.ndarray) -> dict:
@@ -204,7 +211,7 @@ class PretrainedEncoder:
         self.tokenizer.save_pretrained(str(directory / self.DIR))
 
     @classmethod
-    def load(cls, directory: Path, tok_p: TokenizerParams) -> "PretrainedEncoder":
+    def load(cls, directory: Path, tok_p: TokenizerParams) -> PretrainedEncoder:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(directory / cls.DIR), use_fast=True, local_files_only=True)
@@ -216,6 +223,7 @@ def build_encoder(model_p: ModelParams, tok_p: TokenizerParams, train_texts: lis
     if model_p.kind == "bag":
         return NgramHasher(model_p, tok_p.lowercase)
     if model_p.kind == "pretrained":
+        assert model_p.backbone is not None  # ModelParams requires it for kind pretrained
         return PretrainedEncoder.from_backbone(model_p.backbone, tok_p)
     return SubwordEncoder.train(train_texts, tok_p)
 

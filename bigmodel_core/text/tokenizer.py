@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -14,14 +14,19 @@ SPECIALS = [PAD, UNK, CLS, SEP]
 
 
 def train_tokenizer(texts: Iterable[str], p: TokenizerParams) -> Tokenizer:
+    trainer: trainers.Trainer
     if p.kind == "wordpiece":
         tok = Tokenizer(models.WordPiece(unk_token=UNK))
-        trainer = trainers.WordPieceTrainer(vocab_size=p.vocab_size, min_frequency=p.min_frequency, special_tokens=SPECIALS, show_progress=False)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=p.vocab_size, min_frequency=p.min_frequency, special_tokens=SPECIALS, show_progress=False
+        )
         tok.decoder = decoders.WordPiece()
     else:
         tok = Tokenizer(models.BPE(unk_token=UNK))
-        trainer = trainers.BpeTrainer(vocab_size=p.vocab_size, min_frequency=p.min_frequency, special_tokens=SPECIALS, show_progress=False)
-    norms = [normalizers.NFD()]
+        trainer = trainers.BpeTrainer(
+            vocab_size=p.vocab_size, min_frequency=p.min_frequency, special_tokens=SPECIALS, show_progress=False
+        )
+    norms: list[normalizers.Normalizer] = [normalizers.NFD()]
     if p.lowercase:
         norms += [normalizers.Lowercase(), normalizers.StripAccents()]
     tok.normalizer = normalizers.Sequence(norms)
@@ -50,4 +55,7 @@ def encode(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def pad_id(tok: Tokenizer) -> int:
-    return tok.token_to_id(PAD)
+    found = tok.token_to_id(PAD)
+    if found is None:
+        raise ValueError(f"the tokenizer has no {PAD} token")
+    return found

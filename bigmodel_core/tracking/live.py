@@ -29,7 +29,7 @@ class MlflowLive(Callback):
         self.root: Path | None = None  # set for a run of its own: noted in the workspace until it is closed
         self.resumed_from: str | None = None  # the run a resumed checkpoint's training logged into
 
-    def _take_over(self, params: Params) -> None:
+    def _take_over(self, params: Params, root: Path) -> None:
         """A run of its own (plain `dvc repro`, which holds the workspace lock): note it, so that the next run
         closes it should this process die, and close what dead processes left open (MLflow only: the flow
         runs of those are closed by the next flow run)."""
@@ -37,14 +37,20 @@ class MlflowLive(Callback):
         from bigmodel_core.tracking import pipeline_run
 
         try:
-            workspace.record_run(self.root, self.run_id, mlflow_run_id=self.run_id)
-            pipeline_run.take_over_dead_runs(params, self.root, self.run_id, f"`dvc repro` (MLflow run {self.run_id})")
+            workspace.record_run(root, self.run_id, mlflow_run_id=self.run_id)
+            pipeline_run.take_over_dead_runs(params, root, self.run_id, f"`dvc repro` (MLflow run {self.run_id})")
         except Exception as e:  # bookkeeping: never a reason to train without tracking
             print(f"train: could not note the MLflow run in .bigmodel/runs ({type(e).__name__}: {e})", flush=True)
 
     @classmethod
-    def open(cls, params: Params, root: Path, resume_run_id: str | None = None, flush_seconds: float = 10.0,
-             run_name: str | None = None) -> "MlflowLive | None":
+    def open(
+        cls,
+        params: Params,
+        root: Path,
+        resume_run_id: str | None = None,
+        flush_seconds: float = 10.0,
+        run_name: str | None = None,
+    ) -> MlflowLive | None:
         """Log into the flow's run (BIGMODEL_MLFLOW_RUN_ID), else continue `resume_run_id` (a resumed training),
         else open the pipeline's run; None if tracking is unreachable."""
         try:
@@ -63,8 +69,11 @@ class MlflowLive(Callback):
                 except MlflowException as e:
                     if e.error_code != "RESOURCE_DOES_NOT_EXIST":
                         raise
-                    print(f"train: the flow's MLflow run {flow_run} is not in this tracking store; "
-                          "opening a run of its own", flush=True)
+                    print(
+                        f"train: the flow's MLflow run {flow_run} is not in this tracking store; "
+                        "opening a run of its own",
+                        flush=True,
+                    )
             run_id = None
             if not flow_run and resume_run_id:
                 try:
@@ -74,18 +83,22 @@ class MlflowLive(Callback):
                 except Exception:
                     pass  # the run is gone (another tracking store): start a new one
             if run_id is None:
-                run_id = pipeline_run.create_run(mlflow, client, params, root,
-                                                 run_name or pipeline_run.default_run_name())
+                run_id = pipeline_run.create_run(
+                    mlflow, client, params, root, run_name or pipeline_run.default_run_name()
+                )
             live = cls(client, run_id, flush_seconds)
             live.root = Path(root)
-            live._take_over(params)
+            live._take_over(params, live.root)
             return live
         except Exception as e:  # ImportError, a server that is down, a locked database ...
-            print(f"train: MLflow tracking unavailable, metrics only go to metrics/ and plots/ ({type(e).__name__}: "
-                  f"{str(e).splitlines()[0] if str(e) else ''})", flush=True)
+            print(
+                f"train: MLflow tracking unavailable, metrics only go to metrics/ and plots/ ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''})",
+                flush=True,
+            )
             return None
 
-    def child(self, name: str, params: dict, tags: dict[str, str] | None = None) -> "MlflowLive | None":
+    def child(self, name: str, params: dict, tags: dict[str, str] | None = None) -> MlflowLive | None:
         """A run nested under this one (MLflow's mlflow.parentRunId tag), for one candidate of model.kind auto or
         one tuning trial under its candidate, with `params` logged; None when tracking fails (training goes on)."""
         if self.failed:
@@ -98,7 +111,7 @@ class MlflowLive(Callback):
             run_id = self.client.create_run(experiment, tags=all_tags, run_name=name).info.run_id
             flat = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
             for i in range(0, len(flat), 100):  # at most 100 params per call
-                self.client.log_batch(run_id, params=flat[i:i + 100])
+                self.client.log_batch(run_id, params=flat[i : i + 100])
             return MlflowLive(self.client, run_id, self.flush_seconds)
         except Exception as e:
             print(f"train: could not open a nested MLflow run for {name} ({type(e).__name__}: {e})", flush=True)
@@ -129,15 +142,21 @@ class MlflowLive(Callback):
             return
         try:
             for i in range(0, len(self.buffer), MAX_BATCH):
-                self.client.log_batch(self.run_id, metrics=self.buffer[i:i + MAX_BATCH])
+                self.client.log_batch(self.run_id, metrics=self.buffer[i : i + MAX_BATCH])
         except Exception as e:
             self.failed = True
             print(f"train: MLflow logging failed, training goes on ({type(e).__name__}: {e})", flush=True)
         self.buffer.clear()
         self.last_flush = time.monotonic()
 
-    def finish(self, status: str = "FINISHED", summary: dict | None = None, summary_step: int = 0,
-               tags: dict[str, str] | None = None, reason: str | None = None) -> None:
+    def finish(
+        self,
+        status: str = "FINISHED",
+        summary: dict | None = None,
+        summary_step: int = 0,
+        tags: dict[str, str] | None = None,
+        reason: str | None = None,
+    ) -> None:
         """Flush, log the summary metrics (the best epoch's, at step `summary_step`) and `tags`; close the run
         with `status` (and `reason`, when it failed) unless the flow owns it."""
         if summary:
@@ -179,5 +198,8 @@ class MlflowLive(Callback):
             pipeline_run.set_tags(self.client, self.run_id, {"bigmodel.resumed_from_run": self.resumed_from})
             pipeline_run.set_tags(self.client, self.resumed_from, {"bigmodel.successor_run": self.run_id})
         except Exception as e:
-            print(f"train: could not link the MLflow runs {self.resumed_from} and {self.run_id} ({type(e).__name__}: "
-                  f"{e})", flush=True)
+            print(
+                f"train: could not link the MLflow runs {self.resumed_from} and {self.run_id} ({type(e).__name__}: "
+                f"{e})",
+                flush=True,
+            )

@@ -43,7 +43,7 @@ def _sqlite_store(params: Params, root: Path) -> tuple[str, Path] | None:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
     if not uri.startswith("sqlite:///"):
         return None
-    db = uri[len("sqlite:///"):].split("?", 1)[0]
+    db = uri[len("sqlite:///") :].split("?", 1)[0]
     return db, Path(db) if Path(db).is_absolute() else home_workspace(root) / db
 
 
@@ -73,8 +73,13 @@ def tracking_uri(params: Params, root: Path) -> str:
 
 
 # Columns where MLflow keeps absolute artifact paths (file:// URIs or plain paths).
-_PATH_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("logged_models", "artifact_location"),
-                 ("model_versions", "storage_location"), ("model_versions", "source"))
+_PATH_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
 
 
 def _follow_moved_workspace(params: Params, root: Path, db_path: Path) -> None:
@@ -97,8 +102,9 @@ def _follow_moved_workspace(params: Params, root: Path, db_path: Path) -> None:
         return  # a shared database: its paths are meant for everyone
     with sqlite3.connect(db_path, timeout=30) as con:
         try:
-            row = con.execute("SELECT artifact_location FROM experiments WHERE name = ?",
-                              (params.tracking.experiment,)).fetchone()
+            row = con.execute(
+                "SELECT artifact_location FROM experiments WHERE name = ?", (params.tracking.experiment,)
+            ).fetchone()
         except sqlite3.OperationalError:
             return  # no tables yet: a new database
         if not row or not row[0]:
@@ -117,19 +123,26 @@ def _follow_moved_workspace(params: Params, root: Path, db_path: Path) -> None:
             raise RegistryMissing(
                 f"{db_path.name} stores its artifacts in {old}{tail}, which belongs to another workspace, and this "
                 f"workspace ({here}) has no {art.as_posix()}/ folder: copy {art.as_posix()}/ along with the database "
-                "(a moved or copied workspace needs both); nothing was written")
+                "(a moved or copied workspace needs both); nothing was written"
+            )
         pairs = [(Path(old).as_uri() + "/", here.as_uri() + "/"), (old + "/", str(here) + "/")]
         con.execute("BEGIN IMMEDIATE")
         for table, column in _PATH_COLUMNS:
             for before, after in pairs:
                 try:
-                    con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                                f"WHERE substr({column}, 1, ?) = ?", (after, len(before) + 1, len(before), before))
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                        (after, len(before) + 1, len(before), before),
+                    )
                 except sqlite3.OperationalError:
                     break  # a table this MLflow version does not have
         con.commit()
-    print(f"tracking: this workspace was moved or copied from {old}: {db_path.name} now keeps its artifacts here, "
-          f"in {art.as_posix()}/ (nothing is written into {old})", file=sys.stderr, flush=True)
+    print(
+        f"tracking: this workspace was moved or copied from {old}: {db_path.name} now keeps its artifacts here, "
+        f"in {art.as_posix()}/ (nothing is written into {old})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _refuse_silent_new_registry(params: Params, root: Path, db: str) -> None:
@@ -148,7 +161,8 @@ def _refuse_silent_new_registry(params: Params, root: Path, db: str) -> None:
         f"tracking database {db} is missing, but reports/deploy.json records {name} v{version} registered in it: "
         "the registry's history (versions, champion, ledger) would be lost and a new one started silently. "
         "Restore the database (or point MLFLOW_TRACKING_URI at it), or set deploy.allow_new_registry: true "
-        "to start a new registry on purpose")
+        "to start a new registry on purpose"
+    )
 
 
 def _setup(params: Params, root: Path):
@@ -178,20 +192,30 @@ HEADLINE_VIEW = ("bigmodel-headline", "bigmodel: headline metrics")
 
 def _headline_view() -> str:
     columns = [f"metrics.`{m}`" for m in HEADLINE_METRICS] + ["attributes.`Models`"]
-    state = {"selectedColumns": columns, "columnOrder": columns, "orderByKey": "attributes.start_time",
-             "orderByAsc": False}
+    state = {
+        "selectedColumns": columns,
+        "columnOrder": columns,
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+    }
     now = int(time.time() * 1000)
     return json.dumps({"name": HEADLINE_VIEW[1], "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
 
 
 def _experiment_tags(params: Params) -> dict[str, str]:
-    return {EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1], "mlflow.note.content": (
-        f"Training runs of bigmodel's retraining pipeline for the registered model `{params.deploy.model_name}`: one "
-        "run per pipeline execution, named like its Prefect flow run. Compare runs by "
-        + ", ".join(f"`{m}`" for m in HEADLINE_METRICS) + f" (the view \"{HEADLINE_VIEW[1]}\" of the runs table's "
-        "Views menu shows them; `bigmodel ui` prints a link to it); each run holds its data-quality report, run "
-        "card, plots and, when deploy ran, the model."),
-        f"mlflow.sharedViewState.{HEADLINE_VIEW[0]}": _headline_view()}
+    return {
+        EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1],
+        "mlflow.note.content": (
+            "Training runs of bigmodel's retraining pipeline for the registered model "
+            f"`{params.deploy.model_name}`: one run per pipeline execution, named like its Prefect flow run. "
+            "Compare runs by "
+            + ", ".join(f"`{m}`" for m in HEADLINE_METRICS)
+            + f' (the view "{HEADLINE_VIEW[1]}" of the runs table\'s '
+            "Views menu shows them; `bigmodel ui` prints a link to it); each run holds its data-quality report, run "
+            "card, plots and, when deploy ran, the model."
+        ),
+        f"mlflow.sharedViewState.{HEADLINE_VIEW[0]}": _headline_view(),
+    }
 
 
 def _experiment_id(mlflow, params: Params, root: Path) -> str:
@@ -264,8 +288,11 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
 
 def _requirements(kind: str) -> list[str]:
     reqs = []
-    extra = {"bag": ("scikit-learn", "scipy"), "linear": ("scikit-learn", "scipy"),
-             "pretrained": ("transformers", "safetensors")}.get(kind, ())
+    extra = {
+        "bag": ("scikit-learn", "scipy"),
+        "linear": ("scikit-learn", "scipy"),
+        "pretrained": ("transformers", "safetensors"),
+    }.get(kind, ())
     for pkg in ("mlflow", "torch", "tokenizers", "pandas", "numpy", "pydantic", "pyyaml", *extra):
         try:
             v = importlib.metadata.version(pkg).split("+")[0]
@@ -315,13 +342,17 @@ def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: 
     gate += "" if decision["promote"] else "; ".join(decision["reasons"])
     champ = decision.get("champion")
     cost = cost_line(eval_metrics)
-    lines = [f"test accuracy {eval_metrics['accuracy']:.4f}, macro-F1 {eval_metrics['macro_f1']:.4f} "
-             f"on {eval_metrics['n_test']:,} rows",
-             *([cost] if cost else []),
-             f"gate {gate}",
-             f"compared with champion v{champ['version']} (macro-F1 {champ['macro_f1']:.4f})" if champ
-             else "no champion to compare with",
-             f"data: {quality['rows_in']:,} rows in, {quality['rows_out']:,} kept, {quality['rows_quarantined']:,} quarantined"]
+    lines = [
+        f"test accuracy {eval_metrics['accuracy']:.4f}, macro-F1 {eval_metrics['macro_f1']:.4f} "
+        f"on {eval_metrics['n_test']:,} rows",
+        *([cost] if cost else []),
+        f"gate {gate}",
+        f"compared with champion v{champ['version']} (macro-F1 {champ['macro_f1']:.4f})"
+        if champ
+        else "no champion to compare with",
+        f"data: {quality['rows_in']:,} rows in, {quality['rows_out']:,} kept, "
+        f"{quality['rows_quarantined']:,} quarantined",
+    ]
     if experiment:
         lines.append(f"experiment: {experiment}")
     return "\n".join(lines)
@@ -331,13 +362,29 @@ def _description(eval_metrics: dict, decision: dict, quality: dict, experiment: 
 _NOT_LOGGED = {"promote", "champion_version", "positive_class"}
 
 
-def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: list[dict], eval_metrics: dict,
-                     decision: dict, quality: dict, artifacts: list[Path], tags: dict[str, str],
-                     example_texts: list[str], train_run_id: str | None = None, promote: bool = False,
-                     experiment: str | None = None, why_not: str | None = None, context: str | None = None,
-                     per_class: dict | None = None, train_summary: dict | None = None,
-                     split_dir: Path | None = None, quarantine: Path | None = None,
-                     run_name: str | None = None) -> dict:
+def log_and_register(
+    params: Params,
+    root: Path,
+    *,
+    bundle_dir: Path,
+    history: list[dict],
+    eval_metrics: dict,
+    decision: dict,
+    quality: dict,
+    artifacts: list[Path],
+    tags: dict[str, str],
+    example_texts: list[str],
+    train_run_id: str | None = None,
+    promote: bool = False,
+    experiment: str | None = None,
+    why_not: str | None = None,
+    context: str | None = None,
+    per_class: dict | None = None,
+    train_summary: dict | None = None,
+    split_dir: Path | None = None,
+    quarantine: Path | None = None,
+    run_name: str | None = None,
+) -> dict:
     """Finish the pipeline's run: test figures, reports, plots, datasets and the pyfunc model; register it.
 
     The run: the flow's (BIGMODEL_MLFLOW_RUN_ID); else the run the train stage opened (`train_run_id`) unless an
@@ -370,24 +417,54 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
     name = params.deploy.model_name
     digest = bundle_sha256(bundle_dir)
     existing = _version_with_bundle(client, name, digest)
-    evaluation = dict(train_run_id=train_run_id, history=history, train_summary=train_summary,
-                      tags=tags, eval_metrics=eval_metrics, per_class=per_class, quality=quality,
-                      quarantine=quarantine, split_dir=split_dir, decision=decision, experiment=experiment,
-                      artifacts=artifacts)
+    evaluation: dict[str, Any] = dict(
+        train_run_id=train_run_id,
+        history=history,
+        train_summary=train_summary,
+        tags=tags,
+        eval_metrics=eval_metrics,
+        per_class=per_class,
+        quality=quality,
+        quarantine=quarantine,
+        split_dir=split_dir,
+        decision=decision,
+        experiment=experiment,
+        artifacts=artifacts,
+    )
     if existing is not None:
-        print(f"deploy: this model bundle is already registered as {name} v{existing} (byte for byte: a retried "
-              "deploy, or a re-run that changed nothing): not registering it again", flush=True)
+        print(
+            f"deploy: this model bundle is already registered as {name} v{existing} (byte for byte: a retried "
+            "deploy, or a re-run that changed nothing): not registering it again",
+            flush=True,
+        )
         run_id = client.get_model_version(name, existing).run_id
         flow_run = pipeline_run.flow_run_id()
         if flow_run and flow_run != run_id and _existing_run(client, flow_run) is not None:
             # the flow's run still records this execution's evaluation, and which version holds the model
             with mlflow.start_run(run_id=flow_run):
                 _log_evaluation(mlflow, client, flow_run, **evaluation)
-                pipeline_run.set_tags(client, flow_run, {"bigmodel.model_version": f"{name} v{existing}",
-                                                         "bigmodel.model_run": run_id or "none"})
+                pipeline_run.set_tags(
+                    client,
+                    flow_run,
+                    {"bigmodel.model_version": f"{name} v{existing}", "bigmodel.model_run": run_id or "none"},
+                )
             run_id = flow_run
-        result = _aliases(params, root, client, name, existing, exp_id, run_id, decision, eval_metrics, promote,
-                          experiment, why_not, retried=True, context=context)
+        result = _aliases(
+            params,
+            root,
+            client,
+            name,
+            existing,
+            exp_id,
+            run_id,
+            decision,
+            eval_metrics,
+            promote,
+            experiment,
+            why_not,
+            retried=True,
+            context=context,
+        )
         result["run_gate"] = _run_gate(client, run_id)
         result["already_registered"] = True
         return result
@@ -407,19 +484,37 @@ def log_and_register(params: Params, root: Path, *, bundle_dir: Path, history: l
             pip_requirements=_requirements(read_meta(bundle_dir).get("kind", "transformer")),
         )
         champ = decision.get("champion")
-        version_tags = {**tags, "bigmodel.run_name": client.get_run(run_id).data.tags.get("bigmodel.run_name", ""),
-                        "bigmodel.gate": _gate_tag(decision),
-                        "bigmodel.bundle_sha256": digest,
-                        "bigmodel.compared_with": f"v{champ['version']}" if champ else "none",
-                        "bigmodel.experiment": experiment or "no"}
+        version_tags = {
+            **tags,
+            "bigmodel.run_name": client.get_run(run_id).data.tags.get("bigmodel.run_name", ""),
+            "bigmodel.gate": _gate_tag(decision),
+            "bigmodel.bundle_sha256": digest,
+            "bigmodel.compared_with": f"v{champ['version']}" if champ else "none",
+            "bigmodel.experiment": experiment or "no",
+        }
         # the version and its tags (the bundle hash among them) are created in one call: a deploy that dies
         # right after registering still leaves a version that a retry finds
         version = str(mlflow.register_model(info.model_uri, name, tags=version_tags).version)
-        client.update_model_version(name, version, description=_description(eval_metrics, decision, quality, experiment))
+        client.update_model_version(
+            name, version, description=_description(eval_metrics, decision, quality, experiment)
+        )
         _describe_model(client, params, root, name, predictor.labels, read_meta(bundle_dir).get("kind", "transformer"))
         client.set_tag(run_id, "bigmodel.model_version", f"{name} v{version}")
-    result = _aliases(params, root, client, name, version, exp_id, run_id, decision, eval_metrics, promote, experiment,
-                      why_not, context=context)
+    result = _aliases(
+        params,
+        root,
+        client,
+        name,
+        version,
+        exp_id,
+        run_id,
+        decision,
+        eval_metrics,
+        promote,
+        experiment,
+        why_not,
+        context=context,
+    )
     result["run_gate"] = _run_gate(client, run_id)
     return result
 
@@ -429,11 +524,13 @@ def model_description(params: Params, root: Path, labels: list[str], kind: str) 
     import socket
 
     sources = ", ".join(f"{s.name} ({s.path})" for s in params.data.sources)
-    return (f"Text classifier: assigns one of {len(labels)} labels ({', '.join(labels)}) to a text. Trained by "
-            f"bigmodel's retraining pipeline (model kind `{kind}`) in the workspace {Path(root).resolve()} on "
-            f"{socket.gethostname()}, from the data sources {sources}. Each version's description holds its test "
-            f"figures and its gate verdict; the alias `{params.deploy.champion_alias}` marks the version to serve "
-            f"(`bigmodel serve`).")
+    return (
+        f"Text classifier: assigns one of {len(labels)} labels ({', '.join(labels)}) to a text. Trained by "
+        f"bigmodel's retraining pipeline (model kind `{kind}`) in the workspace {Path(root).resolve()} on "
+        f"{socket.gethostname()}, from the data sources {sources}. Each version's description holds its test "
+        f"figures and its gate verdict; the alias `{params.deploy.champion_alias}` marks the version to serve "
+        f"(`bigmodel serve`)."
+    )
 
 
 def _describe_model(client, params: Params, root: Path, name: str, labels: list[str], kind: str) -> None:
@@ -447,10 +544,24 @@ def _run_gate(client, run_id: str | None) -> str | None:
     return run.data.tags.get("bigmodel.gate") if run is not None else None
 
 
-def _log_evaluation(mlflow, client, run_id: str, *, train_run_id: str | None, history: list[dict],
-                    train_summary: dict | None, tags: dict[str, str], eval_metrics: dict, per_class: dict | None,
-                    quality: dict, quarantine: Path | None, split_dir: Path | None, decision: dict,
-                    experiment: str | None, artifacts: list[Path]) -> None:
+def _log_evaluation(
+    mlflow,
+    client,
+    run_id: str,
+    *,
+    train_run_id: str | None,
+    history: list[dict],
+    train_summary: dict | None,
+    tags: dict[str, str],
+    eval_metrics: dict,
+    per_class: dict | None,
+    quality: dict,
+    quarantine: Path | None,
+    split_dir: Path | None,
+    decision: dict,
+    experiment: str | None,
+    artifacts: list[Path],
+) -> None:
     """Everything deploy records in the (active) run but the model: training curves when the model was trained in
     another run, test figures, data quality, datasets, reports and plots, the gate's verdict."""
     from bigmodel_core.tracking import pipeline_run
@@ -465,14 +576,19 @@ def _log_evaluation(mlflow, client, run_id: str, *, train_run_id: str | None, hi
             figures, sentence = pipeline_run.summary_metrics(train_summary)
             mlflow.log_metrics(figures, step=int(train_summary["best_epoch"]))
             mlflow.set_tag("bigmodel.summary", sentence)
-    test = {f"test_{k}": float(v) for k, v in eval_metrics.items()
-            if k not in _NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    test = {
+        f"test_{k}": float(v)
+        for k, v in eval_metrics.items()
+        if k not in _NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     test.update({f"test_f1_{lab}": m["f1"] for lab, m in (per_class or {}).items()})
-    test.update({
-        "data_rows_in": quality["rows_in"],
-        "data_rows_out": quality["rows_out"],
-        "data_rows_quarantined": quality["rows_quarantined"],
-    })
+    test.update(
+        {
+            "data_rows_in": quality["rows_in"],
+            "data_rows_out": quality["rows_out"],
+            "data_rows_quarantined": quality["rows_quarantined"],
+        }
+    )
     mlflow.log_metrics(test)
     pipeline_run.attach_data_quality(client, run_id, quality, _read_quarantine(quarantine))
     if split_dir is not None:
@@ -481,13 +597,19 @@ def _log_evaluation(mlflow, client, run_id: str, *, train_run_id: str | None, hi
     for path in artifacts:
         if path.exists():
             mlflow.log_artifact(str(path), artifact_path="reports" if path.suffix != ".png" else "plots")
-    pipeline_run.set_tags(client, run_id, {
-        "bigmodel.gate": _gate_tag(decision),
-        "bigmodel.outcome": _description(eval_metrics, decision, quality, experiment)})
+    pipeline_run.set_tags(
+        client,
+        run_id,
+        {
+            "bigmodel.gate": _gate_tag(decision),
+            "bigmodel.outcome": _description(eval_metrics, decision, quality, experiment),
+        },
+    )
 
 
-def _pipeline_run(mlflow, client, params: Params, root: Path, train_run_id: str | None, tags: dict[str, str],
-                  run_name: str | None) -> str:
+def _pipeline_run(
+    mlflow, client, params: Params, root: Path, train_run_id: str | None, tags: dict[str, str], run_name: str | None
+) -> str:
     """The run deploy logs into: the flow's, the train stage's (when no deploy has finished it yet), or a new one."""
     from bigmodel_core.tracking import pipeline_run
 
@@ -495,16 +617,24 @@ def _pipeline_run(mlflow, client, params: Params, root: Path, train_run_id: str 
     if flow_run:
         if _existing_run(client, flow_run) is not None:
             return flow_run
-        print(f"deploy: the flow's MLflow run {flow_run} is not in this tracking store; opening a run of its own",
-              flush=True)
+        print(
+            f"deploy: the flow's MLflow run {flow_run} is not in this tracking store; opening a run of its own",
+            flush=True,
+        )
     else:
         train_run = _existing_run(client, train_run_id)
         if train_run is not None and "bigmodel.gate" not in train_run.data.tags:
             pipeline_run.clear_stop(client, train_run.info.run_id)
             return train_run.info.run_id
     new_tags = {k: v for k, v in tags.items() if k != "bigmodel.run_name"}
-    return pipeline_run.create_run(mlflow, client, params, root, run_name or tags.get("bigmodel.run_name")
-                                   or pipeline_run.default_run_name(), new_tags)
+    return pipeline_run.create_run(
+        mlflow,
+        client,
+        params,
+        root,
+        run_name or tags.get("bigmodel.run_name") or pipeline_run.default_run_name(),
+        new_tags,
+    )
 
 
 def _read_quarantine(path: Path | None):
@@ -518,9 +648,22 @@ def _read_quarantine(path: Path | None):
         return None
 
 
-def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id: str, run_id: str | None,
-             decision: dict, eval_metrics: dict, promote: bool, experiment: str | None, why_not: str | None,
-             retried: bool = False, context: str | None = None) -> dict:
+def _aliases(
+    params: Params,
+    root: Path,
+    client,
+    name: str,
+    version: str,
+    exp_id: str,
+    run_id: str | None,
+    decision: dict,
+    eval_metrics: dict,
+    promote: bool,
+    experiment: str | None,
+    why_not: str | None,
+    retried: bool = False,
+    context: str | None = None,
+) -> dict:
     """Challenger always; champion by compare-and-set when `promote`; the ledger records the decision.
 
     retried: the version existed already. If the pipeline decided about it before, that decision stands (the
@@ -528,8 +671,14 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
     version the gate kept out that now passes it (its thresholds were changed, say evaluate.allow_label_change)
     is promoted when the champion is still the one this evaluation compared it with.
     """
-    from bigmodel_core.tracking.registry import (alias_version, append_ledger, champion_seen, ledger, move_champion,
-                                                 registry_lock)
+    from bigmodel_core.tracking.registry import (
+        alias_version,
+        append_ledger,
+        champion_seen,
+        ledger,
+        move_champion,
+        registry_lock,
+    )
 
     d = params.deploy
     client.set_registered_model_alias(name, d.challenger_alias, version)
@@ -543,18 +692,29 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
         aliases.append(d.champion_alias)
         note = f"v{version} is already {d.champion_alias}"
     elif earlier and not (promote and earlier[-1]["action"] == "kept" and current == expected):
-        note = (f"v{version} was decided on before ({earlier[-1]['action']} at {earlier[-1]['at']}: "
-                f"{earlier[-1]['why']}); not deciding again")
+        note = (
+            f"v{version} was decided on before ({earlier[-1]['action']} at {earlier[-1]['at']}: "
+            f"{earlier[-1]['why']}); not deciding again"
+        )
     elif promote:
         vacant = None  # said when there is no champion to replace: the registry's first, or one taken away
         if expected is None:
             had_one = any(r["action"] in ("promote", "rollback") for r in ledger(client, name))
             vacant = f"{name} had no {d.champion_alias}" if had_one else f"first {d.champion_alias} of {name}"
-        moved, note = move_champion(client, root, name, d.champion_alias, version, expected,
-                                    why="gate passed" + (f" ({experiment})" if experiment else "")
-                                    + "".join(f"; {x}" for x in (vacant, context) if x)
-                                    + (" on a re-evaluation, after it was kept out before" if earlier else ""), who="pipeline",
-                                    metrics=figures)
+        moved, note = move_champion(
+            client,
+            root,
+            name,
+            d.champion_alias,
+            version,
+            expected,
+            why="gate passed"
+            + (f" ({experiment})" if experiment else "")
+            + "".join(f"; {x}" for x in (vacant, context) if x)
+            + (" on a re-evaluation, after it was kept out before" if earlier else ""),
+            who="pipeline",
+            metrics=figures,
+        )
         if moved:
             aliases.append(d.champion_alias)
             # the summary and the run card say why: "first champion of <name>", and what let the policy promote
@@ -562,8 +722,18 @@ def _aliases(params: Params, root: Path, client, name: str, version: str, exp_id
     else:
         note = why_not or "not promoted"
         with registry_lock(root, client):
-            append_ledger(client, name, {"action": "kept", "from": alias_version(client, name, d.champion_alias),
-                                         "to": version, "why": note, "who": "pipeline", "metrics": figures})
+            append_ledger(
+                client,
+                name,
+                {
+                    "action": "kept",
+                    "from": alias_version(client, name, d.champion_alias),
+                    "to": version,
+                    "why": note,
+                    "who": "pipeline",
+                    "metrics": figures,
+                },
+            )
     promoted = d.champion_alias in aliases
     return {
         "champion": alias_version(client, name, d.champion_alias),

@@ -44,8 +44,11 @@ def flow_run_id() -> str | None:
 
 def default_run_name() -> str:
     """The flow run's name, the DVC experiment's name under `dvc exp run`, or retrain-<local time>."""
-    return (os.environ.get(ENV_FLOW_RUN_NAME) or os.environ.get(ENV_DVC_EXP_NAME)
-            or f"retrain-{time.strftime('%Y%m%d-%H%M%S')}")
+    return (
+        os.environ.get(ENV_FLOW_RUN_NAME)
+        or os.environ.get(ENV_DVC_EXP_NAME)
+        or f"retrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
 
 
 def _warn(what: str, e: BaseException) -> None:
@@ -54,7 +57,7 @@ def _warn(what: str, e: BaseException) -> None:
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= MAX_TAG else text[:MAX_TAG - 1] + "…"
+    return text if len(text) <= MAX_TAG else text[: MAX_TAG - 1] + "…"
 
 
 def _client(params: Params, root: Path):
@@ -95,7 +98,7 @@ def create_run(mlflow, client, params: Params, root: Path, run_name: str, tags: 
     run_id = run.info.run_id
     flat = [Param(k, v[:6000]) for k, v in _flatten(params.as_dict()).items()]
     for i in range(0, len(flat), 100):  # at most 100 params per call
-        client.log_batch(run_id, params=flat[i:i + 100])
+        client.log_batch(run_id, params=flat[i : i + 100])
     refresh_description(client, run_id)
     return run_id
 
@@ -135,13 +138,19 @@ def summary_metrics(train_metrics: dict) -> tuple[dict[str, float], str]:
     which early stopping or a late dip can make different from the epoch whose weights were kept.
     """
     best, n = train_metrics.get("best_epoch"), train_metrics.get("epochs_run")
-    figures = {"best_epoch": best, "best_val_accuracy": train_metrics.get("val_accuracy"),
-               "best_val_macro_f1": train_metrics.get("val_macro_f1"), "best_val_loss": train_metrics.get("val_loss")}
-    figures = {k: float(v) for k, v in figures.items() if v is not None}
+    found = {
+        "best_epoch": best,
+        "best_val_accuracy": train_metrics.get("val_accuracy"),
+        "best_val_macro_f1": train_metrics.get("val_macro_f1"),
+        "best_val_loss": train_metrics.get("val_loss"),
+    }
+    figures = {k: float(v) for k, v in found.items() if v is not None}
     early = ", training stopped early" if train_metrics.get("stopped_early") else ""
-    sentence = (f"Summary metrics are the best epoch's (epoch {best} of {n}{early}): best_val_macro_f1, "
-                f"best_val_accuracy and best_val_loss belong to the epoch whose weights were kept; the val_* and "
-                f"train_loss series hold every epoch (their last point is epoch {n}).")
+    sentence = (
+        f"Summary metrics are the best epoch's (epoch {best} of {n}{early}): best_val_macro_f1, "
+        f"best_val_accuracy and best_val_loss belong to the epoch whose weights were kept; the val_* and "
+        f"train_loss series hold every epoch (their last point is epoch {n})."
+    )
     return figures, sentence
 
 
@@ -159,19 +168,24 @@ def refresh_description(client, run_id: str) -> None:
         lines.append(tags["bigmodel.summary"])
         lines.append("")
     if tags.get("bigmodel.predecessor_run"):
-        lines.append(f"Took over from run(s) {tags['bigmodel.predecessor_run']}, whose process died without closing "
-                     "them (closed KILLED by this run).")
+        lines.append(
+            f"Took over from run(s) {tags['bigmodel.predecessor_run']}, whose process died without closing "
+            "them (closed KILLED by this run)."
+        )
         lines.append("")
     if tags.get("bigmodel.resumed_from_run"):
-        lines.append(f"Training resumed from the checkpoint written by run {tags['bigmodel.resumed_from_run']}; "
-                     "its epochs are logged here too.")
+        lines.append(
+            f"Training resumed from the checkpoint written by run {tags['bigmodel.resumed_from_run']}; "
+            "its epochs are logged here too."
+        )
         lines.append("")
     if tags.get("bigmodel.successor_run"):
         lines.append(f"Continued by run {tags['bigmodel.successor_run']}.")
         lines.append("")
     if tags.get("bigmodel.trained_in_run"):
-        lines.append(f"The model was trained in run {tags['bigmodel.trained_in_run']} "
-                     "(the train stage was up to date).")
+        lines.append(
+            f"The model was trained in run {tags['bigmodel.trained_in_run']} (the train stage was up to date)."
+        )
         lines.append("")
     flow_id = tags.get("bigmodel.flow_run_id", "none")
     if flow_id != "none":
@@ -229,11 +243,19 @@ def _split_dataset(path: Path, name: str):
         return DataType.string
 
     schema = Schema([ColSpec(dtype(f.type), f.name) for f in arrow if not f.name.startswith("__index_level_")])
-    profile = {"num_rows": meta.num_rows, "num_elements": meta.num_rows * len(schema.inputs),
-               "bytes": path.stat().st_size}
-    return Dataset(name=name, digest=sha256_file(path)[:16], source_type="local",
-                   source=json.dumps({"uri": str(path.resolve())}),
-                   schema=json.dumps({"mlflow_colspec": schema.to_dict()}), profile=json.dumps(profile))
+    profile = {
+        "num_rows": meta.num_rows,
+        "num_elements": meta.num_rows * len(schema.inputs),
+        "bytes": path.stat().st_size,
+    }
+    return Dataset(
+        name=name,
+        digest=sha256_file(path)[:16],
+        source_type="local",
+        source=json.dumps({"uri": str(path.resolve())}),
+        schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
+        profile=json.dumps(profile),
+    )
 
 
 def log_split_datasets(client, run_id: str, split_dir: Path) -> None:
@@ -285,8 +307,15 @@ def _workspace_quality(root: Path) -> tuple[dict, object] | None:
 
 
 # --------------------------------------------------------------------------- closing
-def close_run(params: Params, root: Path, run_id: str, status: str, reason: str | None = None,
-              card_markdown: str | None = None, stopped_by: str | None = None) -> None:
+def close_run(
+    params: Params,
+    root: Path,
+    run_id: str,
+    status: str,
+    reason: str | None = None,
+    card_markdown: str | None = None,
+    stopped_by: str | None = None,
+) -> None:
     """End the pipeline's run with `status` (FINISHED, FAILED or KILLED) and end time now.
 
     reason: why it stopped (a gate's message, an error); recorded as the tags bigmodel.stopped_by (`stopped_by`,
@@ -304,6 +333,7 @@ def close_run(params: Params, root: Path, run_id: str, status: str, reason: str 
         return
     steps = []
     if reason:
+
         def record_stop() -> None:
             for k, v in stop_tags(status, reason, stopped_by).items():
                 client.set_tag(run_id, k, v)
@@ -327,8 +357,12 @@ def close_run(params: Params, root: Path, run_id: str, status: str, reason: str 
 
         steps.append(("attach the run card", card))
     steps.append(("update the run description", lambda: refresh_description(client, run_id)))
-    steps.append((f"set the run's status to {status}",
-                  lambda: client.set_terminated(run_id, status, end_time=int(time.time() * 1000))))
+    steps.append(
+        (
+            f"set the run's status to {status}",
+            lambda: client.set_terminated(run_id, status, end_time=int(time.time() * 1000)),
+        )
+    )
     for what, step in steps:
         try:
             step()
@@ -414,8 +448,12 @@ def take_over_dead_runs(params: Params, root: Path, successor: str | None, by: s
             if key in mlflow_done and flow_ok:
                 workspace.forget_run(root, key)
             elif key in mlflow_done or flow_ok:  # the rest is closed by a later run that can reach it
-                workspace.update_note(root, key, mlflow_closed=key in mlflow_done or bool(note.get("mlflow_closed")),
-                                      flow_closed=bool(flow_ok))
+                workspace.update_note(
+                    root,
+                    key,
+                    mlflow_closed=key in mlflow_done or bool(note.get("mlflow_closed")),
+                    flow_closed=bool(flow_ok),
+                )
     except OSError as e:
         _warn("could not update the notes of earlier runs (.bigmodel/runs)", e)
 
@@ -426,11 +464,13 @@ def record_data_gate(params: Params, root: Path, reason: str, report: dict, quar
     Under the flow the run is the flow's, and the flow closes it. Under plain `dvc repro` no run exists
     yet: one is opened and closed FAILED here, so the stop can be found in MLflow. Returns the run id.
     """
-    note = ("The report of the validation that closed the gate. The previous good data and "
-            "reports/data_quality.json are unchanged.")
+    note = (
+        "The report of the validation that closed the gate. The previous good data and "
+        "reports/data_quality.json are unchanged."
+    )
     run_id = flow_run_id()
     owned = run_id is None
-    if owned:
+    if run_id is None:
         run_id = open_run(params, root, default_run_name(), {"bigmodel.stage": "validate"})
         if run_id is None:
             return None

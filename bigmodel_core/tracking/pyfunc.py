@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import warnings
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 
 from bigmodel_core.scoring import text_problem
 
@@ -33,7 +33,7 @@ MAX_ROWS_ENV, MAX_CHARS_ENV = "BIGMODEL_SERVE_MAX_ROWS", "BIGMODEL_SERVE_MAX_TEX
 warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method.*")
 
 
-class TextClassifierModel(mlflow.pyfunc.PythonModel):
+class TextClassifierModel(PythonModel):
     """Carries cleaning, tokenizer, weights and label map in one artifact (the bundle directory)."""
 
     def load_context(self, context) -> None:
@@ -73,8 +73,10 @@ def refusal(predictor, texts: list, cleaned: list[str]) -> tuple[int, str] | Non
             policy = rules.rules[rule].policy
             changed = "" if cleaned[i] == texts[i] else " (after the model's cleaning)"
             done = "set such texts aside" if policy == "quarantine" else "stopped at such texts"
-            return i, (f"breaks input rule {rule}: {reason}{changed}; this model's training {done} "
-                       f"(validate.rules.{rule}.policy {policy}), so it does not score it")
+            return i, (
+                f"breaks input rule {rule}: {reason}{changed}; this model's training {done} "
+                f"(validate.rules.{rule}.policy {policy}), so it does not score it"
+            )
     return None
 
 

@@ -28,7 +28,7 @@ def _lock_path(root: Path, client=None) -> Path:
 
     uri = str(getattr(client, "tracking_uri", None) or mlflow.get_tracking_uri())
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+        db = Path(uri[len("sqlite:///") :].split("?", 1)[0])
         return db.with_name(db.name + ".bigmodel-lock")
     return root / ".bigmodel" / "registry.lock"
 
@@ -99,8 +99,19 @@ def champion_stack(rows: list[dict]) -> list[str]:
     return stack
 
 
-def move_champion(client, root: Path, name: str, alias: str, to_version: str, expected: str | None, *, why: str,
-                  who: str, metrics: dict | None = None, action: str = "promote") -> tuple[bool, str]:
+def move_champion(
+    client,
+    root: Path,
+    name: str,
+    alias: str,
+    to_version: str,
+    expected: str | None,
+    *,
+    why: str,
+    who: str,
+    metrics: dict | None = None,
+    action: str = "promote",
+) -> tuple[bool, str]:
     """Point `alias` at `to_version` if it still points at `expected` (None: no champion yet).
 
     Returns (moved, message); a ledger record is written either way (not when it points there already).
@@ -110,14 +121,29 @@ def move_champion(client, root: Path, name: str, alias: str, to_version: str, ex
         if current == to_version:
             return True, f"{alias} is v{to_version} already: nothing moved"
         if current != expected:
-            msg = (f"{alias} is v{current} now, not v{expected} as when this decision was taken: "
-                   f"left alone (another run or a person moved it)")
-            append_ledger(client, name, {"action": "refused", "from": current, "to": to_version, "why": why + "; " + msg,
-                                         "who": who, "metrics": metrics or {}})
+            msg = (
+                f"{alias} is v{current} now, not v{expected} as when this decision was taken: "
+                f"left alone (another run or a person moved it)"
+            )
+            append_ledger(
+                client,
+                name,
+                {
+                    "action": "refused",
+                    "from": current,
+                    "to": to_version,
+                    "why": why + "; " + msg,
+                    "who": who,
+                    "metrics": metrics or {},
+                },
+            )
             return False, msg
         client.set_registered_model_alias(name, alias, to_version)
-        append_ledger(client, name, {"action": action, "from": current, "to": to_version, "why": why, "who": who,
-                                     "metrics": metrics or {}})
+        append_ledger(
+            client,
+            name,
+            {"action": action, "from": current, "to": to_version, "why": why, "who": who, "metrics": metrics or {}},
+        )
         return True, f"{alias}: v{current} -> v{to_version}" if current else f"{alias}: v{to_version} (first)"
 
 
@@ -148,8 +174,13 @@ def smoke_test(uri: str, tracking: str, model_uri: str) -> None:
         "assert len(out) == len(sys.argv[3:]) and out['label'].notna().all(), out\n"
         "assert abs(probs.sum(1) - 1).max() < 1e-4, probs\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, tracking, model_uri, *SMOKE_TEXTS], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script, tracking, model_uri, *SMOKE_TEXTS],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise BigmodelError(f"{model_uri}: smoke test failed in a fresh process, {uri} was not moved: {tail}")
@@ -187,15 +218,20 @@ def rollback(params, root: Path, reason: str) -> str:
         raise BigmodelError(f"{name} has no {alias}: nothing to roll back")
     stack = champion_stack(ledger(client, name))
     if stack and stack[-1] != current:
-        raise BigmodelError(f"{name} v{current} became {alias} outside bigmodel (the ledger ends at v{stack[-1]}): "
-                            "choose the version yourself with `bigmodel promote VERSION --reason ...` (nothing changed)")
+        raise BigmodelError(
+            f"{name} v{current} became {alias} outside bigmodel (the ledger ends at v{stack[-1]}): "
+            "choose the version yourself with `bigmodel promote VERSION --reason ...` (nothing changed)"
+        )
     if len(stack) < 2:
-        raise BigmodelError(f"{name} v{current} is the first {alias} on record: there is no earlier version to roll "
-                            "back to (nothing changed)")
+        raise BigmodelError(
+            f"{name} v{current} is the first {alias} on record: there is no earlier version to roll "
+            "back to (nothing changed)"
+        )
     previous = stack[-2]
     smoke_test(alias, tracking_uri(params, root), f"models:/{name}/{previous}")
-    moved, msg = move_champion(client, root, name, alias, previous, current, why=f"rollback: {reason}", who=user(),
-                               action="rollback")
+    moved, msg = move_champion(
+        client, root, name, alias, previous, current, why=f"rollback: {reason}", who=user(), action="rollback"
+    )
     if not moved:
         raise BigmodelError(msg)
     return msg
@@ -209,7 +245,9 @@ def _check_version(client, name: str, version: str) -> None:
     try:
         client.get_model_version(name, version)
     except MlflowException:
-        raise BigmodelError(f"{name} has no version {version!r} (see `bigmodel registry history` or the MLflow UI)") from None
+        raise BigmodelError(
+            f"{name} has no version {version!r} (see `bigmodel registry history` or the MLflow UI)"
+        ) from None
 
 
 def history_lines(params, root: Path) -> list[str]:
@@ -225,10 +263,15 @@ def history_lines(params, root: Path) -> list[str]:
     for r in rows:
         figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted((r.get("metrics") or {}).items()))
         was = f"v{r['from']}" if r["from"] else "none"
-        move = {"promote": f"{was} -> v{r['to']}", "kept": f"{was} stays (v{r['to']} not promoted)",
-                "refused": f"v{r['to']} refused ({was} now)"}.get(r["action"], f"{was} -> v{r['to']}")
-        out.append(f"{r['seq']:>4}  {r['at']}  {r['action']:<8} {move}  by {r['who']}: {r['why']}"
-                   + (f"  [{figures}]" if figures else ""))
+        move = {
+            "promote": f"{was} -> v{r['to']}",
+            "kept": f"{was} stays (v{r['to']} not promoted)",
+            "refused": f"v{r['to']} refused ({was} now)",
+        }.get(r["action"], f"{was} -> v{r['to']}")
+        out.append(
+            f"{r['seq']:>4}  {r['at']}  {r['action']:<8} {move}  by {r['who']}: {r['why']}"
+            + (f"  [{figures}]" if figures else "")
+        )
     return out
 
 
@@ -260,8 +303,15 @@ def version_record(params, root: Path, name: str, version: str) -> dict:
     try:
         mv = client.get_model_version(name, str(version))
     except MlflowException:
-        raise ConfigError(f"{name} has no version {version!r} in {tracking_uri(params, root).split('?')[0]} "
-                          "(see `bigmodel registry history` or the MLflow UI)") from None
+        raise ConfigError(
+            f"{name} has no version {version!r} in {tracking_uri(params, root).split('?')[0]} "
+            "(see `bigmodel registry history` or the MLflow UI)"
+        ) from None
     metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-    return {"name": name, "version": str(mv.version), "tags": dict(mv.tags or {}), "run_id": mv.run_id,
-            "metrics": dict(metrics)}
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "tags": dict(mv.tags or {}),
+        "run_id": mv.run_id,
+        "metrics": dict(metrics),
+    }

@@ -64,12 +64,14 @@ def resolve(params, root: Path, model_uri: str | None) -> tuple[str, str]:
     uri = model_uri or f"models:/{params.deploy.model_name}@{params.deploy.champion_alias}"
     if not (uri.startswith("models:/") and "@" in uri):
         return uri, uri
-    name, alias = uri[len("models:/"):].rsplit("@", 1)
+    name, alias = uri[len("models:/") :].rsplit("@", 1)
     try:
         mv = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException as e:
-        raise BigmodelError(f"{uri}: no model version holds alias {alias!r} of {name!r} ({e.message.splitlines()[0]}); "
-                            "run the pipeline, or `bigmodel registry history` to see what there is") from None
+        raise BigmodelError(
+            f"{uri}: no model version holds alias {alias!r} of {name!r} ({e.message.splitlines()[0]}); "
+            "run the pipeline, or `bigmodel registry history` to see what there is"
+        ) from None
     return f"models:/{name}/{mv.version}", f"{name} v{mv.version} ({uri})"
 
 
@@ -88,7 +90,11 @@ def _texts_in(body: Any) -> tuple[list | None, str | None]:
     key = keys[0]
     data = body[key]
     if key == "dataframe_split":
-        if not isinstance(data, dict) or not isinstance(data.get("columns"), list) or not isinstance(data.get("data"), list):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("columns"), list)
+            or not isinstance(data.get("data"), list)
+        ):
             return None, None
         if "text" not in data["columns"]:
             return None, f"dataframe_split has no 'text' column (columns: {data['columns']})"
@@ -135,7 +141,7 @@ def check_request(body: bytes, limits: dict) -> str | None:
     try:
         parsed = json.loads(body)
     except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, or nested past Python's limit
-        return f"the request body is not valid JSON ({e}); send e.g. {{\"dataframe_records\": [{{\"text\": \"...\"}}]}}"
+        return f'the request body is not valid JSON ({e}); send e.g. {{"dataframe_records": [{{"text": "..."}}]}}'
     texts, problem = _texts_in(parsed)
     if problem or texts is None:
         return problem
@@ -177,27 +183,48 @@ class RequestGuard:
             await self._drain(receive, more)
             declared_big = declared.isdigit() and int(declared) > self.max_body
             size = f"{int(declared):,} bytes" if declared_big else f"over {self.max_body:,} bytes"
-            return await self._answer(send_tagged, *_json_error(
-                413, "REQUEST_LIMIT_EXCEEDED", f"the request body is {size}; this server takes at most "
-                f"{self.max_body:,} bytes (bigmodel serve --max-body-bytes); split the texts into smaller requests"))
+            return await self._answer(
+                send_tagged,
+                *_json_error(
+                    413,
+                    "REQUEST_LIMIT_EXCEEDED",
+                    f"the request body is {size}; this server takes at most "
+                    f"{self.max_body:,} bytes (bigmodel serve --max-body-bytes); split the texts into smaller requests",
+                ),
+            )
         mime = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         if not mime:
-            return await self._answer(send_tagged, *_json_error(
-                415, "BAD_REQUEST", "the request has no Content-Type header; send one of "
-                f"{', '.join(CONTENT_TYPES)}, e.g. -H 'Content-Type: application/json' with "
-                '{"dataframe_records": [{"text": "..."}]}'))
+            return await self._answer(
+                send_tagged,
+                *_json_error(
+                    415,
+                    "BAD_REQUEST",
+                    "the request has no Content-Type header; send one of "
+                    f"{', '.join(CONTENT_TYPES)}, e.g. -H 'Content-Type: application/json' with "
+                    '{"dataframe_records": [{"text": "..."}]}',
+                ),
+            )
         if mime in ("text/csv", "application/vnd.apache.parquet") and body:
             names = table_columns(bytes(body), mime)
             if names is not None and "text" not in names:
                 kind = "CSV" if mime == "text/csv" else "Parquet"
-                return await self._answer(send_tagged, *_json_error(
-                    400, "INVALID_PARAMETER_VALUE", f"the {kind} body has no 'text' column (columns: "
-                    f"{', '.join(map(repr, names)) or 'none'}); the texts to classify go in a column named text"))
+                return await self._answer(
+                    send_tagged,
+                    *_json_error(
+                        400,
+                        "INVALID_PARAMETER_VALUE",
+                        f"the {kind} body has no 'text' column (columns: "
+                        f"{', '.join(map(repr, names)) or 'none'}); the texts to classify go in a column named text",
+                    ),
+                )
         if mime == "application/json":
             data = bytes(body)
             # a large body is parsed off the event loop, so /ping and other requests keep being answered
-            problem = (check_request(data, self.limits) if len(data) < 65536
-                       else await asyncio.to_thread(check_request, data, self.limits))
+            problem = (
+                check_request(data, self.limits)
+                if len(data) < 65536
+                else await asyncio.to_thread(check_request, data, self.limits)
+            )
             if problem:
                 return await self._answer(send_tagged, *_json_error(400, "INVALID_PARAMETER_VALUE", problem))
         replayed = False
@@ -225,8 +252,13 @@ class RequestGuard:
     @staticmethod
     async def _answer(send, status: int, content: bytes) -> None:
         # A body left unread (too big): the server closes the connection after this answer.
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": content})
 
 
@@ -287,15 +319,28 @@ def listen_socket(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:
-            raise PortInUse(f"{host}:{port} is already in use by another process: nothing was started; stop what "
-                            f"listens there, or choose another port (bigmodel serve --port {port + 1})") from None
+            raise PortInUse(
+                f"{host}:{port} is already in use by another process: nothing was started; stop what "
+                f"listens there, or choose another port (bigmodel serve --port {port + 1})"
+            ) from None
         raise ConfigError(f"--host {host} --port {port}: cannot listen there: {e.strerror or e}") from None
     sock.set_inheritable(True)
     return sock
 
 
-def serve(params, root: Path, *, model_uri: str | None, host: str, port: int, max_body_bytes: int, max_rows: int,
-          max_text_chars: int, timeout: int | None, access_log: bool) -> None:
+def serve(
+    params,
+    root: Path,
+    *,
+    model_uri: str | None,
+    host: str,
+    port: int,
+    max_body_bytes: int,
+    max_rows: int,
+    max_text_chars: int,
+    timeout: int | None,
+    access_log: bool,
+) -> None:
     """Take the port, resolve, load, print what is served, and serve until interrupted."""
     import uvicorn
 
@@ -307,13 +352,18 @@ def serve(params, root: Path, *, model_uri: str | None, host: str, port: int, ma
     try:
         uri, served = resolve(params, root, model_uri)
         model = load_pyfunc(params, root, uri)
-        app = build_app(model, served=uri, max_body_bytes=max_body_bytes, max_rows=max_rows,
-                        max_text_chars=max_text_chars)
-        print(f"serving {served} on http://{host}:{port}  (POST /invocations, GET /ping); "
-              f"limits: {max_body_bytes:,} bytes, {max_rows:,} texts, {max_text_chars:,} characters per text. "
-              "The alias was resolved now: restart to serve a newer champion.", flush=True)
-        config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=access_log,
-                                timeout_graceful_shutdown=5)
+        app = build_app(
+            model, served=uri, max_body_bytes=max_body_bytes, max_rows=max_rows, max_text_chars=max_text_chars
+        )
+        print(
+            f"serving {served} on http://{host}:{port}  (POST /invocations, GET /ping); "
+            f"limits: {max_body_bytes:,} bytes, {max_rows:,} texts, {max_text_chars:,} characters per text. "
+            "The alias was resolved now: restart to serve a newer champion.",
+            flush=True,
+        )
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="info", access_log=access_log, timeout_graceful_shutdown=5
+        )
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ class Ragged:
     weights: np.ndarray | None = None
 
     @classmethod
-    def from_lists(cls, rows: list[list[int]], weights: list[list[float]] | None = None) -> "Ragged":
+    def from_lists(cls, rows: list[list[int]], weights: list[list[float]] | None = None) -> Ragged:
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -41,9 +42,9 @@ class Ragged:
         return np.diff(self.offsets)
 
     def row(self, i: int) -> list[int]:
-        return self.values[self.offsets[i]:self.offsets[i + 1]].tolist()
+        return self.values[self.offsets[i] : self.offsets[i + 1]].tolist()
 
-    def take(self, rows: np.ndarray) -> "Ragged":
+    def take(self, rows: np.ndarray) -> Ragged:
         """A new Ragged with the given rows, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
         starts, ends = self.offsets[rows], self.offsets[rows + 1]
@@ -55,21 +56,29 @@ class Ragged:
         return Ragged(self.values[idx], offsets, None if self.weights is None else self.weights[idx])
 
     def save(self, path: Path) -> None:
-        arrays = {"values": self.values, "offsets": self.offsets}
+        arrays: dict[str, Any] = {"values": self.values, "offsets": self.offsets}  # savez(**): numpy's stubs want Any
         if self.weights is not None:
             arrays["weights"] = self.weights
         with open(path, "wb") as f:
             np.savez(f, **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> "Ragged":
+    def load(cls, path: Path) -> Ragged:
         with np.load(path) as z:
             return cls(z["values"], z["offsets"], z["weights"] if "weights" in z.files else None)
 
 
 # --------------------------------------------------------------------------- batch plans
-def plan_batches(lengths: np.ndarray, batch_size: int, token_budget: int = 0, seed: int = 0, epoch: int = 0,
-                 shuffle: bool = True, min_rows: int = 1, window_batches: int = 50) -> list[np.ndarray]:
+def plan_batches(
+    lengths: np.ndarray,
+    batch_size: int,
+    token_budget: int = 0,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+    min_rows: int = 1,
+    window_batches: int = 50,
+) -> list[np.ndarray]:
     """Row indices of each micro-batch of one epoch, grouped by length so little padding is needed.
 
     Rows are shuffled, then sorted by length inside windows of `window_batches` batches, cut into
@@ -86,7 +95,7 @@ def plan_batches(lengths: np.ndarray, batch_size: int, token_budget: int = 0, se
     rows_per_window = max(rows_per_window, batch_size, 1)
     batches: list[np.ndarray] = []
     for w in range(0, n, rows_per_window):
-        chunk = order[w:w + rows_per_window]
+        chunk = order[w : w + rows_per_window]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches += _cut(chunk, lengths, batch_size, token_budget)
     if shuffle:
@@ -98,7 +107,7 @@ def plan_batches(lengths: np.ndarray, batch_size: int, token_budget: int = 0, se
 
 def _cut(sorted_rows: np.ndarray, lengths: np.ndarray, batch_size: int, token_budget: int) -> list[np.ndarray]:
     if not token_budget:
-        return [sorted_rows[b:b + batch_size] for b in range(0, len(sorted_rows), batch_size)]
+        return [sorted_rows[b : b + batch_size] for b in range(0, len(sorted_rows), batch_size)]
     out, start = [], 0
     for i in range(1, len(sorted_rows) + 1):
         # rows are sorted by length, so the newest row is the longest of the batch
@@ -111,9 +120,7 @@ def _cut(sorted_rows: np.ndarray, lengths: np.ndarray, batch_size: int, token_bu
 def _merge_small(batches: list[np.ndarray], min_rows: int) -> list[np.ndarray]:
     out: list[np.ndarray] = []
     for b in batches:
-        if len(b) < min_rows and out:
-            out[-1] = np.concatenate([out[-1], b])
-        elif out and len(out[-1]) < min_rows:
+        if (len(b) < min_rows and out) or (out and len(out[-1]) < min_rows):
             out[-1] = np.concatenate([out[-1], b])
         else:
             out.append(b)
@@ -159,8 +166,11 @@ def collate_bag(data: Ragged, rows: np.ndarray) -> dict:
     """Flat n-gram ids with per-row offsets and weights, the input of nn.EmbeddingBag."""
     sub = data.take(rows)
     weights = sub.weights if sub.weights is not None else np.ones(len(sub.values), dtype=np.float32)
-    return {"ids": torch.from_numpy(sub.values), "offsets": torch.from_numpy(sub.offsets[:-1].copy()),
-            "weights": torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))}
+    return {
+        "ids": torch.from_numpy(sub.values),
+        "offsets": torch.from_numpy(sub.offsets[:-1].copy()),
+        "weights": torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32)),
+    }
 
 
 def collate(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,9 +32,11 @@ class DistInfo:
         return self.world > 1
 
     @classmethod
-    def from_env(cls) -> "DistInfo":
+    def from_env(cls) -> DistInfo:
         """Set by torchrun (RANK, WORLD_SIZE, LOCAL_RANK); a plain process is rank 0 of 1."""
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+        return cls(
+            int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+        )
 
 
 def init(info: DistInfo, device_type: str) -> None:

@@ -38,7 +38,8 @@ class NonFiniteGuard:
             self._raise_if(int(flag), step, epoch)
             return
         self.check()  # the previous step's verdict, long since computed
-        self.optimizer.found_inf = (flag > 0).float()
+        # an attribute torch's fused AdamW reads (GradScaler sets it) but Optimizer does not declare
+        self.optimizer.found_inf = (flag > 0).float()  # type: ignore[attr-defined]
         self._host.copy_(flag, non_blocking=True)
         event = None
         if self.device.type == "cuda":
@@ -62,5 +63,7 @@ class NonFiniteGuard:
         from bigmodel_core.training.loop import TrainingError
 
         what = "loss" if flag & LOSS else "gradient norm"
-        raise TrainingError(f"non-finite {what} at step {step} (epoch {epoch}); the weights were not updated "
-                            f"and the last checkpoint is kept. {self.hint}")
+        raise TrainingError(
+            f"non-finite {what} at step {step} (epoch {epoch}); the weights were not updated "
+            f"and the last checkpoint is kept. {self.hint}"
+        )

@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -63,6 +64,14 @@ class Callback:
         """Training goes on from a checkpoint at optimizer step `step`: the epoch rows and logged steps before it."""
 
 
+class _CallbackLike(Protocol):
+    """What fit() needs of a callback (on_resume is optional: fit() asks for it)."""
+
+    def on_step(self, step: int, metrics: dict) -> None: ...
+
+    def on_epoch(self, epoch: int, row: dict) -> None: ...
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -87,6 +96,7 @@ def seed_everything(seed: int) -> None:
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str = "linear") -> Callable[[int], float]:
     """Multiplier of the peak lr at a step: linear warm-up, then linear or cosine decay to 0 (or constant)."""
+
     def f(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -94,6 +104,7 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str = "linear") -> 
             return 1.0
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+
     return f
 
 
@@ -112,9 +123,13 @@ def make_optimizers(model: nn.Module, p: TrainParams, device: torch.device) -> l
         else:
             no_decay.append(q)
     fused = device.type == "cuda"
-    opts: list[torch.optim.Optimizer] = [torch.optim.AdamW(
-        [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=p.lr, fused=fused)]
+    opts: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(
+            [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=p.lr,
+            fused=fused,
+        )
+    ]
     if sparse:
         opts.append(torch.optim.SparseAdam(sparse, lr=p.lr))
     return opts
@@ -125,15 +140,20 @@ def _is_embedding(model: nn.Module, param_name: str) -> bool:
     return isinstance(owner, (nn.Embedding, nn.EmbeddingBag))
 
 
+def _grad(q: nn.Parameter) -> torch.Tensor:
+    """The gradient of a parameter that has one (clip_gradients lists only those)."""
+    return cast(torch.Tensor, q.grad)
+
+
 @torch.no_grad()
 def clip_gradients(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     """Total L2 norm of all gradients (dense and sparse), clipped to max_norm when max_norm > 0."""
     dense = [q for q in params if q.grad is not None and not q.grad.is_sparse]
     sparse = [q for q in params if q.grad is not None and q.grad.is_sparse]
     for q in sparse:
-        q.grad = q.grad.coalesce()
-    norms = [torch.nn.utils.get_total_norm([q.grad for q in dense])] if dense else []
-    norms += [torch.linalg.vector_norm(q.grad.values()) for q in sparse]
+        q.grad = _grad(q).coalesce()
+    norms = [torch.nn.utils.get_total_norm([_grad(q) for q in dense])] if dense else []
+    norms += [torch.linalg.vector_norm(_grad(q).values()) for q in sparse]
     if not norms:
         return torch.zeros(())
     total = torch.linalg.vector_norm(torch.stack(norms)) if len(norms) > 1 else norms[0]
@@ -142,11 +162,13 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
             torch.nn.utils.clip_grads_with_norm_(dense, max_norm, total)
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
         for q in sparse:
-            q.grad = q.grad * coef
+            q.grad = _grad(q) * coef
     return total
 
 
-def row_losses(logits: torch.Tensor, y: torch.Tensor, p: TrainParams, class_weight: torch.Tensor | None) -> torch.Tensor:
+def row_losses(
+    logits: torch.Tensor, y: torch.Tensor, p: TrainParams, class_weight: torch.Tensor | None
+) -> torch.Tensor:
     losses = F.cross_entropy(logits.float(), y, label_smoothing=p.label_smoothing, reduction="none")
     return losses * class_weight[y] if class_weight is not None else losses
 
@@ -163,15 +185,20 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.pin_memory().to(device, non_blocking=True) if v is not None else None) for k, v in batch.items()}
 
 
-def micro_batches(data: TrainData, steps: list[list[np.ndarray]], dist: DistInfo, device: torch.device,
-                  ) -> Iterator[tuple[int, int, dict, torch.Tensor, int]]:
+def micro_batches(
+    data: TrainData,
+    steps: list[list[np.ndarray]],
+    dist: DistInfo,
+    device: torch.device,
+) -> Iterator[tuple[int, int, dict, torch.Tensor, int]]:
     """Yield (step index in epoch, micro index, device batch, targets, real tokens), one batch ahead.
 
     The next batch is collated and its copy started before the current one is yielded, so the host
     work of step k+1 overlaps the device work (and the non-finite check) of step k.
     """
+
     def host(si: int, mi: int, rows: np.ndarray):
-        shard = rows[dist.rank::dist.world]
+        shard = rows[dist.rank :: dist.world]
         batch = data.collate(data.train, shard)
         y = torch.as_tensor(data.train_y[shard])
         tokens = int(data.train.lengths[shard].sum())
@@ -182,12 +209,21 @@ def micro_batches(data: TrainData, steps: list[list[np.ndarray]], dist: DistInfo
     for k in range(len(order)):
         current = pending
         pending = host(*order[k + 1]) if k + 1 < len(order) else None
+        assert current is not None  # order[k] was collated one round before
         yield current
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, data: Ragged, y: np.ndarray, collate, device: torch.device, precision: str,
-                   batch_size: int, num_classes: int) -> dict:
+def evaluate_model(
+    model: nn.Module,
+    data: Ragged,
+    y: np.ndarray,
+    collate,
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+    num_classes: int,
+) -> dict:
     """Loss (mean cross-entropy), accuracy and macro-F1 on a labelled set."""
     was_training = model.training
     model.eval()
@@ -205,18 +241,31 @@ def evaluate_model(model: nn.Module, data: Ragged, y: np.ndarray, collate, devic
 
 def oom_message(p: TrainParams, max_length: int | None, step: int) -> str:
     size = f"train.token_budget={p.token_budget}" if p.token_budget else f"train.batch_size={p.batch_size}"
-    smaller = (f"train.token_budget={max(1, p.token_budget // 2)}" if p.token_budget
-               else f"train.batch_size={max(1, p.batch_size // 2)}")
+    smaller = (
+        f"train.token_budget={max(1, p.token_budget // 2)}"
+        if p.token_budget
+        else f"train.batch_size={max(1, p.batch_size // 2)}"
+    )
     length = f", tokenizer.max_length={max_length}" if max_length else ""
-    return (f"CUDA out of memory at step {step} with {size}{length}, train.grad_accum={p.grad_accum}: try {smaller} "
-            f"with train.grad_accum={p.grad_accum * 2} (same rows per step)"
-            + (" or a smaller tokenizer.max_length" if max_length else ""))
+    return (
+        f"CUDA out of memory at step {step} with {size}{length}, train.grad_accum={p.grad_accum}: try {smaller} "
+        f"with train.grad_accum={p.grad_accum * 2} (same rows per step)"
+        + (" or a smaller tokenizer.max_length" if max_length else "")
+    )
 
 
 # --------------------------------------------------------------------------- the loop
-def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Callback] | None = None,
-        checkpoints: Checkpoints | None = None, dist: DistInfo | None = None, progress: bool | None = None,
-        max_length: int | None = None) -> tuple[nn.Module, FitResult]:
+def fit(
+    model: nn.Module,
+    data: TrainData,
+    p: TrainParams,
+    *,
+    callbacks: Sequence[_CallbackLike] | None = None,
+    checkpoints: Checkpoints | None = None,
+    dist: DistInfo | None = None,
+    progress: bool | None = None,
+    max_length: int | None = None,
+) -> tuple[nn.Module, FitResult]:
     """Train `model` on data.train, pick the epoch with the best val macro-F1, return the model with its weights."""
     dist = dist or DistInfo()
     callbacks = (callbacks or []) if dist.is_main else []
@@ -228,39 +277,67 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
     if dist.enabled:
         distributed.init(dist, device.type)
         if any(isinstance(m, nn.EmbeddingBag) and m.sparse for m in model.modules()):
-            raise ConfigError("train.nproc: the bag model trains in one process (its sparse n-gram table does not "
-                              "work with DDP); set train.nproc to 1")
+            raise ConfigError(
+                "train.nproc: the bag model trains in one process (its sparse n-gram table does not "
+                "work with DDP); set train.nproc to 1"
+            )
     model.to(device)
     params = [q for q in model.parameters() if q.requires_grad]
     optimizers = make_optimizers(model, p, device)
 
     # The whole schedule is known up front: every epoch's plan is a pure function of (seed, epoch).
     lengths = data.train.lengths
+
     def epoch_steps(epoch: int) -> list[list[np.ndarray]]:
         """Each optimizer step's rows, cut into grad_accum micro-batches: accumulation changes memory, not results."""
-        plan = plan_batches(lengths, p.batch_size * p.grad_accum, p.token_budget * p.grad_accum, p.seed, epoch,
-                            min_rows=dist.world * p.grad_accum)
+        plan = plan_batches(
+            lengths,
+            p.batch_size * p.grad_accum,
+            p.token_budget * p.grad_accum,
+            p.seed,
+            epoch,
+            min_rows=dist.world * p.grad_accum,
+        )
         return [[m for m in np.array_split(rows, p.grad_accum) if len(m)] for rows in plan]
+
     steps_per_epoch = [len(epoch_steps(e)) for e in range(1, p.epochs + 1)]
     total_steps = sum(steps_per_epoch) if not p.max_steps else min(p.max_steps, sum(steps_per_epoch))
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(total_steps, int(total_steps * p.warmup_fraction), p.schedule))
-                  for o in optimizers]
+    schedulers = [
+        torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(total_steps, int(total_steps * p.warmup_fraction), p.schedule))
+        for o in optimizers
+    ]
     guard = NonFiniteGuard(optimizers, device, hint=f"Lower train.lr (now {p.lr:g}) or set train.grad_clip")
     # Losses add up on the device (float64: the same sums as Python floats) and are read at log points.
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
-    class_weight = (torch.as_tensor(balanced_weights(data.train_y, data.num_classes), device=device)
-                    if p.class_weights == "balanced" else None)
+    class_weight = (
+        torch.as_tensor(balanced_weights(data.train_y, data.num_classes), device=device)
+        if p.class_weights == "balanced"
+        else None
+    )
 
     # ---- start fresh or resume
-    state = {"epoch": 1, "steps_in_epoch": 0, "step": 0, "done": False, "stopped_early": False, "best_f1": -1.0,
-             "best_epoch": 0, "best_val": {}, "bad_epochs": 0, "history": [], "steps": [], "loss_sum": 0.0, "rows": 0}
+    state: dict[str, Any] = {
+        "epoch": 1,
+        "steps_in_epoch": 0,
+        "step": 0,
+        "done": False,
+        "stopped_early": False,
+        "best_f1": -1.0,
+        "best_epoch": 0,
+        "best_val": {},
+        "bad_epochs": 0,
+        "history": [],
+        "steps": [],
+        "loss_sum": 0.0,
+        "rows": 0,
+    }
     best_state = None
     saved = checkpoints.load() if checkpoints is not None else None
     if saved is not None:
         model.load_state_dict(saved["model"])
-        for o, s in zip(optimizers, saved["optimizers"]):
+        for o, s in zip(optimizers, saved["optimizers"], strict=True):
             o.load_state_dict(s)
-        for sch, s in zip(schedulers, saved["schedulers"]):
+        for sch, s in zip(schedulers, saved["schedulers"], strict=True):
             sch.load_state_dict(s)
         state = {k: saved[k] for k in state}
         best_state = saved.get("best_state")
@@ -268,12 +345,17 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
         if dist.is_main and state["done"]:
             # training ended but its model was not written (e.g. models/ was not writable): nothing to train,
             # the best epoch's weights in the checkpoint are the model
-            print(f"train: the checkpoint holds finished training ({len(state['history'])} epoch(s), step "
-                  f"{state['step']}, best epoch {state['best_epoch']}): no step left to run; writing its model",
-                  flush=True)
+            print(
+                f"train: the checkpoint holds finished training ({len(state['history'])} epoch(s), step "
+                f"{state['step']}, best epoch {state['best_epoch']}): no step left to run; writing its model",
+                flush=True,
+            )
         elif dist.is_main:
-            print(f"train: resumed from step {state['step']} (epoch {state['epoch']}, step {state['steps_in_epoch']} "
-                  f"of {steps_per_epoch[state['epoch'] - 1]} in it)", flush=True)
+            print(
+                f"train: resumed from step {state['step']} (epoch {state['epoch']}, step {state['steps_in_epoch']} "
+                f"of {steps_per_epoch[state['epoch'] - 1]} in it)",
+                flush=True,
+            )
         for cb in callbacks:  # duck-typed: a callback without on_resume does not need to know
             if hasattr(cb, "on_resume"):
                 cb.on_resume(state["step"], state["history"], state["steps"])
@@ -286,7 +368,7 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if p.compile and device.type == "cuda":
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))  # an OptimizedModule (typed as any callable)
 
     def checkpoint(new_best: dict | None = None) -> None:
         if checkpoints is None or not checkpoints.every:
@@ -295,8 +377,16 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
         rngs = distributed.all_gather_objects(rng_state(), dist)  # every rank's dropout stream
         if not dist.is_main:
             return
-        checkpoints.save({**state, "model": raw_model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
-                          "schedulers": [s.state_dict() for s in schedulers], "rng": rngs}, best_state=new_best)
+        checkpoints.save(
+            {
+                **state,
+                "model": raw_model.state_dict(),
+                "optimizers": [o.state_dict() for o in optimizers],
+                "schedulers": [s.state_dict() for s in schedulers],
+                "rng": rngs,
+            },
+            best_state=new_best,
+        )
 
     bar = Progress(total_steps, initial=state["step"], enabled=dist.is_main and progress is not False)
     model.train()
@@ -309,16 +399,18 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
             first = state["steps_in_epoch"]
             todo = steps[first:]
             if p.max_steps:
-                todo = todo[:max(0, total_steps - state["step"])]
+                todo = todo[: max(0, total_steps - state["step"])]
             rows_per_step = [sum(len(r) for r in group) for group in todo]
             epoch_t0 = window_t0 = time.perf_counter()
-            epoch_rows = epoch_tokens = window_rows = window_tokens = 0
+            epoch_rows = window_rows = window_tokens = 0
+            epoch_tokens = 0.0  # summed over processes: a float
             step_loss = torch.zeros((), device=device)
             window_loss = torch.zeros((), dtype=acc_dtype, device=device)
             epoch_loss = torch.tensor(state["loss_sum"], dtype=acc_dtype, device=device)
             for si, mi, batch, y, tokens in micro_batches(data, todo, dist, device):
                 last_micro = mi == len(todo[si]) - 1
-                with (model.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext()):
+                # (DDP's no_sync, reached through nn.Module.__getattr__, which types it as Tensor | Module)
+                with model.no_sync() if dist.enabled and not last_micro else contextlib.nullcontext():  # type: ignore[operator]
                     with autocast(device, p.precision):
                         logits = model(**batch)
                     losses = row_losses(logits, y, p, class_weight)
@@ -350,10 +442,14 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
                     guard.check()
                     tokens_now = _global_sum(torch.tensor(float(window_tokens)), dist)
                     epoch_tokens += tokens_now
-                    row = {"step": state["step"], "epoch": round(epoch - 1 + state["steps_in_epoch"] / len(steps), 4),
-                           "loss": float(window_loss) / max(1, window_rows), "lr": schedulers[0].get_last_lr()[0],
-                           "grad_norm": float(grad_norm),
-                           "tokens_per_second": tokens_now / max(1e-9, time.perf_counter() - window_t0)}
+                    row = {
+                        "step": state["step"],
+                        "epoch": round(epoch - 1 + state["steps_in_epoch"] / len(steps), 4),
+                        "loss": float(window_loss) / max(1, window_rows),
+                        "lr": schedulers[0].get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "tokens_per_second": tokens_now / max(1e-9, time.perf_counter() - window_t0),
+                    }
                     state["steps"].append(row)
                     bar.show(epoch=epoch, loss=row["loss"], tokens_per_second=row["tokens_per_second"])
                     for cb in callbacks:
@@ -369,13 +465,28 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
 
             # ---- end of epoch: validate, keep the best, maybe stop early
             train_seconds = time.perf_counter() - epoch_t0
-            val = evaluate_model(raw_model, data.val, data.val_y, data.collate, device, p.precision,
-                                 max(64, p.batch_size * 2), data.num_classes)
-            row = {"epoch": epoch, "step": state["step"], "train_loss": state["loss_sum"] / max(1, state["rows"]),
-                   "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
-                   "lr": schedulers[0].get_last_lr()[0], "seconds": time.perf_counter() - epoch_t0,
-                   "rows_per_second": epoch_rows / max(1e-9, train_seconds),
-                   "tokens_per_second": epoch_tokens / max(1e-9, train_seconds)}
+            val = evaluate_model(
+                raw_model,
+                data.val,
+                data.val_y,
+                data.collate,
+                device,
+                p.precision,
+                max(64, p.batch_size * 2),
+                data.num_classes,
+            )
+            row = {
+                "epoch": epoch,
+                "step": state["step"],
+                "train_loss": state["loss_sum"] / max(1, state["rows"]),
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                "val_macro_f1": val["macro_f1"],
+                "lr": schedulers[0].get_last_lr()[0],
+                "seconds": time.perf_counter() - epoch_t0,
+                "rows_per_second": epoch_rows / max(1e-9, train_seconds),
+                "tokens_per_second": epoch_tokens / max(1e-9, train_seconds),
+            }
             state["history"].append(row)
             for cb in callbacks:
                 cb.on_epoch(epoch, row)
@@ -401,10 +512,18 @@ def fit(model: nn.Module, data: TrainData, p: TrainParams, *, callbacks: list[Ca
             checkpoints.wait()
     if best_state is not None:
         raw_model.load_state_dict(best_state)
-    result = FitResult(best_epoch=state["best_epoch"], best_val=state["best_val"], history=state["history"],
-                       steps=state["steps"], device=str(device), precision=precision_name(device, p.precision),
-                       seconds=time.perf_counter() - started, stopped_early=state["stopped_early"],
-                       resumed_from_step=resumed_from, total_steps=total_steps)
+    result = FitResult(
+        best_epoch=state["best_epoch"],
+        best_val=state["best_val"],
+        history=state["history"],
+        steps=state["steps"],
+        device=str(device),
+        precision=precision_name(device, p.precision),
+        seconds=time.perf_counter() - started,
+        stopped_early=state["stopped_early"],
+        resumed_from_step=resumed_from,
+        total_steps=total_steps,
+    )
     return raw_model, result
 
 
@@ -413,5 +532,9 @@ def _global_sum(value: torch.Tensor, dist: DistInfo) -> float:
     if not dist.enabled:
         return float(value)
     t = value.detach().to(torch.float64).reshape(1)
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() and torch.cuda.is_initialized() else torch.device("cpu")
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else torch.device("cpu")
+    )
     return float(distributed.all_reduce_sum(t.to(device), dist)[0])

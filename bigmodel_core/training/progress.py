@@ -23,8 +23,9 @@ def _rate(x: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True, every_seconds: float = 15.0,
-                 tty: bool | None = None) -> None:
+    def __init__(
+        self, total: int, initial: int = 0, enabled: bool = True, every_seconds: float = 15.0, tty: bool | None = None
+    ) -> None:
         self.total, self.n, self.enabled, self.every = total, initial, enabled, every_seconds
         self.start_n, self.t0, self.last_print = initial, time.perf_counter(), time.perf_counter()
         self.info: dict = {}

@@ -17,8 +17,10 @@ import numpy as np
 
 from bigmodel_core.config import CANDIDATE_KINDS, ModelParams
 
-RULE = ("highest validation macro-F1, unless a cheaper kind (linear < bag < transformer < pretrained) is within one "
-        "standard error of it (paired bootstrap over the validation rows): then the cheaper")
+RULE = (
+    "highest validation macro-F1, unless a cheaper kind (linear < bag < transformer < pretrained) is within one "
+    "standard error of it (paired bootstrap over the validation rows): then the cheaper"
+)
 RULE_SHORT = "best val macro-F1; within 1 SE: the cheaper kind"  # metrics/train.json's `selection` (a dvc column)
 RULE_BEST = "highest validation macro-F1; an exact tie goes to the cheaper kind, then to the candidate listed first"
 ONE_SE = 0.6827  # the central share of a normal distribution within one standard deviation of its mean
@@ -39,26 +41,32 @@ def within_one_se(y: np.ndarray, better: np.ndarray, other: np.ndarray, num_clas
     return {**interval, "within": interval["low"] <= 0.0}
 
 
-def choose(results: list[dict], y: np.ndarray | None = None, num_classes: int | None = None,
-           selection: str = "one_se") -> tuple[int, str]:
+def choose(
+    results: list[dict], y: np.ndarray | None = None, num_classes: int | None = None, selection: str = "one_se"
+) -> tuple[int, str]:
     """(index of the winner, why) among results [{'name', 'kind', 'val_macro_f1', 'val_pred'}] in candidate order.
-    y and each 'val_pred' (class indices of the validation rows) are needed by one_se."""
+    y, num_classes and each 'val_pred' (class indices of the validation rows) are needed by one_se."""
     if not results:
         raise ValueError("no candidate to choose from")
     cost = {k: i for i, k in enumerate(CANDIDATE_KINDS)}
     f1 = [round(float(r["val_macro_f1"]), _DIGITS) for r in results]
     best = min(range(len(results)), key=lambda i: (-f1[i], cost[results[i]["kind"]], i))
     why = f"{results[best]['name']} has the highest validation macro-F1, {f1[best]:.4f}"
-    cheaper = [i for i in sorted(range(len(results)), key=lambda i: (cost[results[i]["kind"]], i))
-               if cost[results[i]["kind"]] < cost[results[best]["kind"]]]
-    if selection == "best" or y is None or not cheaper:
+    cheaper = [
+        i
+        for i in sorted(range(len(results)), key=lambda i: (cost[results[i]["kind"]], i))
+        if cost[results[i]["kind"]] < cost[results[best]["kind"]]
+    ]
+    if selection == "best" or y is None or num_classes is None or not cheaper:
         return best, why
     for i in cheaper:
         test = within_one_se(y, np.asarray(results[best]["val_pred"]), np.asarray(results[i]["val_pred"]), num_classes)
         if test["within"]:
-            return i, (f"{results[best]['name']}'s validation macro-F1 {f1[best]:.4f} is within one standard error of "
-                       f"the cheaper {results[i]['name']}'s {f1[i]:.4f} (difference {test['difference']:+.4f}, "
-                       f"68% interval {test['low']:+.4f} to {test['high']:+.4f}): {results[i]['name']}")
+            return i, (
+                f"{results[best]['name']}'s validation macro-F1 {f1[best]:.4f} is within one standard error of "
+                f"the cheaper {results[i]['name']}'s {f1[i]:.4f} (difference {test['difference']:+.4f}, "
+                f"68% interval {test['low']:+.4f} to {test['high']:+.4f}): {results[i]['name']}"
+            )
     return best, why + ", more than one standard error above every cheaper candidate's"
 
 

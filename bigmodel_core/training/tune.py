@@ -22,7 +22,8 @@ Augmented rows are searched only where the train split has some.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 #: size name -> (d_model, n_layers, n_heads, d_ff) for the transformer
 SIZES = {"64x1": (64, 1, 2, 128), "128x2": (128, 2, 4, 256), "256x4": (256, 4, 4, 512)}
@@ -59,7 +60,10 @@ def space(kind: str, model: dict, train: dict, augmented: bool) -> tuple[dict, d
     elif kind == "bag":
         dist["lr"], written["lr"] = log_range(1e-3, 0.1, train["lr"]), train["lr"]
         dist["epochs"], written["epochs"] = int_range(2, 10, train["epochs"]), train["epochs"]
-        dist["d_model"], written["d_model"] = CategoricalDistribution(_with([16, 32, 64], model["d_model"])), model["d_model"]
+        dist["d_model"], written["d_model"] = (
+            CategoricalDistribution(_with([16, 32, 64], model["d_model"])),
+            model["d_model"],
+        )
         dist["ngrams"], written["ngrams"] = CategoricalDistribution(_with([1, 2, 3], model["ngrams"])), model["ngrams"]
     elif kind == "transformer":
         dist["lr"], written["lr"] = log_range(1e-4, 5e-3, train["lr"]), train["lr"]
@@ -79,7 +83,8 @@ def space(kind: str, model: dict, train: dict, augmented: bool) -> tuple[dict, d
 
 def overrides(kind: str, trial_params: dict) -> tuple[dict, dict]:
     """A trial's parameters as (model keys, train keys) for config.candidate_params."""
-    model, train = {}, {}
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {}
     for key, value in trial_params.items():
         if key in ("lr", "epochs"):
             train[key] = value
@@ -87,14 +92,23 @@ def overrides(kind: str, trial_params: dict) -> tuple[dict, dict]:
             model[key] = _CHAR.get(value) if value in _CHAR else [int(x) for x in value.split("-")]
         elif key == "size":
             if value != "as written":
-                model.update(zip(("d_model", "n_layers", "n_heads", "d_ff"), SIZES[value]))
+                model.update(zip(("d_model", "n_layers", "n_heads", "d_ff"), SIZES[value], strict=True))
         else:
             model[key] = value
     return model, train
 
 
-def search(kind: str, model: dict, train: dict, objective: Callable[[int, dict, dict], float], *, trials: int,
-           seconds: float | None, seed: int, augmented: bool):
+def search(
+    kind: str,
+    model: dict,
+    train: dict,
+    objective: Callable[[int, dict, dict], float],
+    *,
+    trials: int,
+    seconds: float | None,
+    seed: int,
+    augmented: bool,
+):
     """Run the study; returns it (study.best_trial, study.trials). objective(number, model_keys, train_keys).
     trials: most trials (0: no limit); seconds: no new trial starts after this long (None: no limit)."""
     if not trials and seconds is None:
@@ -104,8 +118,7 @@ def search(kind: str, model: dict, train: dict, objective: Callable[[int, dict, 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dist, written = space(kind, model, train, augmented)
     # TPE models the scores after 5 seeded random trials (Optuna's default waits for 10: most budgets here are smaller)
-    study = optuna.create_study(direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5))
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5))
     study.enqueue_trial(written)
 
     def suggest(trial, name: str, d):
