@@ -412,13 +412,16 @@ def exit_codes_page(root: Path) -> tuple[str, list[str]]:
            "| code | meaning | raised as |", "| ---: | --- | --- |",
            "| 0 | success, also \"nothing to do\" | |"]
     for code in sorted(by_code):
-        classes = sorted(by_code[code], key=lambda c: (c["name"] != "BigmodelError", c["name"]))
-        meaning = "<br>".join(_md(c["doc"].split("\n\n")[0].replace("\n", " ")) for c in classes)
+        # one row per error class, the base class last (its docstring is the general one)
+        classes = sorted(by_code[code], key=lambda c: (c["name"] == "BigmodelError", c["name"]))
+        for i, c in enumerate(classes):
+            anchor = f'<a id="exit-{code}"></a>' if i == 0 else ""
+            meaning = _md(c["doc"].split("\n\n")[0].replace("\n", " "))
+            out.append(f"| {anchor}{code} | {meaning} | `{c['name']}` ({c['where']}) |")
         if code == 1:
-            meaning += ("<br>anything else that stopped a command or a stage: a permission, a full disk, a bug (the "
-                        "line names the stage and the cause; the traceback is in the stage's Prefect task log)")
-        out.append(f'| <a id="exit-{code}"></a>{code} | {meaning} | '
-                   + ", ".join(f"`{c['name']}` ({c['where']})" for c in classes) + " |")
+            out.append("| 1 | anything else that stopped a command or a stage: a permission, a full disk, a bug (the line "
+                       "names the stage and the cause; the traceback is in the stage's Prefect task log) | any other "
+                       "exception |")
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         code = interrupts.Interrupted(sig).exit_code
         what = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "a scheduler, `kill`, a container stopping",
