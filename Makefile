@@ -25,7 +25,7 @@ run repro ui: export PREFECT_HOME := $(PREFECT_HOME)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test lint typecheck repro ui benchmark clean-outputs
+.PHONY: install run test lint typecheck repro ui benchmark docs clean-outputs
 
 install: $(STAMP)
 
@@ -74,6 +74,17 @@ repro: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/baseline.py --dataset $(or $(DATASET),demo)
+
+# The docs site (mkdocs.yml, docs/) into site/; open site/index.html, or `.venv/bin/mkdocs serve` while writing.
+# --strict: a broken link or anchor, a params key without a description, a stale reference fail the build. The
+# reference pages are generated from the code by docs/hooks/reference.py. NO_MKDOCS_2_WARNING: Material's banner.
+DOCS_STAMP := $(VENV)/.bigmodel-docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/uv pip install --python $(BIN)/python -q --compile-bytecode -c constraints.txt -e '.[docs]'
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # `bigmodel ui`: MLflow UI and Prefect UI on this workspace's state, on 127.0.0.1, until Ctrl-C (which stops both);
 # a port in use is refused before anything starts. Ports: make ui MLFLOW_PORT=5001 PREFECT_PORT=4201 (default:
