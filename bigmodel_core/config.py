@@ -356,7 +356,7 @@ class TokenizerParams(_Section):
 
 
 #: model.kind auto: the default candidates include the transformer (on a CPU) from this many original train rows on
-#: (below it, a transformer trained from scratch lost to TF-IDF + LR on every dataset of the README's benchmarks)
+#: (below it, a transformer trained from scratch lost to TF-IDF + LR on every dataset of docs/benchmarks.md)
 TRANSFORMER_MIN_ROWS = 100_000
 
 

@@ -283,7 +283,7 @@ def card_markdown(result: dict, root: Path, params: Params, mlflow_run: str | No
         if verdict == "inconclusive" and hint.get("rows_needed"):
             lines.append(
                 f"- about {hint['rows_needed']:,} test rows (this split has {hint['test_rows']:,}) would "
-                "decide it (README, Promotion)"
+                "decide it (docs/promotion.md)"
             )
     deploy = _read(root / "reports/deploy.json")
     if deploy and "deploy" in ran:

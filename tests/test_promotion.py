@@ -160,7 +160,7 @@ def _equal_models(rng, n: int, k: int, accuracy: float, d: float):
 
 
 def test_the_rows_needed_formula_matches_the_bootstrap():
-    """README, Promotion: the half-width of the macro-F1 difference's interval is z * sqrt(d / n) for balanced
+    """docs/promotion.md: the half-width of the macro-F1 difference's interval is z * sqrt(d / n) for balanced
     classes, and n = (z + 0.84)^2 d / m^2 rows let two equally good models clear max_regression m 80% of the time."""
     from statistics import NormalDist
 

@@ -17,7 +17,7 @@ The gate ends in one of three verdicts (`verdict` in the decision and in metrics
   McNemar's test finds the challenger wrong significantly more often on the rows where exactly one of the two
   is right. Deploy registers the challenger and exits 3; the flow notifies `gate_closed`.
 
-How many test rows a comparison needs (README, "Promotion"): on n rows where the two models disagree in
+How many test rows a comparison needs (docs/promotion.md): on n rows where the two models disagree in
 correctness on a share d of them, the difference's standard error is about sqrt(d / n), so the interval's
 half-width is z * sqrt(d / n) with z = Phi^-1((1 + confidence) / 2) (for macro-F1 on balanced classes as well:
 tests/test_promotion.py checks it against the bootstrap). Two equally good models then clear a margin m with
@@ -171,7 +171,7 @@ def rows_needed(n: int, comparison: dict, p: EvaluateParams) -> dict:
     with probability POWER when (z + z_power) * h(N) / z <= m, so N = n * ((z + z_power) * h / (z * m))^2.
     min_gain g: with the observed difference D > g as the true gain, N = n * ((z + z_power) * h / (z * (D - g)))^2;
     with D <= g no number of rows shows the gain. Also reported: d, the share of rows where exactly one
-    model is right, and the rows the formula from it gives, (z + z_power)^2 * d / m^2 (README, Promotion)."""
+    model is right, and the rows the formula from it gives, (z + z_power)^2 * d / m^2 (docs/promotion.md)."""
     from statistics import NormalDist
 
     boot, test = comparison["bootstrap"], comparison["mcnemar"]
@@ -216,13 +216,13 @@ def summary(verdict: str, failed: list[dict], hint: dict | None) -> str:
                 f". With the two models disagreeing on {hint['disagreement']:.1%} of the test rows, about "
                 f"{hint['rows_needed']:,} test rows (this split has {hint['test_rows']:,}) would let a model as good "
                 f"as the champion show a regression of at most {hint['margin']:.4f} "
-                f"({hint['power']:.0%} of the time; README, Promotion)"
+                f"({hint['power']:.0%} of the time; docs/promotion.md)"
             )
         else:
             line += (
                 f". If the observed difference ({hint['difference']:+.4f}) is real, about {hint['rows_needed']:,} "
                 f"test rows (this split has {hint['test_rows']:,}) would show it above min_gain "
-                f"{hint['min_gain']:.4f} ({hint['power']:.0%} of the time; README, Promotion)"
+                f"{hint['min_gain']:.4f} ({hint['power']:.0%} of the time; docs/promotion.md)"
             )
     elif hint and hint["rule"] == "min_gain":
         line += ". The observed difference is not above min_gain: more test rows would not show the gain"

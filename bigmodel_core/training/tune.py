@@ -8,7 +8,7 @@ the same trials give the same scores and the same settings are chosen again. The
 candidate's settings as written (each choice below includes them), so tuning never ends with a model
 worse on validation than the untuned one.
 
-What is searched, per kind (the README's "Tuning" lists the same):
+What is searched, per kind (docs/models.md, "Tuning", lists the same):
 - linear: C (0.1-100, log), word n-grams 1-3, min_df 1-3, sublinear tf on/off, character n-grams
   none / 2-4 / 3-5, augmented rows on/off;
 - bag: lr (0.001-0.1, log), epochs 2-10, d_model 16/32/64, word n-grams 1-3, character n-grams
