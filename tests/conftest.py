@@ -149,6 +149,25 @@ def _refresh_prefect_settings() -> None:
         sys.modules["prefect.context"].refresh_global_settings_context()
 
 
+def _restore_env(before: dict) -> None:
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_user_state_leak_from_a_module():
+    """The same for a module's own fixtures, which are set up before the per-test guard below takes its snapshot
+    (a module fixture that runs stages in-process sets MLFLOW_TRACKING_URI through mlflow.set_tracking_uri): every
+    variable of USER_STATE_VARS is put back when the module ends, so the next module (on the same pytest-xdist
+    worker, in whatever order) starts without them."""
+    before = {name: os.environ.get(name) for name in USER_STATE_VARS}
+    yield
+    _restore_env(before)
+
+
 @pytest.fixture(autouse=True)
 def _no_tracking_uri_leak():
     """mlflow.set_tracking_uri() / set_registry_uri() also set MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
@@ -157,11 +176,7 @@ def _no_tracking_uri_leak():
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {name: os.environ.get(name) for name in names}
     yield
-    for name, value in before.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    _restore_env(before)
 
 
 def make_tiny_backbone(directory: Path) -> Path:
