@@ -25,7 +25,7 @@ run repro ui: export PREFECT_HOME := $(PREFECT_HOME)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test repro ui benchmark clean-outputs
+.PHONY: install run test test-fast repro ui benchmark clean-outputs
 
 install: $(STAMP)
 
@@ -44,8 +44,15 @@ $(STAMP): pyproject.toml setup.py constraints.txt Makefile
 run: $(STAMP)
 	$(BIN)/bigmodel run
 
+# `make test` (what CI runs): every test, on TEST_WORKERS processes (pytest-xdist), each test file whole on one of
+# them so that its module fixtures run once. `make test-fast`: the unit tier alone, what to run while you work.
+# The tiers and what each costs: docs/testing.md.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m unit -n $(TEST_WORKERS)
 
 repro: $(STAMP)
 	$(BIN)/dvc repro

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -199,3 +200,132 @@ def make_tiny_backbone(directory: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
     return make_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert")
+
+
+# --------------------------------------------------------------------------- tiers
+# Every test has exactly one tier (docs/testing.md):
+#   unit   pure functions on tiny inputs, in this process: no subprocess, no listening socket (`make test-fast`)
+#   stage  one stage or a few, or a store (MLflow's sqlite, a checkpoint), in a temp workspace, in this process
+#   e2e    the whole flow, DVC, the CLI as a subprocess, servers, a browser, signals
+# A test gets its module's tier from this table unless it carries a tier mark of its own; a module that mixes
+# tiers takes its commonest one here and marks the others (a module-wide `pytestmark` tier would add a second).
+TIERS = ("unit", "stage", "e2e")
+MODULE_TIER = {
+    "test_bad_input": "e2e",
+    "test_batching_encoders": "unit",
+    "test_broken_files": "e2e",
+    "test_broken_workspace": "e2e",
+    "test_cleaning_quality": "unit",
+    "test_cli": "e2e",
+    "test_config": "unit",
+    "test_cuda": "stage",
+    "test_dag": "unit",
+    "test_datasets": "stage",
+    "test_drift": "unit",
+    "test_dvc_metrics": "e2e",
+    "test_e2e_auto": "e2e",
+    "test_e2e_dvc": "e2e",
+    "test_e2e_flow": "e2e",
+    "test_e2e_kinds": "e2e",
+    "test_empty_data": "unit",
+    "test_failures": "e2e",
+    "test_fixed_splits": "unit",
+    "test_formats": "unit",
+    "test_gate_verdicts": "e2e",
+    "test_init": "e2e",
+    "test_io": "unit",
+    "test_isolation": "e2e",
+    "test_kernels": "unit",
+    "test_label_noise": "unit",
+    "test_metrics_gate": "unit",
+    "test_mlflow_runs": "stage",
+    "test_mlflow_ui": "stage",
+    "test_model_selection": "unit",
+    "test_notify": "stage",
+    "test_orchestration": "unit",
+    "test_plots_page": "unit",
+    "test_promotion": "stage",
+    "test_real_servers": "e2e",
+    "test_repro": "e2e",
+    "test_run_recovery": "stage",
+    "test_schedule": "e2e",
+    "test_schedule_fires": "e2e",
+    "test_serving": "e2e",
+    "test_split_augment": "unit",
+    "test_stages": "stage",
+    "test_tiers": "unit",
+    "test_tracking_live": "stage",
+    "test_train_stage": "e2e",
+    "test_training": "unit",
+    "test_training_portability": "unit",
+    "test_ui_browser": "e2e",
+    "test_ui_links": "e2e",
+    "test_vectorized_text": "unit",
+    "test_workspace_runs": "e2e",
+}
+TIER_PROBLEMS = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects on the marks given here
+def pytest_collection_modifyitems(config, items):
+    problems = []
+    for item in items:
+        own = [m.name for m in item.iter_markers() if m.name in TIERS]
+        if not own:
+            tier = MODULE_TIER.get(Path(str(item.path)).stem)
+            if tier is None:
+                problems.append(f"{item.nodeid}: {item.path.name} is not in MODULE_TIER (tests/conftest.py)")
+                continue
+            item.add_marker(tier)
+        elif len(own) > 1:
+            problems.append(f"{item.nodeid}: {len(own)} tiers {own}, a test has exactly one")
+    config.stash[TIER_PROBLEMS] = problems
+
+
+class TierBroken(AssertionError):
+    """A unit test reached for something its tier rules out."""
+
+
+def _refuse(what: str):
+    def refused(*args, **kwargs):
+        raise TierBroken(f"a unit test {what}: give it the stage or e2e tier (tests/conftest.py, MODULE_TIER)")
+    return refused
+
+
+@contextlib.contextmanager
+def _unit_tier_guard(item):
+    """While a unit test sets up (its fixtures of every scope included), runs and tears down, starting a
+    process or listening on a socket fails at once and names what was done."""
+    if item.get_closest_marker("unit") is None:
+        yield
+        return
+    import platform
+    import socket
+
+    # the first call runs `uname -p` and caches it; MLflow's import asks, which is no test's doing
+    platform.processor()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess.Popen, "_execute_child", _refuse("starts a subprocess"))
+        for name in ("system", "fork", "forkpty", "posix_spawn", "posix_spawnp"):
+            if hasattr(os, name):
+                mp.setattr(os, name, _refuse(f"calls os.{name}"))
+        mp.setattr(socket.socket, "listen", _refuse("listens on a socket (a server)"))
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _unit_tier_guard(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _unit_tier_guard(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    with _unit_tier_guard(item):
+        yield
