@@ -52,7 +52,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m unit -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -m unit
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
