@@ -121,6 +121,29 @@ def snapshot(root: Path) -> dict[str, bytes]:
 needs_datasets = pytest.mark.skipif(not DATASETS.exists(), reason=f"real datasets not found at {DATASETS}")
 
 
+@pytest.fixture(scope="session")
+def trained_ws(tmp_path_factory) -> Path:
+    """One completed `bigmodel run` with the tiny params in a DVC workspace (no git): tiny-model v1 is the
+    champion. Made once per session (once per xdist worker) for the tests that only need "a completed run".
+
+    Never change it: copy it first (`copy_workspace`); a copy's first MLflow use moves its artifact paths to
+    the copy (bigmodel_core.tracking.mlflow_store), which is how a user's copied workspace behaves too."""
+    import sqlite3
+
+    root = make_workspace(tmp_path_factory.mktemp("trained") / "ws")
+    dvc(root, "init", "--no-scm", "-q")
+    run_cmd([str(Path(BIN) / "bigmodel"), "run"], root)
+    # read with sqlite: mlflow.set_tracking_uri would export MLFLOW_TRACKING_URI past the per-test guard
+    with sqlite3.connect(root / "mlflow.db") as con:
+        assert [v for (v,) in con.execute("SELECT version FROM model_versions")] == [1]
+    return root
+
+
+def copy_workspace(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_from_user_state(tmp_path_factory):
     """Tests never write into the user's Prefect database or mlflow.db.
@@ -155,6 +178,17 @@ def _no_tracking_uri_leak():
     """mlflow.set_tracking_uri() / set_registry_uri() also set MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
     in os.environ, which every later subprocess (DVC stages started by the flow) would inherit; put the
     variables back after each test."""
+    yield from _tracking_uri_kept()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_tracking_uri_leak_from_a_module():
+    """The same around each module, for module fixtures that run stages in this process (test_stages' pipeline):
+    under pytest-xdist a module may be followed by any other, e.g. test_isolation, which checks the variables."""
+    yield from _tracking_uri_kept()
+
+
+def _tracking_uri_kept():
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {name: os.environ.get(name) for name in names}
     yield
