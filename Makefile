@@ -25,7 +25,7 @@ run repro ui: export PREFECT_HOME := $(PREFECT_HOME)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test lint typecheck repro ui benchmark docs clean-outputs
+.PHONY: install run test test-fast lint typecheck repro ui benchmark docs clean-outputs
 
 install: $(STAMP)
 
@@ -44,8 +44,15 @@ $(STAMP): pyproject.toml setup.py constraints.txt Makefile
 run: $(STAMP)
 	$(BIN)/bigmodel run
 
+# `make test` (what CI runs): every test, on TEST_WORKERS processes (pytest-xdist), each test file whole on one of
+# them so that its module fixtures run once. `make test-fast`: the unit tier alone, what to run while you work.
+# The tiers and what each costs: docs/testing.md.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m unit
 
 # `make lint`: ruff (lint, then format --check) and mypy over the code below; runs all three, fails if any does.
 # The tools come from pyproject's lint extra, pinned by constraints.txt. Fix: $(BIN)/ruff check --fix, $(BIN)/ruff format.

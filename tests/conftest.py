@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -120,6 +121,29 @@ def snapshot(root: Path) -> dict[str, bytes]:
 needs_datasets = pytest.mark.skipif(not DATASETS.exists(), reason=f"real datasets not found at {DATASETS}")
 
 
+@pytest.fixture(scope="session")
+def trained_ws(tmp_path_factory) -> Path:
+    """One completed `bigmodel run` with the tiny params in a DVC workspace (no git): tiny-model v1 is the
+    champion. Made once per session (once per xdist worker) for the tests that only need "a completed run".
+
+    Never change it: copy it first (`copy_workspace`); a copy's first MLflow use moves its artifact paths to
+    the copy (bigmodel_core.tracking.mlflow_store), which is how a user's copied workspace behaves too."""
+    import sqlite3
+
+    root = make_workspace(tmp_path_factory.mktemp("trained") / "ws")
+    dvc(root, "init", "--no-scm", "-q")
+    run_cmd([str(Path(BIN) / "bigmodel"), "run"], root)
+    # read with sqlite: mlflow.set_tracking_uri would export MLFLOW_TRACKING_URI past the per-test guard
+    with sqlite3.connect(root / "mlflow.db") as con:
+        assert [v for (v,) in con.execute("SELECT version FROM model_versions")] == [1]
+    return root
+
+
+def copy_workspace(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_from_user_state(tmp_path_factory):
     """Tests never write into the user's Prefect database or mlflow.db.
@@ -159,7 +183,7 @@ def _restore_env(before: dict) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _no_user_state_leak_from_a_module():
-    """The same for a module's own fixtures, which are set up before the per-test guard below takes its snapshot
+    """Like the per-test guard below, for a module's own fixtures, which are set up before that guard's snapshot
     (a module fixture that runs stages in-process sets MLFLOW_TRACKING_URI through mlflow.set_tracking_uri): every
     variable of USER_STATE_VARS is put back when the module ends, so the next module (on the same pytest-xdist
     worker, in whatever order) starts without them."""
@@ -173,6 +197,10 @@ def _no_tracking_uri_leak():
     """mlflow.set_tracking_uri() / set_registry_uri() also set MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
     in os.environ, which every later subprocess (DVC stages started by the flow) would inherit; put the
     variables back after each test."""
+    yield from _tracking_uri_kept()
+
+
+def _tracking_uri_kept():
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {name: os.environ.get(name) for name in names}
     yield
@@ -214,3 +242,134 @@ def make_tiny_backbone(directory: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> Path:
     return make_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert")
+
+
+# --------------------------------------------------------------------------- tiers
+# Every test has exactly one tier (docs/testing.md):
+#   unit   pure functions on tiny inputs, in this process: no subprocess, no listening socket (`make test-fast`)
+#   stage  one stage or a few, or a store (MLflow's sqlite, a checkpoint), in a temp workspace, in this process
+#   e2e    the whole flow, DVC, the CLI as a subprocess, servers, a browser, signals
+# A test gets its module's tier from this table unless it carries a tier mark of its own; a module that mixes
+# tiers takes its commonest one here and marks the others (a module-wide `pytestmark` tier would add a second).
+TIERS = ("unit", "stage", "e2e")
+MODULE_TIER = {
+    "test_bad_input": "e2e",
+    "test_batching_encoders": "unit",
+    "test_broken_files": "e2e",
+    "test_broken_workspace": "e2e",
+    "test_cleaning_quality": "unit",
+    "test_cli": "e2e",
+    "test_config": "unit",
+    "test_cuda": "stage",
+    "test_dag": "unit",
+    "test_docs": "unit",
+    "test_datasets": "stage",
+    "test_drift": "unit",
+    "test_dvc_metrics": "e2e",
+    "test_e2e_auto": "e2e",
+    "test_e2e_dvc": "e2e",
+    "test_e2e_flow": "e2e",
+    "test_e2e_kinds": "e2e",
+    "test_empty_data": "unit",
+    "test_failures": "e2e",
+    "test_fixed_splits": "unit",
+    "test_formats": "unit",
+    "test_gate_verdicts": "e2e",
+    "test_init": "e2e",
+    "test_io": "unit",
+    "test_isolation": "e2e",
+    "test_kernels": "unit",
+    "test_label_noise": "unit",
+    "test_lint": "e2e",
+    "test_metrics_gate": "unit",
+    "test_mlflow_runs": "stage",
+    "test_mlflow_ui": "stage",
+    "test_model_selection": "unit",
+    "test_notify": "stage",
+    "test_orchestration": "unit",
+    "test_plots_page": "unit",
+    "test_promotion": "stage",
+    "test_real_servers": "e2e",
+    "test_repro": "e2e",
+    "test_run_recovery": "stage",
+    "test_schedule": "e2e",
+    "test_schedule_fires": "e2e",
+    "test_serving": "e2e",
+    "test_split_augment": "unit",
+    "test_stages": "stage",
+    "test_tiers": "unit",
+    "test_tracking_live": "stage",
+    "test_train_stage": "e2e",
+    "test_training": "unit",
+    "test_training_portability": "unit",
+    "test_ui_browser": "e2e",
+    "test_ui_links": "e2e",
+    "test_vectorized_text": "unit",
+    "test_workspace_runs": "e2e",
+}
+TIER_PROBLEMS = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects on the marks given here
+def pytest_collection_modifyitems(config, items):
+    problems = []
+    for item in items:
+        own = [m.name for m in item.iter_markers() if m.name in TIERS]
+        if not own:
+            tier = MODULE_TIER.get(Path(str(item.path)).stem)
+            if tier is None:
+                problems.append(f"{item.nodeid}: {item.path.name} is not in MODULE_TIER (tests/conftest.py)")
+                continue
+            item.add_marker(tier)
+        elif len(own) > 1:
+            problems.append(f"{item.nodeid}: {len(own)} tiers {own}, a test has exactly one")
+    config.stash[TIER_PROBLEMS] = problems
+
+
+class TierBroken(AssertionError):
+    """A unit test reached for something its tier rules out."""
+
+
+def _refuse(what: str):
+    def refused(*args, **kwargs):
+        raise TierBroken(f"a unit test {what}: give it the stage or e2e tier (tests/conftest.py, MODULE_TIER)")
+    return refused
+
+
+@contextlib.contextmanager
+def _unit_tier_guard(item):
+    """While a unit test sets up (its fixtures of every scope included), runs and tears down, starting a
+    process or listening on a socket fails at once and names what was done."""
+    if item.get_closest_marker("unit") is None:
+        yield
+        return
+    import platform
+    import socket
+
+    # the first call runs `uname -p` and caches it; MLflow's import asks, which is no test's doing
+    platform.processor()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess.Popen, "_execute_child", _refuse("starts a subprocess"))
+        for name in ("system", "fork", "forkpty", "posix_spawn", "posix_spawnp"):
+            if hasattr(os, name):
+                mp.setattr(os, name, _refuse(f"calls os.{name}"))
+        mp.setattr(socket.socket, "listen", _refuse("listens on a socket (a server)"))
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _unit_tier_guard(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _unit_tier_guard(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    with _unit_tier_guard(item):
+        yield

@@ -39,6 +39,7 @@ def test_cycle_is_reported(tmp_path):
         load_dag(tmp_path / "dvc.yaml")
 
 
+@pytest.mark.e2e
 def test_dvc_yaml_is_what_the_stages_declare(tmp_path):
     """Each stage declares its inputs, outputs and params once (SPEC); dvc.yaml is generated from them and
     Paths reads the same locations, so the three cannot drift apart."""

@@ -12,7 +12,7 @@ import yaml
 
 from bigmodel_core.config import DriftParams
 from bigmodel_core.data.profile import FILE, compare, js_divergence, oov_rate, profile
-from tests.conftest import BIN, dvc, make_workspace, run_cmd
+from tests.conftest import BIN, copy_workspace, run_cmd
 
 BIGMODEL = str(Path(BIN) / "bigmodel")
 
@@ -66,11 +66,9 @@ def test_profiler_counts_added_in_parts_and_taken_away_like_one_profile(monkeypa
 
 
 @pytest.fixture(scope="module")
-def champion_ws(tmp_path_factory) -> Path:
-    root = make_workspace(tmp_path_factory.mktemp("drift") / "ws")
-    dvc(root, "init", "--no-scm", "-q")
-    run_cmd([BIGMODEL, "run"], root)
-    return root
+def champion_ws(trained_ws, tmp_path_factory) -> Path:
+    """A copy of the session's completed `bigmodel run` (conftest.trained_ws): champion v1, tiny params."""
+    return copy_workspace(trained_ws, tmp_path_factory.mktemp("drift") / "ws")
 
 
 def _params(root: Path, **drift) -> None:

@@ -75,6 +75,7 @@ def test_loose_rules_still_stop_on_no_usable_row():
                 f"class {lab!r} has 0 passing row(s), min_rows_per_class is 1" for lab in sorted(LABELS))]
 
 
+@pytest.mark.stage
 def test_the_validate_stage_with_no_usable_row_against_a_champion(tmp_path, monkeypatch):
     """The whole stage (scan, write, profile, drift against the champion's profile, label_noise, both reports)
     on rows of which none passes: the gate closes with the report kept aside, the last good outputs stay."""

@@ -27,16 +27,10 @@ BIGMODEL = str(Path(BIN) / "bigmodel")
 
 
 @pytest.fixture(scope="module")
-def done_ws(tmp_path_factory) -> Path:
-    """A workspace after one completed `bigmodel run`: tiny-model v1 is the champion."""
-    root = make_workspace(tmp_path_factory.mktemp("failures") / "base")
-    dvc(root, "init", "--no-scm", "-q")
-    run_cmd([BIGMODEL, "run"], root)
-    # read with sqlite: mlflow.set_tracking_uri would export MLFLOW_TRACKING_URI from a module fixture, past
-    # the per-test guard that puts it back
-    with sqlite3.connect(root / "mlflow.db") as con:
-        assert [v for (v,) in con.execute("SELECT version FROM model_versions")] == [1]
-    return root
+def done_ws(trained_ws) -> Path:
+    """A workspace after one completed `bigmodel run`: tiny-model v1 is the champion. It is the session's
+    (conftest.trained_ws, made once): every test here copies it before it changes anything."""
+    return trained_ws
 
 
 def copy_of(src: Path, dest: Path) -> Path:

@@ -139,6 +139,7 @@ def test_a_validation_folder_fixes_the_split(tmp_path, folder):
     assert df.groupby("fixed_split").size().to_dict() == {"test": 2, "train": 6, "val": 4}
 
 
+@pytest.mark.stage
 def test_data_stages_keep_a_datasets_own_splits(tmp_path, monkeypatch):
     """ingest -> split on three CSV sources (train, val, test): validation is the val source exactly, every train
     row is trained on, and a test row whose text is also in train (with another label) is scored as given."""

@@ -29,6 +29,7 @@ def inside(path: str | Path, parent: Path) -> bool:
     return Path(path).resolve().is_relative_to(parent.resolve())
 
 
+@pytest.mark.unit
 def test_the_test_process_has_a_prefect_home_of_its_own_and_no_tracking_server():
     home = os.environ["PREFECT_HOME"]
     assert not any(inside(home, place) for place in USER_PLACES), home

@@ -101,6 +101,7 @@ def test_rule_settings_are_checked():
     assert (p.rules["label_noise"].folds, p.rules["label_noise"].sample_rows) == (5, 20_000)
 
 
+@pytest.mark.stage
 @needs_datasets
 def test_flipped_labels_in_ag_news_are_found():
     ag = pd.read_csv(DATASETS / "ag_news" / "test.csv", header=None, names=["label", "title", "text"])

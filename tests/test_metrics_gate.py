@@ -219,6 +219,7 @@ print(hashlib.sha256(enc.tokenizer.to_str().encode()).hexdigest(), hashlib.sha25
 """
 
 
+@pytest.mark.stage
 def test_bpe_tokenizer_and_training_are_reproducible_across_processes():
     """Same data and params give byte-identical tokenizer and weights in two fresh processes."""
     outs = []

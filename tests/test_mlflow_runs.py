@@ -163,6 +163,7 @@ def test_training_logs_into_the_flows_run_and_leaves_closing_to_the_flow(tmp_pat
     assert other is not None and other.owns_run and other.run_id != flow_run
 
 
+@pytest.mark.unit
 def test_summary_metrics_are_the_best_epochs_and_say_so():
     figures, sentence = pipeline_run.summary_metrics(
         {"best_epoch": 2, "epochs_run": 4, "stopped_early": True, "val_accuracy": 0.9, "val_macro_f1": 0.8,
@@ -171,6 +172,7 @@ def test_summary_metrics_are_the_best_epochs_and_say_so():
     assert "best epoch's (epoch 2 of 4, training stopped early)" in sentence and "last point is epoch 4" in sentence
 
 
+@pytest.mark.unit
 def test_pages_escape_their_content_and_show_a_failed_gate():
     failed = {**QUALITY, "passed": False, "failures": ["only 8 rows pass, min_rows is 50 <script>"]}
     page = data_quality_html(failed, note="this run's failure")

@@ -82,6 +82,7 @@ def test_the_registered_model_description_says_what_where_and_from_what(params, 
         "test figures and its gate verdict; the alias `champion` marks the version to serve (`bigmodel serve`).")
 
 
+@pytest.mark.unit
 def test_links_into_the_mlflow_ui_open_its_model_training_views():
     from bigmodel_core.ui import mlflow_experiment_link, mlflow_run_link
 

@@ -350,6 +350,7 @@ def val_macro_f1_of_bundle(root: Path) -> float:
     return classification_metrics(y, p, num_classes=len(pred.labels))["macro_f1"]
 
 
+@pytest.mark.stage
 def test_keyword_data_chooses_tfidf_on_validation_rows_only(tmp_path, monkeypatch):
     root = data_workspace(tmp_path / "ws", keyword_rows(), ["billing", "bug"])  # the default candidates
     run_to_split(root)
@@ -367,6 +368,7 @@ def test_keyword_data_chooses_tfidf_on_validation_rows_only(tmp_path, monkeypatc
     assert train["val_rows"] == len(pd.read_parquet(root / "data/split/val.parquet"))
 
 
+@pytest.mark.stage
 def test_language_data_chooses_the_bag_whatever_the_test_split_says(tmp_path, monkeypatch):
     candidates = [{"kind": "linear"}, {"kind": "bag", "name": "bag-chars", "char_ngrams": [2, 4]}]
     root = data_workspace(tmp_path / "ws", language_rows(), ["north", "south"], candidates)
@@ -388,6 +390,7 @@ def test_language_data_chooses_the_bag_whatever_the_test_split_says(tmp_path, mo
 
 
 # --------------------------------------------------------------------------- tuning
+@pytest.mark.e2e
 def test_tuning_with_a_seed_chooses_the_same_settings_twice(tmp_path):
     """Two train stages, each its own process, on the same split: the same trials, scores and choice."""
     root = data_workspace(tmp_path / "first", keyword_rows(300, seed=3), ["billing", "bug"],

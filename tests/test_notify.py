@@ -49,6 +49,7 @@ def params_with(**notify_section):
     return parse_params(raw)
 
 
+@pytest.mark.unit
 def test_repo_params_have_notifications_off_for_every_event():
     from tests.conftest import REPO
 
@@ -58,6 +59,7 @@ def test_repo_params_have_notifications_off_for_every_event():
     assert notify.send(p, "failure", "t", "b") == []
 
 
+@pytest.mark.unit
 def test_event_title_is_one_line():
     assert notify.event_title("gate_closed", "tiny-model", "evaluate.min_macro_f1:\n  0.41 < 0.6") == \
         "tiny-model: quality gate closed: evaluate.min_macro_f1: 0.41 < 0.6"
@@ -147,6 +149,7 @@ def test_unset_environment_variable_is_a_problem_at_send_time(receiver, monkeypa
     assert [path for path, _ in received] == ["/hook"]
 
 
+@pytest.mark.unit
 def test_a_url_apprise_does_not_understand_is_a_config_error_naming_the_key(tmp_path):
     raw = tiny_params_dict()
     raw["notify"]["urls"] = ["json://127.0.0.1:8123/hook", "nosuchservice://example/hook"]
@@ -161,6 +164,7 @@ def test_a_url_apprise_does_not_understand_is_a_config_error_naming_the_key(tmp_
     ("slack://", "Slack"),
     ("https://example.com/hook", "json://"),
 ])
+@pytest.mark.unit
 def test_url_errors_say_what_is_wrong(url, says):
     raw = tiny_params_dict()
     raw["notify"]["urls"] = [url]
@@ -169,6 +173,7 @@ def test_url_errors_say_what_is_wrong(url, says):
     assert repr(url) in str(e.value) and says in str(e.value)
 
 
+@pytest.mark.unit
 def test_on_and_timeout_are_checked():
     with pytest.raises(ConfigError, match=r"notify\.on\[0\]"):
         params_with(on=["deploy"])
@@ -176,6 +181,7 @@ def test_on_and_timeout_are_checked():
         params_with(timeout_seconds=0)
 
 
+@pytest.mark.unit
 def test_a_bare_on_key_reads_as_on(tmp_path):
     # PyYAML (YAML 1.1) turns an unquoted `on:` into the key True.
     raw = tiny_params_dict()
@@ -190,6 +196,7 @@ def test_a_bare_on_key_reads_as_on(tmp_path):
     assert parse_params(raw).notify.on == ["failure"]
 
 
+@pytest.mark.unit
 def test_timeout_seconds_sets_connect_and_read_timeouts_unless_the_url_does():
     import apprise
 

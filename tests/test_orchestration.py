@@ -32,6 +32,7 @@ def test_every_prefect_service_is_decided_on_for_the_temporary_server(monkeypatc
     assert settings.task_run_recorder.enabled and settings.event_persister.enabled
 
 
+@pytest.mark.stage
 def test_the_workspace_ui_addresses_default_then_follow_the_ports_last_used(tmp_path, monkeypatch):
     from bigmodel_core.config import load_params
     from bigmodel_core.ui import _save_ports, _write_record, addresses, mlflow_ui_url, running
@@ -59,6 +60,7 @@ def test_the_workspace_ui_addresses_default_then_follow_the_ports_last_used(tmp_
     assert mlflow_ui_url(params, tmp_path) == "http://proxy.example.com/mlflow"
 
 
+@pytest.mark.e2e
 def test_bigmodel_ui_refuses_a_port_in_use_before_starting_anything(tmp_path):
     write_params(tmp_path, tiny_params_dict())
     with socket.create_server(("127.0.0.1", 0)) as busy:

@@ -21,6 +21,7 @@ from tests.conftest import make_workspace, tiny_params_dict
 
 
 # --------------------------------------------------------------------------- statistics, known answers
+@pytest.mark.unit
 def test_mcnemar_exact_and_chi_square_match_their_formulas():
     y = np.zeros(12, dtype=int)
     new = np.array([0] * 10 + [1] * 2)  # right on 10 rows
@@ -38,6 +39,7 @@ def test_mcnemar_exact_and_chi_square_match_their_formulas():
     assert same["p_value"] == 1.0 and same["new_only"] == same["old_only"] == 0
 
 
+@pytest.mark.unit
 def test_bootstrap_macro_f1_matches_the_metric_and_brackets_the_truth():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 2000)
@@ -65,6 +67,7 @@ def _gate(y, new, old, **rules):
     return decide(m, champion, p, y=y, pred=new, champion_pred=old)
 
 
+@pytest.mark.unit
 def test_the_gate_decides_on_the_interval_not_the_point_estimate():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 400)
@@ -83,6 +86,7 @@ def test_the_gate_decides_on_the_interval_not_the_point_estimate():
     assert rule["difference"] > 0 and not rule["passed"]
 
 
+@pytest.mark.unit
 def test_mcnemar_rule_fails_a_challenger_with_significantly_more_errors():
     y = np.zeros(200, dtype=int)
     old = np.zeros(200, dtype=int)
@@ -102,6 +106,7 @@ def _wrong_on(y: np.ndarray, rows) -> np.ndarray:
     return pred
 
 
+@pytest.mark.unit
 def test_three_verdicts_on_synthetic_predictions():
     y = np.array([0, 1] * 200)
     champion = _wrong_on(y, range(0, 20))
@@ -159,6 +164,7 @@ def _equal_models(rng, n: int, k: int, accuracy: float, d: float):
     return y, predict(right_a), predict(right_b)
 
 
+@pytest.mark.unit
 def test_the_rows_needed_formula_matches_the_bootstrap():
     """docs/promotion.md: the half-width of the macro-F1 difference's interval is z * sqrt(d / n) for balanced
     classes, and n = (z + 0.84)^2 d / m^2 rows let two equally good models clear max_regression m 80% of the time."""
@@ -483,6 +489,7 @@ def test_rollback_walks_back_through_the_champions_and_refuses_an_alias_moved_el
     assert (tmp_path / "m.db.bigmodel-lock").exists()  # the lock lives beside the shared store
 
 
+@pytest.mark.unit
 def test_a_champion_with_other_labels_closes_the_gate_with_a_reason():
     y = np.array([0, 1, 0, 1])
     m = classification_metrics(y, y, 2)

@@ -1,5 +1,5 @@
 """Serving tier: `bigmodel serve` as a real process (MLflow's scoring server on a free port), and
-`bigmodel predict --input/--output`, against the tiny champion that test_stages' pipeline registers.
+`bigmodel predict --input/--output`, against the tiny champion of a copy of the session's completed run.
 
     .venv/bin/python -m pytest -q tests/test_serving.py
 """
@@ -23,8 +23,9 @@ import requests
 
 from bigmodel_core.errors import DataError
 from bigmodel_core.io import read_table
-from tests.conftest import env_for
-from tests.test_stages import pipeline  # noqa: F401  (the eight stages, run once for this module)
+from bigmodel_core.config import parse_params
+from bigmodel_core.paths import Paths
+from tests.conftest import copy_workspace, env_for, tiny_params_dict
 
 LIMITS = {"--max-body-bytes": 256 * 1024, "--max-rows": 500, "--max-text-chars": 5000}
 GOOD = {"dataframe_records": [{"text": "The striker scored twice in the derby"}, {"text": "Shares and profit rose"}]}
@@ -67,6 +68,18 @@ def start_server(root: Path, request, *args: str) -> tuple[str, Path]:
             pass
         time.sleep(0.2)
     raise AssertionError(f"bigmodel serve did not answer /ping in 120s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def pipeline(trained_ws, tmp_path_factory):
+    """(root, params, paths, None): a copy of the session's completed `bigmodel run` (conftest.trained_ws) with
+    the tiny params, tiny-model v1 its champion; the working directory for the module, as the CLI reads it."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = copy_workspace(trained_ws, tmp_path_factory.mktemp("serving") / "ws")
+    mp.chdir(root)
+    yield root, parse_params(tiny_params_dict()), Paths(root), None
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -392,6 +405,7 @@ def test_predict_file_errors_name_the_file_and_leave_no_output(pipeline, tmp_pat
         assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temp file
 
 
+@pytest.mark.unit
 def test_score_file_failing_mid_way_writes_nothing(tmp_path):
     from bigmodel_core.scoring import score_file
 

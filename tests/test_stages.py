@@ -283,6 +283,7 @@ def test_gate_failure_registers_but_keeps_champion(pipeline):
     assert len(client.search_model_versions("name = 'tiny-model'")) == 2
 
 
+@pytest.mark.unit
 def test_binary_curves_and_plot_files(tmp_path):
     """Two classes: ROC and PR of the second label, written as CSV for `dvc plots` (values checked by scikit-learn)."""
     import numpy as np
@@ -361,6 +362,7 @@ def test_streaming_stages_give_the_same_rows_batch_by_batch(pipeline, tmp_path, 
     assert pq.ParquetFile(small.split / "train.parquet").metadata.num_row_groups > 10  # it did stream
 
 
+@pytest.mark.unit
 def test_split_check_sees_a_leak_across_batches():
     from bigmodel_core.data.split import SplitCheck
 

@@ -167,6 +167,7 @@ def test_pretrained_backbone_is_fine_tuned_and_its_bundle_serves_without_it(spli
     assert pred.predict(["The striker and the referee argued over the penalty goal"])[0] == "sports"
 
 
+@pytest.mark.stage
 def test_pretrained_encoder_keeps_special_tokens_when_truncating(tiny_backbone):
     from bigmodel_core.config import TokenizerParams
     from bigmodel_core.text.encoders import PretrainedEncoder
@@ -180,6 +181,7 @@ def test_pretrained_encoder_keeps_special_tokens_when_truncating(tiny_backbone):
     assert tok.convert_ids_to_tokens(row) == ["[CLS]", "league", "league"] + ["profit"] * 6 + ["[SEP]"]
 
 
+@pytest.mark.stage
 def test_fingerprint_follows_params_data_and_code_only(split_ws, tmp_path):
     import pandas as pd
 

@@ -40,6 +40,7 @@ print('trained', r.best_val['accuracy'] > 0.5, sorted(k for k in sys.modules if 
 """
 
 
+@pytest.mark.stage
 def test_training_path_needs_no_mlflow_prefect_dvc_pandera():
     """What benchmarks/train_throughput.py needs on a bare GPU machine: torch, tokenizers, numpy, pydantic."""
     proc = subprocess.run([sys.executable, "-c", BARE], cwd=REPO, capture_output=True, text=True, timeout=300)
