@@ -196,8 +196,22 @@ def _no_user_state_leak_from_a_module():
 def _no_tracking_uri_leak():
     """mlflow.set_tracking_uri() / set_registry_uri() also set MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
     in os.environ, which every later subprocess (DVC stages started by the flow) would inherit; put the
-    variables back after each test."""
+    variables back after each test. Then Prefect's global settings are made to follow the environment again:
+    a test that monkeypatches PREFECT_HOME and starts a server (which refreshes the settings) leaves them
+    pointing at its workspace once monkeypatch has put PREFECT_HOME back (this fixture is torn down after
+    monkeypatch, being set up before it)."""
     yield from _tracking_uri_kept()
+    _prefect_settings_follow_env()
+
+
+def _prefect_settings_follow_env() -> None:
+    if "prefect.settings" not in sys.modules:
+        return
+    settings = sys.modules["prefect.settings"].get_current_settings()
+    home = os.environ.get("PREFECT_HOME")
+    api = os.environ.get("PREFECT_API_URL")
+    if (home and Path(settings.home) != Path(home)) or (settings.api.url or None) != api:
+        _refresh_prefect_settings()
 
 
 def _tracking_uri_kept():
