@@ -297,6 +297,7 @@ MODULE_TIER = {
     "test_lint": "e2e",
     "test_metrics_gate": "unit",
     "test_mlflow_runs": "stage",
+    "test_mlflow_store": "unit",
     "test_mlflow_ui": "stage",
     "test_model_selection": "unit",
     "test_notify": "stage",

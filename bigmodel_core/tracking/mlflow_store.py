@@ -82,6 +82,32 @@ _PATH_COLUMNS = (
 )
 
 
+def _rewrite_artifact_paths(con: sqlite3.Connection, pairs: list[tuple[str, str]]) -> None:
+    """In one transaction, replace each prefix `before` by `after` in every column of _PATH_COLUMNS.
+
+    MLflow offers no API to move a store's artifact locations, so this is the one place that writes to MLflow's
+    own tables; tests/test_mlflow_store.py checks _PATH_COLUMNS against MLflow's schema (its SQLAlchemy
+    models), so an MLflow upgrade that renames, drops or adds such a column fails there first. A column missing
+    at run time is an error naming it, and the transaction is rolled back."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column in _PATH_COLUMNS:
+            for before, after in pairs:
+                con.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                    (after, len(before) + 1, len(before), before),
+                )
+    except sqlite3.OperationalError as e:
+        con.rollback()
+        from bigmodel_core.errors import BigmodelError
+
+        raise BigmodelError(
+            f"cannot move this workspace's MLflow artifact paths: {e} (the installed MLflow's database schema is not "
+            f"the one bigmodel knows: {', '.join(f'{t}.{c}' for t, c in _PATH_COLUMNS)}); nothing was changed"
+        ) from e
+    con.commit()
+
+
 def _follow_moved_workspace(params: Params, root: Path, db_path: Path) -> None:
     """Point a moved or copied workspace's own database at its own artifacts.
 
@@ -125,18 +151,7 @@ def _follow_moved_workspace(params: Params, root: Path, db_path: Path) -> None:
                 f"workspace ({here}) has no {art.as_posix()}/ folder: copy {art.as_posix()}/ along with the database "
                 "(a moved or copied workspace needs both); nothing was written"
             )
-        pairs = [(Path(old).as_uri() + "/", here.as_uri() + "/"), (old + "/", str(here) + "/")]
-        con.execute("BEGIN IMMEDIATE")
-        for table, column in _PATH_COLUMNS:
-            for before, after in pairs:
-                try:
-                    con.execute(
-                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
-                        (after, len(before) + 1, len(before), before),
-                    )
-                except sqlite3.OperationalError:
-                    break  # a table this MLflow version does not have
-        con.commit()
+        _rewrite_artifact_paths(con, [(Path(old).as_uri() + "/", here.as_uri() + "/"), (old + "/", str(here) + "/")])
     print(
         f"tracking: this workspace was moved or copied from {old}: {db_path.name} now keeps its artifacts here, "
         f"in {art.as_posix()}/ (nothing is written into {old})",
