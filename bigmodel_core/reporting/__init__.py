@@ -1,0 +1,1 @@
+"""Reporting: what a run tells people (run card, console summary, notifications)."""
