@@ -47,9 +47,10 @@ run: $(STAMP)
 # `make test` (what CI runs): every test, on TEST_WORKERS processes (pytest-xdist), each test file whole on one of
 # them so that its module fixtures run once. `make test-fast`: the unit tier alone, what to run while you work.
 # The tiers and what each costs: docs/testing.md.
+# --durations=20 ends the report with the 20 slowest tests (setup, call and teardown apart): docs/testing.md's table.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m unit
