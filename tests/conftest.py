@@ -299,6 +299,7 @@ MODULE_TIER = {
     "test_mlflow_runs": "stage",
     "test_mlflow_store": "unit",
     "test_mlflow_ui": "stage",
+    "test_model_registry": "unit",
     "test_model_selection": "unit",
     "test_notify": "stage",
     "test_orchestration": "unit",

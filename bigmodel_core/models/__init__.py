@@ -1,6 +1,6 @@
-"""Model zoo: build a classifier from ModelParams (model.kind: bag, transformer, pretrained).
+"""Model zoo: build a classifier from ModelParams (the kinds: models/registry.py).
 
-Every model maps the batch its encoder's collate() makes to logits: model(**batch).
+Every neural model maps the batch its encoder's collate() makes to logits: model(**batch).
 """
 
 from __future__ import annotations
@@ -9,28 +9,10 @@ from bigmodel_core.config import ModelParams
 
 
 def build_model(p: ModelParams, encoder, labels: list[str], max_length: int):
-    if p.kind == "bag":
-        from bigmodel_core.models.bag import BagClassifier
+    """An untrained torch module of the neural kind p.kind."""
+    from bigmodel_core.models.registry import kind_of
 
-        return BagClassifier(p.buckets, len(labels), p.d_model, p.dropout)
-    if p.kind == "pretrained":
-        from bigmodel_core.models.pretrained import PretrainedClassifier
-
-        assert p.backbone is not None  # ModelParams requires it for kind pretrained
-        return PretrainedClassifier.from_backbone(p.backbone, labels)
-    from bigmodel_core.models.transformer import TransformerClassifier
-
-    return TransformerClassifier(
-        vocab_size=encoder.vocab_size,
-        num_classes=len(labels),
-        d_model=p.d_model,
-        n_heads=p.n_heads,
-        n_layers=p.n_layers,
-        d_ff=p.d_ff,
-        dropout=p.dropout,
-        max_length=max_length,
-        pooling=p.pooling,
-        pad_id=encoder.pad_id,
-        attention_dropout=p.attention_dropout,
-        token_dropout=p.token_dropout,
-    )
+    kind = kind_of(p.kind)
+    if kind.build_model is None:
+        raise ValueError(f"model.kind {p.kind!r} is not trained by the torch loop: it has no module to build")
+    return kind.build_model(p, encoder, labels, max_length)

@@ -40,11 +40,13 @@ def save_bundle(
     import torch
 
     import bigmodel_core
+    from bigmodel_core.models.registry import kind_of
 
+    kind = kind_of(model_p.kind)
     directory.mkdir(parents=True, exist_ok=True)
-    if model_p.kind != "linear":  # the linear model's vectorizers are its encoder: it saves them itself
+    if encoder is not None:  # a fitted kind (linear) has none: its vectorizers are part of the model
         encoder.save(directory)
-    if model_p.kind in ("pretrained", "linear"):
+    if kind.saves_itself:
         model.save(directory)
     else:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, directory / WEIGHTS)
@@ -56,7 +58,7 @@ def save_bundle(
         "tokenizer": tok_p.model_dump(mode="json"),
         "clean": clean_p.model_dump(mode="json"),
         **({"input_rules": input_rules(validate_p)} if validate_p is not None else {}),
-        "vocab_size": model.features if model_p.kind == "linear" else encoder.vocab_size,
+        "vocab_size": encoder.vocab_size if encoder is not None else model.features,
         "bigmodel_version": bigmodel_core.__version__,
     }
     (directory / META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -114,33 +116,33 @@ class Predictor:
         tok_p = TokenizerParams(**meta["tokenizer"])
         self.device = torch.device(device)
         if meta.get("format") == "bigmodel-bundle/1":
-            self.kind = "legacy-" + meta["model"]["kind"]
+            self.kind, self.neural = "legacy-" + meta["model"]["kind"], True
             # the kind's encoder (SubwordEncoder, NgramHasher, PretrainedEncoder), None for linear
             self.encoder: Any = SubwordEncoder.load(directory, tok_p)
             self.model = _legacy_model(meta, tok_p, self.encoder.pad_id)
+            self.model.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
         else:
+            from bigmodel_core.models.registry import kind_of
+
             model_p = ModelParams(**meta["model"])
             self.kind = model_p.kind
-            self.encoder = None if model_p.kind == "linear" else load_encoder(directory, model_p, tok_p)
-            if model_p.kind == "linear":
-                from bigmodel_core.models.linear import LinearText
+            kind = kind_of(model_p.kind)
+            self.neural = kind.neural
+            self.encoder = load_encoder(directory, model_p, tok_p) if kind.load_encoder is not None else None
+            if kind.saves_itself:
+                assert kind.load_model is not None
+                self.model = kind.load_model(directory)
+            else:
+                from bigmodel_core.models import build_model
 
-                self.model = LinearText.load(directory)
+                self.model = build_model(model_p, self.encoder, self.labels, tok_p.max_length)
+                self.model.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
+            if not kind.neural:
                 # its columns in this bundle's label order (a label without train rows gets probability 0)
                 self._columns = [
                     self.model.classes.index(lab) if lab in self.model.classes else -1 for lab in self.labels
                 ]
                 return
-            if model_p.kind == "pretrained":
-                from bigmodel_core.models.pretrained import PretrainedClassifier
-
-                self.model = PretrainedClassifier.load(directory)
-            else:
-                from bigmodel_core.models import build_model
-
-                self.model = build_model(model_p, self.encoder, self.labels, tok_p.max_length)
-        if self.kind != "pretrained":
-            self.model.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
         self.model.to(self.device).eval()
 
     def clean(self, texts: list) -> list[str]:
@@ -156,7 +158,7 @@ class Predictor:
         from bigmodel_core.training.batching import plan_batches
 
         cleaned = self.clean(texts) if clean else ["" if t is None else str(t) for t in texts]
-        if self.kind == "linear":
+        if not self.neural:  # scores texts itself (linear)
             probs = self.model.predict_proba(cleaned)
             out = np.zeros((len(cleaned), len(self.labels)), dtype=np.float64)
             for j, col in enumerate(self._columns):
@@ -175,7 +177,7 @@ class Predictor:
         return out
 
     def parameter_count(self) -> int:
-        if self.kind == "linear":
+        if not self.neural:
             return self.model.parameters
         return int(sum(q.numel() for q in self.model.parameters()))
 

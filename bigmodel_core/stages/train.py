@@ -21,6 +21,7 @@ from bigmodel_core.data import schemas
 from bigmodel_core.data.profile import FILE as PROFILE_FILE
 from bigmodel_core.errors import BigmodelError
 from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, sha256_file, shown, write_json
+from bigmodel_core.models.registry import kind_of
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec, metric, plot
 
@@ -186,7 +187,7 @@ def run(params: Params, paths: Paths) -> dict:
 
     dist = DistInfo.from_env()
     key = fingerprint(params, paths)
-    if params.model.kind in ("auto", "linear") or tuning(params):
+    if params.model.kind == "auto" or not kind_of(params.model.kind).neural or tuning(params):
         from bigmodel_core.stages.train_select import select
 
         return select(params, paths, key)
@@ -263,7 +264,7 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
     seed_everything(p.seed)  # the initial weights come from the seed
     model = build_model(params.model, encoder, labels, params.tokenizer.max_length)
     n_params = sum(q.numel() for q in model.parameters())
-    sequence = params.model.kind != "bag"
+    sequence = kind_of(params.model.kind).sequence
     plan = plan_batches(data.train.lengths, p.batch_size, p.token_budget, p.seed, 1)
     pad_eff = padding_efficiency(data.train.lengths, plan, multiple=8) if sequence else None
     live = None

@@ -25,6 +25,7 @@ import numpy as np
 from bigmodel_core.config import KIND_KEYS, Candidate, Params, candidate_names, candidate_params, default_candidates
 from bigmodel_core.data.profile import FILE as PROFILE_FILE
 from bigmodel_core.io import atomic_dir, write_json
+from bigmodel_core.models.registry import kind_of
 from bigmodel_core.paths import Paths
 
 # train keys logged beside a candidate's model keys (the ones that differ between kinds and that tuning changes)
@@ -36,7 +37,7 @@ def _settings(p: Params) -> dict:
     out: dict[str, Any] = {"kind": p.model.kind}
     out.update({k: getattr(p.model, k) for k in KIND_KEYS[p.model.kind]})
     out["augmented_rows"] = _uses_augmented(p)
-    if p.model.kind != "linear":
+    if kind_of(p.model.kind).neural:
         out.update({k: getattr(p.train, k) for k in _TRAIN_KEYS})
     return out
 
@@ -68,13 +69,10 @@ def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> 
     val_y = val["label"].map(index).to_numpy(dtype=np.int64)
     workdir.mkdir(parents=True, exist_ok=True)
     wall, cpu = time.perf_counter(), time.process_time()
-    if p.model.kind == "linear":
-        from bigmodel_core.models.linear import LinearText, settings_of
-
+    kind = kind_of(p.model.kind)
+    if kind.fit is not None:  # fitted in one call (linear), not by the torch loop
         rows = train if _uses_augmented(p) else train[~train["is_augmented"]]
-        linear = LinearText.fit(
-            rows["text"].tolist(), rows["label"].tolist(), settings_of(p.model, p.tokenizer.lowercase)
-        )
+        linear = kind.fit(p, rows["text"].tolist(), rows["label"].tolist())
         save_bundle(workdir / "bundle", linear, None, labels, p.model, p.tokenizer, p.clean)
         metrics: dict[str, Any] = {
             "best_epoch": None,
@@ -105,7 +103,7 @@ def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> 
         encoder, labels, data = load_prepared(p, prepared)
         seed_everything(p.train.seed)
         model = build_model(p.model, encoder, labels, p.tokenizer.max_length)
-        sequence = p.model.kind != "bag"
+        sequence = kind.sequence
         plan = plan_batches(data.train.lengths, p.train.batch_size, p.train.token_budget, p.train.seed, 1)
         pad_eff = padding_efficiency(data.train.lengths, plan, multiple=8) if sequence else None
         checkpoints = Checkpoints(workdir, key, p.train.checkpoint_every) if checkpoint else None

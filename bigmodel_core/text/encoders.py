@@ -219,18 +219,19 @@ class PretrainedEncoder:
 
 
 def build_encoder(model_p: ModelParams, tok_p: TokenizerParams, train_texts: list[str]):
-    """The encoder a model kind uses, fitted on the train split where it learns anything."""
-    if model_p.kind == "bag":
-        return NgramHasher(model_p, tok_p.lowercase)
-    if model_p.kind == "pretrained":
-        assert model_p.backbone is not None  # ModelParams requires it for kind pretrained
-        return PretrainedEncoder.from_backbone(model_p.backbone, tok_p)
-    return SubwordEncoder.train(train_texts, tok_p)
+    """The encoder a model kind uses (models/registry.py), fitted on the train split where it learns anything."""
+    from bigmodel_core.models.registry import kind_of
+
+    make = kind_of(model_p.kind).build_encoder
+    if make is None:
+        raise ValueError(f"model.kind {model_p.kind!r} has no encoder")
+    return make(model_p, tok_p, train_texts)
 
 
 def load_encoder(directory: Path, model_p: ModelParams, tok_p: TokenizerParams):
-    if model_p.kind == "bag":
-        return NgramHasher.load(directory, model_p, tok_p)
-    if model_p.kind == "pretrained":
-        return PretrainedEncoder.load(directory, tok_p)
-    return SubwordEncoder.load(directory, tok_p)
+    from bigmodel_core.models.registry import kind_of
+
+    load = kind_of(model_p.kind).load_encoder
+    if load is None:
+        raise ValueError(f"model.kind {model_p.kind!r} has no encoder")
+    return load(directory, model_p, tok_p)

@@ -28,8 +28,13 @@ _DIGITS = 9  # macro-F1 values that agree to this many digits are a tie (float r
 
 
 def uses_augmented(model_p: ModelParams) -> bool:
-    """Whether a model trains on the augment stage's variants (model.augmented_rows; null: all kinds but linear)."""
-    return model_p.augmented_rows if model_p.augmented_rows is not None else model_p.kind != "linear"
+    """Whether a model trains on the augment stage's variants (model.augmented_rows; null: its kind's default,
+    every kind but linear)."""
+    if model_p.augmented_rows is not None:
+        return model_p.augmented_rows
+    from bigmodel_core.models.registry import kind_of
+
+    return kind_of(model_p.kind).augmented_by_default
 
 
 def within_one_se(y: np.ndarray, better: np.ndarray, other: np.ndarray, num_classes: int) -> dict:
