@@ -25,7 +25,7 @@ def test_each_kind_is_either_neural_with_a_module_or_fitted_in_one_call():
             assert kind.build_model and kind.build_encoder and kind.load_encoder and kind.fit is None, kind.name
         else:
             assert kind.fit and kind.build_model is None and kind.build_encoder is None, kind.name
-        assert (kind.load_model is not None) == (kind.saves_itself and kind.neural or not kind.neural), kind.name
+        assert (kind.load_model is not None) == kind.saves_itself, kind.name
 
 
 @pytest.mark.parametrize(
