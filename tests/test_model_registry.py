@@ -6,8 +6,7 @@ import pytest
 
 from bigmodel_core.config import CANDIDATE_KINDS, ModelParams, TokenizerParams
 from bigmodel_core.models import build_model
-from bigmodel_core.models.registry import KINDS, kind_of
-from bigmodel_core.text.encoders import build_encoder
+from bigmodel_core.models.registry import KINDS, build_encoder, kind_of
 
 
 def test_the_registry_holds_exactly_the_kinds_the_config_declares():

@@ -105,7 +105,8 @@ class Predictor:
     def __init__(self, directory: str | Path, device: str = "cpu") -> None:
         import torch
 
-        from bigmodel_core.text.encoders import SubwordEncoder, load_encoder
+        from bigmodel_core.models.registry import load_encoder
+        from bigmodel_core.text.encoders import SubwordEncoder
 
         directory = Path(directory)
         meta = read_meta(directory)

@@ -185,3 +185,19 @@ def kind_of(name: str) -> ModelKind:
         return KINDS[name]
     except KeyError:
         raise ValueError(f"model.kind {name!r} is not a model kind (kinds: {', '.join(KINDS)}; or auto)") from None
+
+
+def build_encoder(model_p, tok_p, train_texts: list[str]):
+    """The encoder a neural kind uses, fitted on the train split where it learns anything."""
+    make = kind_of(model_p.kind).build_encoder
+    if make is None:
+        raise ValueError(f"model.kind {model_p.kind!r} has no encoder")
+    return make(model_p, tok_p, train_texts)
+
+
+def load_encoder(directory: Path, model_p, tok_p):
+    """The encoder a neural kind saved in a bundle (or a prepared folder)."""
+    load = kind_of(model_p.kind).load_encoder
+    if load is None:
+        raise ValueError(f"model.kind {model_p.kind!r} has no encoder")
+    return load(directory, model_p, tok_p)

@@ -90,7 +90,7 @@ def read_train_val(params: Params, paths: Paths):
 def prepare(params: Params, paths: Paths | None, key: str, target: Path | None = None, splits=None) -> Path:
     """Encode train/val once per fingerprint into .bigmodel/train/prepared (reused by resumes and DDP ranks), or
     into `target` from `splits` (train, val, labels) already read (a candidate of model.kind auto; paths None)."""
-    from bigmodel_core.text.encoders import build_encoder
+    from bigmodel_core.models.registry import build_encoder
     from bigmodel_core.training.select import uses_augmented
 
     if target is None:
@@ -120,7 +120,7 @@ def prepare(params: Params, paths: Paths | None, key: str, target: Path | None =
 
 
 def load_prepared(params: Params, prepared: Path):
-    from bigmodel_core.text.encoders import load_encoder
+    from bigmodel_core.models.registry import load_encoder
     from bigmodel_core.training.batching import Ragged
     from bigmodel_core.training.loop import TrainData
 

@@ -216,22 +216,3 @@ class PretrainedEncoder:
 
         tok = AutoTokenizer.from_pretrained(str(directory / cls.DIR), use_fast=True, local_files_only=True)
         return cls(tok, tok_p.max_length, tok_p.truncation)
-
-
-def build_encoder(model_p: ModelParams, tok_p: TokenizerParams, train_texts: list[str]):
-    """The encoder a model kind uses (models/registry.py), fitted on the train split where it learns anything."""
-    from bigmodel_core.models.registry import kind_of
-
-    make = kind_of(model_p.kind).build_encoder
-    if make is None:
-        raise ValueError(f"model.kind {model_p.kind!r} has no encoder")
-    return make(model_p, tok_p, train_texts)
-
-
-def load_encoder(directory: Path, model_p: ModelParams, tok_p: TokenizerParams):
-    from bigmodel_core.models.registry import kind_of
-
-    load = kind_of(model_p.kind).load_encoder
-    if load is None:
-        raise ValueError(f"model.kind {model_p.kind!r} has no encoder")
-    return load(directory, model_p, tok_p)
