@@ -156,7 +156,7 @@ def run(
     params = load_params(
         Path("params.yaml"), set_ or None
     )  # every param and override is checked before anything starts
-    from bigmodel_core.tracking.mlflow_store import check_registry
+    from bigmodel_core.tracking.store import check_registry
 
     check_registry(params, root)  # a deleted mlflow.db stops the run here, not at evaluate after training
     from bigmodel_core.workspace_init import refresh_version

@@ -27,6 +27,12 @@ class GateFailed(BigmodelError):
     exit_code = 3
 
 
+class TrainingError(BigmodelError):
+    """Training cannot go on with these params (non-finite loss, out of memory); exit 2: change params."""
+
+    exit_code = 2
+
+
 class RegistryMissing(BigmodelError):
     """The tracking database is gone although this workspace registered versions in it."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -125,3 +126,25 @@ def stop_group(proc: subprocess.Popen, first: int = signal.SIGINT) -> None:
                 return
             time.sleep(0.05)
     proc.poll()
+
+
+def dies_with_parent():
+    """On Linux, a pre-exec hook that has the kernel send SIGTERM to the child when this process dies, even
+    by SIGKILL, so a temporary server never outlives its command. The C function is looked up here, before
+    the fork, so the hook itself only makes one call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call: go now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook

@@ -32,6 +32,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from uuid import UUID
 
+from bigmodel_core.interrupts import dies_with_parent
+
 #: seconds a temporary Prefect server may take to start (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins)
 STARTUP_TIMEOUT = 180
 
@@ -94,28 +96,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dies_with_parent():
-    """On Linux, a pre-exec hook that has the kernel send SIGTERM to the child when this process dies, even
-    by SIGKILL, so a temporary server never outlives its command. The C function is looked up here, before
-    the fork, so the hook itself only makes one call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the call: go now
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
-
-
 def _refresh_prefect_settings() -> None:
     if "prefect.context" in sys.modules:  # Prefect read its settings at import: make it see the new URL
         sys.modules["prefect.context"].refresh_global_settings_context()
@@ -174,7 +154,7 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_dies_with_parent(),
+            preexec_fn=dies_with_parent(),
         )
     atexit.register(_stop, proc)
     ui_url_set = "PREFECT_UI_URL" not in os.environ

@@ -136,7 +136,7 @@ def mlflow_run_link(base: str, experiment_id: str | None, run_id: str) -> str:
 
 def mlflow_experiment_link(base: str, experiment_id: str) -> str:
     """The experiment's runs table (not MLflow 3's GenAI overview), in the view with the headline metrics."""
-    from bigmodel_core.tracking.mlflow_store import HEADLINE_VIEW
+    from bigmodel_core.tracking.store import HEADLINE_VIEW
 
     return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={HEADLINE_VIEW[0]}&{MLFLOW_VIEW}"
 
@@ -153,9 +153,9 @@ def port_in_use(port: int) -> bool:
 def _own_group():
     """A pre-exec hook: the child leads a process group of its own (a terminal's Ctrl-C reaches only
     `bigmodel ui`, which stops the groups in order) and gets SIGTERM should `bigmodel ui` die unannounced."""
-    from bigmodel_core.orchestration import _dies_with_parent
+    from bigmodel_core.interrupts import dies_with_parent
 
-    dies = _dies_with_parent()
+    dies = dies_with_parent()
 
     def hook() -> None:
         os.setpgid(0, 0)
@@ -196,7 +196,7 @@ def _healthy(url: str) -> bool:
 
 def _experiment_id(params, root: Path) -> str | None:
     try:
-        from bigmodel_core.tracking.mlflow_store import experiment_id
+        from bigmodel_core.tracking.store import experiment_id
 
         return experiment_id(params, root)
     except Exception:  # the link to the experiment is a convenience: the UI serves without it
@@ -206,7 +206,7 @@ def _experiment_id(params, root: Path) -> str | None:
 def serve(root: Path, params, mlflow_port: int | None, prefect_port: int | None, say: Callable[[str], None]) -> int:
     """Run both UIs until a signal or until one of them exits; returns the command's exit code."""
     from bigmodel_core.interrupts import Interrupted, raise_on_signals, stop_group
-    from bigmodel_core.tracking.mlflow_store import tracking_uri
+    from bigmodel_core.tracking.store import tracking_uri
 
     root = Path(root).resolve()
     saved = saved_ports(root)

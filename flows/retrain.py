@@ -74,7 +74,7 @@ def retrain(root: str = ".", force: bool = False, set_params: list[str] | None =
     with exclusive(rootp, f"flow run {name}", wait=wait, say=_say):
         # every override is checked before the file changes
         pending = load_params(rootp / "params.yaml", set_params) if set_params else None
-        from bigmodel_core.tracking.mlflow_store import check_registry
+        from bigmodel_core.tracking.store import check_registry
 
         # before anything changes: a scheduled run too stops on a deleted mlflow.db, not at evaluate after training
         check_registry(pending or load_params(rootp / "params.yaml"), rootp)

@@ -27,7 +27,7 @@ def client_for(root: Path):
 
 
 def test_a_new_experiment_is_one_of_model_training_and_names_its_headline_metrics(params, tmp_path):
-    from bigmodel_core.tracking.mlflow_store import experiment_id
+    from bigmodel_core.tracking.store import experiment_id
 
     exp_id = experiment_id(params, tmp_path)
     exp = client_for(tmp_path).get_experiment(exp_id)
@@ -49,7 +49,7 @@ def test_a_new_experiment_is_one_of_model_training_and_names_its_headline_metric
 
 
 def test_an_older_experiment_gets_the_tags_and_keeps_what_someone_set(params, tmp_path):
-    from bigmodel_core.tracking.mlflow_store import experiment_id, tracking_uri
+    from bigmodel_core.tracking.store import experiment_id, tracking_uri
 
     import mlflow
 
@@ -69,7 +69,8 @@ def test_an_older_experiment_gets_the_tags_and_keeps_what_someone_set(params, tm
 
 
 def test_the_registered_model_description_says_what_where_and_from_what(params, tmp_path):
-    from bigmodel_core.tracking.mlflow_store import _describe_model, _setup
+    from bigmodel_core.tracking.mlflow_store import _describe_model
+    from bigmodel_core.tracking.store import _setup
 
     client = _setup(params, tmp_path).MlflowClient()
     client.create_registered_model("tiny-model")

@@ -317,7 +317,7 @@ def _client(root=None):
     """The workspace's store, named explicitly: another test may have pointed mlflow's global URI elsewhere."""
     import mlflow
 
-    from bigmodel_core.tracking.mlflow_store import tracking_uri
+    from bigmodel_core.tracking.store import tracking_uri
 
     if root is None:
         return mlflow.MlflowClient()
@@ -429,7 +429,7 @@ def test_promote_rollback_and_history_by_hand(registry_ws):
 
 
 def test_rollback_without_an_earlier_champion_refuses_and_changes_nothing(tmp_path, monkeypatch):
-    from bigmodel_core.tracking.mlflow_store import _setup
+    from bigmodel_core.tracking.store import _setup
     from bigmodel_core.tracking.registry import ledger, move_champion, rollback
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -447,7 +447,7 @@ def test_rollback_without_an_earlier_champion_refuses_and_changes_nothing(tmp_pa
 
 
 def test_a_broken_version_fails_the_smoke_test_and_the_alias_stays(tmp_path, monkeypatch):
-    from bigmodel_core.tracking.mlflow_store import _setup
+    from bigmodel_core.tracking.store import _setup
     from bigmodel_core.tracking.registry import ledger, move_champion, promote_by_hand
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -466,7 +466,7 @@ def test_a_broken_version_fails_the_smoke_test_and_the_alias_stays(tmp_path, mon
 
 def test_rollback_walks_back_through_the_champions_and_refuses_an_alias_moved_elsewhere(tmp_path, monkeypatch):
     from bigmodel_core.tracking import registry
-    from bigmodel_core.tracking.mlflow_store import _setup
+    from bigmodel_core.tracking.store import _setup
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(registry, "smoke_test", lambda *a, **k: None)  # the versions here have no model files

@@ -436,7 +436,7 @@ def test_restart_serves_the_new_champion(server, pipeline, request):  # noqa: F8
     """The alias is resolved at start: the running server keeps v1, a restarted one serves v2."""
     import mlflow
 
-    from bigmodel_core.tracking.mlflow_store import tracking_uri
+    from bigmodel_core.tracking.store import tracking_uri
 
     root, params, _, _ = pipeline
     client = mlflow.MlflowClient(tracking_uri(params, root))

@@ -145,7 +145,7 @@ def test_evaluate_and_deploy_register_champion(pipeline):
     assert d["version"] == "1" and d["aliases"] == ["challenger", "champion"] and d["promoted"]
 
     import mlflow
-    from bigmodel_core.tracking.mlflow_store import tracking_uri
+    from bigmodel_core.tracking.store import tracking_uri
     mlflow.set_tracking_uri(tracking_uri(params, root))
     client = mlflow.MlflowClient()
     mv = client.get_model_version_by_alias("tiny-model", "champion")

@@ -37,7 +37,7 @@ def _mlflow_link(params: Params, root: Path, run_id: str | None) -> str | None:
 
     base = mlflow_ui_url(params, root)
     try:
-        from bigmodel_core.tracking.mlflow_store import _setup
+        from bigmodel_core.tracking.store import _setup
 
         exp = _setup(params, root).MlflowClient().get_run(run_id).info.experiment_id
     except Exception:

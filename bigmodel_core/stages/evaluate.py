@@ -78,7 +78,7 @@ SPEC = StageSpec(
 
 def run(params: Params, paths: Paths) -> dict:
     from bigmodel_core.models.bundle import Predictor
-    from bigmodel_core.tracking.mlflow_store import champion_bundle
+    from bigmodel_core.tracking.store import champion_bundle
 
     p = params.evaluate
     test = read_table(paths.split / "test.parquet", schemas.SPLIT)

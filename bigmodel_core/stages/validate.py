@@ -162,7 +162,7 @@ def _champion_profile(params: Params, paths: Paths) -> tuple[dict | None, str | 
         if not os.path.isabs(db) and not (paths.root / db).exists():
             return None, None, "no registry yet, so no champion to compare with"
     try:
-        from bigmodel_core.tracking.mlflow_store import champion_bundle
+        from bigmodel_core.tracking.store import champion_bundle
 
         found = champion_bundle(params, paths.root)
     except BigmodelError as e:

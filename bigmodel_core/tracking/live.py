@@ -57,7 +57,7 @@ class MlflowLive(Callback):
             from mlflow.exceptions import MlflowException
 
             from bigmodel_core.tracking import pipeline_run
-            from bigmodel_core.tracking.mlflow_store import _setup
+            from bigmodel_core.tracking.store import _setup
 
             mlflow = _setup(params, root)
             client = mlflow.MlflowClient()

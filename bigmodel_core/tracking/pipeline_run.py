@@ -61,7 +61,7 @@ def _clip(text: str) -> str:
 
 
 def _client(params: Params, root: Path):
-    from bigmodel_core.tracking.mlflow_store import _setup
+    from bigmodel_core.tracking.store import _setup
 
     mlflow = _setup(params, root)
     return mlflow, mlflow.MlflowClient()
@@ -91,7 +91,7 @@ def create_run(mlflow, client, params: Params, root: Path, run_name: str, tags: 
     """Create a RUNNING run in the params' experiment with its tags and every param; raises on tracking trouble."""
     from mlflow.entities import Param
 
-    from bigmodel_core.tracking.mlflow_store import _experiment_id, _flatten
+    from bigmodel_core.tracking.store import _experiment_id, _flatten
 
     all_tags = run_tags(run_name, tags)
     run = client.create_run(_experiment_id(mlflow, params, root), tags=all_tags, run_name=run_name)

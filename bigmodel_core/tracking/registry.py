@@ -189,7 +189,7 @@ def smoke_test(uri: str, tracking: str, model_uri: str) -> None:
 def promote_by_hand(params, root: Path, version: str, reason: str) -> str:
     """`bigmodel promote VERSION --reason`: smoke-test the version, then move the champion to it."""
     from bigmodel_core.errors import BigmodelError
-    from bigmodel_core.tracking.mlflow_store import _setup, tracking_uri
+    from bigmodel_core.tracking.store import _setup, tracking_uri
 
     mlflow = _setup(params, root)
     client = mlflow.MlflowClient()
@@ -208,7 +208,7 @@ def promote_by_hand(params, root: Path, version: str, reason: str) -> str:
 def rollback(params, root: Path, reason: str) -> str:
     """`bigmodel rollback`: back to the champion before the current one, as the ledger tells."""
     from bigmodel_core.errors import BigmodelError
-    from bigmodel_core.tracking.mlflow_store import _setup, tracking_uri
+    from bigmodel_core.tracking.store import _setup, tracking_uri
 
     mlflow = _setup(params, root)
     client = mlflow.MlflowClient()
@@ -251,7 +251,7 @@ def _check_version(client, name: str, version: str) -> None:
 
 
 def history_lines(params, root: Path) -> list[str]:
-    from bigmodel_core.tracking.mlflow_store import _setup
+    from bigmodel_core.tracking.store import _setup
 
     client = _setup(params, root).MlflowClient()
     name = params.deploy.model_name
@@ -282,7 +282,7 @@ REPRO_COMMIT, REPRO_TAG, REPRO_REMOTE = "bigmodel.repro.commit", "bigmodel.repro
 
 def record_reproduction(params, root: Path, name: str, version: str, run_id: str | None, tags: dict[str, str]) -> None:
     """Put the commit, tag and DVC remote that reproduce `name` v`version` on the version and on its run."""
-    from bigmodel_core.tracking.mlflow_store import _setup
+    from bigmodel_core.tracking.store import _setup
 
     client = _setup(params, root).MlflowClient()
     for key, value in tags.items():
@@ -297,7 +297,7 @@ def version_record(params, root: Path, name: str, version: str) -> dict:
     from mlflow.exceptions import MlflowException
 
     from bigmodel_core.errors import ConfigError
-    from bigmodel_core.tracking.mlflow_store import _setup, tracking_uri
+    from bigmodel_core.tracking.store import _setup, tracking_uri
 
     client = _setup(params, root).MlflowClient()
     try:

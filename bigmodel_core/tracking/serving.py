@@ -58,7 +58,7 @@ def resolve(params, root: Path, model_uri: str | None) -> tuple[str, str]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from bigmodel_core.tracking.mlflow_store import tracking_uri
+    from bigmodel_core.tracking.store import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(params, root))
     uri = model_uri or f"models:/{params.deploy.model_name}@{params.deploy.champion_alias}"

@@ -60,7 +60,7 @@ class NonFiniteGuard:
     def _raise_if(self, flag: int, step: int, epoch: int) -> None:
         if not flag:
             return
-        from bigmodel_core.training.loop import TrainingError
+        from bigmodel_core.errors import TrainingError
 
         what = "loss" if flag & LOSS else "gradient norm"
         raise TrainingError(

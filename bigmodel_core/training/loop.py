@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigmodel_core.config import TrainParams
-from bigmodel_core.errors import BigmodelError, ConfigError
+from bigmodel_core.errors import ConfigError, TrainingError
 from bigmodel_core.evaluation.metrics import classification_metrics
 from bigmodel_core.training import distributed
 from bigmodel_core.training.batching import Ragged, plan_batches
@@ -33,12 +33,6 @@ from bigmodel_core.training.device import autocast, configure_backends, pick_dev
 from bigmodel_core.training.distributed import DistInfo
 from bigmodel_core.training.guard import NonFiniteGuard
 from bigmodel_core.training.progress import Progress
-
-
-class TrainingError(BigmodelError):
-    """Training cannot go on with these params (non-finite loss, out of memory); exit 2: change params."""
-
-    exit_code = 2
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bigmodel_core.errors import BigmodelError
-from bigmodel_core.tracking import mlflow_store
+from bigmodel_core.tracking import store
 
 
 def _mlflow_columns() -> dict[str, set[str]]:
@@ -24,7 +24,7 @@ def _mlflow_columns() -> dict[str, set[str]]:
 
 def test_every_path_column_exists_in_mlflows_schema():
     tables = _mlflow_columns()
-    for table, column in mlflow_store._PATH_COLUMNS:
+    for table, column in store._PATH_COLUMNS:
         assert column in tables.get(table, set()), f"MLflow has no {table}.{column}"
 
 
@@ -39,12 +39,12 @@ def test_every_artifact_location_column_of_mlflow_is_rewritten():
         if column in ("artifact_location", "artifact_uri", "storage_location")
         or (table == "model_versions" and column == "source")
     }
-    assert places == set(mlflow_store._PATH_COLUMNS)
+    assert places == set(store._PATH_COLUMNS)
 
 
 def _db(tmp_path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
-    for table, column in mlflow_store._PATH_COLUMNS:
+    for table, column in store._PATH_COLUMNS:
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY)")
         con.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
     return con
@@ -55,7 +55,7 @@ def test_paths_under_the_old_place_move_and_others_stay(tmp_path):
     con.execute("INSERT INTO runs (artifact_uri) VALUES ('file:///old/ws/mlruns/1/abc/artifacts')")
     con.execute("INSERT INTO runs (artifact_uri) VALUES ('file:///elsewhere/mlruns/1/x')")
     con.execute("INSERT INTO model_versions (source, storage_location) VALUES ('/old/ws/mlruns/m', NULL)")
-    mlflow_store._rewrite_artifact_paths(con, [("file:///old/ws/", "file:///new/ws/"), ("/old/ws/", "/new/ws/")])
+    store._rewrite_artifact_paths(con, [("file:///old/ws/", "file:///new/ws/"), ("/old/ws/", "/new/ws/")])
     assert [r for (r,) in con.execute("SELECT artifact_uri FROM runs ORDER BY id")] == [
         "file:///new/ws/mlruns/1/abc/artifacts",
         "file:///elsewhere/mlruns/1/x",
@@ -68,5 +68,5 @@ def test_a_column_mlflow_no_longer_has_is_named_and_nothing_changes(tmp_path):
     con.execute("INSERT INTO experiments (artifact_location) VALUES ('/old/ws/mlruns/1')")
     con.execute("ALTER TABLE model_versions DROP COLUMN source")
     with pytest.raises(BigmodelError, match=r"model_versions\.source.*nothing was changed"):
-        mlflow_store._rewrite_artifact_paths(con, [("/old/ws/", "/new/ws/")])
+        store._rewrite_artifact_paths(con, [("/old/ws/", "/new/ws/")])
     assert con.execute("SELECT artifact_location FROM experiments").fetchone() == ("/old/ws/mlruns/1",)
