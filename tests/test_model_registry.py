@@ -51,3 +51,17 @@ def test_linear_is_fitted_and_not_built():
         build_model(ModelParams(kind="linear"), None, ["a", "b"], 16)
     with pytest.raises(ValueError, match="has no encoder"):
         build_encoder(ModelParams(kind="linear"), TokenizerParams(), ["a b"])
+
+
+def test_tuning_has_a_search_space_for_every_kind_in_a_fixed_order():
+    from bigmodel_core.training.tune import SPACES, space
+
+    assert set(SPACES) == set(KINDS)
+    model = ModelParams(kind="linear").model_dump()
+    train = {"lr": 0.01, "epochs": 3}
+    dist, written = space("linear", model, train, augmented=True)
+    assert list(dist) == ["C", "ngrams", "min_df", "sublinear_tf", "char_ngrams", "augmented_rows"]
+    assert written["augmented_rows"] is False  # linear trains on the original rows unless told otherwise
+    dist, written = space("bag", ModelParams(kind="bag").model_dump(), train, augmented=False)
+    assert list(dist) == ["lr", "epochs", "d_model", "ngrams", "char_ngrams"] and written["lr"] == 0.01
+    assert list(space("transformer", model, train, augmented=True)[1]) == ["lr", "epochs", "size", "augmented_rows"]

@@ -39,6 +39,8 @@ class ModelKind:
     load_model: Callable[..., Any] | None = None
     #: fitted kinds: (params, train texts, train labels) -> model
     fit: Callable[..., Any] | None = None
+    #: the packages its served model needs beyond the common ones (mlflow_store pins the installed versions)
+    requirements: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- transformer (trained from scratch)
@@ -143,6 +145,7 @@ KINDS: dict[str, ModelKind] = {
             saves_itself=True,
             load_model=_load_linear,
             fit=_fit_linear,
+            requirements=("scikit-learn", "scipy"),
         ),
         ModelKind(
             "bag",
@@ -153,6 +156,7 @@ KINDS: dict[str, ModelKind] = {
             build_encoder=_ngram_hasher,
             load_encoder=_load_ngram_hasher,
             build_model=_bag,
+            requirements=("scikit-learn", "scipy"),
         ),
         ModelKind(
             "transformer",
@@ -174,6 +178,7 @@ KINDS: dict[str, ModelKind] = {
             load_encoder=_load_pretrained_encoder,
             build_model=_pretrained,
             load_model=_load_pretrained,
+            requirements=("transformers", "safetensors"),
         ),
     )
 }

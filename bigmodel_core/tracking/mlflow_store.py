@@ -15,12 +15,10 @@ from bigmodel_core.tracking.store import _experiment_id, _setup, home_workspace
 
 
 def _requirements(kind: str) -> list[str]:
+    from bigmodel_core.models.registry import KINDS
+
     reqs = []
-    extra = {
-        "bag": ("scikit-learn", "scipy"),
-        "linear": ("scikit-learn", "scipy"),
-        "pretrained": ("transformers", "safetensors"),
-    }.get(kind, ())
+    extra = KINDS[kind].requirements if kind in KINDS else ()  # a legacy bundle's kind needs the common ones
     for pkg in ("mlflow", "torch", "tokenizers", "pandas", "numpy", "pydantic", "pyyaml", *extra):
         try:
             v = importlib.metadata.version(pkg).split("+")[0]

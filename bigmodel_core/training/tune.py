@@ -39,44 +39,88 @@ def _with(choices: list, written) -> list:
     return choices if written in choices else [*choices, written]
 
 
+def _log_range(low: float, high: float, value: float):
+    from optuna.distributions import FloatDistribution
+
+    return FloatDistribution(min(low, value), max(high, value), log=True)
+
+
+def _int_range(low: int, high: int, value: int):
+    from optuna.distributions import IntDistribution
+
+    return IntDistribution(min(low, value), max(high, value))
+
+
+def _among(choices: list, written):
+    from optuna.distributions import CategoricalDistribution
+
+    return CategoricalDistribution(_with(choices, written))
+
+
+def _char_ngrams(model: dict) -> dict:
+    char = _char_name(model["char_ngrams"])
+    return {"char_ngrams": (_among(list(_CHAR), char), char)}
+
+
+def _linear_space(model: dict, train: dict) -> dict:
+    return {
+        "C": (_log_range(0.1, 100.0, model["C"]), model["C"]),
+        "ngrams": (_among([1, 2, 3], model["ngrams"]), model["ngrams"]),
+        "min_df": (_among([1, 2, 3], model["min_df"]), model["min_df"]),
+        "sublinear_tf": (_among([True, False], model["sublinear_tf"]), model["sublinear_tf"]),
+        **_char_ngrams(model),
+    }
+
+
+def _bag_space(model: dict, train: dict) -> dict:
+    return {
+        "lr": (_log_range(1e-3, 0.1, train["lr"]), train["lr"]),
+        "epochs": (_int_range(2, 10, train["epochs"]), train["epochs"]),
+        "d_model": (_among([16, 32, 64], model["d_model"]), model["d_model"]),
+        "ngrams": (_among([1, 2, 3], model["ngrams"]), model["ngrams"]),
+        **_char_ngrams(model),
+    }
+
+
+def _transformer_space(model: dict, train: dict) -> dict:
+    return {
+        "lr": (_log_range(1e-4, 5e-3, train["lr"]), train["lr"]),
+        "epochs": (_int_range(2, 8, train["epochs"]), train["epochs"]),
+        "size": (_among(["as written", *SIZES], "as written"), "as written"),
+    }
+
+
+def _pretrained_space(model: dict, train: dict) -> dict:
+    return {
+        "lr": (_log_range(1e-5, 1e-4, train["lr"]), train["lr"]),
+        "epochs": (_int_range(1, 4, train["epochs"]), train["epochs"]),
+    }
+
+
+#: what tuning searches per model kind: (model keys, train keys) -> {name: (distribution, written value)}
+SPACES: dict[str, Callable[[dict, dict], dict]] = {
+    "linear": _linear_space,
+    "bag": _bag_space,
+    "transformer": _transformer_space,
+    "pretrained": _pretrained_space,
+}
+
+
 def space(kind: str, model: dict, train: dict, augmented: bool) -> tuple[dict, dict]:
     """(the distributions, the written settings as a trial's parameters) for a candidate of `kind` whose
     resolved settings are `model` (ModelParams fields) and `train` (TrainParams fields)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import CategoricalDistribution
 
-    def log_range(low: float, high: float, value: float) -> FloatDistribution:
-        return FloatDistribution(min(low, value), max(high, value), log=True)
-
-    def int_range(low: int, high: int, value: int) -> IntDistribution:
-        return IntDistribution(min(low, value), max(high, value))
-
-    written: dict = {}
-    dist: dict = {}
-    if kind == "linear":
-        dist["C"], written["C"] = log_range(0.1, 100.0, model["C"]), model["C"]
-        dist["ngrams"], written["ngrams"] = CategoricalDistribution(_with([1, 2, 3], model["ngrams"])), model["ngrams"]
-        dist["min_df"], written["min_df"] = CategoricalDistribution(_with([1, 2, 3], model["min_df"])), model["min_df"]
-        dist["sublinear_tf"], written["sublinear_tf"] = CategoricalDistribution([True, False]), model["sublinear_tf"]
-    elif kind == "bag":
-        dist["lr"], written["lr"] = log_range(1e-3, 0.1, train["lr"]), train["lr"]
-        dist["epochs"], written["epochs"] = int_range(2, 10, train["epochs"]), train["epochs"]
-        dist["d_model"], written["d_model"] = (
-            CategoricalDistribution(_with([16, 32, 64], model["d_model"])),
-            model["d_model"],
-        )
-        dist["ngrams"], written["ngrams"] = CategoricalDistribution(_with([1, 2, 3], model["ngrams"])), model["ngrams"]
-    elif kind == "transformer":
-        dist["lr"], written["lr"] = log_range(1e-4, 5e-3, train["lr"]), train["lr"]
-        dist["epochs"], written["epochs"] = int_range(2, 8, train["epochs"]), train["epochs"]
-        dist["size"], written["size"] = CategoricalDistribution(["as written", *SIZES]), "as written"
-    else:  # pretrained
-        dist["lr"], written["lr"] = log_range(1e-5, 1e-4, train["lr"]), train["lr"]
-        dist["epochs"], written["epochs"] = int_range(1, 4, train["epochs"]), train["epochs"]
-    if kind in ("linear", "bag"):
-        char = _char_name(model["char_ngrams"])
-        dist["char_ngrams"], written["char_ngrams"] = CategoricalDistribution(_with(list(_CHAR), char)), char
+    found = SPACES[kind](model, train)
+    dist = {name: d for name, (d, _) in found.items()}
+    written = {name: w for name, (_, w) in found.items()}
     if augmented:
-        written["augmented_rows"] = model["augmented_rows"] if model["augmented_rows"] is not None else kind != "linear"
+        if model["augmented_rows"] is not None:
+            written["augmented_rows"] = model["augmented_rows"]
+        else:
+            from bigmodel_core.models.registry import kind_of
+
+            written["augmented_rows"] = kind_of(kind).augmented_by_default
         dist["augmented_rows"] = CategoricalDistribution([False, True])
     return dist, written
 
