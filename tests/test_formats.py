@@ -149,7 +149,7 @@ def test_a_parquet_source_is_read_in_batches_with_continuous_row_numbers(tmp_pat
     pd.DataFrame({"text": texts, "label": ["a", "b"] * 5}).to_parquet(tmp_path / "big.parquet")
     src = Source(name="p", path="big.parquet", format="parquet")
     whole = formats.read_source(src, tmp_path)
-    monkeypatch.setattr(formats, "PARQUET_BATCH_ROWS", 3)
+    monkeypatch.setattr(formats.parquet, "PARQUET_BATCH_ROWS", 3)
     parts = list(formats.iter_source(src, tmp_path))
     assert [len(p) for p in parts] == [3, 3, 3, 1]
     batched = pd.concat(parts, ignore_index=True)
