@@ -6,9 +6,12 @@ import html
 import re
 
 from bigmodel_core.config import CleanParams
+from bigmodel_core.data.charset import WS_BUT_SPACE, WS_CLASS, normalize_key
+
+__all__ = ["clean_array", "clean_text", "normalize_key"]
 
 _TAG = re.compile(r"<[^<>]{0,200}>")
-_WS = re.compile(r"\s+")
+_WS = re.compile(f"[{WS_CLASS}]+")
 # Entities whose '&' was lost upstream (AG News writes "#39;" and "quot;"): "#39;" and "quot;" not after '&'
 # or a word character, i.e. (?<![&\w])#(\d{1,5}); and (?<![&\w])(quot|amp|lt|gt|nbsp|apos);. The look-behind
 # is written after the first character, so the regex engine can skip to candidate characters (10x faster on
@@ -49,7 +52,7 @@ def _layout(t: str, p: CleanParams) -> str:
     if p.strip_html:
         t = _TAG.sub(" ", t)
     if p.normalize_whitespace:
-        t = _WS.sub(" ", t).strip()
+        t = _WS.sub(" ", t).strip(" ")
     if p.lowercase:
         t = t.lower()
     if len(t) > p.max_chars:
@@ -57,21 +60,12 @@ def _layout(t: str, p: CleanParams) -> str:
     return t
 
 
-def normalize_key(text: str) -> str:
-    """What makes two texts 'the same' for duplicate, conflict and split purposes."""
-    return _WS.sub(" ", text.casefold()).strip()
-
-
 # The same steps for a whole column at once (clean_array): steps 3-6 in one compiled pass (kernels.layout), the
 # rest in Python on the texts that need it: html.unescape (texts with '&'), the entity repair (texts with
 # something it could match, found by RE2) and, when lowercasing, non-ASCII texts (str.lower has special cases).
-# RE2 patterns elsewhere (columns.split_words, the HTML rule) spell whitespace out as the characters Python's \s
-# matches (str.isspace), since RE2's \s is ASCII.
-WS_CHARS = (
-    r"\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"  # but space
-)
+# Whitespace is charset.WHITESPACE everywhere (Python's \s is that set, spelled out for RE2, whose \s is ASCII).
 # a run of whitespace other than one lone space (left as it is: faster)
-_WS_RUN = rf" *[{WS_CHARS}][ {WS_CHARS}]*| {{2,}}"
+_WS_RUN = rf" *[{WS_BUT_SPACE}][{WS_CLASS}]*| {{2,}}"
 _ENTITY = r"#\p{Nd}{1,5};|(quot|amp|lt|gt|nbsp|apos);"  # what the repair patterns could match (\d is Nd)
 
 
