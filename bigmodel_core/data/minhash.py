@@ -90,8 +90,8 @@ class Scanner:
         sig: np.ndarray | None = None,
     ) -> Scan:
         """texts: an Arrow string array (or what columns.as_array takes), read lower-cased as pyarrow's
-        utf8_lower makes them (by the kernel, as it reads: kernels.fold_table, pinned by charset) unless lower=False; sig: where
-        to write the signatures ((n, BINS), zeros), if not new."""
+        utf8_lower makes them (by the kernel, as it reads: kernels.fold_table, pinned by charset) unless
+        lower=False; sig: where to write the signatures ((n, BINS), zeros), if not new."""
         from bigmodel_core.data import kernels
         from bigmodel_core.data.columns import as_array, byte_view
 
