@@ -46,6 +46,9 @@ WHITESPACE: tuple[int, ...] = (
 #: control characters (the control_chars rule): C0 but tab, line feed and carriage return, DEL, and C1
 CONTROL: tuple[int, ...] = (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0))
 
+#: the named entities cleaning repairs when their '&' was lost ("quot;" -> "&quot;"), lower-case ASCII
+REPAIRED_ENTITIES: tuple[str, ...] = ("quot", "amp", "lt", "gt", "nbsp", "apos")
+
 #: the pinned table covers the code points below this; none above it had a lower case or a case folding
 FOLD_LIMIT = 0x20000
 _TABLE = Path(__file__).with_name("casefold.tsv")

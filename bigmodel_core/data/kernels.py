@@ -531,35 +531,34 @@ def _densify_row(raw, out, probes, empty):
 _AMP8, _SEMI8 = _L8 * np.uint64(0x26), _L8 * np.uint64(0x3B)
 
 
+#: charset.REPAIRED_ENTITIES as rows of bytes, right-aligned in ENTITY_WIDTH columns (zeros before)
+ENTITY_WIDTH = max(map(len, charset.REPAIRED_ENTITIES))
+ENTITY_NAMES = np.zeros((len(charset.REPAIRED_ENTITIES), ENTITY_WIDTH), dtype=np.uint8)
+for _r, _name in enumerate(charset.REPAIRED_ENTITIES):
+    ENTITY_NAMES[_r, ENTITY_WIDTH - len(_name) :] = np.frombuffer(_name.encode("ascii"), dtype=np.uint8)
+
+
 @njit(cache=True, inline="always")
 def _entity_before(data, a, i):
     """Whether the bytes before the ';' at data[i] (text from a) can end a match of cleaning._ENTITY
-    ('#' and one to five decimal digits, or quot, amp, lt, gt, nbsp or apos): a superset, as any byte
+    ('#' and one to five decimal digits, or a name of charset.REPAIRED_ENTITIES): a superset, as any byte
     >= 0x80 is taken for part of a digit (a character of Unicode category Nd) and up to 20 of them."""
     j = i - 1
     while j >= a and i - j <= 20 and (0x30 <= data[j] <= 0x39 or data[j] >= 0x80):
         j -= 1
     if j < i - 1 and j >= a and data[j] == 0x23:  # '#' then digits
         return True
-    if i - a >= 2:
-        x, y = data[i - 2], data[i - 1]
-        if y == 0x74 and (x == 0x6C or x == 0x67):  # lt, gt
+    for r in range(ENTITY_NAMES.shape[0]):
+        same = True
+        for x in range(ENTITY_WIDTH):
+            c = ENTITY_NAMES[r, ENTITY_WIDTH - 1 - x]
+            if c == 0:
+                break
+            if i - 1 - x < a or data[i - 1 - x] != c:
+                same = False
+                break
+        if same:
             return True
-        if i - a >= 3 and x == 0x6D and y == 0x70 and data[i - 3] == 0x61:  # amp
-            return True
-        if i - a >= 4:
-            w = data[i - 4]
-            z = data[i - 3]
-            if (
-                (w == 0x71 and z == 0x75 and x == 0x6F and y == 0x74)
-                or (  # quot
-                    w == 0x6E and z == 0x62 and x == 0x73 and y == 0x70
-                )
-                or (  # nbsp
-                    w == 0x61 and z == 0x70 and x == 0x6F and y == 0x73
-                )
-            ):  # apos
-                return True
     return False
 
 
@@ -590,7 +589,7 @@ _FIRST_LAST = np.uint64(0x8000000000000080)  # the top bits of a word's first an
 
 @njit(cache=True)
 def layout(data, offsets, strip_html, collapse, lower, max_chars, out_data, out_offsets):
-    """cleaning._layout for every text, in one pass over its bytes (steps 3-6 of clean_text): tags (a '<', at
+    """Steps 3-6 of cleaning (its docstring) for every text, in one pass over its bytes: tags (a '<', at
     most 200 characters other than '<' and '>', a '>', left to right as re.sub finds them) become a space;
     with collapse, every run of whitespace (charset.WHITESPACE) becomes one space and the ends are stripped;
     ASCII capitals are lower-cased with lower (str.lower for ASCII text: the caller redoes the others); the
