@@ -86,8 +86,9 @@ def group_keys(arr: pa.Array) -> list[str]:
 def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """group_keys as two numbers per text: the first 16 hex digits (uint64) and the next 4 (uint16). One
     compiled pass (minhash.Scanner) splits the texts as str.split() does, lower-cased as pyarrow's utf8_lower
-    does, and keys their words; that is str.casefold() except for the few characters it flags (kernels.CASEFOLD:
-    ß, ς, ligatures, ...), whose texts are case-folded in Python and keyed again (casefold_key_ints)."""
+    does (as charset pins it), and keys their words; that is the pinned case folding (charset.casefold) except
+    for the few characters it flags (kernels.CASEFOLD: ß, ς, ligatures, ...), whose texts are case-folded in
+    Python and keyed again (casefold_key_ints)."""
     from bigmodel_core.data import kernels
     from bigmodel_core.data.minhash import Scanner
 
@@ -100,10 +101,11 @@ def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def casefold_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """group_key_ints of texts case-folded by str.casefold() in Python (for texts the kernel flags)."""
+    """group_key_ints of texts case-folded by charset.casefold in Python (for texts the kernel flags)."""
+    from bigmodel_core.data.charset import casefold
     from bigmodel_core.data.minhash import Scanner
 
-    folded = pa.array([t.casefold() for t in pc.fill_null(as_array(arr), "").to_pylist()], type=pa.large_string())
+    folded = pa.array([casefold(t) for t in pc.fill_null(as_array(arr), "").to_pylist()], type=pa.large_string())
     got = Scanner(1).scan(folded, want=np.zeros(len(folded), dtype=bool), lower=False)
     return got.key_hi, got.key_lo
 

@@ -19,7 +19,7 @@ import functools
 import numpy as np
 from numba import njit
 
-from bigmodel_core.data import hashing
+from bigmodel_core.data import charset, hashing
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _SEED = np.uint64(0x6B6D62696D6F6465)
@@ -37,26 +37,6 @@ def mix(x):
 
 
 @njit(cache=True, inline="always")
-def _wide_space(data, i, end):
-    """The length in bytes of the multi-byte whitespace character at data[i] (U+0085, U+00A0, U+1680,
-    U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000: a lead byte 0xC2, 0xE1, 0xE2 or 0xE3), 0 if the
-    character there is not whitespace."""
-    c = data[i]
-    if c == 0xC2:
-        return 2 if i + 1 < end and (data[i + 1] == 0x85 or data[i + 1] == 0xA0) else 0
-    if i + 2 >= end:
-        return 0
-    d, e = data[i + 1], data[i + 2]
-    if c == 0xE1:
-        return 3 if d == 0x9A and e == 0x80 else 0
-    if c == 0xE2:
-        if d == 0x80 and (e <= 0x8A or e == 0xA8 or e == 0xA9 or e == 0xAF):
-            return 3
-        return 3 if d == 0x81 and e == 0x9F else 0
-    return 3 if d == 0x80 and e == 0x80 else 0
-
-
-@njit(cache=True, inline="always")
 def _word_hash(data, a, b):
     """hashing.word_hash of the bytes data[a:b]."""
     h = _SEED
@@ -69,19 +49,30 @@ def _word_hash(data, a, b):
     return mix(h + np.uint64(b - a) * _GOLD)
 
 
-#: byte classes of text_scan (bits): whitespace, the lead byte of a multi-byte character that may be whitespace
-#: (_wide_space), a control character (U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F), '<' or '&',
-#: 0xC2 (U+0080-U+009F are controls too), 0xEF (U+FFFD starts with it), any byte >= 0x80
+#: byte classes of text_scan (bits), from charset's sets: ASCII whitespace, the lead byte of a multi-byte
+#: whitespace character (_wide_space), an ASCII control character, '<' or '&', the lead byte of the C1 controls
+#: (0xC2), 0xEF (U+FFFD starts with it), any byte >= 0x80, '>'
 _SP, _WIDE, _CTL, _MARK, _C2, _EF, _HIGH, _GT = 1, 2, 4, 8, 16, 32, 64, 128
+# the byte loops (eight bytes at a time: _specials8, layout) take every ASCII whitespace or control character
+# for one below 0x21 or DEL, and every non-ASCII one for a character of two or three bytes
+assert all(c < 0x21 or c == 0x7F for c in (*charset.WHITESPACE, *charset.CONTROL) if c < 0x80)
+assert all(0x80 <= c < 0x10000 for c in charset.WHITESPACE if c >= 0x80)
+assert all(0x80 <= c < 0xC0 for c in charset.CONTROL if c >= 0x80)
 SCAN_CLASS = np.zeros(256, dtype=np.uint8)
-SCAN_CLASS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] |= _SP
-SCAN_CLASS[[0xC2, 0xE1, 0xE2, 0xE3]] |= _WIDE
-SCAN_CLASS[[*range(0, 9), 11, 12, *range(14, 32), 0x7F]] |= _CTL
+SCAN_CLASS[[c for c in charset.WHITESPACE if c < 0x80]] |= _SP
+SCAN_CLASS[sorted({chr(c).encode()[0] for c in charset.WHITESPACE if c >= 0x80})] |= _WIDE
+SCAN_CLASS[[c for c in charset.CONTROL if c < 0x80]] |= _CTL
 SCAN_CLASS[[0x3C, 0x26]] |= _MARK
 SCAN_CLASS[0x3E] |= _GT
 SCAN_CLASS[0xC2] |= _C2
 SCAN_CLASS[0xEF] |= _EF
 SCAN_CLASS[0x80:] |= _HIGH
+#: per code point below the last whitespace character: 1 where it is non-ASCII whitespace
+WIDE_SPACE = np.zeros(max(charset.WHITESPACE) + 1, dtype=np.uint8)
+WIDE_SPACE[[c for c in charset.WHITESPACE if c >= 0x80]] = 1
+#: per second byte of a character led by 0xC2 (U+0080-U+00BF), its low six bits: 1 where it is a control
+C1_CONTROL = np.zeros(64, dtype=np.uint8)
+C1_CONTROL[[c - 0x80 for c in charset.CONTROL if c >= 0x80]] = 1
 _ONE, _L8, _H8, _M7 = (
     np.uint64(1),
     np.uint64(0x0101010101010101),
@@ -134,33 +125,26 @@ def _lower8(x):
 
 #: text_scan's flags per text (CASEFOLD: only when it lower-cases)
 CONTROL, REPLACEMENT, MARKUP, CASEFOLD = 1, 2, 4, 8
-#: fold_table() covers the code points below this; none above it has a lower case or a case folding (a test
-#: checks every one)
-FOLD_LIMIT = 0x20000
-#: the bit of a fold_table() entry marking a character whose str.casefold() is not its utf8_lower
+FOLD_LIMIT = charset.FOLD_LIMIT  # fold_table() covers the code points below this (above, nothing folds)
+#: the bit of a fold_table() entry marking a character whose case folding (charset.casefold) is not its lower case
 FOLDS_OTHERWISE = np.uint32(1 << 31)
 
 
 @functools.cache
 def fold_table() -> np.ndarray:
-    """For each code point below FOLD_LIMIT, the code point pyarrow's utf8_lower maps it to (one for one: a
-    check here), with FOLDS_OTHERWISE where Python's str.casefold() gives something else (ß -> ss, ς -> σ,
-    Cherokee, ligatures: under 300 characters). Built from the two functions themselves, once a process
-    (about 50 ms), so it follows the installed pyarrow and Python."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    cps = [c for c in range(FOLD_LIMIT) if not 0xD800 <= c < 0xE000]  # surrogates are not UTF-8
-    text = "".join(map(chr, cps))
-    lowered = pc.utf8_lower(pa.array([text], type=pa.large_string()))[0].as_py()
-    if len(lowered) != len(text):
-        raise RuntimeError(
-            "pyarrow's utf8_lower no longer maps code points one for one; kernels.fold_table cannot stand in for it"
-        )
+    """For each code point below FOLD_LIMIT, the code point it is lower-cased to (one for one: pyarrow's
+    utf8_lower as charset's committed table records it), with FOLDS_OTHERWISE where its pinned case folding
+    (charset.casefold) is something else (ß -> ss, ς -> σ, Cherokee, ligatures: under 300 characters). ASCII
+    entries are not read (the scan lower-cases 'A'-'Z' by rule). Read from the table, not from the installed
+    libraries, so a library upgrade changes neither the words read nor the group keys."""
+    lower, fold = charset.folds()
     table = np.arange(FOLD_LIMIT, dtype=np.uint32)
-    table[cps] = np.frombuffer(lowered.encode("utf-32-le"), dtype=np.uint32)
-    other = [c for c, low in zip(cps, lowered, strict=True) if chr(c).casefold() != low]
-    table[other] |= FOLDS_OTHERWISE
+    for c, low in lower.items():
+        table[c] = low
+    for c in set(lower) | set(fold):
+        if fold.get(c, chr(c)) != chr(lower.get(c, c)):
+            table[c] |= FOLDS_OTHERWISE
+    table[0x41:0x5B] += 32  # the ASCII rule, for a byte sequence that decodes to ASCII (never valid UTF-8)
     return table
 
 
@@ -190,11 +174,19 @@ def _byte_flags(data, i, end, c, f):
                         break
     if c & _GT and f & _OPEN:
         f |= MARKUP
-    if c & _C2 and i + 1 < end and 0x80 <= data[i + 1] <= 0x9F:
+    if c & _C2 and i + 1 < end and data[i + 1] & 0xC0 == 0x80 and C1_CONTROL[data[i + 1] & 0x3F]:
         f |= CONTROL
     if c & _EF and i + 2 < end and data[i + 1] == 0xBF and data[i + 2] == 0xBD:
         f |= REPLACEMENT
     return f
+
+
+@njit(cache=True, inline="always")
+def _wide_space(data, i, end):
+    """The length in bytes of the non-ASCII whitespace character (charset.WHITESPACE) at data[i], 0 if the
+    character there is not one."""
+    cp, n = _char_at(data, i, end)
+    return n if n and cp < WIDE_SPACE.size and WIDE_SPACE[cp] else 0
 
 
 @njit(cache=True, inline="always")
@@ -320,9 +312,9 @@ def text_scan(
     (table: a row per slot, word hash (0: free) and count; slots: a row per distinct word, in order of
     appearance, its slot, the offset of its bytes in store and its length; store: the bytes of those words).
 
-    fold: the bytes are read lower-cased as pyarrow's utf8_lower would make them (ASCII letters in place, other
-    characters through fold_map, fold_table()), and CASEFOLD marks a text with a character whose
-    str.casefold() differs; without it they are read as they are.
+    fold: the bytes are read lower-cased (ASCII letters in place, other characters through fold_map,
+    fold_table(): pyarrow's utf8_lower as charset pins it), and CASEFOLD marks a text with a character whose
+    pinned case folding (charset.casefold) differs; without it they are read as they are.
 
     state = (first text, slots taken, store bytes taken, slots needed, store bytes needed). Before a wanted
     text whose words might fill the table past half, or the store, it stops, writes state and returns False;
@@ -539,35 +531,34 @@ def _densify_row(raw, out, probes, empty):
 _AMP8, _SEMI8 = _L8 * np.uint64(0x26), _L8 * np.uint64(0x3B)
 
 
+#: charset.REPAIRED_ENTITIES as rows of bytes, right-aligned in ENTITY_WIDTH columns (zeros before)
+ENTITY_WIDTH = max(map(len, charset.REPAIRED_ENTITIES))
+ENTITY_NAMES = np.zeros((len(charset.REPAIRED_ENTITIES), ENTITY_WIDTH), dtype=np.uint8)
+for _r, _name in enumerate(charset.REPAIRED_ENTITIES):
+    ENTITY_NAMES[_r, ENTITY_WIDTH - len(_name) :] = np.frombuffer(_name.encode("ascii"), dtype=np.uint8)
+
+
 @njit(cache=True, inline="always")
 def _entity_before(data, a, i):
     """Whether the bytes before the ';' at data[i] (text from a) can end a match of cleaning._ENTITY
-    ('#' and one to five decimal digits, or quot, amp, lt, gt, nbsp or apos): a superset, as any byte
+    ('#' and one to five decimal digits, or a name of charset.REPAIRED_ENTITIES): a superset, as any byte
     >= 0x80 is taken for part of a digit (a character of Unicode category Nd) and up to 20 of them."""
     j = i - 1
     while j >= a and i - j <= 20 and (0x30 <= data[j] <= 0x39 or data[j] >= 0x80):
         j -= 1
     if j < i - 1 and j >= a and data[j] == 0x23:  # '#' then digits
         return True
-    if i - a >= 2:
-        x, y = data[i - 2], data[i - 1]
-        if y == 0x74 and (x == 0x6C or x == 0x67):  # lt, gt
+    for r in range(ENTITY_NAMES.shape[0]):
+        same = True
+        for x in range(ENTITY_WIDTH):
+            c = ENTITY_NAMES[r, ENTITY_WIDTH - 1 - x]
+            if c == 0:
+                break
+            if i - 1 - x < a or data[i - 1 - x] != c:
+                same = False
+                break
+        if same:
             return True
-        if i - a >= 3 and x == 0x6D and y == 0x70 and data[i - 3] == 0x61:  # amp
-            return True
-        if i - a >= 4:
-            w = data[i - 4]
-            z = data[i - 3]
-            if (
-                (w == 0x71 and z == 0x75 and x == 0x6F and y == 0x74)
-                or (  # quot
-                    w == 0x6E and z == 0x62 and x == 0x73 and y == 0x70
-                )
-                or (  # nbsp
-                    w == 0x61 and z == 0x70 and x == 0x6F and y == 0x73
-                )
-            ):  # apos
-                return True
     return False
 
 
@@ -598,9 +589,9 @@ _FIRST_LAST = np.uint64(0x8000000000000080)  # the top bits of a word's first an
 
 @njit(cache=True)
 def layout(data, offsets, strip_html, collapse, lower, max_chars, out_data, out_offsets):
-    """cleaning._layout for every text, in one pass over its bytes (steps 3-6 of clean_text): tags (a '<', at
+    """Steps 3-6 of cleaning (its docstring) for every text, in one pass over its bytes: tags (a '<', at
     most 200 characters other than '<' and '>', a '>', left to right as re.sub finds them) become a space;
-    with collapse, every run of whitespace (str.isspace) becomes one space and the ends are stripped;
+    with collapse, every run of whitespace (charset.WHITESPACE) becomes one space and the ends are stripped;
     ASCII capitals are lower-cased with lower (str.lower for ASCII text: the caller redoes the others); the
     result is cut to max_chars characters. Writes the texts to (out_data, out_offsets), never longer than
     the input; returns the bytes written."""

@@ -8,8 +8,8 @@ probability equal to their Jaccard similarity. One hash per shingle instead of o
 permutation, computed in one compiled pass over the texts' bytes (kernels.text_scan), which also counts
 every text's words and the distinct words for the data profile, and finds the group keys and text facts.
 
-Words are the whitespace-separated words (Python's str.split) of the text lower-cased as pyarrow's utf8_lower
-does (the kernel lower-cases as it reads, with a table made from utf8_lower itself);
+Words are the whitespace-separated words (Python's str.split; charset.WHITESPACE) of the text lower-cased as
+pyarrow's utf8_lower does (the kernel lower-cases as it reads, with the table charset pins from utf8_lower);
 a shingle is `k` consecutive words (a text of k words or fewer is one shingle). A word's hash depends on its
 bytes alone (the definition is hashing.word_hash), so a text's signature does not depend on the other
 rows or on the process. LSH bands and rows come from datasketch's optimiser for the threshold; candidate
@@ -90,8 +90,8 @@ class Scanner:
         sig: np.ndarray | None = None,
     ) -> Scan:
         """texts: an Arrow string array (or what columns.as_array takes), read lower-cased as pyarrow's
-        utf8_lower makes them (by the kernel, as it reads: kernels.fold_table) unless lower=False; sig: where
-        to write the signatures ((n, BINS), zeros), if not new."""
+        utf8_lower makes them (by the kernel, as it reads: kernels.fold_table, pinned by charset) unless
+        lower=False; sig: where to write the signatures ((n, BINS), zeros), if not new."""
         from bigmodel_core.data import kernels
         from bigmodel_core.data.columns import as_array, byte_view
 

@@ -18,29 +18,34 @@ import pyarrow.compute as pc
 
 from bigmodel_core.config import DATASET_RULES, ROW_RULES, TEXT_ROW_RULES, ValidateParams, default_rule
 from bigmodel_core.data import columns
-from bigmodel_core.data.cleaning import WS_CHARS, normalize_key
+from bigmodel_core.data.charset import CONTROL_CLASS, WS_CLASS, normalize_key
 from bigmodel_core.errors import ConfigError
 
-# C0 and C1 control characters other than tab, line feed and carriage return (and DEL)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_HTML_LEFT = re.compile(
-    r"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:\s[^<>]{0,200})?/?>|&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});"
-)
-# the same for pyarrow's RE2, on every text: RE2 matches code points as Python does, but its \s and \d are
-# ASCII, so Python's classes are spelled out (tests/test_vectorized_text.py compares both on adversarial text)
+# C0 and C1 control characters other than tab, line feed and carriage return (and DEL): charset.CONTROL
+_CONTROL = re.compile(f"[{CONTROL_CLASS}]")
+
+
+def _html_left(digit: str) -> str:
+    """The HTML rule's pattern (a tag or an entity left after cleaning), with `digit` for a decimal digit."""
+    return (
+        rf"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:[{WS_CLASS}][^<>]{{0,200}})?/?>"
+        rf"|&(?:[a-zA-Z]{{2,8}}|#{digit}{{1,6}}|#x[0-9a-fA-F]{{1,6}});"
+    )
+
+
+_HTML_LEFT = re.compile(_html_left(r"\d"))
 
 
 @functools.cache
 def _html_left_re2() -> str:
-    return (
-        rf"<(?:[a-zA-Z][a-zA-Z0-9]*|/[a-zA-Z][a-zA-Z0-9]*)(?:[ {WS_CHARS}][^<>]{{0,200}})?/?>"
-        rf"|&(?:[a-zA-Z]{{2,8}}|#[{columns.python_class(str.isdecimal)}]{{1,6}}|#x[0-9a-fA-F]{{1,6}});"
-    )
+    """_HTML_LEFT for pyarrow's RE2 on every text: RE2 matches code points as Python does, but its \\d is ASCII,
+    so Python's is spelled out (tests/test_vectorized_text.py compares both on adversarial text)."""
+    return _html_left(f"[{columns.python_class(str.isdecimal)}]")
 
 
 def group_key(text: str) -> str:
     """The key that makes rows 'the same text' (duplicates, conflicts, the split): hashing.text_key of the
-    words of the normalised text (cleaning.normalize_key), 20 hex digits."""
+    words of the normalised text (charset.normalize_key: pinned, KEY_VERSION), 20 hex digits."""
     from bigmodel_core.data.hashing import text_key
 
     hi, lo = text_key([w.encode() for w in normalize_key(text).split(" ") if w])
@@ -289,7 +294,7 @@ class Checker:
             files = np.array([self.file_names.setdefault(u, len(self.file_names)) for u in uniques], dtype=np.int32)
             fixed = df["fixed_split"].map(_FIXED).fillna(0).to_numpy(dtype=np.int8)
             # group keys: the scan's keys of the lower-cased words are those of the normalised text, but for the
-            # texts with a character that str.casefold() folds otherwise (kernels.CASEFOLD), keyed again
+            # texts with a character whose case folding is not its lower case (kernels.CASEFOLD), keyed again
             hi, lo = np.where(usable, got.key_hi, np.uint64(0)), np.where(usable, got.key_lo, np.uint16(0))
             folded = np.nonzero(usable & (got.flags & kernels.CASEFOLD).astype(bool))[0]
             if len(folded):

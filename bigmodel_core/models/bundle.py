@@ -147,10 +147,12 @@ class Predictor:
         self.model.to(self.device).eval()
 
     def clean(self, texts: list) -> list[str]:
-        """The texts as this model's cleaning leaves them (what it scores; None becomes "")."""
-        from bigmodel_core.data.cleaning import clean_text
+        """The texts as this model's cleaning leaves them (what it scores; None becomes ""): cleaning.clean_array,
+        the function the clean stage ran on the training texts."""
+        from bigmodel_core.data.cleaning import clean_array
 
-        return ["" if t is None else clean_text(str(t), self.clean_p) or "" for t in texts]
+        cleaned = clean_array([None if t is None else str(t) for t in texts], self.clean_p).to_pylist()
+        return [t or "" for t in cleaned]
 
     def predict_proba(self, texts: list[str], batch_size: int = 128, clean: bool = True) -> np.ndarray:
         """Probabilities per class. clean=False is for texts that already went through the clean stage."""

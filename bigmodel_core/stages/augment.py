@@ -16,6 +16,8 @@ SPEC = StageSpec(
     code=(
         "bigmodel_core/data/augment.py",
         "bigmodel_core/data/kernels.py",
+        "bigmodel_core/data/charset.py",
+        "bigmodel_core/data/casefold.tsv",
         "bigmodel_core/data/split.py",
         "bigmodel_core/data/cleaning.py",
         "bigmodel_core/data/columns.py",

@@ -100,6 +100,8 @@ SPEC = StageSpec(
         "bigmodel_core/data/columns.py",
         "bigmodel_core/data/hashing.py",
         "bigmodel_core/data/kernels.py",
+        "bigmodel_core/data/charset.py",
+        "bigmodel_core/data/casefold.tsv",
         "bigmodel_core/data/label_noise.py",
         "bigmodel_core/data/minhash.py",
         "bigmodel_core/data/profile.py",

@@ -28,6 +28,8 @@ SPEC = StageSpec(
         "bigmodel_core/data/quality.py",
         "bigmodel_core/data/minhash.py",
         "bigmodel_core/data/kernels.py",
+        "bigmodel_core/data/charset.py",
+        "bigmodel_core/data/casefold.tsv",
         "bigmodel_core/data/label_noise.py",
         "bigmodel_core/data/profile.py",
         "bigmodel_core/data/columns.py",
