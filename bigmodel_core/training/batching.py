@@ -7,6 +7,7 @@ of (lengths, sizes, seed, epoch), so a resumed run can rebuild the exact batches
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,15 @@ def collate(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Ten
     batch = collate_padded(Ragged.from_lists(seqs), np.arange(len(seqs)), pad_id, multiple=1)
     mask = batch["mask"] if batch["mask"] is not None else torch.ones_like(batch["ids"], dtype=torch.bool)
     return batch["ids"], mask
+
+
+@dataclass
+class TrainData:
+    """What the loop trains on: the encoded train and validation rows, their class ids, and how to batch them."""
+
+    train: Ragged
+    train_y: np.ndarray
+    val: Ragged
+    val_y: np.ndarray
+    num_classes: int
+    collate: Callable[[Ragged, np.ndarray], dict]  # rows -> the model's keyword arguments (CPU tensors)
