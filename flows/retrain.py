@@ -186,7 +186,7 @@ def _take_over(params: Params, root: Path, name: str, mlflow_run: str | None, no
     """Note this run's MLflow and flow runs in the workspace, so the next run closes them should this process
     die (returns the note's key), then close what earlier runs left open when their process died."""
     from bigmodel_core.orchestration import crash_flow_runs
-    from bigmodel_core.tracking.pipeline_run import take_over_dead_runs
+    from bigmodel_core.tracking.run_recovery import take_over_dead_runs
 
     flow_id = str(flow_run.get_id() or "") or None
     key = (mlflow_run or (f"flow-{flow_id}" if flow_id else None)) if note else None

@@ -19,7 +19,7 @@ import pytest
 
 from bigmodel_core import workspace
 from bigmodel_core.config import parse_params
-from bigmodel_core.tracking import pipeline_run
+from bigmodel_core.tracking import pipeline_run, run_recovery
 from tests.conftest import BIN, dvc, env_for, make_workspace, run_cmd, tiny_params_dict
 from tests.test_e2e_dvc import registry_versions
 from tests.test_failures import _descendants, _running, error_lines
@@ -81,7 +81,7 @@ def test_the_lock_holder_closes_only_this_workspaces_runs_whose_process_died(tmp
             asked.append(messages)
             return set()
 
-        pipeline_run.take_over_dead_runs(params, a, runs["next"], "run retrain-x", prefect_down)
+        run_recovery.take_over_dead_runs(params, a, runs["next"], "run retrain-x", prefect_down)
         assert asked == []  # not holding the workspace lock: nothing is closed
         with pytest.raises(RuntimeError, match="only the run holding the workspace lock"):
             workspace.dead_runs(a)
@@ -90,7 +90,7 @@ def test_the_lock_holder_closes_only_this_workspaces_runs_whose_process_died(tmp
 
         with workspace.exclusive(a, "test run"):
             assert set(workspace.dead_runs(a)) == {runs["dead"], runs["reused"], runs["zombie"], "flow-f-gone"}
-            pipeline_run.take_over_dead_runs(params, a, runs["next"], "run retrain-x", prefect_down)
+            run_recovery.take_over_dead_runs(params, a, runs["next"], "run retrain-x", prefect_down)
         status = {name: client.get_run(r).info.status for name, r in runs.items()}
         assert status == {"dead": "KILLED", "reused": "KILLED", "zombie": "KILLED", "live": "RUNNING",
                           "other": "RUNNING", "next": "RUNNING"}
@@ -114,7 +114,8 @@ def test_the_lock_holder_closes_only_this_workspaces_runs_whose_process_died(tmp
         assert left[runs["dead"]]["mlflow_closed"] and not left[runs["dead"]]["flow_closed"]
 
         with workspace.exclusive(a, "a later run"):
-            pipeline_run.take_over_dead_runs(params, a, runs["live"], "run retrain-y", lambda m: asked.append(m) or set(m))
+            run_recovery.take_over_dead_runs(params, a, runs["live"], "run retrain-y",
+                                             lambda m: asked.append(m) or set(m))
         assert asked[-1].keys() == {"f-dead", "f-gone"}  # Prefect asked again, MLflow not closed twice
         assert client.get_run(runs["dead"]).data.tags["bigmodel.successor_run"] == runs["next"]
         assert [p.stem for p in workspace.runs_dir(a).glob("*.json")] == [runs["live"]]
@@ -269,22 +270,21 @@ def test_flow_runs_of_dead_processes_are_marked_crashed_with_their_running_task_
         pass
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
-    with api_server(tmp_path):
-        with get_client(sync_client=True) as client:
-            dead = client.create_flow_run(retrain, name="retrain-dead", state=Running())
-            running_task = client.create_task_run(stage, dead.id, "train", name="train", state=Running())
-            done_task = client.create_task_run(stage, dead.id, "split", name="split", state=Completed())
-            finished = client.create_flow_run(retrain, name="retrain-finished", state=Completed())
-            unknown = "00000000-0000-4000-8000-000000000000"
-            why = "its process (pid 4242) died without closing the run; closed by run retrain-next"
-            assert crash_flow_runs({str(dead.id): why, str(finished.id): why, unknown: why}) == {
-                str(dead.id), str(finished.id), unknown}
-            state = client.read_flow_run(dead.id).state
-            assert state.type.value == "CRASHED" and state.message == why
-            state = client.read_task_run(running_task.id).state
-            assert state.type.value == "CRASHED" and state.message == why
-            assert client.read_task_run(done_task.id).state.type.value == "COMPLETED"
-            assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
+    with api_server(tmp_path), get_client(sync_client=True) as client:
+        dead = client.create_flow_run(retrain, name="retrain-dead", state=Running())
+        running_task = client.create_task_run(stage, dead.id, "train", name="train", state=Running())
+        done_task = client.create_task_run(stage, dead.id, "split", name="split", state=Completed())
+        finished = client.create_flow_run(retrain, name="retrain-finished", state=Completed())
+        unknown = "00000000-0000-4000-8000-000000000000"
+        why = "its process (pid 4242) died without closing the run; closed by run retrain-next"
+        assert crash_flow_runs({str(dead.id): why, str(finished.id): why, unknown: why}) == {
+            str(dead.id), str(finished.id), unknown}
+        state = client.read_flow_run(dead.id).state
+        assert state.type.value == "CRASHED" and state.message == why
+        state = client.read_task_run(running_task.id).state
+        assert state.type.value == "CRASHED" and state.message == why
+        assert client.read_task_run(done_task.id).state.type.value == "COMPLETED"
+        assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
     # no server to reach: nothing is marked, and the caller keeps its notes for a later run
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     from bigmodel_core.orchestration import _refresh_prefect_settings
@@ -411,14 +411,13 @@ def _assert_prefect_closed(root: Path, monkeypatch, old_flow_run: str, new_flow_
     from bigmodel_core.orchestration import api_server
 
     monkeypatch.setenv("PREFECT_HOME", str(root / ".prefect"))
-    with api_server(root):
-        with get_client(sync_client=True) as client:
-            old, new = client.read_flow_run(old_flow_run), client.read_flow_run(new_flow_run)
-            assert old.state.type.value == "CRASHED" and old.state.message == reason
-            assert new.state.type.value == "COMPLETED"
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[old.id])),
-                                          sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200, offset=0)
-            # no task run of the dead flow run is left running (the temporary server records task runs only once
-            # issue 24 point 5 is done; until then there are none to close)
-            states = {t.name: t.state.type.value for t in tasks}
-            assert not {"RUNNING", "PENDING"} & set(states.values()) and states.get("train") in (None, "CRASHED"), states
+    with api_server(root), get_client(sync_client=True) as client:
+        old, new = client.read_flow_run(old_flow_run), client.read_flow_run(new_flow_run)
+        assert old.state.type.value == "CRASHED" and old.state.message == reason
+        assert new.state.type.value == "COMPLETED"
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[old.id])),
+                                      sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200, offset=0)
+        # no task run of the dead flow run is left running (the temporary server records task runs only once
+        # issue 24 point 5 is done; until then there are none to close)
+        states = {t.name: t.state.type.value for t in tasks}
+        assert not {"RUNNING", "PENDING"} & set(states.values()) and states.get("train") in (None, "CRASHED"), states

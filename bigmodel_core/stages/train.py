@@ -279,7 +279,7 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
             flush=True,
         )
         from bigmodel_core.tracking.live import MlflowLive
-        from bigmodel_core.tracking.pipeline_run import log_split_datasets
+        from bigmodel_core.tracking.run_data import log_split_datasets
 
         # the MLflow run the checkpoint's training logged into, if any; a run of its own (plain `dvc repro`) is
         # continued, a flow's run is not (the flow that owned it has ended)

@@ -363,7 +363,7 @@ def select(params: Params, paths: Paths, key: str) -> dict:
     # the choice is made: now the test split may be read, for the bundle's profile of every split and the run's inputs
     if live is not None:
         try:
-            from bigmodel_core.tracking.pipeline_run import log_split_datasets
+            from bigmodel_core.tracking.run_data import log_split_datasets
 
             log_split_datasets(live.client, live.run_id, paths.split)
         except Exception as e:

@@ -34,11 +34,11 @@ class MlflowLive(Callback):
         closes it should this process die, and close what dead processes left open (MLflow only: the flow
         runs of those are closed by the next flow run)."""
         from bigmodel_core import workspace
-        from bigmodel_core.tracking import pipeline_run
+        from bigmodel_core.tracking import run_recovery
 
         try:
             workspace.record_run(root, self.run_id, mlflow_run_id=self.run_id)
-            pipeline_run.take_over_dead_runs(params, root, self.run_id, f"`dvc repro` (MLflow run {self.run_id})")
+            run_recovery.take_over_dead_runs(params, root, self.run_id, f"`dvc repro` (MLflow run {self.run_id})")
         except Exception as e:  # bookkeeping: never a reason to train without tracking
             print(f"train: could not note the MLflow run in .bigmodel/runs ({type(e).__name__}: {e})", flush=True)
 

@@ -290,7 +290,7 @@ def _log_evaluation(
 ) -> None:
     """Everything deploy records in the (active) run but the model: training curves when the model was trained in
     another run, test figures, data quality, datasets, reports and plots, the gate's verdict."""
-    from bigmodel_core.tracking import pipeline_run
+    from bigmodel_core.tracking import pipeline_run, run_data
 
     mlflow.set_tags({k: v for k, v in tags.items() if k != "bigmodel.run_name"})
     if run_id != train_run_id:  # the train stage logged these live into another run (or none)
@@ -316,9 +316,9 @@ def _log_evaluation(
         }
     )
     mlflow.log_metrics(test)
-    pipeline_run.attach_data_quality(client, run_id, quality, _read_quarantine(quarantine))
+    run_data.attach_data_quality(client, run_id, quality, _read_quarantine(quarantine))
     if split_dir is not None:
-        pipeline_run.log_split_datasets(client, run_id, split_dir)
+        run_data.log_split_datasets(client, run_id, split_dir)
     mlflow.log_dict(decision, "reports/decision.json")
     for path in artifacts:
         if path.exists():

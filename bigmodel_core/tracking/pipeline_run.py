@@ -14,12 +14,12 @@ Tracking trouble never stops the pipeline: these functions print one warning lin
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 from bigmodel_core.config import Params
+from bigmodel_core.tracking.run_data import DQ_HTML, attach_data_quality, has_artifact, workspace_quality
 
 # set by the flow for every stage it runs (see flows/retrain.py)
 ENV_RUN_ID = "BIGMODEL_MLFLOW_RUN_ID"
@@ -30,9 +30,6 @@ ENV_DVC_EXP_NAME = "DVC_EXP_NAME"  # set by `dvc exp run` for the stages it runs
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 MAX_TAG = 8000  # MLflow's limit on a tag value (mlflow.utils.validation.MAX_TAG_VAL_LENGTH)
-DQ_HTML = "reports/data_quality.html"
-DQ_JSON = "reports/data_quality.json"
-SPLIT_CONTEXT = {"train": "training", "val": "validation", "test": "testing"}
 # tags that describe how a run ended: cleared when a crashed training resumes in the same run
 STOP_TAGS = ("bigmodel.stopped_by", "bigmodel.failure_reason")
 
@@ -51,7 +48,7 @@ def default_run_name() -> str:
     )
 
 
-def _warn(what: str, e: BaseException) -> None:
+def warn(what: str, e: BaseException) -> None:
     first = str(e).splitlines()[0] if str(e) else ""
     print(f"mlflow: {what} ({type(e).__name__}: {first})", flush=True)
 
@@ -60,7 +57,7 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_TAG else text[: MAX_TAG - 1] + "…"
 
 
-def _client(params: Params, root: Path):
+def mlflow_client(params: Params, root: Path):
     from bigmodel_core.tracking.store import _setup
 
     mlflow = _setup(params, root)
@@ -107,10 +104,10 @@ def open_run(params: Params, root: Path, run_name: str, tags: dict[str, str]) ->
     """Open the pipeline's run (RUNNING) named `run_name`; its id, or None (and one warning line) when
     tracking is unreachable."""
     try:
-        mlflow, client = _client(params, Path(root))
+        mlflow, client = mlflow_client(params, Path(root))
         return create_run(mlflow, client, params, Path(root), run_name, tags)
     except Exception as e:  # ImportError, a server that is down, a locked database ...
-        _warn("MLflow tracking unavailable, this run is not recorded in MLflow", e)
+        warn("MLflow tracking unavailable, this run is not recorded in MLflow", e)
         return None
 
 
@@ -214,98 +211,6 @@ def clear_stop(client, run_id: str) -> None:
             client.delete_tag(run_id, k)
 
 
-# --------------------------------------------------------------------------- inputs and reports
-def _split_dataset(path: Path, name: str):
-    """A dataset entity read from the parquet file's footer (rows, schema) without loading the rows."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from mlflow.entities import Dataset
-    from mlflow.types import ColSpec, DataType, Schema
-
-    from bigmodel_core.io import sha256_file
-
-    meta = pq.read_metadata(path)
-    arrow = meta.schema.to_arrow_schema()
-
-    def dtype(t) -> DataType:
-        if pa.types.is_boolean(t):
-            return DataType.boolean
-        if pa.types.is_integer(t):
-            return DataType.long if t.bit_width > 32 else DataType.integer
-        if pa.types.is_float32(t):
-            return DataType.float
-        if pa.types.is_floating(t):
-            return DataType.double
-        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            return DataType.binary
-        if pa.types.is_timestamp(t) or pa.types.is_date(t):
-            return DataType.datetime
-        return DataType.string
-
-    schema = Schema([ColSpec(dtype(f.type), f.name) for f in arrow if not f.name.startswith("__index_level_")])
-    profile = {
-        "num_rows": meta.num_rows,
-        "num_elements": meta.num_rows * len(schema.inputs),
-        "bytes": path.stat().st_size,
-    }
-    return Dataset(
-        name=name,
-        digest=sha256_file(path)[:16],
-        source_type="local",
-        source=json.dumps({"uri": str(path.resolve())}),
-        schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
-        profile=json.dumps(profile),
-    )
-
-
-def log_split_datasets(client, run_id: str, split_dir: Path) -> None:
-    """The train/val/test split files as the run's inputs (contexts training/validation/testing).
-    MLflow keeps one input per (dataset, run), so logging again is harmless."""
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    inputs = []
-    for split, context in SPLIT_CONTEXT.items():
-        path = Path(split_dir) / f"{split}.parquet"
-        if path.exists():
-            inputs.append(DatasetInput(_split_dataset(path, split), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-    if inputs:
-        client.log_inputs(run_id, datasets=inputs)
-
-
-def _has_artifact(client, run_id: str, path: str) -> bool:
-    folder = path.rsplit("/", 1)[0] if "/" in path else None
-    return any(f.path == path for f in client.list_artifacts(run_id, folder))
-
-
-def attach_data_quality(client, run_id: str, report: dict, quarantine=None, note: str | None = None) -> None:
-    """The data-quality report as JSON and as a readable page (reports/data_quality.{json,html})."""
-    from bigmodel_core.tracking.report_html import data_quality_html
-
-    client.log_dict(run_id, report, DQ_JSON)
-    client.log_text(run_id, data_quality_html(report, quarantine, note=note), DQ_HTML)
-
-
-def _workspace_quality(root: Path) -> tuple[dict, object] | None:
-    """reports/data_quality.json and the quarantined rows next to it, if the validate stage has passed here."""
-    import pandas as pd
-
-    from bigmodel_core.paths import Paths
-
-    paths = Paths(root)
-    if not paths.quality_report.exists():
-        return None
-    report = json.loads(paths.quality_report.read_text())
-    quarantine = None
-    q = paths.validated / "quarantine.parquet"
-    if q.exists():
-        try:
-            quarantine = pd.read_parquet(q)
-        except Exception:  # the report alone is still worth attaching
-            quarantine = None
-    return report, quarantine
-
-
 # --------------------------------------------------------------------------- closing
 def close_run(
     params: Params,
@@ -327,9 +232,9 @@ def close_run(
         raise ValueError(f"status must be one of {', '.join(TERMINAL)}, got {status!r}")
     root = Path(root)
     try:
-        _, client = _client(params, root)
+        _, client = mlflow_client(params, root)
     except Exception as e:
-        _warn(f"cannot close MLflow run {run_id}", e)
+        warn(f"cannot close MLflow run {run_id}", e)
         return
     steps = []
     if reason:
@@ -341,9 +246,9 @@ def close_run(
         steps.append(("record why the run stopped", record_stop))
 
     def quality() -> None:
-        if _has_artifact(client, run_id, DQ_HTML):
+        if has_artifact(client, run_id, DQ_HTML):
             return
-        found = _workspace_quality(root)
+        found = workspace_quality(root)
         if found is not None:
             attach_data_quality(client, run_id, *found)
 
@@ -367,95 +272,7 @@ def close_run(
         try:
             step()
         except Exception as e:
-            _warn(f"run {run_id}: could not {what}", e)
-
-
-def close_dead_runs(params: Params, root: Path, dead: dict[str, dict], successor: str | None, reason_of) -> set[str]:
-    """Close the MLflow runs that processes of this workspace left RUNNING when they died (dead: notes from
-    workspace.dead_runs, by key): status KILLED, end time their last metric (or their start), the reason
-    (reason_of(note)) as bigmodel.failure_reason, and bigmodel.successor_run naming `successor`, whose
-    bigmodel.predecessor_run names them. Returns the keys of the notes whose MLflow run is closed now (or was
-    already, or is gone); tracking trouble is printed, never raised."""
-    pending = {k: n for k, n in dead.items() if n.get("mlflow_run_id") and not n.get("mlflow_closed")}
-    done = {k for k, n in dead.items() if not n.get("mlflow_run_id") or n.get("mlflow_closed")}
-    if not pending:
-        return done
-    try:
-        _, client = _client(params, Path(root))
-    except Exception as e:
-        _warn("cannot close the MLflow runs of dead processes", e)
-        return done
-    from mlflow.exceptions import MlflowException
-
-    closed = []
-    for key, note in pending.items():
-        run_id = note["mlflow_run_id"]
-        try:
-            try:
-                run = client.get_run(run_id)
-            except MlflowException as e:
-                if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # another tracking store, or deleted: nothing open
-                    done.add(key)
-                    continue
-                raise
-            if run.info.status in ("RUNNING", "SCHEDULED"):
-                last = max((m.timestamp for m in run.data.to_proto().metrics), default=run.info.start_time)
-                tags = stop_tags("KILLED", reason_of(note), by="crash")
-                if successor:
-                    tags["bigmodel.successor_run"] = successor
-                set_tags(client, run_id, tags)
-                client.set_terminated(run_id, "KILLED", end_time=max(last or 0, run.info.start_time or 0))
-                closed.append(run_id)
-                print(f"mlflow: closed run {run_id} (KILLED): {reason_of(note)}", flush=True)
-            done.add(key)
-        except Exception as e:
-            _warn(f"could not close run {run_id}, left by a process that died", e)
-    if closed and successor:
-        try:
-            before = client.get_run(successor).data.tags.get("bigmodel.predecessor_run")
-            set_tags(client, successor, {"bigmodel.predecessor_run": ", ".join(([before] if before else []) + closed)})
-        except Exception as e:
-            _warn(f"run {successor}: could not name the runs it took over from", e)
-    return done
-
-
-def take_over_dead_runs(params: Params, root: Path, successor: str | None, by: str, crash_flow_runs=None) -> None:
-    """Close what runs of this workspace left open when their process died (workspace.dead_runs): their MLflow
-    runs here, their Prefect flow runs through crash_flow_runs (flow run id -> reason; returns the ids dealt
-    with) when given. `by` names this run in the reason. Only the holder of the workspace lock calls this."""
-    from bigmodel_core import workspace
-
-    if not workspace.held_by_parent():  # e.g. a library call outside any run: closing others is not its place
-        return
-    try:
-        dead = workspace.dead_runs(root)
-    except OSError as e:
-        _warn("could not read the notes of earlier runs (.bigmodel/runs)", e)
-        return
-    if not dead:
-        return
-
-    def why(note: dict) -> str:
-        return f"its process (pid {note.get('pid', '?')}) died without closing the run; closed by {by}"
-
-    mlflow_done = close_dead_runs(params, root, dead, successor, why)
-    flows = {n["flow_run_id"]: why(n) for n in dead.values() if n.get("flow_run_id") and not n.get("flow_closed")}
-    flow_done = crash_flow_runs(flows) if crash_flow_runs is not None and flows else set()
-    try:
-        for key, note in dead.items():
-            flow = note.get("flow_run_id")
-            flow_ok = not flow or note.get("flow_closed") or flow in flow_done
-            if key in mlflow_done and flow_ok:
-                workspace.forget_run(root, key)
-            elif key in mlflow_done or flow_ok:  # the rest is closed by a later run that can reach it
-                workspace.update_note(
-                    root,
-                    key,
-                    mlflow_closed=key in mlflow_done or bool(note.get("mlflow_closed")),
-                    flow_closed=bool(flow_ok),
-                )
-    except OSError as e:
-        _warn("could not update the notes of earlier runs (.bigmodel/runs)", e)
+            warn(f"run {run_id}: could not {what}", e)
 
 
 def record_data_gate(params: Params, root: Path, reason: str, report: dict, quarantine=None) -> str | None:
@@ -475,10 +292,10 @@ def record_data_gate(params: Params, root: Path, reason: str, report: dict, quar
         if run_id is None:
             return None
     try:
-        _, client = _client(params, Path(root))
+        _, client = mlflow_client(params, Path(root))
         attach_data_quality(client, run_id, report, quarantine, note=note)
     except Exception as e:
-        _warn(f"run {run_id}: could not attach the data-quality report", e)
+        warn(f"run {run_id}: could not attach the data-quality report", e)
     if owned:
         close_run(params, root, run_id, "FAILED", reason=reason, stopped_by="data gate")
     return run_id
