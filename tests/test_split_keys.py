@@ -12,6 +12,7 @@ import pandas as pd
 
 from bigmodel_core.config import SplitParams, ValidateParams
 from bigmodel_core.data import charset, columns, kernels, quality, split
+from bigmodel_core.data.keys import group_keys
 
 #: text, its normalised form (charset.normalize_key), its group key, its split under the default SplitParams
 PINNED = [
@@ -77,7 +78,7 @@ def test_normalisation_and_keys_of_a_multilingual_sample_are_pinned():
     assert [charset.normalize_key(t) for t in texts] == [n for _, n, _, _ in PINNED]
     keys = [k for _, _, k, _ in PINNED]
     assert [quality.group_key(t) for t in texts] == keys  # the Python definition
-    assert columns.group_keys(columns.as_array(texts)) == keys  # the compiled scan (and its re-keyed texts)
+    assert group_keys(columns.as_array(texts)) == keys  # the compiled scan (and its re-keyed texts)
     # what the rule says, in the sample: case, whitespace runs, ß/ẞ and final sigma fold together; dotted and
     # dotless i, composed and combining accents, full-width and ASCII letters stay apart
     key = dict(zip(texts, keys, strict=True))

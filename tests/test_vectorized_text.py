@@ -135,7 +135,7 @@ def test_lsh_finds_the_similar_pairs_and_components_join_them():
 
 
 def test_column_operations_equal_their_python_definitions():
-    from bigmodel_core.data import columns, quality
+    from bigmodel_core.data import columns, keys, quality
     from bigmodel_core.data.cleaning import normalize_key
 
     texts = _samples(11, 4000) + ["<p class='x'>", "&nbsp;", "&#x1F;", "a\u0085b", "x\x7fy", "\x9f", "<a\u00a0href>", "١٢", "&#١٢٣;", "&#𝟙;", "<b\u2003x>", "<b\u200bx>", "x\ufffdy", "\ufffd", "é\ufffd", "\u0080", "a\u009fb"]
@@ -159,14 +159,14 @@ def test_column_operations_equal_their_python_definitions():
     # every text where the HTML rule fires is one the scan marks (the rule's pattern only runs on those)
     assert not (np.array([bool(quality._HTML_LEFT.search(t)) for t in plain]) & ~markup).any()
     assert columns.contains(arr, quality._html_left_re2()).tolist() == [bool(quality._HTML_LEFT.search(t)) for t in plain]
-    assert columns.group_keys(arr) == [quality.group_key(t) for t in plain]
-    assert columns.group_keys(arr.slice(7, 300)) == [quality.group_key(t) for t in plain[7:307]]  # offsets past 0
+    assert keys.group_keys(arr) == [quality.group_key(t) for t in plain]
+    assert keys.group_keys(arr.slice(7, 300)) == [quality.group_key(t) for t in plain[7:307]]  # offsets past 0
     # the key is that of the normalised text: texts equal after normalize_key share it, and only those
     keyed = {}
-    for t, k in zip(plain, columns.group_keys(arr)):
+    for t, k in zip(plain, keys.group_keys(arr)):
         keyed.setdefault(k, set()).add(normalize_key(t))
     assert all(len(v) == 1 for v in keyed.values()) and len(keyed) == len({normalize_key(t) for t in plain})
-    hi, lo = columns.group_key_ints(arr)
+    hi, lo = keys.group_key_ints(arr)
     assert [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist())] == [quality.group_key(t) for t in plain]
     # the patterns' hits are not all false: the samples exercise each rule
     assert sum(columns.contains(arr, quality._html_left_re2())) > 100

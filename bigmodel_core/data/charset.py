@@ -75,6 +75,8 @@ WS_CLASS = char_class(WHITESPACE)
 CONTROL_CLASS = char_class(CONTROL)
 #: whitespace but the plain space (RE2 patterns treat a lone space apart: faster)
 WS_BUT_SPACE = char_class(c for c in WHITESPACE if c != 0x20)
+#: a run of whitespace other than one lone space (left as it is: faster), for RE2 (columns.split_words)
+WS_RUN_RE2 = rf" *[{WS_BUT_SPACE}][{WS_CLASS}]*| {{2,}}"
 _WS_RUN = re.compile(f"[{WS_CLASS}]+")
 
 

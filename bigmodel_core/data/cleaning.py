@@ -23,7 +23,7 @@ import html
 import re
 
 from bigmodel_core.config import CleanParams
-from bigmodel_core.data.charset import REPAIRED_ENTITIES, WS_BUT_SPACE, WS_CLASS, normalize_key
+from bigmodel_core.data.charset import REPAIRED_ENTITIES, normalize_key
 
 __all__ = ["clean_array", "clean_text", "normalize_key"]
 
@@ -34,8 +34,6 @@ _BROKEN_NUMERIC = re.compile(r"#(?<![&\w]#)(\d{1,5});")
 _BROKEN_NAMED = re.compile("((?:" + "|".join(rf"{n[0]}(?<![&\w]{n[0]}){n[1:]}" for n in REPAIRED_ENTITIES) + "));")
 # what the repair patterns could match, for RE2 (Python's \d is Unicode Nd)
 _ENTITY = r"#\p{Nd}{1,5};|(" + "|".join(REPAIRED_ENTITIES) + ");"
-# a run of whitespace other than one lone space (left as it is: faster), for RE2 (columns.split_words)
-_WS_RUN = rf" *[{WS_BUT_SPACE}][{WS_CLASS}]*| {{2,}}"
 _NO_LIMIT = 2**62  # max_chars for the compiled pass when Python cuts the text after lower-casing it
 
 

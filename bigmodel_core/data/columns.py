@@ -41,12 +41,12 @@ def split_words(arr: pa.Array, lower: bool = False) -> tuple[pa.Array, np.ndarra
     array, and the number of words of each text. Whitespace runs (Python's \s, spelled out for RE2) become
     one space and the text is split on that space: pyarrow 25's utf8_split_whitespace was seen to keep a
     trailing space in a word now and then (a read past the end of the buffer), so it is not used."""
-    from bigmodel_core.data.cleaning import _WS_RUN
+    from bigmodel_core.data.charset import WS_RUN_RE2
 
     arr = pc.fill_null(as_array(arr), "")
     if lower:
         arr = pc.utf8_lower(arr)
-    spaced = pc.utf8_trim(pc.replace_substring_regex(arr, _WS_RUN, " "), " ")
+    spaced = pc.utf8_trim(pc.replace_substring_regex(arr, WS_RUN_RE2, " "), " ")
     lists = pc.split_pattern(spaced, " ")
     flat = lists.flatten()
     keep = pc.greater(pc.binary_length(flat), 0).to_numpy(zero_copy_only=False)
@@ -74,40 +74,6 @@ def python_class(test) -> str:
             else:
                 ranges.append([c, c])
     return "".join(f"\\x{{{a:x}}}-\\x{{{b:x}}}" if a != b else f"\\x{{{a:x}}}" for a, b in ranges)
-
-
-def group_keys(arr: pa.Array) -> list[str]:
-    """quality.group_key per text: the 80-bit key (hashing.text_key) of the words of the normalised text, in
-    hex."""
-    hi, lo = group_key_ints(arr)
-    return [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist(), strict=True)]
-
-
-def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """group_keys as two numbers per text: the first 16 hex digits (uint64) and the next 4 (uint16). One
-    compiled pass (minhash.Scanner) splits the texts as str.split() does, lower-cased as pyarrow's utf8_lower
-    does (as charset pins it), and keys their words; that is the pinned case folding (charset.casefold) except
-    for the few characters it flags (kernels.CASEFOLD: ß, ς, ligatures, ...), whose texts are case-folded in
-    Python and keyed again (casefold_key_ints)."""
-    from bigmodel_core.data import kernels
-    from bigmodel_core.data.minhash import Scanner
-
-    arr = pc.fill_null(as_array(arr), "")
-    got = Scanner(1).scan(arr, want=np.zeros(len(arr), dtype=bool))
-    redo = np.nonzero(got.flags & kernels.CASEFOLD)[0]
-    if len(redo):
-        got.key_hi[redo], got.key_lo[redo] = casefold_key_ints(arr.take(pa.array(redo, type=pa.int64())))
-    return got.key_hi, got.key_lo
-
-
-def casefold_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """group_key_ints of texts case-folded by charset.casefold in Python (for texts the kernel flags)."""
-    from bigmodel_core.data.charset import casefold
-    from bigmodel_core.data.minhash import Scanner
-
-    folded = pa.array([casefold(t) for t in pc.fill_null(as_array(arr), "").to_pylist()], type=pa.large_string())
-    got = Scanner(1).scan(folded, want=np.zeros(len(folded), dtype=bool), lower=False)
-    return got.key_hi, got.key_lo
 
 
 def words_lower(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:

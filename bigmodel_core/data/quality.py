@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from bigmodel_core.config import DATASET_RULES, ROW_RULES, TEXT_ROW_RULES, ValidateParams, default_rule
 from bigmodel_core.data import columns
 from bigmodel_core.data.charset import CONTROL_CLASS, WS_CLASS, normalize_key
+from bigmodel_core.data.keys import casefold_key_ints
 from bigmodel_core.errors import ConfigError
 
 # C0 and C1 control characters other than tab, line feed and carriage return (and DEL): charset.CONTROL
@@ -298,7 +299,7 @@ class Checker:
             hi, lo = np.where(usable, got.key_hi, np.uint64(0)), np.where(usable, got.key_lo, np.uint16(0))
             folded = np.nonzero(usable & (got.flags & kernels.CASEFOLD).astype(bool))[0]
             if len(folded):
-                hi[folded], lo[folded] = columns.casefold_key_ints(arr.take(pa.array(folded, type=pa.int64())))
+                hi[folded], lo[folded] = casefold_key_ints(arr.take(pa.array(folded, type=pa.int64())))
             where = np.nonzero(usable)[0]
             if want and len(where):
                 pick = where[hi[where] <= cutoff]

@@ -98,6 +98,7 @@ SPEC = StageSpec(
         "bigmodel_core/data/quality.py",
         "bigmodel_core/data/cleaning.py",
         "bigmodel_core/data/columns.py",
+        "bigmodel_core/data/keys.py",
         "bigmodel_core/data/hashing.py",
         "bigmodel_core/data/kernels.py",
         "bigmodel_core/data/charset.py",

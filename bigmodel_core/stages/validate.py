@@ -33,6 +33,7 @@ SPEC = StageSpec(
         "bigmodel_core/data/label_noise.py",
         "bigmodel_core/data/profile.py",
         "bigmodel_core/data/columns.py",
+        "bigmodel_core/data/keys.py",
         "bigmodel_core/data/cleaning.py",
         "bigmodel_core/data/hashing.py",
         "bigmodel_core/data/schemas.py",
