@@ -23,6 +23,11 @@ its own, measured with os.wait4 (CPU seconds, wall seconds, peak RSS):
   same hash for the split). It does the same work, without bigmodel's extras (provenance checks, reports,
   examples, profile, pandera schemas). --no-pandas skips it.
 
+- baseline (with --baseline-code DIR): the stage's `run` from another checkout of bigmodel (for example
+  `git worktree add /tmp/bigmodel-before <commit>`), on the same input, just before bigmodel: the cost of a
+  change, before and after in one run. Run the benchmark once at a few thousand rows first, so that both
+  checkouts' compiled kernels are in their caches and no compile time is counted.
+
 All are measured in the same run, the stages in order (each reads the previous bigmodel stage's
 output). Prints a markdown table with ratios to the floor and to pandas, and writes JSON to --out.
 """
@@ -330,12 +335,15 @@ def child_pandas(stage: str, ws: str, corpus: str) -> None:
 
 # ---------------------------------------------------------------- measuring
 
-def measure(kind: str, stage: str, ws: Path, corpus: Path) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, stage, str(ws), str(corpus)]
+def measure(kind: str, stage: str, ws: Path, corpus: Path, code: Path = REPO) -> dict:
+    """One child process (kind: bigmodel, floor, floor_out, pandas, baseline) on the stage; code: the checkout
+    whose bigmodel_core it imports (the baseline's for kind baseline)."""
+    child = "bigmodel" if kind == "baseline" else kind
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", child, stage, str(ws), str(corpus)]
     # bytecode cached as a normal install has it (this machine's PYTHONDONTWRITEBYTECODE would recompile
     # every module in every process: seconds of fixed cost that are not the stage's)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-           "PYTHONPYCACHEPREFIX": str(ws.parent / "pycache")}
+    env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1",
+           "PYTHONPYCACHEPREFIX": str(ws.parent / ("pycache-baseline" if kind == "baseline" else "pycache"))}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ws)
@@ -359,7 +367,11 @@ def main() -> int:
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--no-pandas", action="store_true", help="skip the pandas implementation")
     ap.add_argument("--out", type=Path, default=None, help="JSON results (default: WORKDIR/results-ROWS.json)")
+    ap.add_argument("--baseline-code", type=Path, default=None,
+                    help="another bigmodel checkout whose stages are measured too, just before this one's")
     args = ap.parse_args()
+    if args.baseline_code is not None and not (args.baseline_code / "bigmodel_core").is_dir():
+        raise SystemExit(f"--baseline-code: {args.baseline_code} has no bigmodel_core/ (a checkout of bigmodel)")
     if not (args.datasets / "imdb").is_dir():
         print(f"skipped: {args.datasets} has no imdb/ (the benchmark builds its corpus from the real datasets)")
         return 0
@@ -374,7 +386,9 @@ def main() -> int:
     make_workspace(ws, corpus)
     print(f"corpus: {info['rows']:,} rows in {info['files']} Parquet files, {info['bytes'] / 2**20:.0f} MiB", flush=True)
     # floor_out after bigmodel: it writes the output bigmodel made
-    kinds = ["floor", "bigmodel", "floor_out"] + ([] if args.no_pandas else ["pandas"])
+    # the baseline just before bigmodel, so the next stage reads bigmodel's output
+    kinds = (["floor"] + (["baseline"] if args.baseline_code else []) + ["bigmodel", "floor_out"]
+             + ([] if args.no_pandas else ["pandas"]))
     requested = args.stages.split(",")
     unknown = [s for s in requested if s not in STAGES]
     if unknown:
@@ -394,7 +408,8 @@ def main() -> int:
         ensure_input(stage)
         results[stage] = {}
         for kind in kinds:  # bigmodel runs before pandas: later stages read bigmodel's outputs
-            results[stage][kind] = measure(kind, stage, ws, corpus)
+            code = args.baseline_code if kind == "baseline" else REPO
+            results[stage][kind] = measure(kind, stage, ws, corpus, code)
             print(f"  {stage:9s} {kind:9s} {results[stage][kind]}", flush=True)
     rows = args.rows
     print(f"\n{rows:,} rows; CPU seconds (wall), peak RSS; ratios of CPU seconds. floor: read the input, write "
@@ -410,9 +425,19 @@ def main() -> int:
         speedup = f"{pd_['cpu_s'] / b['cpu_s']:.1f}x" if pd_ else "-"
         print(f"| {stage} | {cell(f)} | {fo['cpu_s']:.1f} s | {cell(b)} | {cell(pd_)} | {b['cpu_s'] / f['cpu_s']:.1f}x | "
               f"{b['cpu_s'] / fo['cpu_s']:.1f}x | {speedup} | {rows / b['wall_s']:,.0f} |")
+    if args.baseline_code:
+        print(f"\nbaseline: {args.baseline_code} (CPU s, peak RSS; bigmodel / baseline)\n")
+        print("| stage | baseline | bigmodel | bigmodel / baseline (CPU) | bigmodel / floor | baseline / floor |")
+        print("|---|---|---|---|---|---|")
+        for stage, r in results.items():
+            f, b, base = r["floor"], r["bigmodel"], r["baseline"]
+            print(f"| {stage} | {base['cpu_s']:.1f} s, {base['peak_rss_mib'] / 1024:.2f} GiB | {b['cpu_s']:.1f} s, "
+                  f"{b['peak_rss_mib'] / 1024:.2f} GiB | {b['cpu_s'] / base['cpu_s']:.2f}x | "
+                  f"{b['cpu_s'] / f['cpu_s']:.1f}x | {base['cpu_s'] / f['cpu_s']:.1f}x |")
     out = args.out or args.workdir / f"results-{rows}.json"
     out.write_text(json.dumps({"rows": rows, "corpus": info, "machine": platform.platform(), "cpus": os.cpu_count(),
-                               "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=2))
+                               "date": time.strftime("%Y-%m-%d %H:%M"), "results": results,
+                               "baseline_code": str(args.baseline_code) if args.baseline_code else None}, indent=2))
     print(f"\nwritten: {out}")
     return 0
 
