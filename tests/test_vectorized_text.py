@@ -150,15 +150,15 @@ def test_column_operations_equal_their_python_definitions():
     assert (minhash.scan(arr, 3)[1] == 0).tolist() == [not t.strip() for t in plain]  # validate's blank texts
     chars, control, replacement, markup = text_facts(arr)
     assert chars.tolist() == [len(t) for t in plain]
-    assert control.tolist() == [bool(quality._CONTROL.search(t)) for t in plain]
+    assert control.tolist() == [bool(quality.rules._CONTROL.search(t)) for t in plain]
     assert replacement.tolist() == ["\ufffd" in t for t in plain]
     # where a tag or an entity can be, in the text as it is (the scan lower-cases words, not the bytes it checks)
     from tests.test_kernels import markup as markup_definition
 
     assert markup.any() and markup.tolist() == [markup_definition(t) for t in plain]
     # every text where the HTML rule fires is one the scan marks (the rule's pattern only runs on those)
-    assert not (np.array([bool(quality._HTML_LEFT.search(t)) for t in plain]) & ~markup).any()
-    assert columns.contains(arr, quality._html_left_re2()).tolist() == [bool(quality._HTML_LEFT.search(t)) for t in plain]
+    assert not (np.array([bool(quality.rules._HTML_LEFT.search(t)) for t in plain]) & ~markup).any()
+    assert columns.contains(arr, quality.rules._html_left_re2()).tolist() == [bool(quality.rules._HTML_LEFT.search(t)) for t in plain]
     assert keys.group_keys(arr) == [quality.group_key(t) for t in plain]
     assert keys.group_keys(arr.slice(7, 300)) == [quality.group_key(t) for t in plain[7:307]]  # offsets past 0
     # the key is that of the normalised text: texts equal after normalize_key share it, and only those
@@ -169,7 +169,7 @@ def test_column_operations_equal_their_python_definitions():
     hi, lo = keys.group_key_ints(arr)
     assert [f"{h:016x}{v:04x}" for h, v in zip(hi.tolist(), lo.tolist())] == [quality.group_key(t) for t in plain]
     # the patterns' hits are not all false: the samples exercise each rule
-    assert sum(columns.contains(arr, quality._html_left_re2())) > 100
+    assert sum(columns.contains(arr, quality.rules._html_left_re2())) > 100
     assert control.sum() > 100 and replacement.sum() == 3
 
 
@@ -198,7 +198,7 @@ def test_re2_classes_match_pythons_on_every_code_point():
     # the control-character rule, computed on the bytes, on every code point alone and inside a word
     for texts in (chars, [f"a{c}b" for c in chars]):
         lengths, control, replacement, _ = text_facts(pa.array(texts, type=pa.large_string()))
-        assert np.nonzero(control)[0].tolist() == [i for i, c in enumerate(chars) if quality._CONTROL.search(c)]
+        assert np.nonzero(control)[0].tolist() == [i for i, c in enumerate(chars) if quality.rules._CONTROL.search(c)]
         assert np.nonzero(replacement)[0].tolist() == [chars.index("\ufffd")]
         assert lengths.tolist() == [len(t) for t in texts]
 

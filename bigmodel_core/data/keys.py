@@ -43,3 +43,19 @@ def casefold_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     folded = pa.array([casefold(t) for t in pc.fill_null(as_array(arr), "").to_pylist()], type=pa.large_string())
     got = Scanner(1).scan(folded, want=np.zeros(len(folded), dtype=bool), lower=False)
     return got.key_hi, got.key_lo
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def hex_keys(hi: np.ndarray, lo: np.ndarray, usable: np.ndarray) -> pa.Array:
+    """f"{hi:016x}{lo:04x}" per row ("<NA>" where not usable) as an Arrow string array, digit by digit in
+    numpy rather than a Python string per row."""
+    shifts = np.arange(60, -4, -4, dtype=np.uint64)
+    digits = np.empty((len(hi), 20), dtype=np.uint8)
+    digits[:, :16] = _HEX[((hi[:, None] >> shifts) & np.uint64(15)).astype(np.intp)]
+    digits[:, 16:] = _HEX[((lo.astype(np.uint64)[:, None] >> shifts[-4:]) & np.uint64(15)).astype(np.intp)]
+    keys = pa.LargeStringArray.from_buffers(
+        len(hi), pa.py_buffer(np.arange(0, 20 * len(hi) + 1, 20, dtype=np.int64)), pa.py_buffer(digits)
+    )
+    return keys if usable.all() else pc.if_else(pa.array(usable), keys, "<NA>")

@@ -95,7 +95,7 @@ SPEC = StageSpec(
         "bigmodel_core/tracking",
         "bigmodel_core/evaluation/gate.py",
         "bigmodel_core/data/schemas.py",
-        "bigmodel_core/data/quality.py",
+        "bigmodel_core/data/quality",
         "bigmodel_core/data/cleaning.py",
         "bigmodel_core/data/columns.py",
         "bigmodel_core/data/keys.py",

@@ -25,7 +25,7 @@ from bigmodel_core.stages.spec import Out, StageSpec, metric
 
 SPEC = StageSpec(
     code=(
-        "bigmodel_core/data/quality.py",
+        "bigmodel_core/data/quality",
         "bigmodel_core/data/minhash.py",
         "bigmodel_core/data/kernels.py",
         "bigmodel_core/data/charset.py",

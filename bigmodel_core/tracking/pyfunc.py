@@ -5,7 +5,7 @@ server answers with 400 and the message (any other exception would become a 400 
 a value that is not a string, has a NUL or a lone surrogate (scoring.text_problem), and a text the model's
 training would have set aside: after the model's own cleaning, a text that breaks a rule of validate that
 judges a text on its own (empty_text, undecodable, too_short, too_long, control_chars, html_left) whose
-policy was quarantine or fail when the model was trained (the bundle keeps their settings; data/quality.py
+policy was quarantine or fail when the model was trained (the bundle keeps their settings; data/quality/
 text_verdicts applies them as validate does). A model from before bundles kept those settings is checked for
 the first kind only.
 """
