@@ -52,8 +52,7 @@ def test_unknown_rule_and_heads_rule():
 
 
 def test_a_rule_across_sections_names_both_keys_before_anything_runs():
-    raw = tiny_params_dict()
-    raw["model"]["kind"] = "bag"
+    raw = apply_overrides(tiny_params_dict(), ["model.kind=bag"])  # the tiny params' transformer keys go with it
     raw["train"]["nproc"] = 2
     with pytest.raises(ConfigError) as e:
         parse_params(raw)
