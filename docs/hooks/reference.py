@@ -1,6 +1,6 @@
 """MkDocs hook: the reference pages, generated from the code at build time (nothing generated is committed).
 
-- reference/params.md: every params.yaml key, walked from the pydantic models in bigmodel_core/config.py
+- reference/params.md: every params.yaml key, walked from the pydantic models in bigmodel_core/config/
   (dotted key, type, limits, default, the Field's description). A field without a description stops the build.
 - reference/cli.md: every `bigmodel` command with its arguments and options, read from the click objects that
   Typer builds from bigmodel_core/cli.py (not from --help text).
@@ -41,11 +41,15 @@ RESULTS_MARKER = "<!-- generated: baseline-results -->"
 SECTIONS = {
     "data": "Where the rows come from and which labels are valid (the ingest stage).",
     "clean": "How texts are repaired before they are judged (the clean stage; the served model applies the same).",
-    "validate": "The data-quality rules, the data gate and drift against the champion's data (the validate stage).",
+    "validate": "The data-quality rules, the data gate and drift against the champion's data (the validate stage). "
+    "Each rule takes `policy`, `max_fraction` and its own settings (their descriptions name the rule); a setting of "
+    "another rule is an error naming it.",
     "augment": "Train-only variants of training rows (the augment stage).",
     "split": "How rows are assigned to train, validation and test (the split stage).",
     "tokenizer": "The tokenizer trained on the train split (transformer), and lowercasing and truncation.",
-    "model": "Which model the train stage builds, or `auto`: the candidates it chooses from.",
+    "model": "Which model the train stage builds, or `auto`: the candidates it chooses from. Each kind takes its "
+    "own keys (their descriptions name the kind) and `selection` and `augmented_rows`; a key of another kind is an "
+    "error naming it, except under `auto`, whose keys are where its candidates start.",
     "train": "The training loop: batches, optimizer, schedule, devices, checkpoints, tuning.",
     "evaluate": "Test metrics and the model gate: floors, the comparison with the champion, budgets.",
     "deploy": "Registration, who may move the champion alias, and the git/DVC release.",
@@ -123,6 +127,8 @@ def _type_name(tp: Any) -> str:
     if origin is dict:
         k, v = typing.get_args(tp)
         return f"mapping of {_type_name(k)} to {_type_name(v)}"
+    if _is_model(tp) and getattr(tp, "entry_model", None) is not None:
+        return f"mapping of string to {_type_name(tp.entry_model)}"
     if _is_model(tp):
         return "mapping (its keys follow)"
     return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
@@ -144,6 +150,8 @@ def _default(field) -> str:
     if field.is_required():
         return "required"
     value = field.get_default(call_default_factory=True, validated_data={})
+    if getattr(value, "entry_model", None) is not None:
+        return "see below"  # one entry per name, in a table of their own
     if _is_model(type(value)):
         return ""  # a section: its keys follow
     if isinstance(value, dict) and value and all(_is_model(type(v)) for v in value.values()):
@@ -193,9 +201,15 @@ def _walk(model: type, prefix: str, out: _Rows) -> None:
         if args is not None and type(None) in args:  # X | None: document X's structure
             rest = [a for a in args if a is not type(None)]
             tp = _strip(rest[0]) if len(rest) == 1 else tp
+        tp = _family_base(tp)
         origin = typing.get_origin(tp)
-        out.add(key, field, section=_is_model(tp))
-        if _is_model(tp):
+        entries = getattr(tp, "entry_model", None) if _is_model(tp) else None
+        out.add(key, field, section=_is_model(tp) and entries is None)
+        if entries is not None:  # a mapping-like section (validate.rules): one table of its entries' keys
+            _walk(entries, f"{key}.<name>", out)
+            default = field.get_default(call_default_factory=True, validated_data={})
+            out.extra_tables.append(_defaults_table(key, dict(default.items())))
+        elif _is_model(tp):
             _walk(tp, key, out)
         elif origin is list and typing.get_args(tp):
             _walk_items(_strip(typing.get_args(tp)[0]), f"{key}[]", out)
@@ -204,6 +218,17 @@ def _walk(model: type, prefix: str, out: _Rows) -> None:
             default = field.get_default(call_default_factory=True, validated_data={})
             if default:
                 out.extra_tables.append(_defaults_table(key, default))
+
+
+def _family_base(tp: Any) -> Any:
+    """A union of a class and its subclasses (model: one class per model.kind): the class, whose keys are every
+    member's."""
+    members = [_strip(a) for a in (_union_args(tp) or ())]
+    if members and all(map(_is_model, members)):
+        for m in members:
+            if all(issubclass(other, m) for other in members):
+                return m
+    return tp
 
 
 def _walk_items(tp: Any, prefix: str, out: _Rows) -> None:
@@ -242,7 +267,7 @@ def params_page(root: Path) -> tuple[str, list[str]]:
     params = config.Params
     problems = []
     out = ["# params.yaml keys", "",
-           "Every key of `params.yaml`, generated from `bigmodel_core/config.py` when the docs are built. Unknown keys "
+           "Every key of `params.yaml`, generated from `bigmodel_core/config/` when the docs are built. Unknown keys "
            "are errors, and every error names the key and the rule. `[]` stands for any item of a list "
            "(`data.sources[].path`: the `path` of each source), `<name>` for any key of a mapping. Limits are those "
            "the loader enforces.", ""]
@@ -253,12 +278,12 @@ def params_page(root: Path) -> tuple[str, list[str]]:
             problems.append(f"params section '{section}' has no line in SECTIONS (docs/hooks/reference.py)")
             intro = ""
         rows = _Rows()
-        tp = _strip(field.annotation)
+        tp = _family_base(_strip(field.annotation))
         if _is_model(tp):
             _walk(tp, section, rows)
         else:
             rows.add(section, field)
-        problems += [f"params key '{k}' has no description (Field(description=...) in bigmodel_core/config.py)"
+        problems += [f"params key '{k}' has no description (Field(description=...) in bigmodel_core/config/)"
                      for k in rows.missing]
         out += [f"## {section}", "", intro, "", "| key | type | limits | default | description |",
                 "| --- | --- | --- | --- | --- |"]
