@@ -39,8 +39,8 @@ def persist_overrides(path: Path, overrides: list[str], shown: str | None = None
         except (TypeError, IndexError) as e:
             raise ConfigError(f"override {item!r}: cannot set: {e}") from None
         changes.append(f"{'.'.join(map(str, keys))} = {value!r} (was {old!r}) written to {shown or path}")
-    model = doc.get("model") if hasattr(doc, "get") else None
-    if ["model", "kind"] in paths and hasattr(model, "keys"):
+    model = doc.get("model") if isinstance(doc, dict) else None
+    if ["model", "kind"] in paths and isinstance(model, dict):
         # a switched kind: the settings of the kind the file had go (the parser refuses a key of another kind)
         overridden = {str(k[1]) for k in paths if len(k) > 1 and k[0] == "model"}
         kind = model.get("kind")
