@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationError, create_model, field_validator
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    Field,
+    SerializeAsAny,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 
 from bigmodel_core.config.base import _Section, refuse_key
@@ -127,11 +137,21 @@ def as_section(v: Any) -> Any:
     return v
 
 
-if TYPE_CHECKING:  # a union made at run time: to the type checker, the class its members extend
-    ModelSection = ModelParams
-else:
-    _TAGGED = tuple(Annotated[cls, Tag(kind)] for kind, cls in {"any": ModelParams, **MODEL_SECTIONS}.items())
-    ModelSection = Annotated[Union[_TAGGED], Discriminator(_kind_of), BeforeValidator(as_section)]  # noqa: UP007
+_TAGGED = tuple(Annotated[cls, Tag(kind)] for kind, cls in {"any": ModelParams, **MODEL_SECTIONS}.items())
+#: The model section's classes as a discriminated union on model.kind (auto when left out).
+MODEL_UNION: TypeAdapter[ModelParams] = TypeAdapter(
+    Annotated[Union[_TAGGED], Discriminator(_kind_of), BeforeValidator(as_section)]  # noqa: UP007
+)
+
+
+def _as_kind(v: Any) -> Any:
+    return MODEL_UNION.validate_python(v)
+
+
+#: Params.model: a ModelParams (what code and the reference see) validated through MODEL_UNION, so that it is the
+#: class of its kind; an error's location carries the kind's tag (model.bag.n_layers), which the loader drops.
+#: Dumps are the kind's (SerializeAsAny): its own keys, so that a dumped section loads again.
+ModelSection = Annotated[SerializeAsAny[ModelParams], BeforeValidator(_as_kind)]
 
 
 def default_candidates(train_rows: int, gpu: bool) -> list[_CandidateBase]:

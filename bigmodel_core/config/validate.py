@@ -9,9 +9,9 @@ the others.
 from __future__ import annotations
 
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, create_model, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SerializeAsAny, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from bigmodel_core.config.base import _Section, refuse_key
@@ -141,9 +141,8 @@ def default_rule(name: str) -> Rule:
 
 
 class _RulesMapping(_Section):
-    """validate.rules: one entry per rule, read like a mapping (`rules["too_short"].policy`, `rules.items()`)."""
-
-    entry_model: ClassVar[type[Rule]] = Rule  # for the params reference: one table of the entries' keys
+    """validate.rules as a model: one field per rule, typed by the rule's class. ValidateParams.rules validates its
+    mapping through it and keeps the plain mapping of rule name to rule."""
 
     @model_validator(mode="before")
     @classmethod
@@ -155,10 +154,12 @@ class _RulesMapping(_Section):
             raise ValueError(f"unknown rule(s) {unknown}; known rules: {list(RULES)}")
         out = {}
         for name, given in v.items():
+            own = _RULE_SETTINGS.get(name, set())
             if isinstance(given, Rule) and not isinstance(given, RULE_CLASSES[name]):
                 # a Rule built in code: its values as they are (unset settings stay unset), another rule's refused
-                own = _RULE_SETTINGS.get(name, set())
                 given = {k: x for k, x in given.model_dump().items() if x is not None or k in own}
+            elif isinstance(given, dict):  # a setting of another rule given as null is not set
+                given = {k: x for k, x in given.items() if x is not None or k in own or k not in _SETTINGS}
             out[name] = given
         return out
 
@@ -205,6 +206,11 @@ else:  # one field per rule, typed by the rule's class
     )
 
 
+def _each_rule(v: Any) -> Any:
+    """validate.rules: each entry as its rule's class (RulesParams), every rule present; a mapping of them."""
+    return dict(RulesParams.model_validate(v).items()) if isinstance(v, dict) else v
+
+
 class DriftParams(_Section):
     policy: Literal["fail", "warn", "off"] = Field(
         default="warn", description="Drift beyond a threshold: fail closes the data gate, warn reports it, off skips."
@@ -224,8 +230,8 @@ class DriftParams(_Section):
 
 
 class ValidateParams(_Section):
-    rules: RulesParams = Field(
-        default_factory=RulesParams,
+    rules: Annotated[dict[str, SerializeAsAny[Rule]], BeforeValidator(_each_rule)] = Field(
+        default_factory=lambda: dict(RulesParams().items()),
         description=f"Policy and threshold per rule; row rules: {', '.join(ROW_RULES)}; dataset rules: "
         f"{', '.join(DATASET_RULES)}.",
     )

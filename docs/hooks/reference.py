@@ -127,8 +127,6 @@ def _type_name(tp: Any) -> str:
     if origin is dict:
         k, v = typing.get_args(tp)
         return f"mapping of {_type_name(k)} to {_type_name(v)}"
-    if _is_model(tp) and getattr(tp, "entry_model", None) is not None:
-        return f"mapping of string to {_type_name(tp.entry_model)}"
     if _is_model(tp):
         return "mapping (its keys follow)"
     return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
@@ -150,8 +148,6 @@ def _default(field) -> str:
     if field.is_required():
         return "required"
     value = field.get_default(call_default_factory=True, validated_data={})
-    if getattr(value, "entry_model", None) is not None:
-        return "see below"  # one entry per name, in a table of their own
     if _is_model(type(value)):
         return ""  # a section: its keys follow
     if isinstance(value, dict) and value and all(_is_model(type(v)) for v in value.values()):
@@ -201,15 +197,9 @@ def _walk(model: type, prefix: str, out: _Rows) -> None:
         if args is not None and type(None) in args:  # X | None: document X's structure
             rest = [a for a in args if a is not type(None)]
             tp = _strip(rest[0]) if len(rest) == 1 else tp
-        tp = _family_base(tp)
         origin = typing.get_origin(tp)
-        entries = getattr(tp, "entry_model", None) if _is_model(tp) else None
-        out.add(key, field, section=_is_model(tp) and entries is None)
-        if entries is not None:  # a mapping-like section (validate.rules): one table of its entries' keys
-            _walk(entries, f"{key}.<name>", out)
-            default = field.get_default(call_default_factory=True, validated_data={})
-            out.extra_tables.append(_defaults_table(key, dict(default.items())))
-        elif _is_model(tp):
+        out.add(key, field, section=_is_model(tp))
+        if _is_model(tp):
             _walk(tp, key, out)
         elif origin is list and typing.get_args(tp):
             _walk_items(_strip(typing.get_args(tp)[0]), f"{key}[]", out)
@@ -218,17 +208,6 @@ def _walk(model: type, prefix: str, out: _Rows) -> None:
             default = field.get_default(call_default_factory=True, validated_data={})
             if default:
                 out.extra_tables.append(_defaults_table(key, default))
-
-
-def _family_base(tp: Any) -> Any:
-    """A union of a class and its subclasses (model: one class per model.kind): the class, whose keys are every
-    member's."""
-    members = [_strip(a) for a in (_union_args(tp) or ())]
-    if members and all(map(_is_model, members)):
-        for m in members:
-            if all(issubclass(other, m) for other in members):
-                return m
-    return tp
 
 
 def _walk_items(tp: Any, prefix: str, out: _Rows) -> None:
@@ -278,7 +257,7 @@ def params_page(root: Path) -> tuple[str, list[str]]:
             problems.append(f"params section '{section}' has no line in SECTIONS (docs/hooks/reference.py)")
             intro = ""
         rows = _Rows()
-        tp = _family_base(_strip(field.annotation))
+        tp = _strip(field.annotation)
         if _is_model(tp):
             _walk(tp, section, rows)
         else:
