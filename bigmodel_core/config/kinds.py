@@ -139,9 +139,8 @@ def as_section(v: Any) -> Any:
 
 _TAGGED = tuple(Annotated[cls, Tag(kind)] for kind, cls in {"any": ModelParams, **MODEL_SECTIONS}.items())
 #: The model section's classes as a discriminated union on model.kind (auto when left out).
-MODEL_UNION: TypeAdapter[ModelParams] = TypeAdapter(
-    Annotated[Union[_TAGGED], Discriminator(_kind_of), BeforeValidator(as_section)]  # noqa: UP007
-)
+_UNION: Any = Annotated[Union[_TAGGED], Discriminator(_kind_of), BeforeValidator(as_section)]  # noqa: UP007
+MODEL_UNION: TypeAdapter[ModelParams] = TypeAdapter(_UNION)
 
 
 def _as_kind(v: Any) -> Any:
