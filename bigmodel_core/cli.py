@@ -17,7 +17,6 @@ bigmodel verify-repro NAME VERSION     # re-derive a registered version from its
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -25,11 +24,6 @@ import typer
 from typer.core import TyperGroup
 
 from bigmodel_core.errors import BigmodelError
-
-
-def _fail(err: BigmodelError) -> None:
-    typer.echo(f"error: {err}", err=True)
-    raise typer.Exit(err.exit_code)
 
 
 class _Commands(TyperGroup):
@@ -40,8 +34,12 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except BigmodelError as e:
-            _fail(e)
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
 
+
+#: The --params option of every command that reads params.
+PARAMS_HELP = "The params file to read (relative to the working directory)."
 
 app = typer.Typer(
     cls=_Commands, add_completion=False, no_args_is_help=True, help="Train, gate and ship text classifiers."
@@ -88,7 +86,7 @@ def stage(
     name: str = typer.Argument(
         ..., help="Stage to run: ingest, clean, validate, augment, split, train, evaluate, deploy."
     ),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Run one stage in this process (dvc.yaml's cmd for every stage)."""
     from bigmodel_core import stages
@@ -243,24 +241,21 @@ def schedule(
     from bigmodel_core.orchestration import configure
 
     root = Path.cwd()
-    try:
-        if (cron is None) == (interval is None):
-            raise ConfigError("give one of --cron EXPR or --interval EVERY")
-        params = load_params(Path("params.yaml"), set_ or None)
-        seconds = _interval_seconds(interval) if interval is not None else None
-        server = configure(root, verbose)
-        from prefect.schedules import Cron, Interval
+    if (cron is None) == (interval is None):
+        raise ConfigError("give one of --cron EXPR or --interval EVERY")
+    params = load_params(Path("params.yaml"), set_ or None)
+    seconds = _interval_seconds(interval) if interval is not None else None
+    server = configure(root, verbose)
+    from prefect.schedules import Cron, Interval
 
-        try:
-            if cron is not None:
-                when = Cron(cron, timezone=timezone or "UTC")
-            else:
-                assert seconds is not None  # --interval was given (one of the two: checked above)
-                when = Interval(seconds)
-        except Exception as e:
-            raise ConfigError(f"--cron {cron!r}: {str(e).splitlines()[0]}") from None
-    except BigmodelError as e:
-        _fail(e)
+    try:
+        if cron is not None:
+            when = Cron(cron, timezone=timezone or "UTC")
+        else:
+            assert seconds is not None  # --interval was given (one of the two: checked above)
+            when = Interval(seconds)
+    except Exception as e:
+        raise ConfigError(f"--cron {cron!r}: {str(e).splitlines()[0]}") from None
     from prefect.flows import EntrypointType
 
     from bigmodel_core.orchestration import api_server
@@ -288,8 +283,6 @@ def schedule(
                 entrypoint_type=EntrypointType.MODULE_PATH,
                 description=f"bigmodel retraining of {params.deploy.model_name} in {root}",
             )
-    except BigmodelError as e:
-        _fail(e)
     except KeyboardInterrupt:
         pass
     # serve() returns when it is stopped (Prefect handles Ctrl-C itself); its schedule is paused then
@@ -345,7 +338,7 @@ def verify_repro(
         help="Largest difference allowed per metric (default: 0 for a model trained on CPU, else 0.01).",
     ),
     keep: bool = typer.Option(False, "--keep", help="Keep the temporary worktree (its path is printed)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Re-derive a version from the commit and DVC remote deploy.git_commit recorded; compare its metrics.
 
@@ -412,7 +405,7 @@ def predict(
         help="Where to write input columns + predictions; format from the extension (.parquet, .csv, .jsonl).",
     ),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Rows per model call with --input."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Classify texts with a registered model (loaded through MLflow pyfunc).
 
@@ -475,7 +468,7 @@ def serve(
         None, "--timeout", min=1, help="Seconds a request may take before 504 (MLflow's default: 60)."
     ),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One log line per request."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Serve the champion over HTTP with MLflow's scoring server (POST /invocations, GET /ping).
 
@@ -514,7 +507,7 @@ def ui(
         max=65535,
         help="Port of the Prefect UI (default: the one used last in this workspace, else 4200).",
     ),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """The MLflow UI and the Prefect UI on this workspace's runs, on 127.0.0.1, until Ctrl-C.
 
@@ -526,12 +519,9 @@ def ui(
     from bigmodel_core.ui import serve as serve_ui
 
     root = Path.cwd()
-    try:
-        params = load_params(params_file)
-        configure(root)  # PREFECT_HOME: the workspace's .prefect/, as for `bigmodel run`
-        code = serve_ui(root, params, mlflow_port, prefect_port, say=lambda m: typer.echo(m))
-    except BigmodelError as e:
-        _fail(e)
+    params = load_params(params_file)
+    configure(root)  # PREFECT_HOME: the workspace's .prefect/, as for `bigmodel run`
+    code = serve_ui(root, params, mlflow_port, prefect_port, say=lambda m: typer.echo(m))
     raise typer.Exit(code)
 
 
@@ -566,7 +556,9 @@ app.add_typer(registry_app, name="registry")
 
 
 @registry_app.command("history")
-def registry_history(params_file: Path = typer.Option(Path("params.yaml"), "--params")) -> None:
+def registry_history(
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+) -> None:
     """Every promotion decision on record (pipeline and people), oldest first."""
     from bigmodel_core.config import load_params
     from bigmodel_core.tracking.registry import history_lines
@@ -579,7 +571,7 @@ def registry_history(params_file: Path = typer.Option(Path("params.yaml"), "--pa
 def promote(
     version: str = typer.Argument(..., help="Registered version to make the champion."),
     reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Move the champion alias to VERSION after loading it in a fresh process and smoke-testing it."""
     from bigmodel_core.config import load_params
@@ -591,7 +583,7 @@ def promote(
 @app.command()
 def rollback(
     reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params"),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
 ) -> None:
     """Move the champion alias back to the version it held before the current one (smoke-tested first)."""
     from bigmodel_core.config import load_params
@@ -601,11 +593,7 @@ def rollback(
 
 
 def main() -> None:
-    try:
-        app()
-    except BigmodelError as e:  # pragma: no cover - the app's group (_Commands) handles those of the commands
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+    app()  # a BigmodelError of any command ends in _Commands.invoke, the one place that reports it
 
 
 if __name__ == "__main__":

@@ -52,8 +52,7 @@ def test_unknown_rule_and_heads_rule():
 
 
 def test_a_rule_across_sections_names_both_keys_before_anything_runs():
-    raw = tiny_params_dict()
-    raw["model"]["kind"] = "bag"
+    raw = apply_overrides(tiny_params_dict(), ["model.kind=bag"])  # the tiny params' transformer keys go with it
     raw["train"]["nproc"] = 2
     with pytest.raises(ConfigError) as e:
         parse_params(raw)
@@ -113,3 +112,38 @@ def test_every_example_recipe_parses_and_recipes_of_a_dataset_share_their_data_s
         for section in ("data", "clean", "validate", "augment", "split"):  # same rows, same split
             assert getattr(bag, section) == getattr(tf, section), (ds, section)
         assert bag.deploy.model_name != tf.deploy.model_name
+
+
+def test_the_params_files_are_written_from_the_typed_config():
+    from bigmodel_core.config.writer import FILES, head_of, render_params
+
+    for name in FILES:
+        text = (REPO / name).read_text()
+        assert render_params(head_of(text)) == text, f"{name}: run python -m bigmodel_core.config.writer"
+
+
+def test_a_key_of_another_model_kind_or_rule_is_refused_naming_it():
+    raw = tiny_params_dict()
+    raw["model"] = {"kind": "bag", "n_layers": 12}
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    assert str(e.value).startswith("params.yaml: model.n_layers: model.kind bag takes no n_layers (its keys: ")
+    raw["model"] = {"kind": "auto", "n_layers": 12, "buckets": 4096}  # auto: where its candidates start
+    assert parse_params(raw).model.n_layers == 12
+    raw = tiny_params_dict()
+    raw["validate"]["rules"]["too_short"] = {"max_ratio": 3}
+    with pytest.raises(ConfigError, match=r"validate\.rules\.too_short\.max_ratio: rule too_short takes no max_ratio"):
+        parse_params(raw)
+    raw["validate"]["rules"]["too_short"] = {"policy": "warn"}  # the rest from the rule's own defaults
+    assert parse_params(raw).validate.rules["too_short"].min_chars == 2
+
+
+def test_an_override_of_model_kind_drops_the_keys_of_the_kind_the_file_had(tmp_path):
+    raw = apply_overrides(tiny_params_dict(), ["model.kind=bag", "model.buckets=4096"])
+    assert "n_layers" not in raw["model"] and raw["model"]["buckets"] == 4096
+    assert parse_params(raw).model.kind == "bag"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params_dict(), sort_keys=False))
+    lines = persist_overrides(path, ["model.kind=linear"])
+    assert "model.n_layers removed from " + str(path) + " (model.kind linear takes no n_layers)" in lines
+    assert load_params(path).model.kind == "linear"

@@ -253,7 +253,8 @@ def test_a_broken_link_or_anchor_fails_the_build_naming_the_page(tmp_path):
 @pytest.mark.e2e
 def test_a_params_key_without_a_description_fails_the_build(tmp_path):
     root = copy_repo(tmp_path / "repo")
-    config = root / "bigmodel_core" / "config.py"
+    config = root / "bigmodel_core" / "config" / "prep.py"  # the clean section's module
+    sections = root / "bigmodel_core" / "config" / "params.py"  # Params, the sections together
     anchor = '    max_chars: int = Field(default=4000, gt=0, description="Truncate longer texts to this many characters.")\n'
     source = config.read_text()
     assert source.count(anchor) == 1
@@ -267,13 +268,14 @@ def test_a_params_key_without_a_description_fails_the_build(tmp_path):
     assert rows["clean.new_knob"][1:] == ["integer", "≥ 1", "3", "A knob added for this test."]
 
     # without one, and with a new section the hook has no line for, the build fails naming both
-    config.write_text(source.replace(anchor, anchor + "    new_knob: int = 3\n").replace(
+    config.write_text(source.replace(anchor, anchor + "    new_knob: int = 3\n"))
+    sections.write_text(sections.read_text().replace(
         "    notify: NotifyParams = NotifyParams()\n",
         "    notify: NotifyParams = NotifyParams()\n    extras: FlowParams = FlowParams()\n"))
     done = build(root, tmp_path / "site-bad")
     out = done.stdout + done.stderr
     assert done.returncode != 0, out
-    assert "params key 'clean.new_knob' has no description (Field(description=...) in bigmodel_core/config.py)" in out
+    assert "params key 'clean.new_knob' has no description (Field(description=...) in bigmodel_core/config/)" in out
     assert "params section 'extras' has no line in SECTIONS (docs/hooks/reference.py)" in out
     assert not (tmp_path / "site-bad" / "reference" / "params" / "index.html").exists()
 

@@ -37,6 +37,11 @@ def copy_ws(src: Path, dst: Path, **sections) -> Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts", ".bigmodel"))
     raw = tiny_params_dict()
     for section, values in sections.items():
+        if section == "model" and "kind" in values:  # another kind: the tiny params' transformer keys go
+            from bigmodel_core.config import keys_left_by_kind_switch
+
+            for key in keys_left_by_kind_switch(values["kind"], list(raw["model"]), set(values)):
+                del raw["model"][key]
         raw[section].update(values)
     write_params(dst, raw)
     return dst

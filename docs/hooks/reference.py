@@ -1,6 +1,6 @@
 """MkDocs hook: the reference pages, generated from the code at build time (nothing generated is committed).
 
-- reference/params.md: every params.yaml key, walked from the pydantic models in bigmodel_core/config.py
+- reference/params.md: every params.yaml key, walked from the pydantic models in bigmodel_core/config/
   (dotted key, type, limits, default, the Field's description). A field without a description stops the build.
 - reference/cli.md: every `bigmodel` command with its arguments and options, read from the click objects that
   Typer builds from bigmodel_core/cli.py (not from --help text).
@@ -41,11 +41,15 @@ RESULTS_MARKER = "<!-- generated: baseline-results -->"
 SECTIONS = {
     "data": "Where the rows come from and which labels are valid (the ingest stage).",
     "clean": "How texts are repaired before they are judged (the clean stage; the served model applies the same).",
-    "validate": "The data-quality rules, the data gate and drift against the champion's data (the validate stage).",
+    "validate": "The data-quality rules, the data gate and drift against the champion's data (the validate stage). "
+    "Each rule takes `policy`, `max_fraction` and its own settings (their descriptions name the rule); a setting of "
+    "another rule is an error naming it.",
     "augment": "Train-only variants of training rows (the augment stage).",
     "split": "How rows are assigned to train, validation and test (the split stage).",
     "tokenizer": "The tokenizer trained on the train split (transformer), and lowercasing and truncation.",
-    "model": "Which model the train stage builds, or `auto`: the candidates it chooses from.",
+    "model": "Which model the train stage builds, or `auto`: the candidates it chooses from. Each kind takes its "
+    "own keys (their descriptions name the kind) and `selection` and `augmented_rows`; a key of another kind is an "
+    "error naming it, except under `auto`, whose keys are where its candidates start.",
     "train": "The training loop: batches, optimizer, schedule, devices, checkpoints, tuning.",
     "evaluate": "Test metrics and the model gate: floors, the comparison with the champion, budgets.",
     "deploy": "Registration, who may move the champion alias, and the git/DVC release.",
@@ -242,7 +246,7 @@ def params_page(root: Path) -> tuple[str, list[str]]:
     params = config.Params
     problems = []
     out = ["# params.yaml keys", "",
-           "Every key of `params.yaml`, generated from `bigmodel_core/config.py` when the docs are built. Unknown keys "
+           "Every key of `params.yaml`, generated from `bigmodel_core/config/` when the docs are built. Unknown keys "
            "are errors, and every error names the key and the rule. `[]` stands for any item of a list "
            "(`data.sources[].path`: the `path` of each source), `<name>` for any key of a mapping. Limits are those "
            "the loader enforces.", ""]
@@ -258,7 +262,7 @@ def params_page(root: Path) -> tuple[str, list[str]]:
             _walk(tp, section, rows)
         else:
             rows.add(section, field)
-        problems += [f"params key '{k}' has no description (Field(description=...) in bigmodel_core/config.py)"
+        problems += [f"params key '{k}' has no description (Field(description=...) in bigmodel_core/config/)"
                      for k in rows.missing]
         out += [f"## {section}", "", intro, "", "| key | type | limits | default | description |",
                 "| --- | --- | --- | --- | --- |"]
