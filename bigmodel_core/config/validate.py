@@ -33,7 +33,7 @@ ROW_RULES = (
 )
 #: The row rules that judge a text on its own (not its label or its copies), in ROW_RULES order. A model keeps
 #: their settings in its bundle and refuses, when served, a text that one of them with policy quarantine or fail
-#: would have set aside in its training (data/quality.py: text_verdicts).
+#: would have set aside in its training (data/quality/: text_verdicts).
 TEXT_ROW_RULES = ("empty_text", "undecodable", "too_short", "too_long", "control_chars", "html_left")
 #: Dataset rules judge the passing rows as a whole (policy fail or warn: there is no row to quarantine).
 DATASET_RULES = ("class_imbalance", "too_few_rows_per_class", "truncated")
