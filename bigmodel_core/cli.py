@@ -23,6 +23,8 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
+from bigmodel_core.commands import registry, serving
+from bigmodel_core.commands.common import PARAMS_HELP, describe_exception
 from bigmodel_core.errors import BigmodelError
 
 
@@ -38,26 +40,9 @@ class _Commands(TyperGroup):
             raise typer.Exit(e.exit_code) from None
 
 
-#: The --params option of every command that reads params.
-PARAMS_HELP = "The params file to read (relative to the working directory)."
-
 app = typer.Typer(
     cls=_Commands, add_completion=False, no_args_is_help=True, help="Train, gate and ship text classifiers."
 )
-
-
-def describe_exception(e: BaseException) -> str:
-    """One line for an unexpected exception; a file it names is given relative to the working directory."""
-    import os
-
-    if isinstance(e, OSError) and e.filename:
-        name = str(e.filename)
-        if os.path.isabs(name):
-            rel = os.path.relpath(name)
-            name = rel if not rel.startswith("..") else name
-        what = (e.strerror or str(e)).rstrip(".")
-        return f"{what[:1].lower() + what[1:]}: {name} ({type(e).__name__})"
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}"
 
 
 def _print_version(value: bool) -> None:
@@ -306,56 +291,6 @@ def init(
     )
 
 
-@app.command()
-def release() -> None:
-    """Push, commit, tag and record the version the last run registered (what deploy.git_commit does at the end of
-    `bigmodel run`); for a release that failed there (a remote that was down, say), once the cause is fixed."""
-    from bigmodel_core import workspace
-    from bigmodel_core.config import load_params
-    from bigmodel_core.release import record
-
-    root = Path.cwd()
-    params = load_params(Path("params.yaml"))
-    with workspace.exclusive(root, "bigmodel release", wait=True):
-        done = record(root, params, say=lambda m: typer.echo(m))
-    if done is None:
-        typer.echo("error: reports/deploy.json names no registered version: run `bigmodel run` first", err=True)
-        raise typer.Exit(2)
-    typer.echo(
-        f"recorded {done['model_name']} v{done['version']}: commit {done['commit'][:12]}, tag {done['tag']}, "
-        f"DVC remote {done['remote']}"
-    )
-
-
-@app.command("verify-repro")
-def verify_repro(
-    name: str = typer.Argument(..., help="Registered model name (deploy.model_name)."),
-    version: str = typer.Argument(..., help="Version to re-derive."),
-    tolerance: float | None = typer.Option(
-        None,
-        "--tolerance",
-        min=0.0,
-        help="Largest difference allowed per metric (default: 0 for a model trained on CPU, else 0.01).",
-    ),
-    keep: bool = typer.Option(False, "--keep", help="Keep the temporary worktree (its path is printed)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-) -> None:
-    """Re-derive a version from the commit and DVC remote deploy.git_commit recorded; compare its metrics.
-
-    Exit 0 when every test metric matches the registered one, 1 when one differs or the data is gone, 2 when the
-    version has no record. The workspace, its registry and dvc.lock are not touched.
-    """
-    from bigmodel_core.config import load_params
-    from bigmodel_core.verify import check, report, verify
-
-    params = load_params(params_file)
-    verdict = verify(Path.cwd(), params, name, version, tolerance=tolerance, keep=keep, say=lambda m: typer.echo(m))
-    for line in report(verdict):
-        typer.echo(line)
-    typer.echo(check(verdict))
-
-
-@app.command()
 def dag(
     dvc_file: Path = typer.Option(Path("dvc.yaml"), "--file", help="dvc.yaml to read (or write)."),
     write: bool = typer.Option(
@@ -389,207 +324,17 @@ def dag(
         typer.echo(f"{s.name:<10} <- {', '.join(s.upstream) or '-'}")
 
 
-@app.command()
-def predict(
-    texts: list[str] | None = typer.Argument(None, help="Texts to classify (or --input FILE --output FILE)."),
-    model_uri: str | None = typer.Option(
-        None, "--model-uri", help="Default: models:/<deploy.model_name>@<champion alias>."
-    ),
-    input_file: Path | None = typer.Option(
-        None, "--input", "-i", help="Parquet, CSV or JSONL file with a 'text' column."
-    ),
-    output_file: Path | None = typer.Option(
-        None,
-        "--output",
-        "-o",
-        help="Where to write input columns + predictions; format from the extension (.parquet, .csv, .jsonl).",
-    ),
-    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Rows per model call with --input."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-) -> None:
-    """Classify texts with a registered model (loaded through MLflow pyfunc).
-
-    bigmodel predict "some text" "another text"
-    bigmodel predict --input texts.csv --output scored.parquet
-    """
-    import pandas as pd
-
-    from bigmodel_core.config import load_params
-    from bigmodel_core.errors import ConfigError, DataError
-    from bigmodel_core.tracking.mlflow_store import load_pyfunc
-
-    if (input_file is None) != (output_file is None):
-        raise ConfigError("--input and --output go together: bigmodel predict --input FILE --output FILE")
-    if input_file is not None and texts:
-        raise ConfigError("give texts on the command line or --input FILE, not both")
-    if input_file is None and not texts:
-        raise ConfigError('nothing to classify: bigmodel predict "some text" ... or --input FILE --output FILE')
-    params = load_params(params_file)
-    if input_file is not None and output_file is not None:  # (one without the other was refused above)
-        from bigmodel_core.scoring import file_format, score_file
-
-        file_format(input_file, "input")  # both names are checked before the model is loaded
-        file_format(output_file, "output")
-        if not input_file.is_file():
-            raise DataError(f"{input_file}: input file not found")
-        model = load_pyfunc(params, Path.cwd(), model_uri)
-        refuse = getattr(model.unwrap_python_model(), "refusal", None)  # a bigmodel model's input rules
-        report = score_file(model.predict, input_file, output_file, batch_size, refuse)
-        if report["renamed"]:
-            names = ", ".join(f"{old!r} as {new!r}" for old, new in report["renamed"].items())
-            typer.echo(f"note: the model writes columns of the same name, so the input's are kept renamed: {names}")
-        typer.echo(f"scored {report['rows']:,} rows of {input_file} into {output_file} in {report['seconds']:.1f}s")
-        return
-    model = load_pyfunc(params, Path.cwd(), model_uri)
-    try:
-        frame = model.predict(pd.DataFrame({"text": texts}))
-    except Exception as e:  # the pyfunc refuses a text with MlflowException(INVALID_PARAMETER_VALUE)
-        if getattr(e, "error_code", None) != "INVALID_PARAMETER_VALUE":
-            raise
-        raise DataError(f"cannot classify: {getattr(e, 'message', e)}") from None
-    typer.echo(frame.to_string(index=False))
-
-
-@app.command()
-def serve(
-    model_uri: str | None = typer.Option(
-        None,
-        "--model-uri",
-        help="Default: models:/<deploy.model_name>@<champion alias>, resolved to its version at start.",
-    ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
-    port: int = typer.Option(5001, "--port", "-p", help="Port to listen on."),
-    max_body_bytes: int = typer.Option(
-        8 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger request bodies get 413."
-    ),
-    max_rows: int = typer.Option(1000, "--max-rows", min=1, help="Texts per request; more get 400."),
-    max_text_chars: int = typer.Option(100_000, "--max-text-chars", min=1, help="Characters per text; longer get 400."),
-    timeout: int | None = typer.Option(
-        None, "--timeout", min=1, help="Seconds a request may take before 504 (MLflow's default: 60)."
-    ),
-    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="One log line per request."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-) -> None:
-    """Serve the champion over HTTP with MLflow's scoring server (POST /invocations, GET /ping).
-
-    bigmodel serve --port 5001
-    """
-    from bigmodel_core.config import load_params
-    from bigmodel_core.tracking.serving import serve as run_server
-
-    run_server(
-        load_params(params_file),
-        Path.cwd(),
-        model_uri=model_uri,
-        host=host,
-        port=port,
-        max_body_bytes=max_body_bytes,
-        max_rows=max_rows,
-        max_text_chars=max_text_chars,
-        timeout=timeout,
-        access_log=access_log,
-    )
-
-
-@app.command()
-def ui(
-    mlflow_port: int | None = typer.Option(
-        None,
-        "--mlflow-port",
-        min=1,
-        max=65535,
-        help="Port of the MLflow UI (default: the one used last in this workspace, else 5000).",
-    ),
-    prefect_port: int | None = typer.Option(
-        None,
-        "--prefect-port",
-        min=1,
-        max=65535,
-        help="Port of the Prefect UI (default: the one used last in this workspace, else 4200).",
-    ),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-) -> None:
-    """The MLflow UI and the Prefect UI on this workspace's runs, on 127.0.0.1, until Ctrl-C.
-
-    While it runs, `bigmodel run` in this workspace reports to its Prefect server (live), and the links every
-    run records (MLflow <-> Prefect, the run card) name its addresses.
-    """
-    from bigmodel_core.config import load_params
-    from bigmodel_core.orchestration import configure
-    from bigmodel_core.ui import serve as serve_ui
-
-    root = Path.cwd()
-    params = load_params(params_file)
-    configure(root)  # PREFECT_HOME: the workspace's .prefect/, as for `bigmodel run`
-    code = serve_ui(root, params, mlflow_port, prefect_port, say=lambda m: typer.echo(m))
-    raise typer.Exit(code)
-
-
-report_app = typer.Typer(no_args_is_help=True, help="Reports of the last run, in the terminal.")
-app.add_typer(report_app, name="report")
-
-
-@report_app.command("data")
-def report_data(as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON.")) -> None:
-    """The data-quality summary of the last validate run: rules, rows, classes, drift, where the page is."""
-    from bigmodel_core.data.quality_report import latest
-    from bigmodel_core.errors import DataError
-    from bigmodel_core.tracking.report_html import data_quality_markdown
-
-    found = latest(Path.cwd())
-    if found is None:
-        raise DataError(
-            "reports/data_quality.json: no data-quality report yet (run `bigmodel run` or "
-            "`bigmodel stage validate` first)"
-        )
-    report, page, note = found
-    if as_json:
-        typer.echo(json.dumps(report, indent=2, default=str))
-        return
-    if note:
-        typer.echo(note + "\n")
-    typer.echo(data_quality_markdown(report, where=page).rstrip())
-
-
-registry_app = typer.Typer(no_args_is_help=True, help="The model registry: promotion history.")
-app.add_typer(registry_app, name="registry")
-
-
-@registry_app.command("history")
-def registry_history(
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-) -> None:
-    """Every promotion decision on record (pipeline and people), oldest first."""
-    from bigmodel_core.config import load_params
-    from bigmodel_core.tracking.registry import history_lines
-
-    for line in history_lines(load_params(params_file), Path.cwd()):
-        typer.echo(line)
-
-
-@app.command()
-def promote(
-    version: str = typer.Argument(..., help="Registered version to make the champion."),
-    reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-) -> None:
-    """Move the champion alias to VERSION after loading it in a fresh process and smoke-testing it."""
-    from bigmodel_core.config import load_params
-    from bigmodel_core.tracking.registry import promote_by_hand
-
-    typer.echo(promote_by_hand(load_params(params_file), Path.cwd(), version, reason))
-
-
-@app.command()
-def rollback(
-    reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger)."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-) -> None:
-    """Move the champion alias back to the version it held before the current one (smoke-tested first)."""
-    from bigmodel_core.config import load_params
-    from bigmodel_core.tracking.registry import rollback as do_rollback
-
-    typer.echo(do_rollback(load_params(params_file), Path.cwd(), reason))
+# Commands defined by concern in bigmodel_core/commands/, registered in the order `bigmodel --help` lists them.
+app.command()(registry.release)
+app.command("verify-repro")(registry.verify_repro)
+app.command()(dag)
+app.command()(serving.predict)
+app.command()(serving.serve)
+app.command()(serving.ui)
+app.add_typer(registry.report_app, name="report")
+app.add_typer(registry.registry_app, name="registry")
+app.command()(registry.promote)
+app.command()(registry.rollback)
 
 
 def main() -> None:
