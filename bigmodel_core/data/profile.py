@@ -23,6 +23,7 @@ from bigmodel_core.data import columns
 LENGTH_EDGES = (2, 5, 10, 20, 50, 100, 200, 500, 1000)
 VOCAB_SIZE = 20_000
 MERGE_AT = 4_000_000  # (word, count) pairs that wait before they are summed (Profiler.add_counts)
+FILE = "data_profile.json"
 
 
 class Profiler:
