@@ -111,7 +111,7 @@ def test_params_are_declared_by_key_and_exist():
     assert "tokenizer.max_length" in _declared("validate")["params"]  # the truncated rule
     assert "train.log_every" not in _declared("train")["params"] and "train" not in _declared("train")["params"]
     assert "train.lr" in _declared("train")["params"]
-    with pytest.raises(KeyError, match="train.no_such_key"):
+    with pytest.raises(KeyError, match=r"train\.no_such_key"):
         param_value(params, "train.no_such_key")
 
 

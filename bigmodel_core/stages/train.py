@@ -87,13 +87,13 @@ def _copy_profile(paths: Paths, bundle: Path) -> None:
     compares like with like."""
     import shutil
 
-    from bigmodel_core.data.profile import FILE
+    from bigmodel_core.models.bundle import PROFILE_FILE
 
     if not paths.data_profile.is_file():
         from bigmodel_core.errors import DataError
 
         raise DataError(f"{shown(paths.data_profile)}: not found (run the stage that makes it first: validate)")
-    shutil.copyfile(paths.data_profile, bundle / FILE)
+    shutil.copyfile(paths.data_profile, bundle / PROFILE_FILE)
 
 
 def read_train_val(params: Params, paths: Paths):

@@ -158,8 +158,8 @@ def _drift(
 def _champion_profile(params: Params, paths: Paths) -> tuple[dict | None, str | None, str]:
     import json
 
-    from bigmodel_core.data.profile import FILE
     from bigmodel_core.errors import BigmodelError
+    from bigmodel_core.models.bundle import PROFILE_FILE
 
     uri = params.tracking.uri
     if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
@@ -178,6 +178,6 @@ def _champion_profile(params: Params, paths: Paths) -> tuple[dict | None, str | 
         return None, None, "no champion yet"
     version, bundle = found
     try:
-        return json.loads((bundle / FILE).read_text()), version, ""
+        return json.loads((bundle / PROFILE_FILE).read_text()), version, ""
     except OSError:
         return None, version, f"champion v{version} has no data profile (it was made before profiles were kept)"
