@@ -281,6 +281,7 @@ MODULE_TIER = {
     "test_datasets": "stage",
     "test_docs": "unit",
     "test_drift": "unit",
+    "test_dvc_edges": "unit",
     "test_dvc_metrics": "e2e",
     "test_e2e_auto": "e2e",
     "test_e2e_dvc": "e2e",
