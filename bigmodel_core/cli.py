@@ -84,6 +84,15 @@ def stage(
         with raise_on_signals():
             module = stages.get(name)
             params = load_params(params_file)
+            from bigmodel_core.dag import undeclared_params
+
+            missing = undeclared_params(name, Path("dvc.yaml"), params_file)
+            if missing:
+                typer.echo(
+                    f"warning: {params_file} sets {', '.join(missing)}, which stage {name} reads, but dvc.yaml does "
+                    "not declare it: DVC will not re-run the stage when it changes (`bigmodel dag --write`)",
+                    err=True,
+                )
             started = time.perf_counter()
             # run by `dvc repro` on its own: hold the workspace (under `bigmodel run` the run already holds it)
             with exclusive(Path.cwd(), f"dvc repro (stage {name})", wait=False):
@@ -142,11 +151,11 @@ def run(
     from bigmodel_core.tracking.store import check_registry
 
     check_registry(params, root)  # a deleted mlflow.db stops the run here, not at evaluate after training
-    from bigmodel_core.workspace_init import refresh_version
+    from bigmodel_core.workspace_init import champion_ref_folder, refresh_version
 
-    changed = refresh_version(root)
-    if changed:
-        typer.echo(changed)
+    for changed in (refresh_version(root), champion_ref_folder(root)):
+        if changed:
+            typer.echo(changed)
     server = configure(root, verbose)
     try:
         with raise_on_signals(), workspace.exclusive(root, "bigmodel run", wait=wait):
@@ -304,7 +313,13 @@ def dag(
     from bigmodel_core.dag import installed_layout, load_dag, render_dvc_yaml
 
     if write or check:
-        wanted = render_dvc_yaml(installed=installed_layout(dvc_file.resolve().parent))
+        import yaml
+
+        root = dvc_file.resolve().parent
+        own = root / "params.yaml"  # declare the keys this workspace's params file sets
+        wanted = render_dvc_yaml(
+            installed=installed_layout(root), params=yaml.safe_load(own.read_text()) or {} if own.exists() else None
+        )
         current = dvc_file.read_text() if dvc_file.exists() else None
         if check:
             if current != wanted:

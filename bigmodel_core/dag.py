@@ -5,6 +5,7 @@ An edge A -> B exists when one of B's deps is (or lies inside) one of A's outs, 
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,9 +88,13 @@ def installed_layout(root: str | Path = ".") -> bool:
     return not (Path(root) / "bigmodel_core" / "stages").is_dir()
 
 
-def render_dvc_yaml(installed: bool = False) -> str:
-    """dvc.yaml as the stages declare it (bigmodel_core.stages.STAGES order, each module's SPEC)."""
+def render_dvc_yaml(installed: bool = False, params: dict | None = None) -> str:
+    """dvc.yaml as the stages declare it (bigmodel_core.stages.STAGES order, each module's SPEC), for the params
+    file `params` (its parsed YAML; default: the params.yaml that `bigmodel init` writes)."""
     from bigmodel_core.stages import STAGES, get
+
+    if params is None:
+        params = template_params()
 
     lines = [((HEADER_INSTALLED if installed else HEADER) + HEADER_COMMON).rstrip("\n"), "stages:"]
     for i, name in enumerate(STAGES):
@@ -97,8 +102,8 @@ def render_dvc_yaml(installed: bool = False) -> str:
         if i:
             lines.append("")
         lines += [f"  {name}:", f"    cmd: bigmodel stage {name}", "    deps:"]
-        lines += [f"      - {d}" for d in spec.deps(name, installed)]
-        lines += ["    params:"] + [f"      - {p}" for p in spec.params]
+        lines += [f"      - {d}" for d in stage_deps(name, installed)]
+        lines += ["    params:"] + [f"      - {p}" for p in declared_params(spec.params, params)]
         for kind in ("outs", "metrics", "plots"):
             outs = [o for o in spec.outs if o.kind == kind]
             if outs:
@@ -114,6 +119,46 @@ def render_dvc_yaml(installed: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def template_params() -> dict:
+    """The params.yaml `bigmodel init` writes (this repository's params.yaml holds the same keys)."""
+    from importlib import resources
+
+    return yaml.safe_load(resources.files("bigmodel_core").joinpath("templates/params.yaml").read_text()) or {}
+
+
+def declared_params(keys, params: dict) -> list[str]:
+    """The params keys dvc.yaml can declare for a stage that reads `keys`: those that the params file sets.
+    DVC refuses a declared key that the file lacks; a key left out takes its default from the typed config,
+    which is code among the stage's deps. (`bigmodel stage` warns when the file sets a key the stage reads
+    but dvc.yaml does not declare.)"""
+
+    def present(key: str) -> bool:
+        node = params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    return [k for k in keys if present(k)]
+
+
+def undeclared_params(stage: str, dvc_file: Path, params_file: Path) -> list[str]:
+    """Keys that params_file sets and `stage` reads (its SPEC.params) but dvc_file does not declare for it: DVC
+    would not re-run the stage when they change. Empty when either file is missing or unreadable."""
+    from bigmodel_core.stages import get
+
+    try:
+        doc = yaml.safe_load(Path(dvc_file).read_text()) or {}
+        raw = yaml.safe_load(Path(params_file).read_text()) or {}
+        listed = doc["stages"][stage].get("params") or []
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return []
+    have = [p for p in listed if isinstance(p, str)]
+    wanted = declared_params(get(stage).SPEC.params, raw)
+    return [k for k in wanted if not any(k == h or k.startswith(h + ".") for h in have)]
+
+
 def _comment(text: str, prefix: str, width: int = 115) -> list[str]:
     out, line = [], ""
     for word in text.split():
@@ -123,3 +168,123 @@ def _comment(text: str, prefix: str, width: int = 115) -> list[str]:
         else:
             line = f"{line} {word}" if line else word
     return out + ([prefix + line] if line else [])
+
+
+def stage_deps(stage: str, installed: bool = False) -> list[str]:
+    """A stage's DVC deps: its code, then its inputs. The code is, in a clone of this repository, every project
+    module its import closure reaches (`import_closure` of its module and its SPEC.code); installed, the version
+    file, which stands for all of it."""
+    from bigmodel_core.stages import get
+    from bigmodel_core.stages.spec import LOCATIONS, VERSION_FILE
+
+    spec = get(stage).SPEC
+    more = (c.removesuffix(".py").replace("/", ".") for c in spec.code)
+    code = [VERSION_FILE] if installed else import_closure(f"bigmodel_core.stages.{stage}", *more)
+    return [*code, *(LOCATIONS.get(i, i) for i in spec.inputs)]
+
+
+def _package_root() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def _module_file(dotted: str, root: Path) -> Path | None:
+    """The source file of project module `dotted` (a module file or a package's __init__.py), or None."""
+    parts = dotted.split(".")
+    if parts[0] != root.name:
+        return None
+    base = root.parent.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imported(path: Path, dotted: str, root: Path) -> set[str]:
+    """Project modules that `path` (module `dotted`) imports anywhere: at its top, inside functions, methods and
+    try blocks alike; not under `if TYPE_CHECKING:`, which never runs."""
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for stmt in node.orelse:
+                visit(stmt)
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from the module's own package upwards
+                package = dotted.split(".") if is_package else dotted.split(".")[:-1]
+                package = package[: len(package) - (node.level - 1)]
+                base = ".".join([*package, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            found.add(base)
+            # `from package import name`: name may be a submodule
+            found.update(f"{base}.{a.name}" for a in node.names if a.name != "*")
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), filename=str(path)))
+    out: set[str] = set()
+    for name in found:
+        parts = name.split(".")
+        # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+        out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return {m for m in out if _module_file(m, root) is not None}
+
+
+def import_closure(module: str, *more: str, root: Path | None = None) -> list[str]:
+    """Every project source file that importing and running `module` (and `more`) can execute, found
+    statically: the modules it imports, what those import, and so on (function-level imports included, since
+    a stage's code imports most of its work where it uses it), with the package __init__.py files on the way.
+    Paths are relative to the repository root (the package's parent), sorted, `module`'s own file first.
+    `root`: the top package's folder (default: bigmodel_core's)."""
+    root = root or _package_root()
+    seen = {module, *more}
+    todo = [module, *more]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name, root)
+        if path is None:
+            raise ValueError(f"{name}: not a module of {root.name}")
+        for dep in _imported(path, name, root) - seen:
+            seen.add(dep)
+            todo.append(dep)
+
+    files = {m: _module_file(m, root) for m in seen}
+    # a package __init__.py with nothing but a docstring runs nothing: left out (it is listed once it has code)
+    ran = {f.relative_to(root.parent).as_posix() for m, f in files.items() if f and m != module and _runs(f)}
+    # files a module reads beside itself (its DATA_FILES), such as charset's committed case-folding table
+    ran |= {d.relative_to(root.parent).as_posix() for f in files.values() if f for d in _data_files(f)}
+    return [files[module].relative_to(root.parent).as_posix(), *sorted(ran)]  # type: ignore[union-attr]
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The files a module declares it reads, `DATA_FILES = ("name", ...)` at its top level (names beside it)."""
+    for node in ast.parse(path.read_text()).body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "DATA_FILES" for t in node.targets)
+            and isinstance(node.value, ast.Tuple)
+        ):
+            return [
+                path.with_name(e.value)
+                for e in node.value.elts
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            ]
+    return []
+
+
+def _runs(path: Path) -> bool:
+    body = ast.parse(path.read_text()).body
+    return path.name != "__init__.py" or any(
+        not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))
+        for s in body
+    )

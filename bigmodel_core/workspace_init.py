@@ -19,7 +19,23 @@ from pathlib import Path
 from bigmodel_core.errors import ConfigError
 
 #: local state that runs write and neither git nor DVC should track
-GITIGNORE = ("mlflow.db*", "mlartifacts/", ".prefect/", ".bigmodel/", "/reports/deploy.json", "/dvc_plots/")
+GITIGNORE = (
+    "mlflow.db*",
+    "mlartifacts/",
+    ".prefect/",
+    ".bigmodel/",
+    "/reports/deploy.json",
+    "/registry/champion.json",
+    "/dvc_plots/",
+)
+CHAMPION_REF_README = """\
+champion.json here names the version the registry's champion alias points at, as the last
+`bigmodel promote` or `bigmodel rollback` left it (bigmodel_core/tracking/registry.py writes it).
+validate (drift) and evaluate (the comparison) read the champion from the MLflow registry, which DVC
+cannot see, so they declare this folder as a dependency: after a promote or a rollback, `dvc status`
+shows them changed and `dvc repro` compares again. Like mlflow.db, the file is this workspace's own
+(git ignores it); this README keeps the folder in place before the first move.
+"""
 DVCIGNORE = ("mlflow.db*", "mlartifacts/", ".prefect/", ".bigmodel/")
 
 
@@ -111,11 +127,27 @@ def init(root: Path, force: bool = False) -> list[str]:
         sources.mkdir(parents=True)
         (sources / "README.md").write_text("Put your source files here and name them in params.yaml (data.sources).\n")
         done.append("made data/sources/ (ingest's input folder, a DVC dependency)")
+    made = champion_ref_folder(root)
+    if made:
+        done.append(made)
     for name, lines in ((".gitignore", GITIGNORE), (".dvcignore", DVCIGNORE)):
         added = _add_lines(root / name, lines)
         if added:
             done.append(f"{name}: added {', '.join(added)}")
     return done
+
+
+def champion_ref_folder(root: Path) -> str | None:
+    """Make registry/ (with its README) when it is missing: validate and evaluate depend on it, so DVC needs
+    it before the first promote or rollback writes the champion reference there. Returns a line saying so."""
+    from bigmodel_core.stages.spec import LOCATIONS
+
+    folder = Path(root) / LOCATIONS["champion_ref"]
+    if (folder / "README.md").exists():
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(CHAMPION_REF_README)
+    return f"made {LOCATIONS['champion_ref']}/ (the champion reference validate and evaluate depend on)"
 
 
 def refresh_version(root: Path) -> str | None:

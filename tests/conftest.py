@@ -40,12 +40,14 @@ def write_params(root: Path, raw: dict) -> Path:
 
 
 def make_workspace(root: Path, raw: dict | None = None) -> Path:
-    """A DVC workspace (no git) with the repo's dvc.yaml, the code its deps name, and tiny params."""
+    """A DVC workspace (no git) with the repo's dvc.yaml, the code its deps name, the champion reference's folder
+    (registry/, without a champion.json: no promote or rollback yet) and tiny params."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "bigmodel_core", root / "bigmodel_core", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data/sources").mkdir(parents=True)
     (root / "data/sources/README.md").write_text("sources\n")
+    shutil.copytree(REPO / "registry", root / "registry", ignore=shutil.ignore_patterns("champion.json"))
     write_params(root, raw if raw is not None else tiny_params_dict())
     return root
 
@@ -280,6 +282,7 @@ MODULE_TIER = {
     "test_datasets": "stage",
     "test_docs": "unit",
     "test_drift": "unit",
+    "test_dvc_edges": "unit",
     "test_dvc_metrics": "e2e",
     "test_e2e_auto": "e2e",
     "test_e2e_dvc": "e2e",

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from bigmodel_core.config import DriftParams
-from bigmodel_core.data.profile import FILE, compare, js_divergence, oov_rate, profile
+from bigmodel_core.data.profile import compare, js_divergence, oov_rate, profile
+from bigmodel_core.models.bundle import PROFILE_FILE as FILE
 from tests.conftest import BIN, copy_workspace, run_cmd
 
 BIGMODEL = str(Path(BIN) / "bigmodel")

@@ -58,7 +58,7 @@ def test_dvc_repro_runs_dag_then_only_what_changed(dvc_workspace):
     assert ran(dvc(root, "repro").stdout) == ["clean", "validate", "augment", "split", "train", "evaluate", "deploy"]
     assert "up to date" in dvc(root, "status").stdout
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 3
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train.epochs"] == 3  # declared by key
     assert lock["stages"]["clean"]["params"]["params.yaml"]["clean"]["lowercase"] is True
 
 

@@ -51,7 +51,9 @@ REPAIRED_ENTITIES: tuple[str, ...] = ("quot", "amp", "lt", "gt", "nbsp", "apos")
 
 #: the pinned table covers the code points below this; none above it had a lower case or a case folding
 FOLD_LIMIT = 0x20000
-_TABLE = Path(__file__).with_name("casefold.tsv")
+#: files this module reads beside itself: DVC lists them with the code of every stage that imports it (dag.py)
+DATA_FILES = ("casefold.tsv",)
+_TABLE = Path(__file__).with_name(DATA_FILES[0])
 
 
 def char_class(cps) -> str:

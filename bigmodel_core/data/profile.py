@@ -1,8 +1,8 @@
 """A data profile that travels with each model version, and drift of new data against the champion's.
 
 The profile of a set of rows: label priors, a histogram of text lengths in words over fixed bins, and the
-most frequent words (the vocabulary). Train writes the profile of its rows into the model bundle
-(`data_profile.json`); validate profiles the rows that pass and compares them with the champion's:
+most frequent words (the vocabulary). Validate profiles the rows that pass (data/profile.json), which train puts
+into the model bundle (models/bundle.PROFILE_FILE), and compares them with the champion's:
 
 - label shift: L-infinity distance between the label priors (the largest change of one class's share);
 - length drift: Jensen-Shannon divergence (base 2, so 0..1) between the length histograms;
@@ -23,7 +23,6 @@ from bigmodel_core.data import columns
 LENGTH_EDGES = (2, 5, 10, 20, 50, 100, 200, 500, 1000)
 VOCAB_SIZE = 20_000
 MERGE_AT = 4_000_000  # (word, count) pairs that wait before they are summed (Profiler.add_counts)
-FILE = "data_profile.json"
 
 
 class Profiler:

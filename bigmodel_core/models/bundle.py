@@ -25,6 +25,9 @@ from bigmodel_core.config import TEXT_ROW_RULES, CleanParams, ModelParams, Token
 
 WEIGHTS, META = "model.pt", "model.json"
 FORMAT = "bigmodel-bundle/2"
+#: The profile of the rows the model was made from (validate's data/profile.json, which train copies in): the next
+#: run's data is compared with it.
+PROFILE_FILE = "data_profile.json"
 
 
 def save_bundle(

@@ -13,18 +13,6 @@ from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
 
 SPEC = StageSpec(
-    code=(
-        "bigmodel_core/data/augment.py",
-        "bigmodel_core/data/kernels.py",
-        "bigmodel_core/data/charset.py",
-        "bigmodel_core/data/casefold.tsv",
-        "bigmodel_core/data/split.py",
-        "bigmodel_core/data/cleaning.py",
-        "bigmodel_core/data/columns.py",
-        "bigmodel_core/data/hashing.py",
-        "bigmodel_core/data/minhash.py",
-        "bigmodel_core/data/schemas.py",
-    ),
     inputs=("validated",),
     params=("augment", "split"),
     outs=(Out("augmented"),),

@@ -90,23 +90,7 @@ def experiment_reason(root) -> str | None:
 
 
 SPEC = StageSpec(
-    # the served model refuses what validate's text rules set aside (tracking/pyfunc.py runs data/quality.py)
-    code=(
-        "bigmodel_core/tracking",
-        "bigmodel_core/evaluation/gate.py",
-        "bigmodel_core/data/schemas.py",
-        "bigmodel_core/data/quality",
-        "bigmodel_core/data/cleaning.py",
-        "bigmodel_core/data/columns.py",
-        "bigmodel_core/data/keys.py",
-        "bigmodel_core/data/hashing.py",
-        "bigmodel_core/data/kernels.py",
-        "bigmodel_core/data/charset.py",
-        "bigmodel_core/data/casefold.tsv",
-        "bigmodel_core/data/label_noise.py",
-        "bigmodel_core/data/minhash.py",
-        "bigmodel_core/data/profile.py",
-    ),
+    code=("bigmodel_core/tracking/pyfunc_entry.py",),  # MLflow runs it as the served model's code
     inputs=("model", "evaluation", "eval_metrics", "quality_report"),
     params=("deploy", "tracking"),
     outs=(

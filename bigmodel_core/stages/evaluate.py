@@ -45,9 +45,9 @@ def score(
 
 
 SPEC = StageSpec(
-    code=("bigmodel_core/evaluation", "bigmodel_core/data/schemas.py", "bigmodel_core/models/linear.py"),
-    inputs=("model", "split", "train_metrics"),
-    params=("evaluate", "deploy.model_name", "deploy.champion_alias", "tracking"),
+    inputs=("model", "split", "train_metrics", "champion_ref"),
+    params=("evaluate", "deploy.model_name", "deploy.champion_alias", "tracking.uri"),
+    bookkeeping=("tracking.experiment", "tracking.artifact_root"),
     outs=(
         Out("evaluation"),
         metric("eval_metrics"),

@@ -14,9 +14,8 @@ from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
 
 SPEC = StageSpec(
-    code=("bigmodel_core/data/formats", "bigmodel_core/data/demo.py", "bigmodel_core/data/schemas.py"),
     inputs=("data/sources",),
-    params=("data",),
+    params=("data.sources",),
     outs=(Out("raw"),),
 )
 

@@ -25,6 +25,7 @@ LOCATIONS = {
     "quality_metrics": "metrics/data_quality.json",
     "quality_report": "reports/data_quality.json",
     "quality_html": "reports/data_quality.html",
+    "data_profile": "data/profile.json",
     "train_metrics": "metrics/train.json",
     "eval_metrics": "metrics/eval.json",
     "training_plot": "plots/training.csv",
@@ -34,7 +35,11 @@ LOCATIONS = {
     "pr_plot": "plots/pr.csv",
     "calibration_plot": "plots/calibration.csv",
     "deployment": "reports/deploy.json",
+    # not a stage output: the champion reference that `bigmodel promote` and `bigmodel rollback` write
+    # (tracking/registry.py), a folder so that it exists before the first of them (its README is in git)
+    "champion_ref": "registry",
 }
+CHAMPION_REF_FILE = "champion.json"
 
 
 @dataclass(frozen=True)
@@ -56,19 +61,19 @@ class Out:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """code: source files and folders the stage runs besides its own module; inputs: what it reads (LOCATIONS
-    names, or paths such as data/sources); params: the params.yaml sections or keys it reads."""
+    """inputs: what the stage reads (LOCATIONS names, or paths such as data/sources); params: the params keys
+    whose values can change its outputs, each as specific as the stage's reading (a section only where it reads
+    all of it); bookkeeping: keys it reads that cannot change its outputs (where MLflow files the run, how often
+    progress is reported), left out of dvc.yaml so that changing them re-runs nothing;
+    code: project source files it runs without importing them (e.g. a file MLflow runs), walked like its
+    imports.
+    dvc.yaml's deps are derived from these (bigmodel_core.dag.stage_deps)."""
 
-    code: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
+    bookkeeping: tuple[str, ...] = ()
     outs: tuple[Out, ...] = field(default_factory=tuple)
-
-    def deps(self, stage: str, installed: bool = False) -> list[str]:
-        """The DVC deps: the stage's code (in a clone of this repository) or the version file (installed), then
-        its inputs."""
-        code = [VERSION_FILE] if installed else [f"bigmodel_core/stages/{stage}.py", *self.code]
-        return [*code, *(LOCATIONS.get(i, i) for i in self.inputs)]
+    code: tuple[str, ...] = ()
 
 
 def metric(name: str) -> Out:
@@ -77,3 +82,21 @@ def metric(name: str) -> Out:
 
 def plot(name: str, note: str = "", **options: str) -> Out:
     return Out(name, kind="plots", cache=False, plot=tuple(options.items()), note=note)
+
+
+def param_value(params, key: str):
+    """The value of params key `key` (dots between the parts, as params.yaml spells it: validate.rules.too_long);
+    a section comes back as a dict, as params.yaml would hold it."""
+    node = params
+    for part in key.split("."):
+        if isinstance(node, dict):  # a mapping section (validate.rules: one entry per rule)
+            if part not in node:
+                raise KeyError(f"{key}: no such params key ({part!r} is not there)")
+            node = node[part]
+            continue
+        fields = type(node).model_fields
+        name = next((n for n, f in fields.items() if (f.alias or n) == part), None)
+        if name is None:
+            raise KeyError(f"{key}: no such params key ({part!r} is not in {type(node).__name__})")
+        node = getattr(node, name)
+    return node.model_dump(mode="json", by_alias=True) if hasattr(node, "model_dump") else node

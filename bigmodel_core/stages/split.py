@@ -8,23 +8,11 @@ from __future__ import annotations
 from bigmodel_core.config import Params
 from bigmodel_core.data import schemas
 from bigmodel_core.data import split as splitting
-from bigmodel_core.data.charset import KEY_VERSION
 from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_json
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec
 
 SPEC = StageSpec(
-    code=(
-        "bigmodel_core/data/split.py",
-        "bigmodel_core/data/schemas.py",
-        "bigmodel_core/data/kernels.py",
-        "bigmodel_core/data/charset.py",
-        "bigmodel_core/data/casefold.tsv",
-        "bigmodel_core/data/hashing.py",
-        "bigmodel_core/data/columns.py",
-        "bigmodel_core/data/minhash.py",
-        "bigmodel_core/data/cleaning.py",
-    ),
     inputs=("augmented",),
     params=("split",),
     outs=(Out("split"),),
@@ -64,8 +52,6 @@ def run(params: Params, paths: Paths) -> dict:
             "per_class": counts,
             "augmented_in_train": augmented,
             "validation": "carved from train (val_fraction)" if carve_val else "the data's own (split: val)",
-            # the definition of the group keys that placed the rows (charset.KEY_VERSION): a new one can move rows
-            "group_key_version": KEY_VERSION,
         }
         write_json(report, out / "report.json")
     return report

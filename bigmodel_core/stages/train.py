@@ -18,15 +18,38 @@ import numpy as np
 
 from bigmodel_core.config import TEXT_ROW_RULES, Params
 from bigmodel_core.data import schemas
-from bigmodel_core.data.profile import FILE as PROFILE_FILE
 from bigmodel_core.errors import BigmodelError
 from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, sha256_file, shown, write_json
 from bigmodel_core.models.registry import kind_of
 from bigmodel_core.paths import Paths
-from bigmodel_core.stages.spec import Out, StageSpec, metric, plot
+from bigmodel_core.stages.spec import Out, StageSpec, metric, param_value, plot
 
 # the code whose change makes an old checkpoint meaningless
 CODE_DIRS = ("training", "models", "text")
+#: The train keys the result depends on: all but log_every, which only sets how often progress is reported.
+TRAIN_KEYS = (
+    "epochs",
+    "batch_size",
+    "token_budget",
+    "grad_accum",
+    "lr",
+    "weight_decay",
+    "warmup_fraction",
+    "schedule",
+    "grad_clip",
+    "label_smoothing",
+    "class_weights",
+    "patience",
+    "max_steps",
+    "seed",
+    "device",
+    "precision",
+    "compile",
+    "num_threads",
+    "nproc",
+    "checkpoint_every",
+    "tune",
+)
 
 
 def tuning(params: Params) -> bool:
@@ -49,11 +72,7 @@ def fingerprint(params: Params, paths: Paths) -> str:
     ):
         code.update(path.name.encode() + path.read_bytes())
     doc = {
-        "labels": params.data.labels,
-        "clean": params.clean.model_dump(mode="json"),
-        "tokenizer": params.tokenizer.model_dump(mode="json"),
-        "model": params.model.model_dump(mode="json"),
-        "train": params.train.model_dump(mode="json"),
+        "params": {key: param_value(params, key) for key in SPEC.params},  # what dvc.yaml declares for train
         "code": code.hexdigest(),
         "version": bigmodel_core.__version__,
         "data": {s: sha256_file(paths.split / f"{s}.parquet") for s in ("train", "val")},
@@ -62,16 +81,19 @@ def fingerprint(params: Params, paths: Paths) -> str:
 
 
 # --------------------------------------------------------------------------- encoded data, cached
-def _data_profile(paths: Paths) -> dict:
-    """The profile of the rows this model was made from (every split, augmented variants left out): the same
-    rows validate passed, so a later validate compares like with like."""
-    import pandas as pd
+def _copy_profile(paths: Paths, bundle: Path) -> None:
+    """Put the profile of the rows this model was made from into its bundle: validate's profile of the rows it
+    passed (data/profile.json), which are every split's rows without augmented variants, so a later validate
+    compares like with like."""
+    import shutil
 
-    from bigmodel_core.data.profile import profile
+    from bigmodel_core.models.bundle import PROFILE_FILE
 
-    rows = pd.concat([read_table(paths.split / f"{s}.parquet", schemas.SPLIT) for s in schemas.SPLITS])
-    rows = rows[~rows["is_augmented"]]
-    return profile(rows["text"], rows["label"])
+    if not paths.data_profile.is_file():
+        from bigmodel_core.errors import DataError
+
+        raise DataError(f"{shown(paths.data_profile)}: not found (run the stage that makes it first: validate)")
+    shutil.copyfile(paths.data_profile, bundle / PROFILE_FILE)
 
 
 def read_train_val(params: Params, paths: Paths):
@@ -154,26 +176,23 @@ class _Console:
 
 
 SPEC = StageSpec(
-    code=(
-        "bigmodel_core/stages/train_select.py",
-        "bigmodel_core/training",
-        "bigmodel_core/models",
-        "bigmodel_core/text",
-        "bigmodel_core/data/cleaning.py",
-        "bigmodel_core/evaluation/metrics.py",
-        "bigmodel_core/evaluation/stats.py",
-        "bigmodel_core/data/columns.py",
-        "bigmodel_core/data/hashing.py",
-        "bigmodel_core/data/kernels.py",
-        "bigmodel_core/data/charset.py",
-        "bigmodel_core/data/casefold.tsv",
-        "bigmodel_core/data/minhash.py",
-        "bigmodel_core/data/profile.py",
-        "bigmodel_core/data/schemas.py",
-    ),
-    inputs=("split",),
+    inputs=("split", "data_profile"),
     # the text rules of validate go into the bundle (what serving refuses), so their settings are read here too
-    params=("data.labels", "clean", "tokenizer", "model", "train", *(f"validate.rules.{r}" for r in TEXT_ROW_RULES)),
+    params=(
+        "data.labels",
+        "clean",
+        "tokenizer",
+        "model",
+        *(f"train.{k}" for k in TRAIN_KEYS),
+        *(f"validate.rules.{r}" for r in TEXT_ROW_RULES),
+    ),
+    bookkeeping=(
+        "train.log_every",
+        "tracking.uri",
+        "tracking.experiment",
+        "tracking.artifact_root",
+        "deploy.model_name",
+    ),
     outs=(
         Out("model"),
         metric("train_metrics"),
@@ -311,7 +330,7 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         # (train.checkpoint_every > 0): the next attempt writes the model from it without training again
         with atomic_dir(paths.model) as out:
             save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean, params.validate)
-            write_json(_data_profile(paths), out / PROFILE_FILE)  # what the next run's data is compared with
+            _copy_profile(paths, out)  # what the next run's data is compared with
     except BaseException as e:
         if live is not None:
             killed = isinstance(e, KeyboardInterrupt)

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from bigmodel_core.config import KIND_KEYS, Candidate, Params, candidate_names, candidate_params, default_candidates
-from bigmodel_core.data.profile import FILE as PROFILE_FILE
 from bigmodel_core.io import atomic_dir, write_json
 from bigmodel_core.models.registry import kind_of
 from bigmodel_core.paths import Paths
@@ -278,7 +277,7 @@ def _candidate(
 
 # --------------------------------------------------------------------------- the stage
 def select(params: Params, paths: Paths, key: str) -> dict:
-    from bigmodel_core.stages.train import _data_profile, _reset_work_dir, _write_csv, read_train_val
+    from bigmodel_core.stages.train import _copy_profile, _reset_work_dir, _write_csv, read_train_val
     from bigmodel_core.tracking.live import MlflowLive
     from bigmodel_core.training.select import RULE_SHORT, choose
 
@@ -360,7 +359,7 @@ def select(params: Params, paths: Paths, key: str) -> dict:
     if auto:
         print(f"train: chose {best['name']}: {why}", flush=True)
 
-    # the choice is made: now the test split may be read, for the bundle's profile of every split and the run's inputs
+    # the choice is made: now the test split may be read, for the run's inputs
     if live is not None:
         try:
             from bigmodel_core.tracking.run_data import log_split_datasets
@@ -370,7 +369,7 @@ def select(params: Params, paths: Paths, key: str) -> dict:
             print(f"train: could not log the split datasets to MLflow ({type(e).__name__}: {e})", flush=True)
     with atomic_dir(paths.model) as out:
         shutil.copytree(paths.train_work / "candidates" / best["name"] / "bundle", out, dirs_exist_ok=True)
-        write_json(_data_profile(paths), out / PROFILE_FILE)
+        _copy_profile(paths, out)
     table = [
         {
             "name": r["name"],

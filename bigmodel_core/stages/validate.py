@@ -24,23 +24,24 @@ from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec, metric
 
 SPEC = StageSpec(
-    code=(
-        "bigmodel_core/data/quality",
-        "bigmodel_core/data/minhash.py",
-        "bigmodel_core/data/kernels.py",
-        "bigmodel_core/data/charset.py",
-        "bigmodel_core/data/casefold.tsv",
-        "bigmodel_core/data/label_noise.py",
-        "bigmodel_core/data/profile.py",
-        "bigmodel_core/data/columns.py",
-        "bigmodel_core/data/keys.py",
-        "bigmodel_core/data/cleaning.py",
-        "bigmodel_core/data/hashing.py",
-        "bigmodel_core/data/schemas.py",
+    inputs=("clean", "champion_ref"),
+    # the truncated rule counts words past tokenizer.max_length; drift compares with the registry's champion
+    params=(
+        "validate",
+        "data.labels",
+        "tokenizer.max_length",
+        "deploy.model_name",
+        "deploy.champion_alias",
+        "tracking.uri",
     ),
-    inputs=("clean",),
-    params=("validate", "data.labels"),
-    outs=(Out("validated"), Out("quality_report"), Out("quality_html"), metric("quality_metrics")),
+    bookkeeping=("tracking.experiment", "tracking.artifact_root"),  # where a closed gate's MLflow run is filed
+    outs=(
+        Out("validated"),
+        Out("quality_report"),
+        Out("quality_html"),
+        Out("data_profile"),
+        metric("quality_metrics"),
+    ),
 )
 
 
@@ -110,6 +111,7 @@ def run(params: Params, paths: Paths) -> dict:
         for warning in result.report.get("warnings", []):
             print(f"warning: {warning}", flush=True)
     write_json(result.report, paths.quality_report)
+    write_json(current, paths.data_profile)  # train puts it in the model bundle (what the next run is compared with)
     _write_html(result, paths.quality_html, None)
     write_json(quality.headline(result.report), paths.quality_metrics)
     return result.report
@@ -156,8 +158,8 @@ def _drift(
 def _champion_profile(params: Params, paths: Paths) -> tuple[dict | None, str | None, str]:
     import json
 
-    from bigmodel_core.data.profile import FILE
     from bigmodel_core.errors import BigmodelError
+    from bigmodel_core.models.bundle import PROFILE_FILE
 
     uri = params.tracking.uri
     if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
@@ -176,6 +178,6 @@ def _champion_profile(params: Params, paths: Paths) -> tuple[dict | None, str | 
         return None, None, "no champion yet"
     version, bundle = found
     try:
-        return json.loads((bundle / FILE).read_text()), version, ""
+        return json.loads((bundle / PROFILE_FILE).read_text()), version, ""
     except OSError:
         return None, version, f"champion v{version} has no data profile (it was made before profiles were kept)"

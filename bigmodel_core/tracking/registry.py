@@ -155,6 +155,23 @@ def user() -> str:
 
 
 # --------------------------------------------------------------------------- by hand: promote, rollback
+def write_champion_ref(client, root: Path, name: str, alias: str) -> Path:
+    """Write registry/champion.json: which version the champion alias names now (model, alias, version, run).
+
+    validate and evaluate read the champion from the registry, which DVC cannot see; they declare this folder
+    as a dependency instead, so a champion moved by hand (promote, rollback) makes `dvc status` show them
+    changed and `dvc repro` compare again. The deploy stage does not write it: the champion it sets is the model
+    evaluate has just compared, and re-running evaluate against that same model would tell nothing new."""
+    from bigmodel_core.io import write_json
+    from bigmodel_core.stages.spec import CHAMPION_REF_FILE, LOCATIONS
+
+    version = alias_version(client, name, alias)
+    run_id = client.get_model_version(name, version).run_id if version is not None else None
+    target = Path(root) / LOCATIONS["champion_ref"] / CHAMPION_REF_FILE
+    write_json({"model_name": name, "alias": alias, "version": version, "run_id": run_id}, target)
+    return target
+
+
 SMOKE_TEXTS = ["a short smoke test text", "another line to classify, with punctuation!"]
 
 
@@ -200,6 +217,7 @@ def promote_by_hand(params, root: Path, version: str, reason: str) -> str:
         raise BigmodelError(f"{name} v{version} is already {alias}: nothing to do")
     smoke_test(alias, tracking_uri(params, root), f"models:/{name}/{version}")
     moved, msg = move_champion(client, root, name, alias, version, current, why=reason, who=user())
+    write_champion_ref(client, root, name, alias)
     if not moved:
         raise BigmodelError(msg)
     return msg
@@ -232,6 +250,7 @@ def rollback(params, root: Path, reason: str) -> str:
     moved, msg = move_champion(
         client, root, name, alias, previous, current, why=f"rollback: {reason}", who=user(), action="rollback"
     )
+    write_champion_ref(client, root, name, alias)
     if not moved:
         raise BigmodelError(msg)
     return msg
