@@ -422,3 +422,28 @@ def _assert_prefect_closed(root: Path, monkeypatch, old_flow_run: str, new_flow_
             # issue 24 point 5 is done; until then there are none to close)
             states = {t.name: t.state.type.value for t in tasks}
             assert not {"RUNNING", "PENDING"} & set(states.values()) and states.get("train") in (None, "CRASHED"), states
+
+
+@pytest.mark.e2e
+def test_the_workspace_lock_names_its_holder_and_dies_with_it(tmp_path):
+    """The run lock (filelock): a second taker is refused naming the holder, or waits; a killed holder frees it."""
+    from bigmodel_core.errors import WorkspaceBusy
+
+    hold = ("import sys, time; from pathlib import Path; from bigmodel_core import workspace\n"
+            "with workspace.exclusive(Path(sys.argv[1]), 'holder test'):\n"
+            "    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(WorkspaceBusy, match=rf"holds this workspace: holder test \(pid {holder.pid}, since "):
+            with workspace.exclusive(tmp_path, "second", wait=False):
+                pass
+        assert workspace.holder(tmp_path).startswith(f"holder test (pid {holder.pid}")  # the refusal left the note
+        holder.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
+        holder.wait()
+        with workspace.exclusive(tmp_path, "after", wait=False):
+            assert workspace.holder(tmp_path).startswith(f"after (pid {os.getpid()}")
+        assert workspace.holder(tmp_path) == "another process"  # released: the file says nobody
+    finally:
+        holder.kill()
+        holder.wait()
