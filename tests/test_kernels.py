@@ -313,19 +313,26 @@ def test_hashed_ngram_counts_equal_the_definition():
     assert set(accents[0].indices) != set(accents[1].indices)
 
 
-def test_sha256_head_is_hashlibs():
-    # messages of 0 to 300 bytes (one to six blocks, and every length where the padding spills into a new
-    # block) behind a prefix: the first 8 bytes of hashlib's SHA-256, as a big-endian number
+def test_split_buckets_are_hashlibs_sha256():
+    # messages of 0 to 300 bytes behind the salt: the first 8 bytes of hashlib's SHA-256, as a big-endian
+    # number, over 2**64
     import hashlib
 
-    from bigmodel_core.data import kernels
-    from bigmodel_core.data.columns import byte_view
+    from bigmodel_core.data.split import bucket, buckets
 
     rng = random.Random(4)
     keys = ["".join(rng.choice("0123456789abcdefé漢") for _ in range(rng.randint(0, 100))) for _ in range(2000)]
     keys += ["x" * n for n in range(0, 130)]
-    for prefix in (b"", b"salt\0", b"a much longer salt, longer than one block of sixty-four bytes: " * 2):
-        offsets, data = byte_view(pa.array(keys, type=pa.large_string()))
-        out = np.empty(len(keys), dtype=np.uint64)
-        kernels.sha256_head(data, offsets, np.frombuffer(prefix, dtype=np.uint8), out)
-        assert out.tolist() == [int.from_bytes(hashlib.sha256(prefix + k.encode()).digest()[:8], "big") for k in keys]
+    for salt in ("", "salt", "a much longer salt, longer than one block of sixty-four bytes: " * 2):
+        got = buckets(pa.array(keys, type=pa.large_string()), salt)
+        heads = [int.from_bytes(hashlib.sha256(f"{salt}\0{k}".encode()).digest()[:8], "big") for k in keys]
+        assert got.tolist() == [h / 2**64 for h in heads] == [bucket(k, salt) for k in keys]
+
+
+def test_compiled_mix_is_hashings():
+    # one definition of splitmix's constants (hashing): the compiled mix, the numpy mix and mix_int agree
+    from bigmodel_core.data import hashing, kernels
+
+    xs = np.array([0, 1, 2**63, 2**64 - 1, 0x9E3779B97F4A7C15, *(random.Random(2).getrandbits(64) for _ in range(50))],
+                  dtype=np.uint64)
+    assert [int(kernels.mix(x)) for x in xs] == hashing.mix(xs).tolist() == [hashing.mix_int(int(x)) for x in xs]
