@@ -1,12 +1,11 @@
 """Compiled loops (numba) over the UTF-8 bytes of a text column, for the per-word work that array passes do
-badly: MinHash signatures with the word counts and vocabulary that come with them (validate), the hashed
-word 1-2-gram counts of label_noise's model, and the word-dropout variants of augment. Each computes exactly
-the numbers of its row-by-row definition (word hashes and text keys: hashing.word_hash and text_key;
-signatures: minhash's docstring; n-grams: label_noise.ngram_counts; variants: augment.variant; the mixing
-function and its constants: hashing.mix), in one pass over
-the bytes where the array passes they replace made a dozen over per-word arrays (at a million rows, measured
-alternating with the numpy version: validate 1.24x and augment 1.37x less CPU time). tests/test_kernels.py,
-tests/test_vectorized_text.py and tests/test_split_augment.py compare them with their definitions.
+badly: MinHash signatures with the word counts and vocabulary that come with them (validate), and the
+word-dropout variants of augment. Each computes exactly the numbers of its row-by-row definition (word hashes
+and text keys: hashing.word_hash and text_key; signatures: minhash's docstring; variants: augment.variant;
+the mixing function and its constants: hashing.mix), in one pass over the bytes where the array passes they
+replace made a dozen over per-word arrays (at a million rows, measured alternating with the numpy version:
+validate 1.24x and augment 1.37x less CPU time). tests/test_kernels.py, tests/test_vectorized_text.py and
+tests/test_split_augment.py compare them with their definitions.
 
 Everything here is uint64 arithmetic modulo 2^64: a signed operand would make numba compute in float64, so
 every constant and operand is cast to uint64 explicitly. Compiled code is cached on disk (cache=True); the
@@ -52,19 +51,6 @@ def _wide_space(data, i, end):
             return 3
         return 3 if d == 0x81 and e == 0x9F else 0
     return 3 if d == 0x80 and e == 0x80 else 0
-
-
-@njit(cache=True, inline="always")
-def _word_hash(data, a, b):
-    """hashing.word_hash of the bytes data[a:b]."""
-    h = _SEED
-    acc = np.uint64(0)
-    shift = np.uint64(0)
-    for i in range(a, b):
-        h, acc, shift = _feed(h, acc, shift, data[i])
-    if shift:
-        h = mix(h ^ acc)
-    return mix(h + np.uint64(b - a) * _GOLD)
 
 
 #: byte classes of text_scan (bits): whitespace, the lead byte of a multi-byte character that may be whitespace
@@ -696,45 +682,6 @@ def layout(data, offsets, strip_html, collapse, lower, max_chars, out_data, out_
     return pos
 
 
-#: bytes that belong to a token of hashed_ngrams: ASCII letters and digits, and every byte of a non-ASCII
-#: character (UTF-8 bytes >= 0x80)
-TOKEN_BYTE = np.zeros(256, dtype=np.uint8)
-TOKEN_BYTE[48:58] = TOKEN_BYTE[65:91] = TOKEN_BYTE[97:123] = TOKEN_BYTE[95] = TOKEN_BYTE[128:] = 1
-
-
-@njit(cache=True)
-def hashed_ngrams(data, offsets, bits, rows, cols):
-    """The token unigrams and bigrams of every text as (row, column) entries of a bag-of-n-grams matrix with
-    2**bits columns (repeats are summed by the caller): tokens are runs of two or more TOKEN_BYTE bytes (for
-    ASCII text what `\\b\\w\\w+\\b` finds), a unigram's column is its word hash's low bits, a bigram's the low
-    bits of a mix of its two tokens' hashes. Returns the number of entries written (rows and cols hold at
-    least the texts' total bytes)."""
-    m = np.uint64((1 << bits) - 1)
-    e = 0
-    for t in range(offsets.size - 1):
-        a, b = offsets[t], offsets[t + 1]
-        prev = np.uint64(0)
-        have = False
-        i = a
-        while i < b:
-            if TOKEN_BYTE[data[i]] == 0:
-                i += 1
-                continue
-            j = i + 1
-            while j < b and TOKEN_BYTE[data[j]] != 0:
-                j += 1
-            if j - i >= 2:
-                h = _word_hash(data, i, j)
-                rows[e], cols[e] = t, np.int64(h & m)
-                e += 1
-                if have:
-                    rows[e], cols[e] = t, np.int64(mix(prev * _GOLD + h) & m)
-                    e += 1
-                prev, have = h, True
-            i = j
-    return e
-
-
 @njit(cache=True)
 def gather(data, slots, n_used, out_offsets, out_data):
     """The words of slots[:n_used], in that order, as (offsets, bytes) of a string array."""
@@ -853,66 +800,3 @@ def _nth_word(data, a, b, n):
             n -= 1
             s = i + 1
     return s, b
-
-
-@njit(cache=True)
-def ovr_logistic_sgd(indptr, indices, values, y, order, passes, alpha, eta0, w, b):
-    """One-vs-rest logistic regression by plain SGD (one binary model per class, all updated from the same
-    row): on the rows `order` of a CSR matrix (indptr, indices, values) with classes y (0..k-1), `passes`
-    passes in that order, step eta0 / (1 + eta0 * alpha * t) at update t (scikit-learn's "optimal"
-    schedule when eta0 is its typical-weight heuristic), the intercepts at a hundredth of it (as
-    scikit-learn does for sparse rows), L2 penalty alpha/2 |w|^2 applied as a shrinking scale of w (so an
-    update touches only the row's columns). w: (columns, k) zeros, b: (k,) zeros; on return they hold
-    the model."""
-    k = w.shape[1]
-    scale = 1.0
-    g = np.empty(k)
-    t = 0
-    for _ in range(passes):
-        for r in order:
-            eta = eta0 / (1.0 + eta0 * alpha * t)
-            t += 1
-            lo, hi = indptr[r], indptr[r + 1]
-            for c in range(k):
-                g[c] = 0.0
-            for e in range(lo, hi):
-                j, v = indices[e], values[e] * scale
-                for c in range(k):
-                    g[c] += w[j, c] * v
-            for c in range(k):  # the derivative of log(1 + exp(-y z)) at z, y = +1 for the row's class, else -1
-                z = g[c] + b[c]
-                yc = 1.0 if y[r] == c else -1.0
-                m = yc * z
-                g[c] = -yc / (1.0 + np.exp(m)) if m < 30.0 else -yc * np.exp(-m)
-            scale *= 1.0 - eta * alpha
-            if scale < 1e-9:  # fold the scale into w before it underflows
-                w *= scale
-                scale = 1.0
-            for e in range(lo, hi):
-                j, v = indices[e], values[e] * eta / scale
-                for c in range(k):
-                    w[j, c] -= g[c] * v
-            for c in range(k):
-                b[c] -= 0.01 * eta * g[c]
-    w *= scale
-
-
-@njit(cache=True)
-def ovr_predict(indptr, indices, values, rows, w, b, out):
-    """Class probabilities of the CSR rows `rows` under ovr_logistic_sgd's model, into out (len(rows), k):
-    each class's sigmoid, normalised to sum to 1."""
-    k = w.shape[1]
-    for i in range(rows.size):
-        r = rows[i]
-        for c in range(k):
-            out[i, c] = b[c]
-        for e in range(indptr[r], indptr[r + 1]):
-            j, v = indices[e], values[e]
-            for c in range(k):
-                out[i, c] += w[j, c] * v
-        total = 0.0
-        for c in range(k):
-            out[i, c] = 1.0 / (1.0 + np.exp(-out[i, c]))
-            total += out[i, c]
-        for c in range(k):
-            out[i, c] /= total
