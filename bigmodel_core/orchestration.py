@@ -227,6 +227,7 @@ def _drain_prefect(timeout: float = 10.0) -> None:
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
     from bigmodel_core.errors import BigmodelError
+    from bigmodel_core.ui import healthy
 
     timeout = _startup_timeout()
     deadline = time.monotonic() + timeout
@@ -237,12 +238,8 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
                 f"the temporary Prefect server exited with {proc.returncode} while starting: "
                 f"{tail[0]} (log: {log_path})"
             )
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
+        if healthy(f"{url}/health"):
+            return
         time.sleep(0.2)
     raise BigmodelError(
         f"the temporary Prefect server did not answer {url}/health within {timeout:g}s "

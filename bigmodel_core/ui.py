@@ -85,11 +85,7 @@ def running(root: Path) -> dict | None:
         return None
     if not alive(pid):
         return None
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return info if r.status == 200 else None
-    except OSError:
-        return None
+    return info if healthy(f"{url}/health") else None
 
 
 def saved_ports(root: Path) -> tuple[int, int]:
@@ -186,7 +182,9 @@ def _save_ports(root: Path, mlflow_port: int, prefect_port: int) -> None:
     os.replace(tmp, path)
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether a server answers 200 at `url` (its health endpoint) within 2 s: the one check every wait for a
+    Prefect server (here and in orchestration) makes."""
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             return r.status == 200
@@ -280,7 +278,7 @@ def serve(root: Path, params, mlflow_port: int | None, prefect_port: int | None,
                     ),
                     None,
                 )
-                if failed is None and not recorded and _healthy(f"{api_url}/health"):
+                if failed is None and not recorded and healthy(f"{api_url}/health"):
                     _write_record(
                         root, {"api_url": api_url, "pid": prefect.pid, "ui_url": prefect_url, "mlflow_url": mlflow_url}
                     )

@@ -1,10 +1,11 @@
 """One pipeline run per workspace.
 
 `bigmodel run`, a scheduled flow run and every stage that DVC starts on its own (`dvc repro`) take an
-exclusive lock on `.bigmodel/run.lock` (flock: the kernel drops it when the holder dies, so a killed
-run never leaves a stale lock). The holder writes who it is into the file, so a refused or waiting run
-can say which run it waits for. Processes started by the holder (DVC, the stages, training ranks) see
-BIGMODEL_WORKSPACE_LOCK in their environment and do not take the lock again.
+exclusive lock on `.bigmodel/run.lock` (the `filelock` package's flock: the kernel drops it when the holder
+dies, so a killed run never leaves a stale lock). The holder writes who it is into the file (filelock's
+`on_acquired` hook lends it the locked descriptor, and filelock opens the file without truncating it), so a
+refused or waiting run can say which run it waits for. Processes started by the holder (DVC, the stages,
+training ranks) see BIGMODEL_WORKSPACE_LOCK in their environment and do not take the lock again.
 
 DVC keeps its own lock (`.dvc/tmp/lock`) while one of its commands runs; a run waits for it to be free
 instead of showing DVC's advice to delete it.
@@ -18,7 +19,6 @@ closes them in its stead.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -27,6 +27,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from bigmodel_core.errors import BigmodelError, DataError, WorkspaceBusy
 from bigmodel_core.interrupts import alive
@@ -68,30 +70,30 @@ def exclusive(
         return
     path = lock_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            who = holder(root)
-            if not wait:
-                raise WorkspaceBusy(
-                    f"another run holds this workspace: {who}; nothing was changed. Wait for it to end "
-                    f"(`bigmodel run` waits by default) and run again"
-                ) from None
-            say(f"waiting for {who} to finish: one run per workspace ({path})")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def note_holder(fd: int) -> None:  # filelock lends the lock's descriptor once it holds the lock
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"what": what, "pid": os.getpid(), "since": time.time()}).encode(), 0)
+
+    lock = FileLock(path, on_acquired=note_holder)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        who = holder(root)
+        if not wait:
+            raise WorkspaceBusy(
+                f"another run holds this workspace: {who}; nothing was changed. Wait for it to end "
+                f"(`bigmodel run` waits by default) and run again"
+            ) from None
+        say(f"waiting for {who} to finish: one run per workspace ({path})")
+        lock.acquire(poll_interval=0.2)
+    try:
         os.environ[ENV] = str(os.getpid())
-        try:
-            yield
-        finally:
-            os.environ.pop(ENV, None)
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield
     finally:
-        os.close(fd)
+        os.environ.pop(ENV, None)
+        os.truncate(path, 0)  # still held: the file says nobody
+        lock.release()
 
 
 def runs_dir(root: Path) -> Path:
@@ -186,18 +188,10 @@ def dvc_busy(root: Path) -> bool:
     if not path.exists():
         return False
     try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        with FileLock(path, blocking=False):  # DVC's lock is a flock too; filelock leaves the file as it is
+            return False
+    except Timeout:
         return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def wait_for_dvc(root: Path, say: Callable[[str], None], poll: float = 0.5) -> float:

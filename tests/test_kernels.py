@@ -277,25 +277,11 @@ def test_variants_of_a_slice_with_nulls_equal_the_definition():
     assert variants(pa.array(long_texts), seeds, p).to_pylist() == [variant(t, int(s), p) for t, s in zip(long_texts, seeds)]
 
 
-def reference_ngram_counts(texts: list[str], bits: int) -> list[Counter]:
-    """The definition of label_noise.ngram_counts, row by row: the tokens scikit-learn's default pattern
-    finds in the lower-cased text, a unigram's column its word hash's low bits, a bigram's the low bits of
-    mix(first * golden + second)."""
-    import re
+def test_label_noise_counts_are_hashing_vectorizers():
+    # label_noise's features: scikit-learn's HashingVectorizer, word 1-2-grams of the lower-cased text with its
+    # default token pattern, unsigned counts
+    from sklearn.feature_extraction.text import HashingVectorizer
 
-    from bigmodel_core.data.hashing import _GOLD
-
-    mask = np.uint64((1 << bits) - 1)
-    out = []
-    for text in texts:
-        tokens = re.findall(r"(?u)\b\w\w+\b", text.lower())
-        h = np.array([word_hash(t.encode()) for t in tokens], dtype=np.uint64)
-        pairs = mix(h[:-1] * _GOLD + h[1:]) if len(h) > 1 else np.empty(0, np.uint64)
-        out.append(Counter(int(c) for c in np.concatenate([h & mask, pairs & mask])))
-    return out
-
-
-def test_hashed_ngram_counts_equal_the_definition():
     from bigmodel_core.data.label_noise import ngram_counts
 
     rng = random.Random(5)
@@ -303,29 +289,35 @@ def test_hashed_ngram_counts_equal_the_definition():
     texts = [" ".join(rng.choice(vocab) for _ in range(rng.randrange(0, 30))) for _ in range(300)]
     texts += ["", "a b c", "Hello, world! it's 3pm; e-mail me: a.b@c.de", "tabs\tand\nlines  here", "the the the"]
     x = ngram_counts(texts, bits=12)
-    assert x.shape == (len(texts), 4096)
-    for r, want in enumerate(reference_ngram_counts(texts, 12)):
-        row = x.getrow(r)
-        assert dict(zip(row.indices.tolist(), row.data.tolist())) == dict(want), texts[r]
-    # a non-ASCII character's bytes belong to the word around it, as \w would have it for letters
+    want = HashingVectorizer(n_features=4096, ngram_range=(1, 2), alternate_sign=False, norm=None).transform(texts)
+    assert x.shape == (len(texts), 4096) and (x != want).nnz == 0
+    assert x[len(texts) - 1].sum() == 3 + 2  # "the" three times, "the the" twice
+    # a non-ASCII letter belongs to the word around it
     accents = ngram_counts(["café crème", "cafe creme"], bits=20)
     assert accents[0].sum() == accents[1].sum() == 3
     assert set(accents[0].indices) != set(accents[1].indices)
 
 
-def test_sha256_head_is_hashlibs():
-    # messages of 0 to 300 bytes (one to six blocks, and every length where the padding spills into a new
-    # block) behind a prefix: the first 8 bytes of hashlib's SHA-256, as a big-endian number
+def test_split_buckets_are_hashlibs_sha256():
+    # messages of 0 to 300 bytes behind the salt: the first 8 bytes of hashlib's SHA-256, as a big-endian
+    # number, over 2**64
     import hashlib
 
-    from bigmodel_core.data import kernels
-    from bigmodel_core.data.columns import byte_view
+    from bigmodel_core.data.split import bucket, buckets
 
     rng = random.Random(4)
     keys = ["".join(rng.choice("0123456789abcdefé漢") for _ in range(rng.randint(0, 100))) for _ in range(2000)]
     keys += ["x" * n for n in range(0, 130)]
-    for prefix in (b"", b"salt\0", b"a much longer salt, longer than one block of sixty-four bytes: " * 2):
-        offsets, data = byte_view(pa.array(keys, type=pa.large_string()))
-        out = np.empty(len(keys), dtype=np.uint64)
-        kernels.sha256_head(data, offsets, np.frombuffer(prefix, dtype=np.uint8), out)
-        assert out.tolist() == [int.from_bytes(hashlib.sha256(prefix + k.encode()).digest()[:8], "big") for k in keys]
+    for salt in ("", "salt", "a much longer salt, longer than one block of sixty-four bytes: " * 2):
+        got = buckets(pa.array(keys, type=pa.large_string()), salt)
+        heads = [int.from_bytes(hashlib.sha256(f"{salt}\0{k}".encode()).digest()[:8], "big") for k in keys]
+        assert got.tolist() == [h / 2**64 for h in heads] == [bucket(k, salt) for k in keys]
+
+
+def test_compiled_mix_is_hashings():
+    # one definition of splitmix's constants (hashing): the compiled mix, the numpy mix and mix_int agree
+    from bigmodel_core.data import hashing, kernels
+
+    xs = np.array([0, 1, 2**63, 2**64 - 1, 0x9E3779B97F4A7C15, *(random.Random(2).getrandbits(64) for _ in range(50))],
+                  dtype=np.uint64)
+    assert [int(kernels.mix(x)) for x in xs] == hashing.mix(xs).tolist() == [hashing.mix_int(int(x)) for x in xs]

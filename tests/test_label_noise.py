@@ -127,16 +127,27 @@ def test_the_data_report_shows_what_the_model_would_choose(demo_flipped):
     assert f"{len(df)} row(s) checked by a 5-fold cross-validated TF-IDF" in page and "Cohen&#x27;s kappa 0.9" in page
 
 
-def test_kappa_is_cohens():
+def test_kappa_is_cohens(demo_flipped, monkeypatch):
+    # the reported kappa is scikit-learn's Cohen's kappa of the given labels and the out-of-fold predictions
+    # (the probabilities confident learning is handed)
+    import cleanlab.filter
     from sklearn.metrics import cohen_kappa_score
 
-    from bigmodel_core.data.label_noise import _kappa
+    from bigmodel_core.data import label_noise
 
-    rng = np.random.default_rng(4)
-    y = rng.integers(0, 4, 500)
-    for predicted in (y, rng.integers(0, 4, 500), np.where(rng.random(500) < 0.7, y, (y + 1) % 4)):
-        assert _kappa(y, predicted, 4) == pytest.approx(cohen_kappa_score(y, predicted), abs=1e-12)
-    assert _kappa(np.zeros(5, dtype=int), np.zeros(5, dtype=int), 2) == 1.0
+    seen = {}
+    real = cleanlab.filter.find_label_issues
+
+    def spy(labels, pred_probs, **kwargs):
+        seen["y"], seen["probs"] = labels, pred_probs
+        return real(labels, pred_probs, **kwargs)
+
+    monkeypatch.setattr(cleanlab.filter, "find_label_issues", spy)
+    df, _ = demo_flipped
+    codes = df["label"].map({lab: i for i, lab in enumerate(LABELS)}).to_numpy()
+    found = label_noise.find(df["text"].tolist()[:1500], codes[:1500], folds=5)
+    assert found.kappa == pytest.approx(cohen_kappa_score(seen["y"], seen["probs"].argmax(axis=1)), abs=1e-12)
+    assert 0.8 < found.kappa < 1
 
 
 def test_label_noise_runs_in_this_process(demo_flipped, monkeypatch):

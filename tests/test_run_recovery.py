@@ -411,13 +411,39 @@ def _assert_prefect_closed(root: Path, monkeypatch, old_flow_run: str, new_flow_
     from bigmodel_core.orchestration import api_server
 
     monkeypatch.setenv("PREFECT_HOME", str(root / ".prefect"))
-    with api_server(root), get_client(sync_client=True) as client:
-        old, new = client.read_flow_run(old_flow_run), client.read_flow_run(new_flow_run)
-        assert old.state.type.value == "CRASHED" and old.state.message == reason
-        assert new.state.type.value == "COMPLETED"
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[old.id])),
-                                      sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200, offset=0)
-        # no task run of the dead flow run is left running (the temporary server records task runs only once
-        # issue 24 point 5 is done; until then there are none to close)
-        states = {t.name: t.state.type.value for t in tasks}
-        assert not {"RUNNING", "PENDING"} & set(states.values()) and states.get("train") in (None, "CRASHED"), states
+    with api_server(root):
+        with get_client(sync_client=True) as client:
+            old, new = client.read_flow_run(old_flow_run), client.read_flow_run(new_flow_run)
+            assert old.state.type.value == "CRASHED" and old.state.message == reason
+            assert new.state.type.value == "COMPLETED"
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[old.id])),
+                                          sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200, offset=0)
+            # no task run of the dead flow run is left running (the temporary server records task runs only once
+            # issue 24 point 5 is done; until then there are none to close)
+            states = {t.name: t.state.type.value for t in tasks}
+            assert not {"RUNNING", "PENDING"} & set(states.values()) and states.get("train") in (None, "CRASHED"), states
+
+
+@pytest.mark.e2e
+def test_the_workspace_lock_names_its_holder_and_dies_with_it(tmp_path):
+    """The run lock (filelock): a second taker is refused naming the holder, or waits; a killed holder frees it."""
+    from bigmodel_core.errors import WorkspaceBusy
+
+    hold = ("import sys, time; from pathlib import Path; from bigmodel_core import workspace\n"
+            "with workspace.exclusive(Path(sys.argv[1]), 'holder test'):\n"
+            "    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(WorkspaceBusy, match=rf"holds this workspace: holder test \(pid {holder.pid}, since "):
+            with workspace.exclusive(tmp_path, "second", wait=False):
+                pass
+        assert workspace.holder(tmp_path).startswith(f"holder test (pid {holder.pid}")  # the refusal left the note
+        holder.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
+        holder.wait()
+        with workspace.exclusive(tmp_path, "after", wait=False):
+            assert workspace.holder(tmp_path).startswith(f"after (pid {os.getpid()}")
+        assert workspace.holder(tmp_path) == "another process"  # released: the file says nobody
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,11 +1,11 @@
 """Compiled loops (numba) over the UTF-8 bytes of a text column, for the per-word work that array passes do
-badly: MinHash signatures with the word counts and vocabulary that come with them (validate), the hashed
-word 1-2-gram counts of label_noise's model, and the word-dropout variants of augment. Each computes exactly
-the numbers of its row-by-row definition (word hashes and text keys: hashing.word_hash and text_key;
-signatures: minhash's docstring; n-grams: label_noise.ngram_counts; variants: augment.variant), in one pass over
-the bytes where the array passes they replace made a dozen over per-word arrays (at a million rows, measured
-alternating with the numpy version: validate 1.24x and augment 1.37x less CPU time). tests/test_kernels.py,
-tests/test_vectorized_text.py and tests/test_split_augment.py compare them with their definitions.
+badly: MinHash signatures with the word counts and vocabulary that come with them (validate), and the
+word-dropout variants of augment. Each computes exactly the numbers of its row-by-row definition (word hashes
+and text keys: hashing.word_hash and text_key; signatures: minhash's docstring; variants: augment.variant;
+the mixing function and its constants: hashing.mix), in one pass over the bytes where the array passes they
+replace made a dozen over per-word arrays (at a million rows, measured alternating with the numpy version:
+validate 1.24x and augment 1.37x less CPU time). tests/test_kernels.py, tests/test_vectorized_text.py and
+tests/test_split_augment.py compare them with their definitions.
 
 Everything here is uint64 arithmetic modulo 2^64: a signed operand would make numba compute in float64, so
 every constant and operand is cast to uint64 explicitly. Compiled code is cached on disk (cache=True); the
@@ -20,10 +20,7 @@ import numpy as np
 from numba import njit
 
 from bigmodel_core.data import charset, hashing
-
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_SEED = np.uint64(0x6B6D62696D6F6465)
-_GOLD = np.uint64(0x9E3779B97F4A7C15)
+from bigmodel_core.data.hashing import _GOLD, _M1, _M2, _SEED  # the one definition of the constants
 
 
 @njit(cache=True, inline="always")
@@ -485,13 +482,6 @@ def text_scan(
     return True
 
 
-@njit(cache=True)
-def word_hashes(data, offsets, out):
-    """hashing.word_hash of every string of (data, offsets)."""
-    for t in range(offsets.size - 1):
-        out[t] = _word_hash(data, offsets[t], offsets[t + 1])
-
-
 @njit(cache=True, inline="always")
 def _add_shingle(ring, s, have, k, muls, raw):
     """The shingle of words s .. s+k-1 (the last k - have of them past the text's end: 0) into raw: its
@@ -696,129 +686,6 @@ def layout(data, offsets, strip_html, collapse, lower, max_chars, out_data, out_
     return pos
 
 
-def _sha256_constants() -> tuple[np.ndarray, np.ndarray]:
-    """SHA-256's round constants and initial state from their definition (FIPS 180-4): the first 32 bits of
-    the fractional parts of the cube roots of the first 64 primes, and of the square roots of the first 8."""
-    from decimal import Decimal, getcontext
-
-    getcontext().prec = 60
-    primes = [p for p in range(2, 312) if all(p % q for q in range(2, int(p**0.5) + 1))][:64]
-
-    def frac32(p: int, root: int) -> int:
-        r = Decimal(p) ** (Decimal(1) / Decimal(root))
-        return int((r - int(r)) * (1 << 32))
-
-    return (
-        np.array([frac32(p, 3) for p in primes], dtype=np.uint64),
-        np.array([frac32(p, 2) for p in primes[:8]], dtype=np.uint64),
-    )
-
-
-_SHA_K, _SHA_H0 = _sha256_constants()
-_M32 = np.uint64(0xFFFFFFFF)
-
-
-@njit(cache=True, inline="always")
-def _rotr(x, n):
-    return ((x >> np.uint64(n)) | (x << np.uint64(32 - n))) & _M32
-
-
-@njit(cache=True)
-def sha256_head(data, offsets, prefix, out):
-    """out[t]: the first 8 bytes, big-endian, of SHA-256(prefix + data[offsets[t]:offsets[t + 1]]) for every
-    string t: hashlib's digest, one string after another without a Python call each (split.buckets). 32-bit
-    words are held in uint64 and masked after each sum."""
-    w = np.empty(64, dtype=np.uint64)
-    h = np.empty(8, dtype=np.uint64)
-    np_ = prefix.size
-    for t in range(offsets.size - 1):
-        a = offsets[t]
-        n = np_ + offsets[t + 1] - a  # the message's length in bytes
-        blocks = (n + 9 + 63) // 64
-        for j in range(8):
-            h[j] = _SHA_H0[j]
-        for blk in range(blocks):
-            for j in range(16):  # the block's 16 big-endian words: message, 0x80, zeros, the length in bits
-                word = np.uint64(0)
-                for x in range(4):
-                    at = blk * 64 + 4 * j + x
-                    if at < np_:
-                        byte = np.uint64(prefix[at])
-                    elif at < n:
-                        byte = np.uint64(data[a + at - np_])
-                    elif at == n:
-                        byte = np.uint64(0x80)
-                    elif blk == blocks - 1 and j >= 14:
-                        byte = (np.uint64(n) * np.uint64(8) >> np.uint64(8 * (7 - (4 * (j - 14) + x)))) & np.uint64(
-                            0xFF
-                        )
-                    else:
-                        byte = np.uint64(0)
-                    word = (word << np.uint64(8)) | byte
-                w[j] = word
-            for j in range(16, 64):
-                s0 = _rotr(w[j - 15], 7) ^ _rotr(w[j - 15], 18) ^ (w[j - 15] >> np.uint64(3))
-                s1 = _rotr(w[j - 2], 17) ^ _rotr(w[j - 2], 19) ^ (w[j - 2] >> np.uint64(10))
-                w[j] = (w[j - 16] + s0 + w[j - 7] + s1) & _M32
-            va, vb, vc, vd, ve, vf, vg, vh = h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]
-            for j in range(64):
-                s1 = _rotr(ve, 6) ^ _rotr(ve, 11) ^ _rotr(ve, 25)
-                ch = (ve & vf) ^ (~ve & _M32 & vg)
-                t1 = (vh + s1 + ch + _SHA_K[j] + w[j]) & _M32
-                s0 = _rotr(va, 2) ^ _rotr(va, 13) ^ _rotr(va, 22)
-                maj = (va & vb) ^ (va & vc) ^ (vb & vc)
-                t2 = (s0 + maj) & _M32
-                vh, vg, vf, ve, vd, vc, vb, va = vg, vf, ve, (vd + t1) & _M32, vc, vb, va, (t1 + t2) & _M32
-            h[0] = (h[0] + va) & _M32
-            h[1] = (h[1] + vb) & _M32
-            h[2] = (h[2] + vc) & _M32
-            h[3] = (h[3] + vd) & _M32
-            h[4] = (h[4] + ve) & _M32
-            h[5] = (h[5] + vf) & _M32
-            h[6] = (h[6] + vg) & _M32
-            h[7] = (h[7] + vh) & _M32
-        out[t] = (h[0] << np.uint64(32)) | h[1]
-
-
-#: bytes that belong to a token of hashed_ngrams: ASCII letters and digits, and every byte of a non-ASCII
-#: character (UTF-8 bytes >= 0x80)
-TOKEN_BYTE = np.zeros(256, dtype=np.uint8)
-TOKEN_BYTE[48:58] = TOKEN_BYTE[65:91] = TOKEN_BYTE[97:123] = TOKEN_BYTE[95] = TOKEN_BYTE[128:] = 1
-
-
-@njit(cache=True)
-def hashed_ngrams(data, offsets, bits, rows, cols):
-    """The token unigrams and bigrams of every text as (row, column) entries of a bag-of-n-grams matrix with
-    2**bits columns (repeats are summed by the caller): tokens are runs of two or more TOKEN_BYTE bytes (for
-    ASCII text what `\\b\\w\\w+\\b` finds), a unigram's column is its word hash's low bits, a bigram's the low
-    bits of a mix of its two tokens' hashes. Returns the number of entries written (rows and cols hold at
-    least the texts' total bytes)."""
-    m = np.uint64((1 << bits) - 1)
-    e = 0
-    for t in range(offsets.size - 1):
-        a, b = offsets[t], offsets[t + 1]
-        prev = np.uint64(0)
-        have = False
-        i = a
-        while i < b:
-            if TOKEN_BYTE[data[i]] == 0:
-                i += 1
-                continue
-            j = i + 1
-            while j < b and TOKEN_BYTE[data[j]] != 0:
-                j += 1
-            if j - i >= 2:
-                h = _word_hash(data, i, j)
-                rows[e], cols[e] = t, np.int64(h & m)
-                e += 1
-                if have:
-                    rows[e], cols[e] = t, np.int64(mix(prev * _GOLD + h) & m)
-                    e += 1
-                prev, have = h, True
-            i = j
-    return e
-
-
 @njit(cache=True)
 def gather(data, slots, n_used, out_offsets, out_data):
     """The words of slots[:n_used], in that order, as (offsets, bytes) of a string array."""
@@ -937,66 +804,3 @@ def _nth_word(data, a, b, n):
             n -= 1
             s = i + 1
     return s, b
-
-
-@njit(cache=True)
-def ovr_logistic_sgd(indptr, indices, values, y, order, passes, alpha, eta0, w, b):
-    """One-vs-rest logistic regression by plain SGD (one binary model per class, all updated from the same
-    row): on the rows `order` of a CSR matrix (indptr, indices, values) with classes y (0..k-1), `passes`
-    passes in that order, step eta0 / (1 + eta0 * alpha * t) at update t (scikit-learn's "optimal"
-    schedule when eta0 is its typical-weight heuristic), the intercepts at a hundredth of it (as
-    scikit-learn does for sparse rows), L2 penalty alpha/2 |w|^2 applied as a shrinking scale of w (so an
-    update touches only the row's columns). w: (columns, k) zeros, b: (k,) zeros; on return they hold
-    the model."""
-    k = w.shape[1]
-    scale = 1.0
-    g = np.empty(k)
-    t = 0
-    for _ in range(passes):
-        for r in order:
-            eta = eta0 / (1.0 + eta0 * alpha * t)
-            t += 1
-            lo, hi = indptr[r], indptr[r + 1]
-            for c in range(k):
-                g[c] = 0.0
-            for e in range(lo, hi):
-                j, v = indices[e], values[e] * scale
-                for c in range(k):
-                    g[c] += w[j, c] * v
-            for c in range(k):  # the derivative of log(1 + exp(-y z)) at z, y = +1 for the row's class, else -1
-                z = g[c] + b[c]
-                yc = 1.0 if y[r] == c else -1.0
-                m = yc * z
-                g[c] = -yc / (1.0 + np.exp(m)) if m < 30.0 else -yc * np.exp(-m)
-            scale *= 1.0 - eta * alpha
-            if scale < 1e-9:  # fold the scale into w before it underflows
-                w *= scale
-                scale = 1.0
-            for e in range(lo, hi):
-                j, v = indices[e], values[e] * eta / scale
-                for c in range(k):
-                    w[j, c] -= g[c] * v
-            for c in range(k):
-                b[c] -= 0.01 * eta * g[c]
-    w *= scale
-
-
-@njit(cache=True)
-def ovr_predict(indptr, indices, values, rows, w, b, out):
-    """Class probabilities of the CSR rows `rows` under ovr_logistic_sgd's model, into out (len(rows), k):
-    each class's sigmoid, normalised to sum to 1."""
-    k = w.shape[1]
-    for i in range(rows.size):
-        r = rows[i]
-        for c in range(k):
-            out[i, c] = b[c]
-        for e in range(indptr[r], indptr[r + 1]):
-            j, v = indices[e], values[e]
-            for c in range(k):
-                out[i, c] += w[j, c] * v
-        total = 0.0
-        for c in range(k):
-            out[i, c] = 1.0 / (1.0 + np.exp(-out[i, c]))
-            total += out[i, c]
-        for c in range(k):
-            out[i, c] /= total

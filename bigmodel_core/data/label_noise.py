@@ -1,11 +1,10 @@
 """Label noise: rows whose given label a cheap model, trained without them, confidently contradicts.
 
-Out-of-fold class probabilities come from a TF-IDF model over hashed word unigrams and bigrams and a
-one-vs-rest logistic classifier trained by SGD (kernels.ovr_logistic_sgd: the model and step schedule of
-scikit-learn's SGDClassifier(loss="log_loss"), compiled; on 7,600 AG News texts with 5% of labels moved it
-flags as well as SGDClassifier did, recall 0.874 and precision 0.472 against 0.874 and 0.473, in 0.45 s
-against 1.71 s), by stratified k-fold cross-validation, so every row is scored by a model that never saw
-it. Confident learning (Northcutt, Jiang & Chuang 2021, through
+Out-of-fold class probabilities come from a TF-IDF model over hashed word unigrams and bigrams
+(scikit-learn's HashingVectorizer) and a one-vs-rest logistic classifier trained by SGD (scikit-learn's
+SGDClassifier(loss="log_loss"), a fixed number of passes), by stratified k-fold cross-validation, so every row
+is scored by a model that never saw it. On 12,600 AG News texts with 5% of labels moved it finds recall 0.866
+at precision 0.476 in about 2 s of CPU. Confident learning (Northcutt, Jiang & Chuang 2021, through
 cleanlab's `find_label_issues`) then estimates how often each class is mislabelled as each other and
 flags that many rows, the ones the model contradicts most, per pair of classes.
 
@@ -21,7 +20,6 @@ import numpy as np
 
 MODEL = "TF-IDF (hashed word 1-2-grams) + SGD logistic classifier"
 ALPHA = 1e-5  # L2 penalty of the model
-ETA0 = (1 / np.sqrt(ALPHA)) ** 0.5  # the first SGD step: scikit-learn's "optimal" schedule starts there for log loss
 FEATURE_BITS = 20  # 2**20 hashed n-gram columns
 UPDATES, MIN_PASSES = 60_000, 3  # SGD's passes over the training rows (see find)
 MIN_KAPPA = 0.4  # "moderate" agreement and up: below it the model's contradictions say little about a label
@@ -39,22 +37,11 @@ class Findings:
 
 
 def ngram_counts(texts: list[str], bits: int = FEATURE_BITS):
-    """A CSR matrix of counts, a row per text (lower-cased) and 2**bits columns, of its hashed token unigrams
-    and bigrams (kernels.hashed_ngrams: for ASCII text the tokens of scikit-learn's default token pattern)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from scipy.sparse import csr_matrix
+    """A CSR matrix of counts, a row per text (lower-cased) and 2**bits columns, of its hashed word unigrams and
+    bigrams (scikit-learn's HashingVectorizer with its default token pattern, unsigned counts, no norm)."""
+    from sklearn.feature_extraction.text import HashingVectorizer
 
-    from bigmodel_core.data import kernels
-    from bigmodel_core.data.columns import byte_view
-
-    offsets, data = byte_view(pc.utf8_lower(pa.array(texts, type=pa.large_string())))
-    size = max(1, int(offsets[-1] - offsets[0]))
-    rows, cols = np.empty(size, dtype=np.int32), np.empty(size, dtype=np.int32)
-    e = kernels.hashed_ngrams(data, offsets, bits, rows, cols)
-    x = csr_matrix((np.ones(e, dtype=np.float64), (rows[:e], cols[:e])), shape=(len(texts), 1 << bits))
-    x.sum_duplicates()
-    return x
+    return HashingVectorizer(n_features=1 << bits, ngram_range=(1, 2), alternate_sign=False, norm=None).transform(texts)
 
 
 def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Findings:
@@ -78,9 +65,9 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
         )
     from cleanlab.filter import find_label_issues
     from sklearn.feature_extraction.text import TfidfTransformer
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.metrics import cohen_kappa_score
     from sklearn.model_selection import StratifiedKFold
-
-    from bigmodel_core.data import kernels
 
     y = np.searchsorted(kept, labels[checked])  # 0..k-1, as cleanlab wants
     x = TfidfTransformer(sublinear_tf=True).fit_transform(ngram_counts([texts[i] for i in checked])).tocsr()
@@ -88,14 +75,10 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
     # 3 passes flagged the same rows as SGD run to its stopping tolerance, 7 passes)
     passes = max(MIN_PASSES, -(-UPDATES // len(checked)))
     probs = np.zeros((len(y), len(kept)))
-    shuffle = np.random.default_rng(seed)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
-        w, b = np.zeros((x.shape[1], len(kept))), np.zeros(len(kept))
-        kernels.ovr_logistic_sgd(x.indptr, x.indices, x.data, y, shuffle.permutation(train), passes, ALPHA, ETA0, w, b)
-        out = np.empty((len(test), len(kept)))
-        kernels.ovr_predict(x.indptr, x.indices, x.data, test.astype(np.int64), w, b, out)
-        probs[test] = out
-    kappa = _kappa(y, probs.argmax(axis=1), len(kept))
+        model = SGDClassifier(loss="log_loss", alpha=ALPHA, max_iter=passes, tol=None, random_state=seed)
+        probs[test] = model.fit(x[train], y[train]).predict_proba(x[test])
+    kappa = float(cohen_kappa_score(y, probs.argmax(axis=1)))  # y holds 2+ classes: always defined
     if kappa < MIN_KAPPA:
         return Findings(
             checked,
@@ -122,11 +105,3 @@ def find(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> Fin
         note=note,
         kappa=kappa,
     )
-
-
-def _kappa(y: np.ndarray, predicted: np.ndarray, k: int) -> float:
-    """Cohen's kappa of two labelings with classes 0..k-1: observed agreement beyond chance, over what is
-    possible beyond chance (1 when chance agreement is already 1)."""
-    confusion = np.bincount(y * k + predicted, minlength=k * k).reshape(k, k) / len(y)
-    expected = float(confusion.sum(axis=1) @ confusion.sum(axis=0))
-    return 1.0 if expected == 1 else (float(np.trace(confusion)) - expected) / (1 - expected)

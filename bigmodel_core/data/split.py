@@ -44,19 +44,17 @@ def assign(group_key: str, fixed_split: str | None, p: SplitParams, carve_val: b
 
 
 def buckets(keys, salt: str) -> np.ndarray:
-    """bucket(key, salt) for every key (a list, pandas Series or Arrow array of strings, no nulls): the SHA-256
-    of each in one compiled loop (kernels.sha256_head, equal to hashlib's), the arithmetic in numpy (a
-    uint64 made float and divided by 2**64 rounds as Python's int / int does)."""
-    from bigmodel_core.data import kernels
-    from bigmodel_core.data.columns import as_array, byte_view
+    """bucket(key, salt) for every key (a list, pandas Series or Arrow array of strings, no nulls): hashlib's
+    SHA-256 of each, the arithmetic in numpy (a uint64 made float and divided by 2**64 rounds as Python's
+    int / int does)."""
+    from bigmodel_core.data.columns import as_array
 
     arr = as_array(keys)
     if arr.null_count:
         raise ValueError(f"split: {arr.null_count} row(s) have no group key")
-    offsets, data = byte_view(arr)
-    heads = np.empty(len(arr), dtype=np.uint64)
-    kernels.sha256_head(data, offsets, np.frombuffer(f"{salt}\0".encode(), dtype=np.uint8), heads)
-    return heads.astype(np.float64) / 2**64
+    prefix, sha256 = f"{salt}\0".encode(), hashlib.sha256
+    heads = b"".join([sha256(prefix + key.encode()).digest()[:8] for key in arr.to_pylist()])
+    return np.frombuffer(heads, dtype=">u8").astype(np.float64) / 2**64
 
 
 def assign_codes(group_keys, fixed_split: np.ndarray, p: SplitParams, carve_val: bool = True) -> np.ndarray:

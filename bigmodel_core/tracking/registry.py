@@ -13,12 +13,13 @@ the lock), else in the workspace; a remote tracking server gets the compare-and-
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
 import time
 import uuid
 from pathlib import Path
+
+from filelock import FileLock
 
 LEDGER_PREFIX = "bigmodel.ledger."
 
@@ -38,12 +39,8 @@ def registry_lock(root: Path, client=None):
     """One writer of aliases and ledger at a time (a file lock beside the SQLite store, or in the workspace)."""
     path = _lock_path(root, client)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(path):  # a flock: the kernel drops it if the holder dies
+        yield
 
 
 def alias_version(client, name: str, alias: str) -> str | None:

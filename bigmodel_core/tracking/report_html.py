@@ -1,14 +1,13 @@
 """Small self-contained HTML pages for the MLflow UI: the data-quality report and the run card.
 
 The MLflow artifact viewer shows HTML and images inline but JSON only as raw text, so the reports a
-person reads after a run (above all after a gate stopped it) are rendered here. No templates and no
-dependencies: inline CSS, every value escaped.
+person reads after a run (above all after a gate stopped it) are rendered here: inline CSS, every value
+escaped, the run card's Markdown through markdown-it-py.
 """
 
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Collection
 
 _CSS = """
@@ -272,75 +271,28 @@ def _py(v):
 
 
 # --------------------------------------------------------------------------- markdown (the run card)
-_INLINE = [
-    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
-    (re.compile(r"\*\*([^*]+)\*\*"), r"<strong>\1</strong>"),
-    (re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)"), r'<a href="\2">\1</a>'),
-]
+_LISTS = {"bullet_list_open", "bullet_list_close", "ordered_list_open", "ordered_list_close"}
 
 
-def _inline(text: str) -> str:
-    out = html.escape(text)
-    for pattern, repl in _INLINE:
-        out = pattern.sub(repl, out)
-    return out
-
-
-def _row_cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+def _fence(renderer, tokens, idx, options, env) -> str:
+    """A code block as one <pre> of its escaped text (no <code> inside, no trailing newline)."""
+    return f"<pre>{html.escape(tokens[idx].content.rstrip(chr(10)))}</pre>\n"
 
 
 def markdown_html(markdown: str, title: str = "Run card") -> str:
-    """The subset of Markdown a run card uses: headings, paragraphs, lists, pipe tables, code blocks, and
-    inline code, bold and http(s) links. Anything else shows as plain (escaped) text."""
-    out: list[str] = []
-    lines = markdown.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        if not stripped:
-            i += 1
-        elif stripped.startswith("```"):
-            block = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith("```"):
-                block.append(lines[i])
-                i += 1
-            i += 1
-            out.append(f"<pre>{html.escape(chr(10).join(block))}</pre>")
-        elif m := re.match(r"(#{1,6})\s+(.*)", stripped):
-            level = len(m.group(1))
-            out.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
-            i += 1
-        elif stripped.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].strip().startswith("|"):
-                rows.append(_row_cells(lines[i]))
-                i += 1
-            body = [r for r in rows[1:] if not all(re.fullmatch(r":?-{2,}:?", c) for c in r)]
-            head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
-            trs = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
-        elif re.match(r"([-*]|\d+\.)\s+", stripped):
-            ordered = bool(re.match(r"\d+\.", stripped))
-            items = []
-            while i < len(lines) and (m := re.match(r"\s*(?:[-*]|\d+\.)\s+(.*)", lines[i])):
-                items.append(f"<li>{_inline(m.group(1))}</li>")
-                i += 1
-            tag = "ol" if ordered else "ul"
-            out.append(f"<{tag}>{''.join(items)}</{tag}>")
-        else:
-            para = []
-            while (
-                i < len(lines)
-                and lines[i].strip()
-                and not re.match(r"(#{1,6}\s|```|\||[-*]\s|\d+\.\s)", lines[i].strip())
-            ):
-                para.append(_inline(lines[i].strip()))
-                i += 1
-            out.append(f"<p>{' '.join(para)}</p>")
-    return page(title, "\n".join(out))
+    """A run card's Markdown as a page (markdown-it-py, CommonMark with pipe tables; raw HTML in the text is
+    shown escaped, not passed through). Lists are written without line breaks between their items."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.add_render_rule("fence", _fence)
+    md.add_render_rule("code_block", _fence)
+    tokens = md.parse(markdown)
+    for token in tokens:
+        outermost_end = token.level == 0 and token.nesting < 0  # keeps its line break
+        if token.type.startswith("list_item") or (token.type in _LISTS and not outermost_end):
+            token.block = False
+    return page(title, md.renderer.render(tokens, md.options, {}))
 
 
 def data_quality_markdown(report: dict, where: str | None = None) -> str:
