@@ -142,7 +142,7 @@ def make_workspace(tmp: Path, dataset: str, datasets_dir: Path, model: str = "tr
     """tmp/main is the workspace (params.yaml, data/sources); tmp/shared/datasets links to the data."""
     import yaml
 
-    from bigmodel_core.params_file import persist_overrides
+    from bigmodel_core.pipeline.params_file import persist_overrides
 
     work = tmp / "main"
     (work / "data").mkdir(parents=True)

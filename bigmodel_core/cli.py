@@ -47,7 +47,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from bigmodel_core.workspace_init import installed_version
+        from bigmodel_core.pipeline.workspace_init import installed_version
 
         typer.echo(f"bigmodel {installed_version()}")
         raise typer.Exit()
@@ -76,15 +76,15 @@ def stage(
     """Run one stage in this process (dvc.yaml's cmd for every stage)."""
     from bigmodel_core import stages
     from bigmodel_core.config import load_params
-    from bigmodel_core.interrupts import Interrupted, raise_on_signals
     from bigmodel_core.paths import Paths
-    from bigmodel_core.workspace import exclusive
+    from bigmodel_core.pipeline.interrupts import Interrupted, raise_on_signals
+    from bigmodel_core.pipeline.workspace import exclusive
 
     try:
         with raise_on_signals():
             module = stages.get(name)
             params = load_params(params_file)
-            from bigmodel_core.dag import undeclared_params
+            from bigmodel_core.pipeline.dag import undeclared_params
 
             missing = undeclared_params(name, Path("dvc.yaml"), params_file)
             if missing:
@@ -138,10 +138,10 @@ def run(
     """Run the retraining flow: every stale stage of dvc.yaml, in order, through DVC (params: ./params.yaml)."""
     import os
 
-    from bigmodel_core import workspace
     from bigmodel_core.config import load_params
-    from bigmodel_core.interrupts import as_interrupted, message, raise_on_signals
-    from bigmodel_core.orchestration import api_server, configure
+    from bigmodel_core.pipeline import workspace
+    from bigmodel_core.pipeline.interrupts import as_interrupted, message, raise_on_signals
+    from bigmodel_core.pipeline.orchestration import api_server, configure
 
     root = Path.cwd()
     started = time.perf_counter()
@@ -151,7 +151,7 @@ def run(
     from bigmodel_core.tracking.store import check_registry
 
     check_registry(params, root)  # a deleted mlflow.db stops the run here, not at evaluate after training
-    from bigmodel_core.workspace_init import champion_ref_folder, refresh_version
+    from bigmodel_core.pipeline.workspace_init import champion_ref_folder, refresh_version
 
     for changed in (refresh_version(root), champion_ref_folder(root)):
         if changed:
@@ -232,7 +232,7 @@ def schedule(
     """
     from bigmodel_core.config import load_params
     from bigmodel_core.errors import ConfigError
-    from bigmodel_core.orchestration import configure
+    from bigmodel_core.pipeline.orchestration import configure
 
     root = Path.cwd()
     if (cron is None) == (interval is None):
@@ -252,7 +252,7 @@ def schedule(
         raise ConfigError(f"--cron {cron!r}: {str(e).splitlines()[0]}") from None
     from prefect.flows import EntrypointType
 
-    from bigmodel_core.orchestration import api_server
+    from bigmodel_core.pipeline.orchestration import api_server
     from bigmodel_flows.retrain import retrain
 
     typer.echo(f"prefect: {server}")
@@ -290,7 +290,7 @@ def init(
 ) -> None:
     """Make a directory a bigmodel workspace: params.yaml, dvc.yaml, bigmodel.version, data/sources/,
     .gitignore and .dvcignore lines, `dvc init` when needed. Then: edit params.yaml, `bigmodel run`."""
-    from bigmodel_core.workspace_init import init as init_workspace
+    from bigmodel_core.pipeline.workspace_init import init as init_workspace
 
     for line in init_workspace(directory, force=force):
         typer.echo(line)
@@ -310,7 +310,7 @@ def dag(
     check: bool = typer.Option(False, "--check", help="Exit 1 when dvc.yaml differs from the declarations."),
 ) -> None:
     """Print the stage order the flow follows; --write generates dvc.yaml, --check compares it."""
-    from bigmodel_core.dag import installed_layout, load_dag, render_dvc_yaml
+    from bigmodel_core.pipeline.dag import installed_layout, load_dag, render_dvc_yaml
 
     if write or check:
         import yaml

@@ -23,11 +23,11 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from bigmodel_core.config import Params, load_params
-from bigmodel_core.dag import load_dag
 from bigmodel_core.errors import BigmodelError, GateFailed
-from bigmodel_core.interrupts import as_interrupted, doing
+from bigmodel_core.pipeline.dag import load_dag
+from bigmodel_core.pipeline.interrupts import as_interrupted, doing
+from bigmodel_core.pipeline.workspace import exclusive, forget_run, record_run
 from bigmodel_core.reporting.run_report import flow_run_link, notify_result, print_summary, publish_card
-from bigmodel_core.workspace import exclusive, forget_run, record_run
 from bigmodel_tasks.dvc_stage import StageFailed, check_stale, run_stage
 from bigmodel_tasks.release import record_release
 
@@ -79,11 +79,11 @@ def retrain(root: str = ".", force: bool = False, set_params: list[str] | None =
         # before anything changes: a scheduled run too stops on a deleted mlflow.db, not at evaluate after training
         check_registry(pending or load_params(rootp / "params.yaml"), rootp)
         if (pending or load_params(rootp / "params.yaml")).deploy.git_commit:
-            from bigmodel_core.release import preflight
+            from bigmodel_core.release.record import preflight
 
             preflight(rootp)  # a git repository with its inputs committed, before anything runs or changes
         if set_params:
-            from bigmodel_core.params_file import persist_overrides
+            from bigmodel_core.pipeline.params_file import persist_overrides
 
             for line in persist_overrides(rootp / "params.yaml", set_params, "params.yaml"):
                 _say(f"params: {line}")
@@ -185,7 +185,7 @@ def _execute(root: Path, params: Params, stages, stale: dict, force: bool, name:
 def _take_over(params: Params, root: Path, name: str, mlflow_run: str | None, note: bool = True) -> str | None:
     """Note this run's MLflow and flow runs in the workspace, so the next run closes them should this process
     die (returns the note's key), then close what earlier runs left open when their process died."""
-    from bigmodel_core.orchestration import crash_flow_runs
+    from bigmodel_core.pipeline.orchestration import crash_flow_runs
     from bigmodel_core.tracking.run_recovery import take_over_dead_runs
 
     flow_id = str(flow_run.get_id() or "") or None

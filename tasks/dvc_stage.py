@@ -12,8 +12,8 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from bigmodel_core.errors import PERMANENT_EXIT_CODES, DataError
-from bigmodel_core.interrupts import stop_group
-from bigmodel_core.workspace import child_env, dvc_file_problem, dvc_status, wait_for_dvc
+from bigmodel_core.pipeline.interrupts import stop_group
+from bigmodel_core.pipeline.workspace import child_env, dvc_file_problem, dvc_status, wait_for_dvc
 
 
 class StageFailed(Exception):

@@ -1,4 +1,5 @@
-"""The flow's last step under deploy.git_commit: push, commit, tag and record the version (bigmodel_core.release)."""
+"""The flow's last step under deploy.git_commit: push, commit, tag and record the version
+(bigmodel_core.release.record)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from bigmodel_core.config import load_params
-from bigmodel_core.release import record
+from bigmodel_core.release.record import record
 
 
 @task(name="release", tags=["git", "dvc"], retries=0)  # git and DVC errors here are not transient: no retries

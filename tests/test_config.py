@@ -5,7 +5,7 @@ import yaml
 
 from bigmodel_core.config import apply_overrides, load_params, parse_override, parse_params
 from bigmodel_core.errors import ConfigError
-from bigmodel_core.params_file import persist_overrides
+from bigmodel_core.pipeline.params_file import persist_overrides
 from tests.conftest import REPO, tiny_params_dict
 
 

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from bigmodel_core.dag import load_dag
+from bigmodel_core.pipeline.dag import load_dag
 from bigmodel_core.errors import ConfigError
 from bigmodel_core.stages import STAGES
 from tests.conftest import REPO
@@ -46,7 +46,7 @@ def test_dvc_yaml_is_what_the_stages_declare(tmp_path):
     import subprocess
     import sys
 
-    from bigmodel_core.dag import render_dvc_yaml
+    from bigmodel_core.pipeline.dag import render_dvc_yaml
     from bigmodel_core.paths import Paths
     from bigmodel_core.stages import get
     from bigmodel_core.stages.spec import LOCATIONS
@@ -100,8 +100,8 @@ def _data_imports(path) -> set[str]:
 
 def test_every_data_module_a_stage_runs_is_one_of_its_deps():
     # a change to a module a stage imports, directly or through another, must make `dvc repro` run it again
-    # (clean once ran kernels.layout without kernels.py among its deps)
-    from bigmodel_core.dag import stage_deps
+    # (clean once ran kernels.layout without its module among its deps)
+    from bigmodel_core.pipeline.dag import stage_deps
 
     for name in STAGES:
         code = stage_deps(name)
@@ -114,4 +114,4 @@ def test_every_data_module_a_stage_runs_is_one_of_its_deps():
                 todo.append(g)
         missing = sorted(f for f in seen if f not in code and not any(f.startswith(c + "/") for c in code))
         assert missing == [], f"stage {name} runs {missing} but its deps do not list them"
-    assert "bigmodel_core/data/kernels.py" in stage_deps("clean")
+    assert "bigmodel_core/data/kernels/layout.py" in stage_deps("clean")

@@ -31,7 +31,7 @@ def _package(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_import_closure_follows_every_import_that_can_run(tmp_path):
-    from bigmodel_core.dag import import_closure
+    from bigmodel_core.pipeline.dag import import_closure
 
     pkg = _package(
         tmp_path,
@@ -71,7 +71,7 @@ def test_import_closure_follows_every_import_that_can_run(tmp_path):
 
 
 def test_each_stage_depends_on_the_code_it_runs():
-    from bigmodel_core.dag import import_closure, stage_deps
+    from bigmodel_core.pipeline.dag import import_closure, stage_deps
 
     for name in STAGES:
         deps = _declared(name)["deps"]
@@ -82,7 +82,7 @@ def test_each_stage_depends_on_the_code_it_runs():
         assert deps == stage_deps(name)
     # what the hand-written lists missed: validate renders its page with report_html; evaluate runs the bundle's
     # Predictor, the encoders and batching
-    assert "bigmodel_core/tracking/report_html.py" in _declared("validate")["deps"]
+    assert "bigmodel_core/reporting/report_html.py" in _declared("validate")["deps"]
     for module in ("models/bundle.py", "text/encoders.py", "training/batching.py"):
         assert f"bigmodel_core/{module}" in _declared("evaluate")["deps"]
     # MLflow runs the served model's entry point from its file, not through an import
@@ -95,7 +95,7 @@ def test_each_stage_depends_on_the_code_it_runs():
 # --------------------------------------------------------------------------- params: by key
 def test_params_are_declared_by_key_and_exist():
     from bigmodel_core.config import load_params
-    from bigmodel_core.dag import declared_params, template_params
+    from bigmodel_core.pipeline.dag import declared_params, template_params
     from bigmodel_core.stages.spec import param_value
 
     params = load_params(REPO / "params.yaml")
@@ -116,7 +116,7 @@ def test_params_are_declared_by_key_and_exist():
 
 
 def test_params_a_file_lacks_are_left_out_and_a_stage_warns_when_they_are_set(tmp_path):
-    from bigmodel_core.dag import declared_params, undeclared_params
+    from bigmodel_core.pipeline.dag import declared_params, undeclared_params
 
     # DVC refuses a declared key that params.yaml lacks: such a key is left out (its default is code)
     assert declared_params(("train.lr", "train.max_steps"), {"train": {"lr": 0.1}}) == ["train.lr"]

@@ -54,7 +54,7 @@ def test_flow_runs_stale_stages_only_and_leaves_dvc_clean(ws, harness):
     run = client.get_run(mv.run_id)
     assert run.data.tags["bigmodel.flow_run_id"] not in ("", "none")
 
-    from bigmodel_core.params_file import persist_overrides
+    from bigmodel_core.pipeline.params_file import persist_overrides
     # what re-runs is the subject here, not the gate: on ~110 test rows one changed prediction moves macro-F1
     # by ~0.009, so the champion comparison is widened
     persist_overrides(root / "params.yaml", ["train.epochs=3", "evaluate.max_regression=1.0"])

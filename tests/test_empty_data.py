@@ -13,7 +13,7 @@ import yaml
 from bigmodel_core.config import ValidateParams, load_params
 from bigmodel_core.data.profile import profile
 from bigmodel_core.data.quality import QUARANTINE_COLUMNS, check
-from bigmodel_core.tracking.report_html import data_quality_html
+from bigmodel_core.reporting.report_html import data_quality_html
 from tests.conftest import BIN, dvc, make_workspace, run_cmd, tiny_params_dict
 
 LABELS = ["sports", "business", "science", "travel"]

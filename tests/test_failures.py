@@ -279,7 +279,7 @@ def test_a_copied_or_moved_workspace_never_writes_into_the_original(done_ws, tmp
 def test_the_temporary_prefect_server_never_outlives_its_command(tmp_path):
     """Stopped when the command ends; and when it is killed with SIGKILL (nothing can run then), the kernel
     stops it (Linux's parent-death signal)."""
-    script = ("import sys, time\nfrom pathlib import Path\nfrom bigmodel_core.orchestration import api_server\n"
+    script = ("import sys, time\nfrom pathlib import Path\nfrom bigmodel_core.pipeline.orchestration import api_server\n"
               "with api_server(Path(sys.argv[1])) as url:\n    print(url, flush=True)\n"
               "    sys.stdin.readline() if sys.argv[2] == 'return' else time.sleep(600)\n")
     env = env_for(tmp_path)

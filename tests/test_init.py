@@ -56,7 +56,7 @@ def test_the_wheel_installs_no_generic_top_level_packages(wheel):
 def test_init_names_the_model_after_the_directory(tmp_path):
     from mlflow.utils.validation import _validate_model_name
 
-    from bigmodel_core.workspace_init import model_name_for, params_for, params_template
+    from bigmodel_core.pipeline.workspace_init import model_name_for, params_for, params_template
 
     cases = {"My_Tickets": "my-tickets", "sentiment v2": "sentiment-v2", "Ünïcode.Reviews": "unicode-reviews",
              "--x--": "x", "模型": "bigmodel-model", "___": "bigmodel-model"}
@@ -70,7 +70,7 @@ def test_init_names_the_model_after_the_directory(tmp_path):
 
 
 def test_template_params_are_the_repositorys_but_for_the_data_section():
-    from bigmodel_core.workspace_init import params_template
+    from bigmodel_core.pipeline.workspace_init import params_template
 
     template, ours = yaml.safe_load(params_template()), yaml.safe_load((REPO / "params.yaml").read_text())
     assert {k: v for k, v in template.items() if k != "data"} == {k: v for k, v in ours.items() if k != "data"}, \
@@ -121,7 +121,7 @@ def test_init_run_repro_and_a_new_version(tmp_path):
     rerun = dvc(root, "repro").stdout
     assert all(f"Running stage '{s}'" in rerun for s in ("ingest", "clean", "train", "deploy")), rerun[-2000:]
     # and `bigmodel run` puts the installed version back (then DVC re-runs with it)
-    from bigmodel_core.workspace_init import refresh_version, version_text
+    from bigmodel_core.pipeline.workspace_init import refresh_version, version_text
     assert refresh_version(root).startswith(f"{VERSION_FILE}: bigmodel 999.0 -> ")
     assert (root / VERSION_FILE).read_text() == version_text() and refresh_version(root) is None
 

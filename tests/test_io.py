@@ -85,7 +85,7 @@ def test_an_edited_file_keeps_its_mode(tmp_path, umask, kept):
     with atomic_path(target, keep_mode=True) as tmp:
         tmp.write_text("edited")
     assert target.read_text() == "edited" and mode(target) == kept
-    from bigmodel_core.params_file import persist_overrides
+    from bigmodel_core.pipeline.params_file import persist_overrides
 
     target.write_text("train:\n  epochs: 5  # comment\n")
     persist_overrides(target, ["train.epochs=1"])

@@ -83,7 +83,7 @@ def adversarial_texts(seed: int, n: int) -> list[str]:
 
 
 def test_whitespace_table_is_pythons():
-    from bigmodel_core.data.kernels import _SP, _WIDE, SCAN_CLASS
+    from bigmodel_core.data.kernels.base import _SP, _WIDE, SCAN_CLASS
 
     assert len(SPACES) == 29  # Python's whitespace: 10 ASCII, 19 wider (all below U+3001)
     assert {c.encode()[0] for c in SPACES if ord(c) >= 128} == set(np.nonzero(SCAN_CLASS & _WIDE)[0])

@@ -116,7 +116,7 @@ def test_flipped_labels_in_ag_news_are_found():
 
 
 def test_the_data_report_shows_what_the_model_would_choose(demo_flipped):
-    from bigmodel_core.tracking.report_html import data_quality_html
+    from bigmodel_core.reporting.report_html import data_quality_html
 
     df, _ = demo_flipped
     r = check(df, params(policy="warn"), LABELS)

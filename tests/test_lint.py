@@ -52,7 +52,7 @@ def test_make_lint_names_the_file_and_rule_of_each_fault(tmp_path):
 
     # a lint error (an unused import) in one module, a formatting fault in another, a type error in a task
     _append(root / "bigmodel_core/paths.py", "def _probe() -> None:\n    import os\n")
-    _append(root / "bigmodel_core/notify.py", "SPACING = [1,2,  3]\n")
+    _append(root / "bigmodel_core/reporting/notify.py", "SPACING = [1,2,  3]\n")
     _append(root / "tasks/release.py", 'STAGE_COUNT: int = "eight"\n')
     broken = _make_lint(root)
     out = broken.stdout + broken.stderr
@@ -63,7 +63,7 @@ def test_make_lint_names_the_file_and_rule_of_each_fault(tmp_path):
     assert re.search(r"^\s*--> bigmodel_core/paths\.py:\d+:\d+$", out, re.M), out[-6000:]
     # ruff format --check: the file it would rewrite (and where), and only that one
     unformatted = re.findall(r"^unformatted: File would be reformatted\n\s*--> ([^:\n]+):\d+:\d+$", out, re.M)
-    assert unformatted == ["bigmodel_core/notify.py"], out[-6000:]
+    assert unformatted == ["bigmodel_core/reporting/notify.py"], out[-6000:]
     assert re.search(r"^1 file would be reformatted, \d+ files already formatted$", out, re.M), out[-6000:]
     # mypy: the task's file under its own path (not the bigmodel_tasks link mypy reads it through), and the code
     mypy_errors = re.findall(r"^(\S+):(\d+): error: (.+)  \[([a-z-]+)\]$", out, re.M)

@@ -18,7 +18,7 @@ from bigmodel_core.io import sha256_file
 from bigmodel_core.tracking import pipeline_run
 from bigmodel_core.tracking.live import MlflowLive
 from bigmodel_core.tracking.pipeline_run import close_run, open_run
-from bigmodel_core.tracking.report_html import data_quality_html, markdown_html
+from bigmodel_core.reporting.report_html import data_quality_html, markdown_html
 from tests.conftest import dvc, make_workspace, tiny_params_dict
 
 ENV = ("MLFLOW_TRACKING_URI", "BIGMODEL_MLFLOW_RUN_ID", "BIGMODEL_FLOW_RUN_ID", "BIGMODEL_FLOW_RUN_NAME",

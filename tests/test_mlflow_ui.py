@@ -85,7 +85,7 @@ def test_the_registered_model_description_says_what_where_and_from_what(params, 
 
 @pytest.mark.unit
 def test_links_into_the_mlflow_ui_open_its_model_training_views():
-    from bigmodel_core.ui import mlflow_experiment_link, mlflow_run_link
+    from bigmodel_core.pipeline.ui import mlflow_experiment_link, mlflow_run_link
 
     base = "http://127.0.0.1:5001"
     assert mlflow_experiment_link(base, "7") == (f"{base}/#/experiments/7/runs?viewStateShareKey=bigmodel-headline"

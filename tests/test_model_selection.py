@@ -71,7 +71,7 @@ def test_every_existing_key_still_parses_and_the_linear_defaults_are_the_referen
 
 
 def test_bigmodel_init_writes_auto_and_the_baseline_tolerance():
-    from bigmodel_core.workspace_init import params_template
+    from bigmodel_core.pipeline.workspace_init import params_template
 
     template = yaml.safe_load(params_template())
     assert template["model"]["kind"] == "auto" and template["model"]["candidates"] is None

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import yaml
 
-from bigmodel_core import notify
+from bigmodel_core.reporting import notify
 from bigmodel_core.config import load_params, parse_params
 from bigmodel_core.errors import ConfigError
 from tests.conftest import tiny_params_dict, write_params

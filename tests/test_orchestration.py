@@ -18,7 +18,7 @@ def test_every_prefect_service_is_decided_on_for_the_temporary_server(monkeypatc
     from prefect.settings import Settings
     from prefect.settings.models.server.services import ServerServicesSettings
 
-    from bigmodel_core.orchestration import RUN_SERVER_OFF, RUN_SERVER_ON
+    from bigmodel_core.pipeline.orchestration import RUN_SERVER_OFF, RUN_SERVER_ON
 
     services = set(ServerServicesSettings.model_fields)
     assert set(RUN_SERVER_OFF) | set(RUN_SERVER_ON) == services, "a Prefect service neither kept nor left off"
@@ -35,7 +35,7 @@ def test_every_prefect_service_is_decided_on_for_the_temporary_server(monkeypatc
 @pytest.mark.stage
 def test_the_workspace_ui_addresses_default_then_follow_the_ports_last_used(tmp_path, monkeypatch):
     from bigmodel_core.config import load_params
-    from bigmodel_core.ui import _save_ports, _write_record, addresses, mlflow_ui_url, running
+    from bigmodel_core.pipeline.ui import _save_ports, _write_record, addresses, mlflow_ui_url, running
 
     monkeypatch.delenv("BIGMODEL_MLFLOW_UI_URL", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

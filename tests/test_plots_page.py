@@ -1,5 +1,5 @@
 """`dvc plots show` draws its charts without a network: the page's vega, vega-lite and vega-embed are inlined
-(bigmodel_core/plots_page.py), in this repository (.dvc/config) and in a workspace `bigmodel init` makes.
+(bigmodel_core/reporting/plots_page.py), in this repository (.dvc/config) and in a workspace `bigmodel init` makes.
 
 The page is rendered by Debian's headless chromium with every network request refused; the charts must be
 there as drawn canvases. The same page made with DVC's own template (scripts from a CDN) draws nothing under
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bigmodel_core.plots_page import LIBRARIES, TEMPLATE, WORKSPACE_COPY, template_text
+from bigmodel_core.reporting.plots_page import LIBRARIES, TEMPLATE, WORKSPACE_COPY, template_text
 from tests.conftest import BIN, REPO, env_for, run_cmd
 
 CHROMIUM = shutil.which("chromium")
@@ -32,7 +32,7 @@ def test_the_template_inlines_the_versions_dvc_render_asks_for():
 
     wanted = dict(re.findall(r"npm/([a-z-]+)@([0-9.]+)", VegaRenderer.SCRIPTS))
     assert wanted == {name: version for name, (version, _) in LIBRARIES.items()}, "DVC changed its vega versions: " \
-        "rebuild the template (python -m bigmodel_core.plots_page, see its docstring)"
+        "rebuild the template (python -m bigmodel_core.reporting.plots_page, see its docstring)"
     page = template_text()
     assert "{plot_divs}" in page and "{scripts}" not in page  # DVC fills the first; the CDN tags have no place
     assert not re.search(r"<script[^>]*\bsrc=", page)

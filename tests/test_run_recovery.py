@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bigmodel_core import workspace
+from bigmodel_core.pipeline import workspace
 from bigmodel_core.config import parse_params
 from bigmodel_core.tracking import pipeline_run, run_recovery
 from tests.conftest import BIN, dvc, env_for, make_workspace, run_cmd, tiny_params_dict
@@ -259,7 +259,7 @@ def test_flow_runs_of_dead_processes_are_marked_crashed_with_their_running_task_
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Running
 
-    from bigmodel_core.orchestration import api_server, crash_flow_runs
+    from bigmodel_core.pipeline.orchestration import api_server, crash_flow_runs
 
     @flow(name="retrain")
     def retrain():
@@ -287,7 +287,7 @@ def test_flow_runs_of_dead_processes_are_marked_crashed_with_their_running_task_
         assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
     # no server to reach: nothing is marked, and the caller keeps its notes for a later run
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    from bigmodel_core.orchestration import _refresh_prefect_settings
+    from bigmodel_core.pipeline.orchestration import _refresh_prefect_settings
 
     _refresh_prefect_settings()
     try:
@@ -408,7 +408,7 @@ def _assert_prefect_closed(root: Path, monkeypatch, old_flow_run: str, new_flow_
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import TaskRunSort
 
-    from bigmodel_core.orchestration import api_server
+    from bigmodel_core.pipeline.orchestration import api_server
 
     monkeypatch.setenv("PREFECT_HOME", str(root / ".prefect"))
     with api_server(root):

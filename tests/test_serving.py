@@ -407,7 +407,7 @@ def test_predict_file_errors_name_the_file_and_leave_no_output(pipeline, tmp_pat
 
 @pytest.mark.unit
 def test_score_file_failing_mid_way_writes_nothing(tmp_path):
-    from bigmodel_core.scoring import score_file
+    from bigmodel_core.tracking.scoring import score_file
 
     inp, out = tmp_path / "in.csv", tmp_path / "out.jsonl"
     pd.DataFrame({"text": [f"text {i}" for i in range(10)]}).to_csv(inp, index=False)

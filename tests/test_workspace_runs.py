@@ -54,7 +54,7 @@ def test_two_concurrent_runs_one_waits_and_the_workspace_stays_consistent(ws):
 
 
 def test_no_wait_and_a_plain_dvc_repro_refuse_while_a_run_holds_the_workspace(ws):
-    from bigmodel_core.workspace import exclusive
+    from bigmodel_core.pipeline.workspace import exclusive
 
     before = (ws / "dvc.lock").read_text()
     params = (ws / "params.yaml").read_text()

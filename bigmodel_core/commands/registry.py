@@ -17,9 +17,9 @@ registry_app = typer.Typer(no_args_is_help=True, help="The model registry: promo
 def release() -> None:
     """Push, commit, tag and record the version the last run registered (what deploy.git_commit does at the end of
     `bigmodel run`); for a release that failed there (a remote that was down, say), once the cause is fixed."""
-    from bigmodel_core import workspace
     from bigmodel_core.config import load_params
-    from bigmodel_core.release import record
+    from bigmodel_core.pipeline import workspace
+    from bigmodel_core.release.record import record
 
     root = Path.cwd()
     params = load_params(Path("params.yaml"))
@@ -52,7 +52,7 @@ def verify_repro(
     version has no record. The workspace, its registry and dvc.lock are not touched.
     """
     from bigmodel_core.config import load_params
-    from bigmodel_core.verify import check, report, verify
+    from bigmodel_core.release.verify import check, report, verify
 
     params = load_params(params_file)
     verdict = verify(Path.cwd(), params, name, version, tolerance=tolerance, keep=keep, say=lambda m: typer.echo(m))
@@ -66,7 +66,7 @@ def report_data(as_json: bool = typer.Option(False, "--json", help="Print the wh
     """The data-quality summary of the last validate run: rules, rows, classes, drift, where the page is."""
     from bigmodel_core.data.quality_report import latest
     from bigmodel_core.errors import DataError
-    from bigmodel_core.tracking.report_html import data_quality_markdown
+    from bigmodel_core.reporting.report_html import data_quality_markdown
 
     found = latest(Path.cwd())
     if found is None:

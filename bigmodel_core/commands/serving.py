@@ -46,7 +46,7 @@ def predict(
         raise ConfigError('nothing to classify: bigmodel predict "some text" ... or --input FILE --output FILE')
     params = load_params(params_file)
     if input_file is not None and output_file is not None:  # (one without the other was refused above)
-        from bigmodel_core.scoring import file_format, score_file
+        from bigmodel_core.tracking.scoring import file_format, score_file
 
         file_format(input_file, "input")  # both names are checked before the model is loaded
         file_format(output_file, "output")
@@ -133,8 +133,8 @@ def ui(
     run records (MLflow <-> Prefect, the run card) name its addresses.
     """
     from bigmodel_core.config import load_params
-    from bigmodel_core.orchestration import configure
-    from bigmodel_core.ui import serve as serve_ui
+    from bigmodel_core.pipeline.orchestration import configure
+    from bigmodel_core.pipeline.ui import serve as serve_ui
 
     root = Path.cwd()
     params = load_params(params_file)

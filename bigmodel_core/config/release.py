@@ -151,7 +151,7 @@ class FlowParams(_Section):
 
 def _apprise_url(url: str) -> str:
     # Apprise is imported only when a URL is configured: loading its plugins costs about half a second.
-    from bigmodel_core.notify import url_problem
+    from bigmodel_core.reporting.notify import url_problem
 
     problem = url_problem(url)
     if problem:

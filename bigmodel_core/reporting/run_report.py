@@ -33,7 +33,7 @@ def _mlflow_link(params: Params, root: Path, run_id: str | None) -> str | None:
     """The MLflow run's page in the UI that shows this workspace's runs (bigmodel ui, or the tracking server's)."""
     if not run_id:
         return None
-    from bigmodel_core.ui import mlflow_run_link, mlflow_ui_url
+    from bigmodel_core.pipeline.ui import mlflow_run_link, mlflow_ui_url
 
     base = mlflow_ui_url(params, root)
     try:
@@ -155,7 +155,7 @@ def _data_quality_artifact(result: dict, root: Path) -> None:
     if "validate" not in ran:
         return
     from bigmodel_core.data.quality_report import latest
-    from bigmodel_core.tracking.report_html import data_quality_markdown
+    from bigmodel_core.reporting.report_html import data_quality_markdown
 
     try:
         found = latest(root)
@@ -185,7 +185,7 @@ def publish_card(result: dict, root: Path, params: Params, mlflow_run: str | Non
 
 
 def notify_result(result: dict, root: Path, params: Params, gate: bool) -> None:
-    from bigmodel_core.notify import send
+    from bigmodel_core.reporting.notify import send
 
     model = params.deploy.model_name
     failed = result.get("failed")

@@ -67,7 +67,7 @@ class StageSpec:
     progress is reported), left out of dvc.yaml so that changing them re-runs nothing;
     code: project source files it runs without importing them (e.g. a file MLflow runs), walked like its
     imports.
-    dvc.yaml's deps are derived from these (bigmodel_core.dag.stage_deps)."""
+    dvc.yaml's deps are derived from these (bigmodel_core.pipeline.dag.stage_deps)."""
 
     inputs: tuple[str, ...] = ()
     params: tuple[str, ...] = ()

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from bigmodel_core.config import TEXT_ROW_RULES, Params
-from bigmodel_core.data import schemas
 from bigmodel_core.errors import BigmodelError
-from bigmodel_core.io import atomic_dir, atomic_path, read_json, read_table, sha256_file, shown, write_json
+from bigmodel_core.io import atomic_dir, read_json, sha256_file, write_json
 from bigmodel_core.models.registry import kind_of
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec, metric, param_value, plot
+from bigmodel_core.stages.train_fit import Console, copy_profile, load_prepared, prepare, reset_work_dir, write_csv
 
 # the code whose change makes an old checkpoint meaningless
 CODE_DIRS = ("training", "models", "text")
@@ -56,10 +56,6 @@ def tuning(params: Params) -> bool:
     return params.train.tune.trials > 0 or params.train.tune.minutes is not None
 
 
-def class_labels(params: Params, train_labels) -> list[str]:
-    return list(params.data.labels) if params.data.labels is not None else sorted(set(train_labels))
-
-
 def fingerprint(params: Params, paths: Paths) -> str:
     """What the training result depends on: its params, the train/val split files and the training code."""
     import bigmodel_core
@@ -78,101 +74,6 @@ def fingerprint(params: Params, paths: Paths) -> str:
         "data": {s: sha256_file(paths.split / f"{s}.parquet") for s in ("train", "val")},
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------- encoded data, cached
-def _copy_profile(paths: Paths, bundle: Path) -> None:
-    """Put the profile of the rows this model was made from into its bundle: validate's profile of the rows it
-    passed (data/profile.json), which are every split's rows without augmented variants, so a later validate
-    compares like with like."""
-    import shutil
-
-    from bigmodel_core.models.bundle import PROFILE_FILE
-
-    if not paths.data_profile.is_file():
-        from bigmodel_core.errors import DataError
-
-        raise DataError(f"{shown(paths.data_profile)}: not found (run the stage that makes it first: validate)")
-    shutil.copyfile(paths.data_profile, bundle / PROFILE_FILE)
-
-
-def read_train_val(params: Params, paths: Paths):
-    """The train and validation splits and the label list (the test split is not read here)."""
-    train = read_table(paths.split / "train.parquet", schemas.SPLIT)
-    val = read_table(paths.split / "val.parquet", schemas.SPLIT)
-    labels = class_labels(params, train["label"])
-    unknown = sorted(set(val["label"]) - set(labels))
-    if unknown:
-        from bigmodel_core.errors import DataError
-
-        raise DataError(f"{shown(paths.split / 'val.parquet')}: labels {unknown} are not in the label set {labels}")
-    return train, val, labels
-
-
-def prepare(params: Params, paths: Paths | None, key: str, target: Path | None = None, splits=None) -> Path:
-    """Encode train/val once per fingerprint into .bigmodel/train/prepared (reused by resumes and DDP ranks), or
-    into `target` from `splits` (train, val, labels) already read (a candidate of model.kind auto; paths None)."""
-    from bigmodel_core.models.registry import build_encoder
-    from bigmodel_core.training.select import uses_augmented
-
-    if target is None:
-        if paths is None:
-            raise ValueError("prepare: needs paths or a target")
-        target = paths.train_work / "prepared"
-    if (target / "fingerprint").exists() and (target / "fingerprint").read_text().strip() == key:
-        return target
-    if splits is None:
-        if paths is None:
-            raise ValueError("prepare: needs paths or the splits")
-        splits = read_train_val(params, paths)
-    train, val, labels = splits
-    if not uses_augmented(params.model):
-        train = train[~train["is_augmented"]]
-    index = {lab: i for i, lab in enumerate(labels)}
-    encoder = build_encoder(params.model, params.tokenizer, train["text"].tolist())
-    with atomic_dir(target) as out:
-        encoder.save(out)
-        encoder.encode(train["text"].tolist()).save(out / "train.npz")
-        encoder.encode(val["text"].tolist()).save(out / "val.npz")
-        np.save(out / "train_y.npy", train["label"].map(index).to_numpy(dtype=np.int64))
-        np.save(out / "val_y.npy", val["label"].map(index).to_numpy(dtype=np.int64))
-        (out / "labels.json").write_text(json.dumps(labels) + "\n")
-        (out / "fingerprint").write_text(key + "\n")
-    return target
-
-
-def load_prepared(params: Params, prepared: Path):
-    from bigmodel_core.models.registry import load_encoder
-    from bigmodel_core.training.batching import Ragged
-    from bigmodel_core.training.loop import TrainData
-
-    encoder = load_encoder(prepared, params.model, params.tokenizer)
-    labels = json.loads((prepared / "labels.json").read_text())
-    data = TrainData(
-        train=Ragged.load(prepared / "train.npz"),
-        train_y=np.load(prepared / "train_y.npy"),
-        val=Ragged.load(prepared / "val.npz"),
-        val_y=np.load(prepared / "val_y.npy"),
-        num_classes=len(labels),
-        collate=encoder.collate,
-    )
-    return encoder, labels, data
-
-
-# --------------------------------------------------------------------------- the stage
-class _Console:
-    """Epoch lines on stdout (the flow shows lines starting with 'epoch ' on its console)."""
-
-    def on_step(self, step: int, metrics: dict) -> None:
-        pass
-
-    def on_epoch(self, epoch: int, row: dict) -> None:
-        print(
-            f"epoch {epoch}: train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-            f"val_acc {row['val_accuracy']:.4f}  val_macro_f1 {row['val_macro_f1']:.4f}  "
-            f"({row['tokens_per_second']:.0f} tokens/s, {row['seconds']:.1f}s)",
-            flush=True,
-        )
 
 
 SPEC = StageSpec(
@@ -229,7 +130,7 @@ def _launch_ranks(params: Params, paths: Paths, key: str) -> dict:
     """Encode once here, then start this stage on train.nproc ranks under torchrun and wait for them."""
     from bigmodel_core.training.distributed import launch
 
-    _reset_work_dir(paths, key)
+    reset_work_dir(paths, key)
     prepare(params, paths, key)
     n = params.train.nproc
     print(f"train: starting {n} processes with torchrun (DDP)", flush=True)
@@ -253,19 +154,6 @@ def _launch_ranks(params: Params, paths: Paths, key: str) -> dict:
     return {k: v for k, v in metrics.items() if k != "history"}
 
 
-def _reset_work_dir(paths: Paths, key: str) -> None:
-    """Drop encoded data and checkpoints that belong to another fingerprint."""
-    import shutil
-
-    marker = paths.train_work / "fingerprint"
-    if paths.train_work.exists() and (not marker.exists() or marker.read_text().strip() != key):
-        if (paths.train_work / "checkpoint.pt").exists():
-            print("train: discarding the checkpoint of an earlier run (params, data or code changed)", flush=True)
-        shutil.rmtree(paths.train_work, ignore_errors=True)
-    paths.train_work.mkdir(parents=True, exist_ok=True)
-    marker.write_text(key + "\n")
-
-
 def _train(params: Params, paths: Paths, key: str, dist) -> dict:
     from bigmodel_core.models import build_model
     from bigmodel_core.models.bundle import save_bundle
@@ -277,7 +165,7 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
 
     p = params.train
     if dist.is_main:
-        _reset_work_dir(paths, key)
+        reset_work_dir(paths, key)
         prepare(params, paths, key)
     distributed.init(dist, pick_device(p.device, dist.local_rank).type)
     distributed.barrier(dist)  # the other ranks wait for rank 0's encoding
@@ -312,7 +200,7 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
             except Exception as e:
                 print(f"train: could not log the split datasets to MLflow ({type(e).__name__}: {e})", flush=True)
     checkpoints = Checkpoints(paths.train_work, key, p.checkpoint_every)
-    callbacks = [_Console()] + ([live] if live is not None else [])
+    callbacks = [Console()] + ([live] if live is not None else [])
     try:
         model, result = fit(
             model,
@@ -330,7 +218,7 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         # (train.checkpoint_every > 0): the next attempt writes the model from it without training again
         with atomic_dir(paths.model) as out:
             save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean, params.validate)
-            _copy_profile(paths, out)  # what the next run's data is compared with
+            copy_profile(paths, out)  # what the next run's data is compared with
     except BaseException as e:
         if live is not None:
             killed = isinstance(e, KeyboardInterrupt)
@@ -363,12 +251,12 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         "history": result.history,
     }
     write_json(metrics, paths.train_metrics)
-    _write_csv(
+    write_csv(
         paths.training_plot,
         result.history,
         ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"],
     )
-    _write_csv(
+    write_csv(
         paths.training_steps_plot, result.steps, ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_second"]
     )
     if live is not None:
@@ -382,11 +270,3 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
     shutil.rmtree(paths.train_work, ignore_errors=True)  # done: no checkpoint or encoded data left to resume from
     distributed.barrier(dist)
     return {k: v for k, v in metrics.items() if k != "history"}
-
-
-def _write_csv(target: Path, rows: list[dict], cols: list[str]) -> None:
-    def fmt(v) -> str:
-        return str(v) if isinstance(v, int) else f"{v:.6g}"
-
-    with atomic_path(target) as tmp:
-        tmp.write_text("\n".join([",".join(cols)] + [",".join(fmt(r[c]) for c in cols) for r in rows]) + "\n")

@@ -18,33 +18,13 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from bigmodel_core.config import KIND_KEYS, Candidate, Params, candidate_names, candidate_params, default_candidates
+from bigmodel_core.config import Candidate, Params, candidate_names, candidate_params, default_candidates
 from bigmodel_core.io import atomic_dir, write_json
-from bigmodel_core.models.registry import kind_of
 from bigmodel_core.paths import Paths
-
-# train keys logged beside a candidate's model keys (the ones that differ between kinds and that tuning changes)
-_TRAIN_KEYS = ("lr", "epochs", "batch_size", "weight_decay", "grad_clip", "warmup_fraction")
-
-
-def _settings(p: Params) -> dict:
-    """What a candidate is: its kind's model keys and, for the neural kinds, the main train keys."""
-    out: dict[str, Any] = {"kind": p.model.kind}
-    out.update({k: getattr(p.model, k) for k in KIND_KEYS[p.model.kind]})
-    out["augmented_rows"] = _uses_augmented(p)
-    if kind_of(p.model.kind).neural:
-        out.update({k: getattr(p.train, k) for k in _TRAIN_KEYS})
-    return out
-
-
-def _uses_augmented(p: Params) -> bool:
-    from bigmodel_core.training.select import uses_augmented
-
-    return uses_augmented(p.model)
+from bigmodel_core.stages.train_fit import candidate_settings, fit_one
 
 
 def _plan(params: Params, train_rows: int) -> list[tuple[str, Candidate | None]]:
@@ -56,104 +36,6 @@ def _plan(params: Params, train_rows: int) -> list[tuple[str, Candidate | None]]
     given = params.model.candidates
     cands = list(given) if given else default_candidates(train_rows, pick_device(params.train.device).type == "cuda")
     return list(zip(candidate_names(cands), cands, strict=True))
-
-
-# --------------------------------------------------------------------------- one model
-def _fit(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> dict:
-    """Train one model of params `p` into workdir/bundle; returns its validation figures and train metrics."""
-    from bigmodel_core.models.bundle import save_bundle
-
-    train, val, labels = splits
-    index = {lab: i for i, lab in enumerate(labels)}
-    val_y = val["label"].map(index).to_numpy(dtype=np.int64)
-    workdir.mkdir(parents=True, exist_ok=True)
-    wall, cpu = time.perf_counter(), time.process_time()
-    kind = kind_of(p.model.kind)
-    if kind.fit is not None:  # fitted in one call (linear), not by the torch loop
-        rows = train if _uses_augmented(p) else train[~train["is_augmented"]]
-        linear = kind.fit(p, rows["text"].tolist(), rows["label"].tolist())
-        save_bundle(workdir / "bundle", linear, None, labels, p.model, p.tokenizer, p.clean)
-        metrics: dict[str, Any] = {
-            "best_epoch": None,
-            "epochs_run": 0,
-            "stopped_early": False,
-            "train_rows": len(rows),
-            "parameters": linear.parameters,
-            "vocab_size": linear.features,
-            "steps": 0,
-            "padding_efficiency": None,
-            "tokens_per_second": None,
-            "device": "cpu",
-            "precision": "fp64",
-            "processes": 1,
-            "resumed_from_step": None,
-        }
-        history, steps = [], []
-        if linear.min_df_used != p.model.min_df:
-            print(f"train: min_df {p.model.min_df} left no n-gram; fitted with min_df 1", flush=True)
-    else:
-        from bigmodel_core.models import build_model
-        from bigmodel_core.stages.train import _Console, load_prepared, prepare
-        from bigmodel_core.training.batching import padding_efficiency, plan_batches
-        from bigmodel_core.training.checkpoint import Checkpoints
-        from bigmodel_core.training.loop import fit, seed_everything
-
-        prepared = prepare(p, None, key, target=workdir / "prepared", splits=splits)
-        encoder, labels, data = load_prepared(p, prepared)
-        seed_everything(p.train.seed)
-        model = build_model(p.model, encoder, labels, p.tokenizer.max_length)
-        sequence = kind.sequence
-        plan = plan_batches(data.train.lengths, p.train.batch_size, p.train.token_budget, p.train.seed, 1)
-        pad_eff = padding_efficiency(data.train.lengths, plan, multiple=8) if sequence else None
-        checkpoints = Checkpoints(workdir, key, p.train.checkpoint_every) if checkpoint else None
-        callbacks = [_Console()] + ([live] if live is not None else [])
-        model, result = fit(
-            model,
-            data,
-            p.train,
-            callbacks=callbacks,
-            checkpoints=checkpoints,
-            max_length=p.tokenizer.max_length if sequence else None,
-        )
-        save_bundle(workdir / "bundle", model, encoder, labels, p.model, p.tokenizer, p.clean)
-        if checkpoints is not None:
-            checkpoints.clear()
-        shutil.rmtree(prepared, ignore_errors=True)
-        metrics = {
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "stopped_early": result.stopped_early,
-            "train_rows": len(data.train),
-            "parameters": sum(q.numel() for q in model.parameters()),
-            "vocab_size": encoder.vocab_size,
-            "steps": result.total_steps,
-            "padding_efficiency": None if pad_eff is None else round(pad_eff, 4),
-            "tokens_per_second": round(float(np.median([h["tokens_per_second"] for h in result.history])), 1)
-            if result.history
-            else None,
-            "device": result.device,
-            "precision": result.precision,
-            "processes": 1,
-            "resumed_from_step": result.resumed_from_step,
-        }
-        history, steps = result.history, result.steps
-    # the validation figures of the bundle as saved, read back as it will be served: what the choice compares
-    from bigmodel_core.models.bundle import Predictor
-    from bigmodel_core.training.select import val_scores
-
-    probs = Predictor(workdir / "bundle").predict_proba(val["text"].tolist(), clean=False)  # split text is clean
-    val_m = val_scores(val_y, probs, len(labels))
-    return {
-        "val_accuracy": val_m["accuracy"],
-        "val_macro_f1": val_m["macro_f1"],
-        "val_loss": val_m["loss"],
-        "val_pred": probs.argmax(1).tolist(),
-        "seconds": round(time.perf_counter() - wall, 3),
-        "cpu_seconds": round(time.process_time() - cpu, 3),
-        "metrics": metrics,
-        "history": history,
-        "steps": steps,
-    }
 
 
 def _finish_run(live, result: dict, status: str = "FINISHED", tags: dict | None = None) -> None:
@@ -175,8 +57,8 @@ def _candidate(
     p = candidate_params(params, cand) if cand is not None else params
     tune = params.train.tune
     if not (tune.trials > 0 or tune.minutes is not None):
-        result = _fit(p, splits, workdir, key, live, checkpoint=True)
-        return {**result, "settings": _settings(p), "trials": None}
+        result = fit_one(p, splits, workdir, key, live, checkpoint=True)
+        return {**result, "settings": candidate_settings(p), "trials": None}
 
     from bigmodel_core.training.select import choose_trial
     from bigmodel_core.training.tune import search
@@ -188,14 +70,14 @@ def _candidate(
         nonlocal best
         tp = candidate_params(params, cand, model_keys, train_keys)
         tdir = workdir / f"trial-{number}"
-        settings = _settings(tp)
+        settings = candidate_settings(tp)
         print(
             f"train: {name} trial {number}: " + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "kind"),
             flush=True,
         )
         child = live.child(f"{name} trial {number}", settings, {"bigmodel.trial": str(number)}) if live else None
         try:
-            result = _fit(tp, splits, tdir, f"{key}-{name}-{number}", child, checkpoint=False)
+            result = fit_one(tp, splits, tdir, f"{key}-{name}-{number}", child, checkpoint=False)
         except BaseException:
             if child is not None:
                 child.finish("FAILED")
@@ -277,12 +159,12 @@ def _candidate(
 
 # --------------------------------------------------------------------------- the stage
 def select(params: Params, paths: Paths, key: str) -> dict:
-    from bigmodel_core.stages.train import _copy_profile, _reset_work_dir, _write_csv, read_train_val
+    from bigmodel_core.stages.train_fit import copy_profile, read_train_val, reset_work_dir, write_csv
     from bigmodel_core.tracking.live import MlflowLive
     from bigmodel_core.training.select import RULE_SHORT, choose
 
     wall, cpu = time.perf_counter(), time.process_time()
-    _reset_work_dir(paths, key)
+    reset_work_dir(paths, key)
     splits = read_train_val(params, paths)
     train, val, labels = splits
     original = int((~train["is_augmented"]).sum())
@@ -316,7 +198,7 @@ def select(params: Params, paths: Paths, key: str) -> dict:
             p = candidate_params(params, cand) if cand is not None else params
             if auto:
                 print(f"train: candidate {i + 1} of {len(plan)}: {name} ({p.model.kind})", flush=True)
-            run = live.child(name, _settings(p), {"bigmodel.candidate": name}) if (auto and live) else live
+            run = live.child(name, candidate_settings(p), {"bigmodel.candidate": name}) if (auto and live) else live
             try:
                 result = _candidate(
                     params,
@@ -369,7 +251,7 @@ def select(params: Params, paths: Paths, key: str) -> dict:
             print(f"train: could not log the split datasets to MLflow ({type(e).__name__}: {e})", flush=True)
     with atomic_dir(paths.model) as out:
         shutil.copytree(paths.train_work / "candidates" / best["name"] / "bundle", out, dirs_exist_ok=True)
-        _copy_profile(paths, out)
+        copy_profile(paths, out)
     table = [
         {
             "name": r["name"],
@@ -403,12 +285,12 @@ def select(params: Params, paths: Paths, key: str) -> dict:
         "history": best["history"],
     }
     write_json(metrics, paths.train_metrics)
-    _write_csv(
+    write_csv(
         paths.training_plot,
         best["history"],
         ["epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "tokens_per_second"],
     )
-    _write_csv(
+    write_csv(
         paths.training_steps_plot, best["steps"], ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_second"]
     )
     if live is not None:

@@ -122,7 +122,7 @@ SAMPLE_ROWS = 50  # quarantined rows shown on the page (the report has every cou
 
 def _write_html(result: quality.QualityResult, target, note: str | None) -> None:
     from bigmodel_core.io import atomic_path
-    from bigmodel_core.tracking.report_html import data_quality_html
+    from bigmodel_core.reporting.report_html import data_quality_html
 
     with atomic_path(target) as tmp:
         tmp.write_text(data_quality_html(result.report, result.quarantined, note=note))

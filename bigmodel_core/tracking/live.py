@@ -33,7 +33,7 @@ class MlflowLive(Callback):
         """A run of its own (plain `dvc repro`, which holds the workspace lock): note it, so that the next run
         closes it should this process die, and close what dead processes left open (MLflow only: the flow
         runs of those are closed by the next flow run)."""
-        from bigmodel_core import workspace
+        from bigmodel_core.pipeline import workspace
         from bigmodel_core.tracking import run_recovery
 
         try:
@@ -175,7 +175,7 @@ class MlflowLive(Callback):
             if self.owns_run:
                 self.client.set_terminated(self.run_id, status=status)
                 if self.root is not None:
-                    from bigmodel_core.workspace import forget_run
+                    from bigmodel_core.pipeline.workspace import forget_run
 
                     forget_run(self.root, self.run_id)
         except Exception as e:

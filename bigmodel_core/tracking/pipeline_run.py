@@ -254,7 +254,7 @@ def close_run(
 
     steps.append(("attach the data-quality report", quality))
     if card_markdown:
-        from bigmodel_core.tracking.report_html import markdown_html
+        from bigmodel_core.reporting.report_html import markdown_html
 
         def card() -> None:
             client.log_text(run_id, card_markdown, "run_card.md")

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from bigmodel_core.scoring import text_problem
+from bigmodel_core.tracking.scoring import text_problem
 
 # Limits of one served request, set by `bigmodel serve` from its options (export them to get the same
 # under `mlflow models serve`). Without them (in-process, `mlflow models predict`) there is no limit

@@ -81,7 +81,7 @@ def has_artifact(client, run_id: str, path: str) -> bool:
 
 def attach_data_quality(client, run_id: str, report: dict, quarantine=None, note: str | None = None) -> None:
     """The data-quality report as JSON and as a readable page (reports/data_quality.{json,html})."""
-    from bigmodel_core.tracking.report_html import data_quality_html
+    from bigmodel_core.reporting.report_html import data_quality_html
 
     client.log_dict(run_id, report, DQ_JSON)
     client.log_text(run_id, data_quality_html(report, quarantine, note=note), DQ_HTML)

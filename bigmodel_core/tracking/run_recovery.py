@@ -62,7 +62,7 @@ def take_over_dead_runs(params: Params, root: Path, successor: str | None, by: s
     """Close what runs of this workspace left open when their process died (workspace.dead_runs): their MLflow
     runs here, their Prefect flow runs through crash_flow_runs (flow run id -> reason; returns the ids dealt
     with) when given. `by` names this run in the reason. Only the holder of the workspace lock calls this."""
-    from bigmodel_core import workspace
+    from bigmodel_core.pipeline import workspace
 
     if not workspace.held_by_parent():  # e.g. a library call outside any run: closing others is not its place
         return

@@ -145,7 +145,7 @@ def check_request(body: bytes, limits: dict) -> str | None:
     texts, problem = _texts_in(parsed)
     if problem or texts is None:
         return problem
-    from bigmodel_core.scoring import text_problem
+    from bigmodel_core.tracking.scoring import text_problem
 
     return text_problem(texts, "text", allow_empty=False, **limits)
 

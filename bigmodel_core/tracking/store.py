@@ -191,7 +191,7 @@ def _setup(params: Params, root: Path):
 #: MLflow 3 sorts experiments into kinds (GenAI apps or model training); this tag is what its UI's kind selector
 #: writes. MLflow 3.17's UI itself picks its view from its GenAI / Model training switch (default GenAI, or the
 #: link's `workflowType`), so the links bigmodel prints and records carry workflowType=machine_learning
-#: (bigmodel_core/ui.py) as well.
+#: (bigmodel_core/pipeline/ui.py) as well.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 #: the figures to compare runs by: the columns of the saved view below, named in the experiment's description
 HEADLINE_METRICS = ("test_macro_f1", "test_accuracy", "best_val_macro_f1", "data_rows_quarantined")

@@ -5,7 +5,7 @@
 - reference/cli.md: every `bigmodel` command with its arguments and options, read from the click objects that
   Typer builds from bigmodel_core/cli.py (not from --help text).
 - reference/exit-codes.md: the exit codes, read from the `exit_code` of every BigmodelError subclass in
-  bigmodel_core (found by parsing the source, so nothing heavy is imported) and from bigmodel_core.interrupts.
+  bigmodel_core (found by parsing the source, so nothing heavy is imported) and from bigmodel_core.pipeline.interrupts.
 - benchmarks.md: the marker `<!-- generated: baseline-results -->` becomes the table of benchmarks/results.json,
   the figures benchmarks/baseline.py writes, each row with the command that prints it.
 
@@ -403,7 +403,7 @@ def exit_codes_page(root: Path) -> tuple[str, list[str]]:
     errors = _error_classes(root)
     problems = [f"{c['where']}: {c['name']} has no docstring (it is the exit code's description)"
                 for c in errors if not c["doc"]]
-    interrupts = _import_from(root, "bigmodel_core.interrupts")
+    interrupts = _import_from(root, "bigmodel_core.pipeline.interrupts")
     errors_mod = _import_from(root, "bigmodel_core.errors")
     permanent = sorted(errors_mod.PERMANENT_EXIT_CODES)
     by_code: dict[int, list[dict]] = {}
@@ -412,7 +412,7 @@ def exit_codes_page(root: Path) -> tuple[str, list[str]]:
     out = ["# Exit codes", "",
            "Every command ends a failure with one `error:` line on stderr (the cause, naming the file, key, row or "
            "rule) and one of these exit codes. Generated when the docs are built from the `exit_code` of each "
-           "error class in `bigmodel_core` and from `bigmodel_core/interrupts.py`.", "",
+           "error class in `bigmodel_core` and from `bigmodel_core/pipeline/interrupts.py`.", "",
            "| code | meaning | raised as |", "| ---: | --- | --- |",
            "| 0 | success, also \"nothing to do\" | |"]
     for code in sorted(by_code):
@@ -431,7 +431,7 @@ def exit_codes_page(root: Path) -> tuple[str, list[str]]:
         what = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "a scheduler, `kill`, a container stopping",
                 signal.SIGHUP: "the terminal closed"}[sig]
         out.append(f'| <a id="exit-{code}"></a>{code} | interrupted by {sig.name} ({what}); the last good outputs '
-                   f"and `dvc.lock` are unchanged | `Interrupted` (bigmodel_core/interrupts.py) |")
+                   f"and `dvc.lock` are unchanged | `Interrupted` (bigmodel_core/pipeline/interrupts.py) |")
     out += ["", "The flow retries a failed stage `flow.retries` times, but never one that exited "
             + ", ".join(map(str, permanent)) + " (`PERMANENT_EXIT_CODES` in `bigmodel_core/errors.py`: retrying "
             "cannot help), nor an interrupted one.", ""]

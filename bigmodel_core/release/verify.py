@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bigmodel_core.config import Params
 from bigmodel_core.errors import BigmodelError, ConfigError
-from bigmodel_core.release import git, resolve_url
+from bigmodel_core.release.record import git, resolve_url
 
 #: eval.json keys that depend on the model and data alone (not timings, sizes or the registry's state)
 COMPARED = (
@@ -218,7 +218,7 @@ def _worktree_place(root: Path, say: Callable[[str], None]) -> Path:
 
 
 def _default_remote(root: Path) -> str:
-    from bigmodel_core.release import dvc
+    from bigmodel_core.release.record import dvc
 
     default = dvc(root, "remote", "default", check=False).stdout.strip()
     if not default:
@@ -232,7 +232,7 @@ def _default_remote(root: Path) -> str:
 
 def _pull(worktree: Path, scratch: Path, url: str, say: Callable[[str], None]) -> None:
     """Everything the commit's dvc.lock and .dvc files name, from the remote into a cache of the worktree's own."""
-    from bigmodel_core.release import dvc
+    from bigmodel_core.release.record import dvc
 
     dvc(worktree, "remote", "add", "--local", "--default", "--force", "recorded", url)
     dvc(worktree, "config", "--local", "cache.dir", str(scratch / "cache"))
@@ -248,7 +248,7 @@ def _pull(worktree: Path, scratch: Path, url: str, say: Callable[[str], None]) -
                 failed += [line.strip()] if line.strip() else []
         what = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "") or "some data"
         if not hashes and not failed:  # not DVC's "missing cache files": say what DVC said
-            from bigmodel_core.release import _last_line
+            from bigmodel_core.release.record import _last_line
 
             raise NotReproduced(f"`dvc pull` from {url} failed: {_last_line(proc)}")
         raise NotReproduced(
@@ -263,7 +263,7 @@ def _pull(worktree: Path, scratch: Path, url: str, say: Callable[[str], None]) -
 
 def _reproduce(worktree: Path, scratch: Path, on_cpu: bool, say: Callable[[str], None]) -> None:
     """`dvc repro --force evaluate` in the worktree: its own code (a clone of bigmodel), its own MLflow database."""
-    from bigmodel_core.workspace import child_env
+    from bigmodel_core.pipeline.workspace import child_env
 
     env = child_env(
         {
@@ -308,8 +308,8 @@ def _reproduce(worktree: Path, scratch: Path, on_cpu: bool, say: Callable[[str],
 
 
 def _warn_version(worktree: Path, say: Callable[[str], None]) -> None:
+    from bigmodel_core.pipeline.workspace_init import version_text
     from bigmodel_core.stages.spec import VERSION_FILE
-    from bigmodel_core.workspace_init import version_text
 
     path = worktree / VERSION_FILE
     if path.exists() and path.read_text() != version_text():

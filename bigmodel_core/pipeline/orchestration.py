@@ -32,7 +32,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from uuid import UUID
 
-from bigmodel_core.interrupts import dies_with_parent
+from bigmodel_core.pipeline.interrupts import dies_with_parent
 
 #: seconds a temporary Prefect server may take to start (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins)
 STARTUP_TIMEOUT = 180
@@ -60,7 +60,7 @@ RECORD_TIMEOUT = 30.0
 
 def workspace_server(root: Path) -> str | None:
     """The API URL of the Prefect server `bigmodel ui` runs for this workspace, if it is up."""
-    from bigmodel_core.ui import running
+    from bigmodel_core.pipeline.ui import running
 
     info = running(root)
     return str(info["api_url"]).rstrip("/") if info else None
@@ -104,7 +104,7 @@ def _refresh_prefect_settings() -> None:
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
-    from bigmodel_core.interrupts import stop_group
+    from bigmodel_core.pipeline.interrupts import stop_group
 
     stop_group(proc, first=signal.SIGTERM)
 
@@ -120,7 +120,7 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    from bigmodel_core.ui import addresses
+    from bigmodel_core.pipeline.ui import addresses
 
     home = Path(os.environ.get("PREFECT_HOME") or Path(root).resolve() / ".prefect")
     home.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ def _drain_prefect(timeout: float = 10.0) -> None:
 
 def _wait_healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
     from bigmodel_core.errors import BigmodelError
-    from bigmodel_core.ui import healthy
+    from bigmodel_core.pipeline.ui import healthy
 
     timeout = _startup_timeout()
     deadline = time.monotonic() + timeout

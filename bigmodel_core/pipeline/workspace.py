@@ -31,7 +31,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from bigmodel_core.errors import BigmodelError, DataError, WorkspaceBusy
-from bigmodel_core.interrupts import alive
+from bigmodel_core.pipeline.interrupts import alive
 
 ENV = "BIGMODEL_WORKSPACE_LOCK"
 

@@ -184,7 +184,7 @@ def stage_deps(stage: str, installed: bool = False) -> list[str]:
 
 
 def _package_root() -> Path:
-    return Path(__file__).resolve().parent
+    return Path(__file__).resolve().parents[1]  # bigmodel_core/
 
 
 def _module_file(dotted: str, root: Path) -> Path | None:

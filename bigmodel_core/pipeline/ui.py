@@ -74,7 +74,7 @@ def _read_json(path: Path) -> dict | None:
 
 def running(root: Path) -> dict | None:
     """The record of the `bigmodel ui` running for this workspace, if its Prefect server lives and answers."""
-    from bigmodel_core.interrupts import alive
+    from bigmodel_core.pipeline.interrupts import alive
 
     info = _read_json(record_path(root))
     if info is None:
@@ -149,7 +149,7 @@ def port_in_use(port: int) -> bool:
 def _own_group():
     """A pre-exec hook: the child leads a process group of its own (a terminal's Ctrl-C reaches only
     `bigmodel ui`, which stops the groups in order) and gets SIGTERM should `bigmodel ui` die unannounced."""
-    from bigmodel_core.interrupts import dies_with_parent
+    from bigmodel_core.pipeline.interrupts import dies_with_parent
 
     dies = dies_with_parent()
 
@@ -203,7 +203,7 @@ def _experiment_id(params, root: Path) -> str | None:
 
 def serve(root: Path, params, mlflow_port: int | None, prefect_port: int | None, say: Callable[[str], None]) -> int:
     """Run both UIs until a signal or until one of them exits; returns the command's exit code."""
-    from bigmodel_core.interrupts import Interrupted, raise_on_signals, stop_group
+    from bigmodel_core.pipeline.interrupts import Interrupted, raise_on_signals, stop_group
     from bigmodel_core.tracking.store import tracking_uri
 
     root = Path(root).resolve()

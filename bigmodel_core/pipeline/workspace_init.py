@@ -82,8 +82,8 @@ def params_for(root: Path) -> str:
 def init(root: Path, force: bool = False) -> list[str]:
     """Make `root` a workspace; returns one line per thing done. Raises ConfigError (nothing written) when
     root is not a directory, is a clone of bigmodel itself, or already has the files and force is off."""
-    from bigmodel_core.dag import render_dvc_yaml
     from bigmodel_core.io import atomic_path
+    from bigmodel_core.pipeline.dag import render_dvc_yaml
     from bigmodel_core.stages.spec import VERSION_FILE
 
     root = Path(root)
@@ -110,7 +110,7 @@ def init(root: Path, force: bool = False) -> list[str]:
         if proc.returncode != 0:
             raise ConfigError(f"dvc init failed in {root}: {(proc.stderr or proc.stdout).strip()[-500:]}")
         done.append("dvc init" + ("" if scm else " --no-scm (not a git repository: DVC runs without git)"))
-    from bigmodel_core.plots_page import install as install_plots_page
+    from bigmodel_core.reporting.plots_page import install as install_plots_page
 
     plots_page = install_plots_page(root)
     if plots_page:

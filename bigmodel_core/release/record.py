@@ -49,7 +49,7 @@ def git(root: Path, *args: str, check: bool = True, timeout: float = 300) -> sub
 
 
 def dvc(root: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    from bigmodel_core.workspace import child_env
+    from bigmodel_core.pipeline.workspace import child_env
 
     proc = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
@@ -77,7 +77,7 @@ def tag_name(model_name: str, version: str) -> str:
 
 def _inputs_from_git(root: Path) -> list[str]:
     """The DAG's inputs that no stage writes (code files, data/sources, bigmodel.version)."""
-    from bigmodel_core.dag import load_dag
+    from bigmodel_core.pipeline.dag import load_dag
 
     stages = load_dag(root / "dvc.yaml")
     outs = [o for s in stages for o in s.outs]
@@ -189,7 +189,7 @@ def resolve_url(root: Path, url: str) -> str:
 
 def _output_gitignores(root: Path) -> list[str]:
     """The .gitignore files DVC writes beside the outputs it caches (data/.gitignore lists /raw, ...)."""
-    from bigmodel_core.dag import load_dag
+    from bigmodel_core.pipeline.dag import load_dag
 
     folders = {str(Path(o).parent) for s in load_dag(root / "dvc.yaml") for o in s.outs}
     return sorted(f"{f}/.gitignore" if f != "." else ".gitignore" for f in folders)

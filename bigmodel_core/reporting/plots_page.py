@@ -11,7 +11,7 @@ no `{scripts}`: the CDN tags are never inserted.
 To build the template again (after a DVC upgrade that changes the versions; a test compares them):
 
     cd /tmp && npm pack vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
-    .venv/bin/python -m bigmodel_core.plots_page /tmp     # reads the three .tgz files, writes the template
+    .venv/bin/python -m bigmodel_core.reporting.plots_page /tmp     # reads the three .tgz files, writes the template
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def build(tarballs: Path) -> str:
     notice = "\n\n".join(notices)
     return (
         "<!DOCTYPE html>\n"
-        "<!-- bigmodel's template for `dvc plots show` / `dvc plots diff` (see bigmodel_core/plots_page.py):\n"
+        "<!-- bigmodel's template for `dvc plots show` / `dvc plots diff` "
+        "(see bigmodel_core/reporting/plots_page.py):\n"
         "     DVC's page with vega, vega-lite and vega-embed inlined, so it draws without a network.\n\n"
         f"{notice}\n-->\n"
         '<html>\n<head>\n    {refresh_tag}\n    <meta charset="utf-8">\n    <title>DVC Plot</title>\n'
@@ -105,6 +106,6 @@ def install(root: Path) -> str | None:
 
 
 if __name__ == "__main__":
-    target = Path(__file__).parent / TEMPLATE
+    target = Path(__file__).parents[1] / TEMPLATE
     target.write_text(build(Path(sys.argv[1] if len(sys.argv) > 1 else ".")), encoding="utf8")
     print(f"wrote {target} ({target.stat().st_size:,} bytes)")
