@@ -62,7 +62,7 @@ def test_flow_runs_stale_stages_only_and_leaves_dvc_clean(ws, harness):
     assert ran(third) == ["train", "evaluate", "deploy"]
     assert registry_versions(root)[0] == [1, 2]
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["epochs"] == 3
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train.epochs"] == 3  # declared by key
     assert client.get_run(client.get_model_version("tiny-model", "2").run_id).data.params["train.epochs"] == "3"
 
 

@@ -429,7 +429,7 @@ def test_the_workspace_lock_names_its_holder_and_dies_with_it(tmp_path):
     """The run lock (filelock): a second taker is refused naming the holder, or waits; a killed holder frees it."""
     from bigmodel_core.errors import WorkspaceBusy
 
-    hold = ("import sys, time; from pathlib import Path; from bigmodel_core import workspace\n"
+    hold = ("import sys, time; from pathlib import Path; from bigmodel_core.pipeline import workspace\n"
             "with workspace.exclusive(Path(sys.argv[1]), 'holder test'):\n"
             "    print('held', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
