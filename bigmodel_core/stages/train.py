@@ -14,15 +14,21 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-
 from bigmodel_core.config import TEXT_ROW_RULES, Params
 from bigmodel_core.errors import BigmodelError
 from bigmodel_core.io import atomic_dir, read_json, sha256_file, write_json
 from bigmodel_core.models.registry import kind_of
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec, metric, param_value, plot
-from bigmodel_core.stages.train_fit import Console, copy_profile, load_prepared, prepare, reset_work_dir, write_csv
+from bigmodel_core.stages.train_fit import (
+    Console,
+    copy_profile,
+    load_prepared,
+    loop_metrics,
+    prepare,
+    reset_work_dir,
+    write_csv,
+)
 
 # the code whose change makes an old checkpoint meaningless
 CODE_DIRS = ("training", "models", "text")
@@ -157,6 +163,7 @@ def _launch_ranks(params: Params, paths: Paths, key: str) -> dict:
 def _train(params: Params, paths: Paths, key: str, dist) -> dict:
     from bigmodel_core.models import build_model
     from bigmodel_core.models.bundle import save_bundle
+    from bigmodel_core.tracking.live import MlflowLive
     from bigmodel_core.training import distributed
     from bigmodel_core.training.batching import padding_efficiency, plan_batches
     from bigmodel_core.training.checkpoint import Checkpoints
@@ -185,7 +192,6 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
             + (f"; padding efficiency {pad_eff:.3f}" if pad_eff is not None else ""),
             flush=True,
         )
-        from bigmodel_core.tracking.live import MlflowLive
         from bigmodel_core.tracking.run_data import log_split_datasets
 
         # the MLflow run the checkpoint's training logged into, if any; a run of its own (plain `dvc repro`) is
@@ -201,7 +207,7 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
                 print(f"train: could not log the split datasets to MLflow ({type(e).__name__}: {e})", flush=True)
     checkpoints = Checkpoints(paths.train_work, key, p.checkpoint_every)
     callbacks = [Console()] + ([live] if live is not None else [])
-    try:
+    with MlflowLive.closed_on_failure(live):
         model, result = fit(
             model,
             data,
@@ -219,33 +225,11 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         with atomic_dir(paths.model) as out:
             save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean, params.validate)
             copy_profile(paths, out)  # what the next run's data is compared with
-    except BaseException as e:
-        if live is not None:
-            killed = isinstance(e, KeyboardInterrupt)
-            live.finish(
-                "KILLED" if killed else "FAILED",
-                reason="training interrupted" if killed else f"train: {type(e).__name__}: {e}",
-            )
-        raise
     metrics = {
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
+        **loop_metrics(result, len(data.train), model, encoder, pad_eff, dist.world),
         "val_accuracy": result.best_val.get("accuracy"),
         "val_macro_f1": result.best_val.get("macro_f1"),
         "val_loss": result.best_val.get("loss"),
-        "train_rows": len(data.train),
-        "parameters": n_params,
-        "vocab_size": encoder.vocab_size,
-        "steps": result.total_steps,
-        "padding_efficiency": None if pad_eff is None else round(pad_eff, 4),
-        "tokens_per_second": round(float(np.median([h["tokens_per_second"] for h in result.history])), 1)
-        if result.history
-        else None,
-        "device": result.device,
-        "precision": result.precision,
-        "processes": dist.world,
-        "resumed_from_step": result.resumed_from_step,
         "seconds": round(result.seconds, 3),
         "mlflow_run_id": live.run_id if live is not None else None,
         "history": result.history,

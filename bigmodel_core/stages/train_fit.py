@@ -162,6 +162,28 @@ def uses_augmented_rows(p: Params) -> bool:
     return uses_augmented(p.model)
 
 
+def loop_metrics(result, train_rows: int, model, encoder, pad_eff: float | None, processes: int) -> dict[str, Any]:
+    """The figures of one model trained by the torch loop, as train's metrics file and the candidates' results
+    record them."""
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "train_rows": train_rows,
+        "parameters": sum(q.numel() for q in model.parameters()),
+        "vocab_size": encoder.vocab_size,
+        "steps": result.total_steps,
+        "padding_efficiency": None if pad_eff is None else round(pad_eff, 4),
+        "tokens_per_second": round(float(np.median([h["tokens_per_second"] for h in result.history])), 1)
+        if result.history
+        else None,
+        "device": result.device,
+        "precision": result.precision,
+        "processes": processes,
+        "resumed_from_step": result.resumed_from_step,
+    }
+
+
 # --------------------------------------------------------------------------- one model
 def fit_one(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) -> dict:
     """Train one model of params `p` into workdir/bundle; returns its validation figures and train metrics."""
@@ -222,23 +244,7 @@ def fit_one(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) 
         if checkpoints is not None:
             checkpoints.clear()
         shutil.rmtree(prepared, ignore_errors=True)
-        metrics = {
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "stopped_early": result.stopped_early,
-            "train_rows": len(data.train),
-            "parameters": sum(q.numel() for q in model.parameters()),
-            "vocab_size": encoder.vocab_size,
-            "steps": result.total_steps,
-            "padding_efficiency": None if pad_eff is None else round(pad_eff, 4),
-            "tokens_per_second": round(float(np.median([h["tokens_per_second"] for h in result.history])), 1)
-            if result.history
-            else None,
-            "device": result.device,
-            "precision": result.precision,
-            "processes": 1,
-            "resumed_from_step": result.resumed_from_step,
-        }
+        metrics = loop_metrics(result, len(data.train), model, encoder, pad_eff, processes=1)
         history, steps = result.history, result.steps
     # the validation figures of the bundle as saved, read back as it will be served: what the choice compares
     from bigmodel_core.models.bundle import Predictor

@@ -185,7 +185,7 @@ def select(params: Params, paths: Paths, key: str) -> dict:
 
     results: list[dict] = []
     budget_end = (time.monotonic() + params.train.tune.minutes * 60) if params.train.tune.minutes else None
-    try:
+    with MlflowLive.closed_on_failure(live):
         for i, (name, cand) in enumerate(plan):
             workdir = paths.train_work / "candidates" / name
             done = workdir / "result.json"
@@ -229,14 +229,6 @@ def select(params: Params, paths: Paths, key: str) -> dict:
         winner, why = choose(
             results, val["label"].map(index).to_numpy(dtype=np.int64), len(labels), params.model.selection
         )
-    except BaseException as e:
-        if live is not None:
-            killed = isinstance(e, KeyboardInterrupt)
-            live.finish(
-                "KILLED" if killed else "FAILED",
-                reason="training interrupted" if killed else f"train: {type(e).__name__}: {e}",
-            )
-        raise
     best = results[winner]
     if auto:
         print(f"train: chose {best['name']}: {why}", flush=True)

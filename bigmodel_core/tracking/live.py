@@ -9,6 +9,7 @@ no round trip per step. A tracking failure is reported once and never stops trai
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -148,6 +149,22 @@ class MlflowLive(Callback):
             print(f"train: MLflow logging failed, training goes on ({type(e).__name__}: {e})", flush=True)
         self.buffer.clear()
         self.last_flush = time.monotonic()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def closed_on_failure(live: MlflowLive | None):
+        """Run the block (training); if it raises, close `live`'s run KILLED (an interruption) or FAILED with the
+        error as its reason, then let the error go on."""
+        try:
+            yield
+        except BaseException as e:
+            if live is not None:
+                killed = isinstance(e, KeyboardInterrupt)
+                live.finish(
+                    "KILLED" if killed else "FAILED",
+                    reason="training interrupted" if killed else f"train: {type(e).__name__}: {e}",
+                )
+            raise
 
     def finish(
         self,
