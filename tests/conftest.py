@@ -294,6 +294,7 @@ MODULE_TIER = {
     "test_formats": "unit",
     "test_gate_verdicts": "e2e",
     "test_init": "e2e",
+    "test_images": "unit",
     "test_io": "unit",
     "test_isolation": "e2e",
     "test_kernels": "unit",
