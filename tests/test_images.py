@@ -1,4 +1,5 @@
-"""Images and IDX files to arrays: every bad input refused with its rule, every conversion checked by value."""
+"""Images, IDX files and feature vectors to arrays: every bad input refused with its rule, every conversion checked
+by value."""
 
 from __future__ import annotations
 
@@ -13,6 +14,15 @@ from PIL import Image
 
 from bigmodel_core.data.formats.idx import images_and_labels, parse_idx
 from bigmodel_core.data.images import Decoded, ImageProblem, ImageSpec, decode
+from bigmodel_core.data.vectors import (
+    constant_features,
+    feature_columns,
+    load_array,
+    matrix_from_columns,
+    matrix_from_lists,
+    population_stability,
+    row_problems,
+)
 from bigmodel_core.errors import DataError
 from tests.conftest import DATASETS, needs_datasets
 
@@ -196,3 +206,73 @@ def test_the_real_mnist_files_parse_to_their_published_counts():
     assert round(float(images.mean()) / 255, 4) == 0.1307
     test = parse_idx((root / "t10k-images-idx3-ubyte.gz").read_bytes(), "t10k-images")
     assert test.shape == (10_000, 28, 28)
+
+
+# --------------------------------------------------------------------------- vectors
+
+
+def test_feature_columns_by_list_or_pattern_in_file_order():
+    cols = ["label", "pixel0", "pixel1", "pixel10", "pixel2"]
+    assert feature_columns(cols, "pixel*", "t.csv") == ["pixel0", "pixel1", "pixel10", "pixel2"]
+    assert feature_columns(cols, ["pixel2", "pixel0"], "t.csv") == ["pixel2", "pixel0"]
+    assert feature_columns(cols, "*", "t.csv", exclude=("label",))[0] == "pixel0"
+    with pytest.raises(DataError, match=r"t.csv: no column matches the feature pattern 'px\*'"):
+        feature_columns(cols, "px*", "t.csv")
+    with pytest.raises(DataError, match="feature column\\(s\\) pixel9 not found"):
+        feature_columns(cols, ["pixel0", "pixel9"], "t.csv")
+
+
+def test_matrix_from_columns_names_a_column_that_is_not_numeric():
+    import pyarrow as pa
+
+    table = pa.table({"a": [1, 2, None], "b": [0.5, 1.5, 2.5], "c": ["1", "x", "3"]})
+    x = matrix_from_columns(table, ["a", "b"], "t.parquet")
+    assert x.dtype == np.float32 and x[:2].tolist() == [[1.0, 0.5], [2.0, 1.5]] and np.isnan(x[2, 0])
+    with pytest.raises(DataError, match=r"feature column 'c' holds string, not numbers \(row 2: 'x'\)"):
+        matrix_from_columns(table, ["a", "c"], "t.parquet")
+
+
+def test_rows_with_nan_wrong_length_or_out_of_bounds_are_named():
+    x, wrong = matrix_from_lists([[1, 2, 3], [1, 2], None, [0, 0, 9]], 3)
+    assert wrong.tolist() == [False, True, True, False] and x[0].tolist() == [1, 2, 3]
+    x = np.array([[0, 1], [np.nan, 0], [0, np.inf], [0, 300], [-1, 0]], dtype=np.float32)
+    rules, reasons = row_problems(x, low=0, high=255)
+    assert rules.tolist() == ["", "nonfinite", "nonfinite", "out_of_bounds", "out_of_bounds"]
+    assert reasons[1] == "feature 0 is nan" and reasons[2] == "feature 1 is inf"
+    assert reasons[3] == "feature 1 is 300, outside [0, 255]"
+    assert constant_features(np.array([[1, 5, 0], [1, 6, np.nan], [1, 7, 0]])) == [0, 2]
+
+
+def test_npy_and_npz_load_and_pickles_are_refused():
+    buf = io.BytesIO()
+    np.save(buf, np.arange(6).reshape(2, 3))
+    assert load_array(buf.getvalue(), "x.npy").tolist() == [[0, 1, 2], [3, 4, 5]]
+    buf = io.BytesIO()
+    np.savez(buf, x=np.ones((2, 2)), y=np.zeros(2))
+    assert load_array(buf.getvalue(), "d.npz", key="x").shape == (2, 2)
+    with pytest.raises(DataError, match=r"an \.npz of 2 arrays"):
+        load_array(buf.getvalue(), "d.npz")
+    with pytest.raises(DataError, match="no array 'z'"):
+        load_array(buf.getvalue(), "d.npz", key="z")
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"x\.npy: not a numeric \.npy/\.npz array"):
+        load_array(buf.getvalue(), "x.npy")
+    with pytest.raises(DataError, match="2-D numeric array, found shape \\(3,\\)"):
+        buf = io.BytesIO()
+        np.save(buf, np.arange(3))
+        load_array(buf.getvalue(), "v.npy")
+
+
+def test_population_stability_is_zero_on_the_same_data_and_grows_with_a_shift():
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(5000, 2))
+    same = population_stability(base, base)
+    assert np.allclose(same, 0.0)
+    moved = population_stability(base, base + np.array([0.0, 1.0]))
+    assert moved[0] < 1e-9 and moved[1] > 0.25
+    # by hand: two bins at the median, shares 0.5/0.5 against 0.9/0.1
+    e = np.array([[0.0], [0.0], [1.0], [1.0]] * 25)
+    a = np.array([[0.0]] * 90 + [[1.0]] * 10)
+    expected = (0.9 - 0.5) * np.log(0.9 / 0.5) + (0.1 - 0.5) * np.log(0.1 / 0.5)
+    assert population_stability(e, a, bins=2)[0] == pytest.approx(expected)
