@@ -328,6 +328,7 @@ MODULE_TIER = {
     "test_ui_browser": "e2e",
     "test_ui_links": "e2e",
     "test_vectorized_text": "unit",
+    "test_vision_models": "unit",
     "test_workspace_runs": "e2e",
 }
 TIER_PROBLEMS = pytest.StashKey[list]()
