@@ -77,9 +77,11 @@ def stage(
     from bigmodel_core import stages
     from bigmodel_core.config import load_params
     from bigmodel_core.paths import Paths
+    from bigmodel_core.pipeline.dvc_run import report_stage_outcome, take_stage_outcome_path
     from bigmodel_core.pipeline.interrupts import Interrupted, raise_on_signals
     from bigmodel_core.pipeline.workspace import exclusive
 
+    outcome = take_stage_outcome_path()  # where the flow's DVC run reads this stage's exit code and error
     try:
         with raise_on_signals():
             module = stages.get(name)
@@ -97,19 +99,23 @@ def stage(
             # run by `dvc repro` on its own: hold the workspace (under `bigmodel run` the run already holds it)
             with exclusive(Path.cwd(), f"dvc repro (stage {name})", wait=False):
                 report = module.run(params, Paths(Path.cwd()))
-    except BigmodelError:
+    except BigmodelError as e:
+        report_stage_outcome(outcome, e.exit_code, str(e))
         raise  # for the app's group to print: the handlers below are for other errors
     except Interrupted as e:
-        typer.echo(
-            f"error: stage {name} interrupted by {e.signame}: stopped; its last good outputs are unchanged", err=True
-        )
+        said = f"stage {name} interrupted by {e.signame}: stopped; its last good outputs are unchanged"
+        report_stage_outcome(outcome, e.exit_code, said)
+        typer.echo(f"error: {said}", err=True)
         raise typer.Exit(e.exit_code) from None
     except Exception as e:  # not bad input: an environment fault (permissions, disk, memory) or a bug
         import traceback
 
         traceback.print_exc()  # the whole story for the Prefect task log and `dvc repro`'s console
-        typer.echo(f"error: stage {name}: {describe_exception(e)}", err=True)
+        said = f"stage {name}: {describe_exception(e)}"
+        report_stage_outcome(outcome, 1, said)
+        typer.echo(f"error: {said}", err=True)
         raise typer.Exit(1) from None
+    report_stage_outcome(outcome, 0)
     import os
 
     if os.environ.get("BIGMODEL_RANK_OF_STAGE") is None:  # ranks started by the stage itself stay quiet here

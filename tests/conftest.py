@@ -284,6 +284,7 @@ MODULE_TIER = {
     "test_drift": "unit",
     "test_dvc_edges": "unit",
     "test_dvc_metrics": "e2e",
+    "test_dvc_outcome": "e2e",
     "test_e2e_auto": "e2e",
     "test_e2e_dvc": "e2e",
     "test_e2e_flow": "e2e",
