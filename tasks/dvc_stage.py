@@ -92,7 +92,9 @@ def reproduce_stage(stage: str, root: str, force: bool, env: dict[str, str] | No
             if outcome is None or not outcome.lock_busy:
                 break
             # another DVC command took the lock between our check and our start: wait for it, as above
-            busy_since = busy_since if busy_since is not None else time.monotonic()
+            if busy_since is None:
+                busy_since = time.monotonic()
+                logger.info("another DVC command took .dvc/tmp/lock as %s started; trying again once it is free", stage)
             if time.monotonic() - busy_since >= LOCK_PATIENCE_SECONDS:
                 break
             time.sleep(1.0)

@@ -19,8 +19,6 @@ import yaml
 from bigmodel_core.pipeline.dvc_run import Outcome, report_stage_outcome, take_stage_outcome_path
 from tests.conftest import dvc, env_for, make_workspace
 
-pytestmark = pytest.mark.e2e
-
 LOCKED = "another DVC command kept this workspace locked for two minutes (.dvc/tmp/lock); nothing was changed"
 
 
@@ -201,8 +199,13 @@ def test_a_busy_lock_is_tried_again_until_it_is_free(tmp_path, monkeypatch):
 
     busy = {"stage": "train", "exit_code": 1, "error": "Unable to acquire lock", "lock_busy": True}
     calls = _fake_runs(monkeypatch, [busy, busy, {"stage": "train", "ran": True, "exit_code": 0}])
-    assert reproduce_stage("train", str(tmp_path), False, None, logging.getLogger("t"))["ran"] is True
+    records: list[str] = []
+    logger = logging.getLogger("test-dvc-outcome-busy")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(_ListHandler(records))
+    assert reproduce_stage("train", str(tmp_path), False, None, logger)["ran"] is True
     assert len(calls) == 3
+    assert records == ["another DVC command took .dvc/tmp/lock as train started; trying again once it is free"]
 
 
 @pytest.mark.unit
