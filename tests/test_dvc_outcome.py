@@ -32,8 +32,8 @@ def ws(tmp_path) -> Path:
 def _dvc_run(root: Path, stage: str, *more: str) -> tuple[subprocess.CompletedProcess, Outcome | None]:
     path = root.parent / "outcome.json"
     path.unlink(missing_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "bigmodel_core.pipeline.dvc_run", stage, "--outcome", str(path), *more],
-                          cwd=root, env=env_for(root), capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "bigmodel_core.pipeline.dvc_run", stage, "--outcome", str(path), *more]
+    proc = subprocess.run(cmd, cwd=root, env=env_for(root), capture_output=True, text=True, timeout=600)
     return proc, Outcome.read(path)
 
 
