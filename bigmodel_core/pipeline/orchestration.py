@@ -32,6 +32,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from uuid import UUID
 
+from bigmodel_core.pipeline import prefect_db
 from bigmodel_core.pipeline.interrupts import dies_with_parent
 
 #: seconds a temporary Prefect server may take to start (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS wins)
@@ -145,6 +146,8 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
     if not services:
         for name in RUN_SERVER_OFF:  # a setting the user exported wins
             env.setdefault(f"PREFECT_SERVER_SERVICES_{name.upper()}_ENABLED", "false")
+    # a new home starts from the migrated database of an earlier start (prefect_db), else keeps its own for the next
+    new_db = not (home / prefect_db.DB_NAME).exists() and not prefect_db.seed(home)
     log_path = home / "server.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -161,6 +164,8 @@ def api_server(root: Path, services: bool = False) -> Iterator[str | None]:
     started = time.time()
     try:
         _wait_healthy(proc, url, log_path)
+        if new_db:
+            prefect_db.keep(home)
         os.environ["PREFECT_API_URL"] = url
         if ui_url_set:  # this database is browsed later with `bigmodel ui`: links name its address
             os.environ["PREFECT_UI_URL"] = addresses(root).prefect

@@ -261,6 +261,10 @@ def serve(root: Path, params, mlflow_port: int | None, prefect_port: int | None,
             }
             env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
             env.pop("PREFECT_UI_URL", None)
+            from bigmodel_core.pipeline import prefect_db
+
+            # a new home starts from the migrated database of an earlier start, else keeps its own for the next
+            new_db = not (home / prefect_db.DB_NAME).exists() and not prefect_db.seed(home)
             procs["Prefect server"] = prefect = subprocess.Popen(
                 [*_bin("prefect"), "--no-prompt", "server", "start", "--host", HOST, "--port", str(prefect_port)],
                 cwd=root,
@@ -279,6 +283,8 @@ def serve(root: Path, params, mlflow_port: int | None, prefect_port: int | None,
                     None,
                 )
                 if failed is None and not recorded and healthy(f"{api_url}/health"):
+                    if new_db:
+                        prefect_db.keep(home)
                     _write_record(
                         root, {"api_url": api_url, "pid": prefect.pid, "ui_url": prefect_url, "mlflow_url": mlflow_url}
                     )
