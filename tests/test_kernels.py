@@ -14,6 +14,7 @@ import pytest
 
 from bigmodel_core.data import minhash
 from bigmodel_core.data.hashing import mix, word_hash
+from bigmodel_core.data.kernels import scan
 
 # every character Python's str.split() splits on, and some that it does not
 SPACES = [c for c in map(chr, range(0x3001)) if c.isspace()]
@@ -56,9 +57,9 @@ def reference_signatures(texts: list[str], k: int) -> np.ndarray:
 
 
 def markup(text: str) -> bool:
-    """kernels.MARKUP's definition: a possible tag start ('<' then a letter or '/') with a '>' after it, or a
-    possible entity start ('&' then a letter or '#') with a ';' 2 to 27 bytes after the '&'."""
-    return bool(re.search(r"<[a-zA-Z/].*>", text, re.S) or re.search(rb"&[a-zA-Z#][\s\S]{0,25};", text.encode()))
+    """scan.MARKUP's definition: a possible tag start ('<' then a letter or '/') with a '>' after it, or a
+    possible entity start ('&' then a letter or '#') with a ';' after it."""
+    return bool(re.search(r"<[a-zA-Z/].*>", text, re.S) or re.search(r"&[a-zA-Z#].*;", text, re.S))
 
 
 def _lower(text: str) -> str:
@@ -83,11 +84,10 @@ def adversarial_texts(seed: int, n: int) -> list[str]:
 
 
 def test_whitespace_table_is_pythons():
-    from bigmodel_core.data.kernels.base import _SP, _WIDE, SCAN_CLASS
+    from bigmodel_core.data.kernels.base import SPACE
 
     assert len(SPACES) == 29  # Python's whitespace: 10 ASCII, 19 wider (all below U+3001)
-    assert {c.encode()[0] for c in SPACES if ord(c) >= 128} == set(np.nonzero(SCAN_CLASS & _WIDE)[0])
-    assert {ord(c) for c in SPACES if ord(c) < 128} == set(np.nonzero(SCAN_CLASS & _SP)[0])
+    assert {ord(c) for c in SPACES} == set(np.nonzero(SPACE)[0])
     # the kernel splits exactly where str.split() does, for every whitespace character alone and in a word
     texts = [f"a{c}b" for c in SPACES] + [f"a{c}b" for c in NOT_SPACES] + [c for c in SPACES]
     _, words = minhash.scan(texts, 3)
@@ -161,7 +161,6 @@ def test_word_table_grows_before_a_long_text():
 
 
 def test_scanner_keeps_the_words_of_every_part_and_finds_keys_and_facts():
-    from bigmodel_core.data import kernels
     from bigmodel_core.data.hashing import text_key
 
     texts = adversarial_texts(21, 600) + [None, "", "a\x00b", "x <b> y", "caf\ufffd", "p\x85q", "&amp; z", "a < b",
@@ -182,12 +181,12 @@ def test_scanner_keeps_the_words_of_every_part_and_finds_keys_and_facts():
     assert list(zip(got["key_hi"].tolist(), got["key_lo"].tolist())) == keys
     control = [any(0 <= ord(c) <= 8 or c in "\x0b\x0c" or 0x0e <= ord(c) <= 0x1f or 0x7f <= ord(c) <= 0x9f
                    for c in t) for t in plain]
-    assert ((got["flags"] & kernels.CONTROL) > 0).tolist() == control and sum(control) > 50
-    assert ((got["flags"] & kernels.REPLACEMENT) > 0).tolist() == ["\ufffd" in t for t in plain]
-    assert ((got["flags"] & kernels.MARKUP) > 0).tolist() == [markup(t) for t in plain]
+    assert ((got["flags"] & scan.CONTROL) > 0).tolist() == control and sum(control) > 50
+    assert ((got["flags"] & scan.REPLACEMENT) > 0).tolist() == ["\ufffd" in t for t in plain]
+    assert ((got["flags"] & scan.MARKUP) > 0).tolist() == [markup(t) for t in plain]
     # a character that str.casefold() folds otherwise than pyarrow lower-cases it (ß, ς): its text is marked
     refold = [any(c.casefold() != _lower(c) for c in t) for t in plain]
-    assert ((got["flags"] & kernels.CASEFOLD) > 0).tolist() == refold and sum(refold) > 20
+    assert ((got["flags"] & scan.CASEFOLD) > 0).tolist() == refold and sum(refold) > 20
     # the words of the texts not wanted are counted (words) but not signed
     sig = np.concatenate([p.sig for p in parts])
     assert (sig[~want] == 0).all() and (sig[want & (got["words"] > 0)] != 0).any(axis=1).all()
@@ -195,8 +194,8 @@ def test_scanner_keeps_the_words_of_every_part_and_finds_keys_and_facts():
 
 def test_scan_lower_cases_every_code_point_as_pyarrow_does():
     # each code point (but surrogates) in a word of its own, between ASCII capitals: the scan, which lower-cases
-    # as it reads (kernels.fold_table), keys and counts the words of pyarrow's utf8_lower of the text
-    from bigmodel_core.data import kernels
+    # as it reads (charset.fold_table), keys and counts the words of pyarrow's utf8_lower of the text
+    from bigmodel_core.data import charset
 
     cps = [c for c in range(0x30000) if not 0xD800 <= c < 0xE000]
     texts = [f"Q{chr(c)}Z" for c in cps]
@@ -211,11 +210,11 @@ def test_scan_lower_cases_every_code_point_as_pyarrow_does():
     assert dict(zip(distinct.to_pylist(), counts.tolist())) == dict(
         Counter(w for t in lowered.to_pylist() for w in t.split()))
     assert sum(a != b for a, b in zip(texts, lowered.to_pylist())) > 1000  # many code points do change
-    marked = (folded.flags & kernels.CASEFOLD) > 0
+    marked = (folded.flags & scan.CASEFOLD) > 0
     assert marked.tolist() == [chr(c).casefold() != low[1:-1] for c, low in zip(cps, lowered.to_pylist())]
     assert 50 < marked.sum() < 500 and marked[cps.index(ord("ß"))] and marked[cps.index(ord("ς"))]
     # above fold_table's end nothing has a lower case or a case folding, so the kernel reads it as it is
-    rest = "".join(chr(c) for c in range(kernels.FOLD_LIMIT, 0x110000))
+    rest = "".join(chr(c) for c in range(charset.FOLD_LIMIT, 0x110000))
     assert pc.utf8_lower(pa.array([rest]))[0].as_py() == rest and rest.casefold() == rest
 
 
@@ -224,7 +223,6 @@ def test_scan_reads_words_of_every_length_eight_bytes_at_a_time_as_byte_by_byte(
     # words of 1 to 40 bytes, mostly plain ASCII (the eight-byte path) with capitals, and now and then a
     # byte that path must stop at (space, tab, control, '<', '&', DEL, non-ASCII) at every position,
     # texts ending anywhere in a chunk: keys, word counts, flags and the vocabulary equal the definitions
-    from bigmodel_core.data import kernels
     from bigmodel_core.data.hashing import text_key
 
     rng = random.Random(5 if lower else 6)
@@ -247,8 +245,8 @@ def test_scan_reads_words_of_every_length_eight_bytes_at_a_time_as_byte_by_byte(
     read = [_lower(t) if lower else t for t in texts]
     assert got.words.tolist() == [len(t.split()) for t in texts]
     assert list(zip(got.key_hi.tolist(), got.key_lo.tolist())) == [text_key([w.encode() for w in t.split()]) for t in read]
-    assert ((got.flags & kernels.MARKUP) > 0).tolist() == [markup(t) for t in texts]
-    assert ((got.flags & kernels.CONTROL) > 0).tolist() == [bool(re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", t))
+    assert ((got.flags & scan.MARKUP) > 0).tolist() == [markup(t) for t in texts]
+    assert ((got.flags & scan.CONTROL) > 0).tolist() == [bool(re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", t))
                                                              for t in texts]
     assert got.chars.tolist() == [len(t) for t in texts]
     distinct, counts = scanner.vocabulary()
@@ -316,8 +314,9 @@ def test_split_buckets_are_hashlibs_sha256():
 
 def test_compiled_mix_is_hashings():
     # one definition of splitmix's constants (hashing): the compiled mix, the numpy mix and mix_int agree
-    from bigmodel_core.data import hashing, kernels
+    from bigmodel_core.data import hashing
+    from bigmodel_core.data.kernels.base import mix as compiled_mix
 
     xs = np.array([0, 1, 2**63, 2**64 - 1, 0x9E3779B97F4A7C15, *(random.Random(2).getrandbits(64) for _ in range(50))],
                   dtype=np.uint64)
-    assert [int(kernels.mix(x)) for x in xs] == hashing.mix(xs).tolist() == [hashing.mix_int(int(x)) for x in xs]
+    assert [int(compiled_mix(x)) for x in xs] == hashing.mix(xs).tolist() == [hashing.mix_int(int(x)) for x in xs]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bigmodel_core.config import SplitParams, ValidateParams
-from bigmodel_core.data import charset, columns, kernels, quality, split
+from bigmodel_core.data import charset, columns, quality, split
 from bigmodel_core.data.keys import group_keys
 
 #: text, its normalised form (charset.normalize_key), its group key, its split under the default SplitParams
@@ -128,13 +128,13 @@ def test_validate_gives_the_sample_its_pinned_keys():
 
 def test_the_scan_reads_the_committed_table_not_the_installed_libraries():
     lower, fold = charset.folds()
-    table = kernels.fold_table()
+    table = charset.fold_table()
     assert len(lower) > 1000 and len(fold) > 1000
     assert all(int(table[c]) & 0x1FFFFF == low for c, low in lower.items())
     ascii_rule = np.arange(0x80, dtype=np.uint32)
     ascii_rule[0x41:0x5B] += 32
     assert (table[:0x80] == ascii_rule).all()
-    marked = {c for c in range(kernels.FOLD_LIMIT) if table[c] & kernels.FOLDS_OTHERWISE}
+    marked = {c for c in range(charset.FOLD_LIMIT) if table[c] & charset.FOLDS_OTHERWISE}
     # marked: where the case folding is not the lower case (then the text is keyed again by charset.casefold)
     assert marked == {c for c in set(lower) | set(fold) if fold.get(c, chr(c)) != chr(lower.get(c, c))}
     assert {"ß", "ς", "ﬁ"} <= {chr(c) for c in marked}

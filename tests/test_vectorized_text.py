@@ -17,6 +17,7 @@ import pytest
 
 from bigmodel_core.config import CleanParams
 from bigmodel_core.data import minhash
+from bigmodel_core.data.kernels import scan
 from bigmodel_core.data.cleaning import clean_array, clean_text
 from bigmodel_core.data.demo import generate
 
@@ -175,10 +176,8 @@ def test_column_operations_equal_their_python_definitions():
 
 def text_facts(arr: pa.Array) -> tuple[np.ndarray, ...]:
     """minhash.Scanner's facts of a string array: code points, control character, U+FFFD, where HTML can start."""
-    from bigmodel_core.data import kernels
-
     got = minhash.Scanner(3).scan(arr, want=np.zeros(len(arr), dtype=bool))
-    return (got.chars, *((got.flags & flag) > 0 for flag in (kernels.CONTROL, kernels.REPLACEMENT, kernels.MARKUP)))
+    return (got.chars, *((got.flags & flag) > 0 for flag in (scan.CONTROL, scan.REPLACEMENT, scan.MARKUP)))
 
 
 def test_re2_classes_match_pythons_on_every_code_point():

@@ -52,9 +52,9 @@ def variant(text: str, seed: int, p: AugmentParams) -> str:
 
 def variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams) -> pa.Array:
     """variant(texts[i], seeds[i], p) for every i (nulls as ""), in one compiled pass over the texts' bytes
-    (kernels.word_variants)."""
-    from bigmodel_core.data import kernels
+    (kernels.variants.word_variants)."""
     from bigmodel_core.data.columns import as_array, byte_view
+    from bigmodel_core.data.kernels.variants import word_variants
 
     arr = pc.fill_null(as_array(texts), "")
     n = len(arr)
@@ -62,7 +62,7 @@ def variants(texts: pa.Array, seeds: np.ndarray, p: AugmentParams) -> pa.Array:
     out_offsets = np.empty(n + 1, dtype=np.int64)
     out_data = np.empty(max(int(offsets[-1] - offsets[0]), 1), dtype=np.uint8)
     drop_key, choice_key, swap_key = (np.uint64(hashing.mix(np.uint64(s))) for s in (_DROP, _CHOICE, _SWAP))
-    size = kernels.word_variants(
+    size = word_variants(
         data,
         offsets,
         np.ascontiguousarray(seeds, dtype=np.uint64),

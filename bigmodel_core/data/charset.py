@@ -14,7 +14,7 @@ audited); running it again on a newer Python or pyarrow would change keys, so a 
 a new KEY_VERSION. tests/test_split_keys.py pins the keys and splits of a multilingual sample.
 
 The same file holds, per character, its lower case as pyarrow's utf8_lower gave it then (one character to
-one): the scan reads words lower-cased by it (kernels.fold_table), the words of the MinHash signatures and the
+one): the scan reads words lower-cased by it (fold_table), the words of the MinHash signatures and the
 data profile.
 """
 
@@ -99,6 +99,30 @@ def folds() -> tuple[dict[int, int], dict[int, str]]:
         if to != chr(c):
             fold[c] = to
     return lower, fold
+
+
+#: the bit of a fold_table() entry marking a character whose case folding (casefold) is not its lower case
+FOLDS_OTHERWISE = 1 << 31
+
+
+@functools.cache
+def fold_table():
+    """A numpy uint32 array: for each code point below FOLD_LIMIT, the code point it is lower-cased to (one for one:
+    pyarrow's utf8_lower as the committed table records it; 'A'-'Z' by the ASCII rule), with FOLDS_OTHERWISE where
+    its pinned case folding (casefold) is something else (ß -> ss, ς -> σ, Cherokee, ligatures: under 300
+    characters). Read from the table, not from the installed libraries, so a library upgrade changes neither the
+    words the scan reads (kernels.scan) nor the group keys."""
+    import numpy as np
+
+    lower, fold = folds()
+    table = np.arange(FOLD_LIMIT, dtype=np.uint32)
+    for c, low in lower.items():
+        table[c] = low
+    for c in set(lower) | set(fold):
+        if fold.get(c, chr(c)) != chr(lower.get(c, c)):
+            table[c] |= FOLDS_OTHERWISE
+    table[0x41:0x5B] += 32
+    return table
 
 
 @functools.cache

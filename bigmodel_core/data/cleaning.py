@@ -10,11 +10,10 @@ The steps, in order (each switched by CleanParams):
 4. every run of whitespace (charset.WHITESPACE) becomes one space, the ends are stripped;
 5. lower-case (str.lower);
 6. cut to max_chars characters.
-Steps 1-2 run in Python on the texts that could need them (a compiled pass over the bytes finds them:
-kernels.entity_candidates); steps 3-6 in one compiled pass (kernels.layout), which lower-cases ASCII: texts
-with other characters are lower-cased and cut in Python (str.lower has special cases such as final sigma and
-'İ', which becomes two characters). benchmarks/clean_layout.py measures the compiled pass against the same
-steps as pyarrow compute calls (2.2x less CPU on 200k real texts).
+Steps 1-2 run in Python on the texts that could need them (found by one RE2 pass: pyarrow); steps 3-4 in one
+compiled pass (kernels.layout), steps 5-6 by pyarrow, which lower-cases ASCII: texts with other characters are
+lower-cased and cut in Python (str.lower has special cases such as final sigma and 'İ', which becomes two
+characters).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ _BROKEN_NUMERIC = re.compile(r"#(?<![&\w]#)(\d{1,5});")
 _BROKEN_NAMED = re.compile("((?:" + "|".join(rf"{n[0]}(?<![&\w]{n[0]}){n[1:]}" for n in REPAIRED_ENTITIES) + "));")
 # what the repair patterns could match, for RE2 (Python's \d is Unicode Nd)
 _ENTITY = r"#\p{Nd}{1,5};|(" + "|".join(REPAIRED_ENTITIES) + ");"
-_NO_LIMIT = 2**62  # max_chars for the compiled pass when Python cuts the text after lower-casing it
+_NO_LIMIT = 2**62  # max_chars for _layout_array when Python cuts the text after lower-casing it
 
 
 def clean_text(text: str | None, p: CleanParams) -> str | None:
@@ -63,8 +62,8 @@ def clean_array(texts, p: CleanParams):
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.cast(pa.large_string())
-    # steps 1-2 in Python, each on the texts it could change: the texts either could change, found in one compiled
-    # pass over the bytes; among them those with an entity to repair, then those with an '&' to unescape
+    # steps 1-2 in Python, each on the texts it could change: the texts either could change, found in one RE2
+    # pass; among them those with an entity to repair, then those with an '&' to unescape
     if p.unescape_html or p.repair_entities:
         need = _entity_candidates(arr)
         where = pa.array(np.nonzero(need)[0], type=pa.int64())
@@ -87,35 +86,33 @@ def clean_array(texts, p: CleanParams):
 
 
 def _entity_candidates(arr):
-    """Per text, whether it may hold an '&' or a broken entity (_ENTITY): one compiled pass over the bytes
-    (kernels.entity_candidates), a superset that the steps then narrow with their exact patterns."""
-    import numpy as np
+    """Per text, whether it holds an '&' or a broken entity (_ENTITY): the texts steps 1-2 could change."""
+    import pyarrow.compute as pc
 
-    from bigmodel_core.data import kernels
-    from bigmodel_core.data.columns import byte_view
-
-    offsets, data = byte_view(arr)
-    out = np.zeros(len(arr), dtype=bool)
-    kernels.entity_candidates(data, offsets, out)
-    return out
+    return pc.fill_null(pc.match_substring_regex(arr, "&|" + _ENTITY), False).to_numpy(zero_copy_only=False)
 
 
 def _layout_array(arr, p: CleanParams, lower: bool, max_chars: int):
-    """Steps 3-6 over a large_string array in one compiled pass (kernels.layout); with lower, ASCII letters
-    only (clean_array lower-cases the other texts in Python). Nulls stay null."""
+    """Steps 3-6 over a large_string array: tags and whitespace in one compiled pass (kernels.layout), then ASCII
+    lower-casing with lower (clean_array lower-cases the other texts in Python) and the cut (pyarrow). Nulls stay
+    null."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from bigmodel_core.data import kernels
     from bigmodel_core.data.columns import byte_view
+    from bigmodel_core.data.kernels.layout import layout
 
-    offsets, data = byte_view(arr)
-    out_offsets = np.empty(len(arr) + 1, dtype=np.int64)
-    out_data = np.empty(max(1, int(offsets[-1] - offsets[0])) if len(arr) else 1, dtype=np.uint8)
-    used = kernels.layout(data, offsets, p.strip_html, p.normalize_whitespace, lower, max_chars, out_data, out_offsets)
-    done = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(out_offsets), pa.py_buffer(out_data[:used]))
-    return pc.if_else(pc.is_valid(arr), done, pa.scalar(None, pa.large_string())) if arr.null_count else done
+    if p.strip_html or p.normalize_whitespace:
+        offsets, data = byte_view(arr)
+        out_offsets = np.empty(len(arr) + 1, dtype=np.int64)
+        out_data = np.empty(max(1, int(offsets[-1] - offsets[0])) if len(arr) else 1, dtype=np.uint8)
+        used = layout(data, offsets, p.strip_html, p.normalize_whitespace, out_data, out_offsets)
+        done = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(out_offsets), pa.py_buffer(out_data[:used]))
+        arr = pc.if_else(pc.is_valid(arr), done, pa.scalar(None, pa.large_string())) if arr.null_count else done
+    if lower:
+        arr = pc.ascii_lower(arr)
+    return arr if max_chars >= _NO_LIMIT else pc.utf8_slice_codeunits(arr, 0, max_chars)
 
 
 def _replace_rows(arr, mask, fn):

@@ -22,14 +22,14 @@ def group_key_ints(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """group_keys as two numbers per text: the first 16 hex digits (uint64) and the next 4 (uint16). One
     compiled pass (minhash.Scanner) splits the texts as str.split() does, lower-cased as pyarrow's utf8_lower
     does (as charset pins it), and keys their words; that is the pinned case folding (charset.casefold) except
-    for the few characters it flags (kernels.CASEFOLD: ß, ς, ligatures, ...), whose texts are case-folded in
+    for the few characters it flags (kernels.scan.CASEFOLD: ß, ς, ligatures, ...), whose texts are case-folded in
     Python and keyed again (casefold_key_ints)."""
-    from bigmodel_core.data import kernels
-    from bigmodel_core.data.minhash import Scanner
+    from bigmodel_core.data import minhash
+    from bigmodel_core.data.kernels.scan import CASEFOLD
 
     arr = pc.fill_null(as_array(arr), "")
-    got = Scanner(1).scan(arr, want=np.zeros(len(arr), dtype=bool))
-    redo = np.nonzero(got.flags & kernels.CASEFOLD)[0]
+    got = minhash.Scanner(1).scan(arr, want=np.zeros(len(arr), dtype=bool))
+    redo = np.nonzero(got.flags & CASEFOLD)[0]
     if len(redo):
         got.key_hi[redo], got.key_lo[redo] = casefold_key_ints(arr.take(pa.array(redo, type=pa.int64())))
     return got.key_hi, got.key_lo

@@ -67,7 +67,7 @@ class Scan:
     key_hi: np.ndarray  # uint64 and uint16: hashing.text_key of the words of the lower-cased text
     key_lo: np.ndarray
     chars: np.ndarray  # int64 lengths in code points
-    flags: np.ndarray  # uint8 kernels.CONTROL | REPLACEMENT | MARKUP | CASEFOLD
+    flags: np.ndarray  # uint8 CONTROL | REPLACEMENT | MARKUP | CASEFOLD (kernels.scan)
 
 
 class Scanner:
@@ -90,10 +90,11 @@ class Scanner:
         sig: np.ndarray | None = None,
     ) -> Scan:
         """texts: an Arrow string array (or what columns.as_array takes), read lower-cased as pyarrow's
-        utf8_lower makes them (by the kernel, as it reads: kernels.fold_table, pinned by charset) unless
-        lower=False; sig: where to write the signatures ((n, BINS), zeros), if not new."""
-        from bigmodel_core.data import kernels
+        utf8_lower makes them (by the kernel, as it reads: charset.fold_table) unless lower=False; sig: where to
+        write the signatures ((n, BINS), zeros), if not new."""
+        from bigmodel_core.data.charset import fold_table
         from bigmodel_core.data.columns import as_array, byte_view
+        from bigmodel_core.data.kernels.scan import grown, text_scan
 
         arr = pc.fill_null(as_array(texts), "")
         n = len(arr)
@@ -111,7 +112,7 @@ class Scanner:
         )
         st = self.state
         st[0] = 0
-        while not kernels.text_scan(
+        while not text_scan(
             data,
             offsets,
             want,
@@ -122,34 +123,29 @@ class Scanner:
             got.words,
             got.key_hi,
             got.key_lo,
-            got.chars,
             got.flags,
             self.vocab,
             self.table,
             self.slots,
             self.store,
             st,
-            lower,
-            kernels.fold_table() if lower else _NO_FOLD,
+            fold_table() if lower else _NO_FOLD,
         ):
             while self.table.shape[0] < 2 * st[3]:  # room for the next text's words, all new at worst
-                self.table, self.slots = kernels.grown(self.table, self.slots, int(st[1]))
+                self.table, self.slots = grown(self.table, self.slots, int(st[1]))
             if self.store.size < st[4]:
                 bigger = np.empty(max(2 * self.store.size, int(st[4])), dtype=np.uint8)
                 bigger[: st[2]] = self.store[: st[2]]
                 self.store = bigger
+        got.chars[:] = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
         return got
 
     def vocabulary(self) -> tuple[pa.Array, np.ndarray]:
         """The distinct words of the wanted texts scanned so far, in order of first appearance, and their
-        counts."""
-        from bigmodel_core.data import kernels
-
-        used = int(self.state[1])
-        out_offsets = np.empty(used + 1, dtype=np.int64)
-        out_data = np.empty(max(1, int(self.slots[:used, 2].sum())), dtype=np.uint8)
-        kernels.gather(self.store, self.slots, used, out_offsets, out_data)
-        distinct = pa.LargeStringArray.from_buffers(used, pa.py_buffer(out_offsets), pa.py_buffer(out_data))
+        counts (the store holds their bytes one after the other, in that order)."""
+        used, stored = int(self.state[1]), int(self.state[2])
+        offsets = pa.py_buffer(np.append(self.slots[:used, 1], stored).astype(np.int64))
+        distinct = pa.LargeStringArray.from_buffers(used, offsets, pa.py_buffer(self.store[:stored].copy()))
         return distinct, self.table[self.slots[:used, 0], 1].copy()
 
 

@@ -109,7 +109,8 @@ class Checker:
         """batches: a callable giving the table's frames (called again by write()); rows: how many rows they
         hold, if known (the per-row arrays are then allocated once, and label_noise keeps the texts of about
         its sample; unknown, it keeps every usable text)."""
-        from bigmodel_core.data import kernels, minhash
+        from bigmodel_core.data import minhash
+        from bigmodel_core.data.kernels.scan import CASEFOLD
 
         self.batches = batches
         flags = ("blank", "missing", "unknown", "usable", *TEXT_RULES)
@@ -174,9 +175,9 @@ class Checker:
             files = np.array([self.file_names.setdefault(u, len(self.file_names)) for u in uniques], dtype=np.int32)
             fixed = df["fixed_split"].map(_FIXED).fillna(0).to_numpy(dtype=np.int8)
             # group keys: the scan's keys of the lower-cased words are those of the normalised text, but for the
-            # texts with a character whose case folding is not its lower case (kernels.CASEFOLD), keyed again
+            # texts with a character whose case folding is not its lower case (kernels.scan.CASEFOLD), keyed again
             hi, lo = np.where(usable, got.key_hi, np.uint64(0)), np.where(usable, got.key_lo, np.uint16(0))
-            folded = np.nonzero(usable & (got.flags & kernels.CASEFOLD).astype(bool))[0]
+            folded = np.nonzero(usable & (got.flags & CASEFOLD).astype(bool))[0]
             if len(folded):
                 hi[folded], lo[folded] = casefold_key_ints(arr.take(pa.array(folded, type=pa.int64())))
             where = np.nonzero(usable)[0]

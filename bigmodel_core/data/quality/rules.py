@@ -51,7 +51,7 @@ INGEST_NOTE = " (ingest names the file, byte and line when it replaced them)"
 @dataclass(frozen=True)
 class TextFacts:
     """What the compiled scan (minhash.Scanner) found per text: its word count (0 for a blank or null text), its
-    length in code points, its flags (kernels.CONTROL, REPLACEMENT, MARKUP), and the texts themselves."""
+    length in code points, its flags (kernels.scan.CONTROL, REPLACEMENT, MARKUP), and the texts themselves."""
 
     texts: pa.Array
     words: np.ndarray
@@ -169,9 +169,9 @@ class LabelNoise(RowRule):
 
 class Undecodable(TextRule):
     def mask(self, facts, p) -> np.ndarray:
-        from bigmodel_core.data import kernels
+        from bigmodel_core.data.kernels.scan import REPLACEMENT
 
-        return (facts.flags & kernels.REPLACEMENT).astype(bool)
+        return (facts.flags & REPLACEMENT).astype(bool)
 
     def reason(self, text, label, labels, p) -> str:
         where = text.find(chr(0xFFFD)) + 1
@@ -214,9 +214,9 @@ class TooLong(TextRule):
 
 class ControlChars(TextRule):
     def mask(self, facts, p) -> np.ndarray:
-        from bigmodel_core.data import kernels
+        from bigmodel_core.data.kernels.scan import CONTROL
 
-        return facts.present & (facts.flags & kernels.CONTROL).astype(bool)
+        return facts.present & (facts.flags & CONTROL).astype(bool)
 
     def reason(self, text, label, labels, p) -> str:
         m = _CONTROL.search(text)
@@ -224,13 +224,13 @@ class ControlChars(TextRule):
 
 
 class HtmlLeft(TextRule):
-    """_HTML_LEFT, matched only in the texts where a tag or an entity can be (kernels.MARKUP)."""
+    """_HTML_LEFT, matched only in the texts where a tag or an entity can be (kernels.scan.MARKUP)."""
 
     def mask(self, facts, p) -> np.ndarray:
-        from bigmodel_core.data import kernels
+        from bigmodel_core.data.kernels.scan import MARKUP
 
         html = np.zeros(len(facts.words), dtype=bool)
-        maybe = np.nonzero((facts.flags & kernels.MARKUP).astype(bool) & facts.present)[0]
+        maybe = np.nonzero((facts.flags & MARKUP).astype(bool) & facts.present)[0]
         if len(maybe):
             html[maybe] = columns.contains(pc.fill_null(facts.texts, "").take(pa.array(maybe)), _html_left_re2())
         return html
