@@ -1,7 +1,7 @@
-"""Cleaning's layout steps (tags, whitespace, ASCII case, length) over a column of real texts: the compiled pass
-(kernels.layout, what cleaning uses) against the same steps as pyarrow compute calls (RE2), which is what it
-would be without the compiled code. Both must give the same texts; prints CPU seconds (best of --repeat) and
-the ratio.
+"""Cleaning's layout steps (tags, whitespace, ASCII case, length) over a column of real texts: what cleaning uses
+(cleaning._layout_array: the compiled pass kernels.layout.layout for tags and whitespace, pyarrow for the rest)
+against the same steps as pyarrow compute calls (RE2), which is what it would be without the compiled code. Both
+must give the same texts; prints CPU seconds (best of --repeat) and the ratio.
 
     .venv/bin/python benchmarks/clean_layout.py --rows 200000
 
@@ -35,12 +35,12 @@ def real_texts(rows: int) -> pa.Array:
 
 
 def with_pyarrow(arr: pa.Array, p) -> pa.Array:
-    """The layout steps with pyarrow compute (RE2): tags, whitespace runs, trim, ASCII lower, cut."""
-    from bigmodel_core.data.cleaning import _WS_RUN
+    """The layout steps with pyarrow compute (RE2): tags, whitespace runs (but a lone space), trim, ASCII lower, cut."""
+    from bigmodel_core.data.charset import WS_RUN_RE2
 
     t = pc.replace_substring_regex(arr, r"<[^<>]{0,200}>", " ") if p.strip_html else arr
     if p.normalize_whitespace:
-        t = pc.utf8_trim(pc.replace_substring_regex(t, _WS_RUN, " "), " ")
+        t = pc.utf8_trim(pc.replace_substring_regex(t, WS_RUN_RE2, " "), " ")
     if p.lowercase:
         t = pc.ascii_lower(t)
     return pc.utf8_slice_codeunits(t, 0, p.max_chars)

@@ -5,7 +5,7 @@ augment can ask it), and carry their parent's group key, so they can never reach
 
 A variant's random numbers come from a counter-based generator (hashing.streams) seeded by the augment
 seed, the parent's row id and the copy number, so a column of variants is made in one compiled pass
-(variants, kernels.word_variants) and each equals the row-by-row definition (variant), whatever the batch.
+(variants, kernels.variants.word_variants) and each equals the row-by-row definition (variant), whatever the batch.
 """
 
 from __future__ import annotations

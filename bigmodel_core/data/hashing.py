@@ -51,7 +51,7 @@ def streams(seeds: np.ndarray, stream: int, positions: np.ndarray) -> np.ndarray
 
 
 # ---------------------------------------------------------------- words and texts, one at a time
-# The definitions the compiled text scan (kernels.text_scan) computes for every word and text of a column;
+# The definitions the compiled text scan (kernels.scan.text_scan) computes for every word and text of a column;
 # written here for one string at a time, in plain Python integers, as the reference the tests hold it to.
 _MASK = (1 << 64) - 1
 KEY_SEED = 0x7465787420B16B3F  # the starting value of a text key's first half

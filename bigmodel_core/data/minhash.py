@@ -5,7 +5,7 @@ once (64 bits), its top bits pick one of `bins` bins and the rest is its value; 
 smallest value per bin, and a bin no shingle fell into borrows the value of another bin of the same text,
 chosen by a probe sequence shared by all texts (Shrivastava 2017), so two texts agree on a bin with
 probability equal to their Jaccard similarity. One hash per shingle instead of one per shingle and
-permutation, computed in one compiled pass over the texts' bytes (kernels.text_scan), which also counts
+permutation, computed in one compiled pass over the texts' bytes (kernels.scan.text_scan), which also counts
 every text's words and the distinct words for the data profile, and finds the group keys and text facts.
 
 Words are the whitespace-separated words (Python's str.split; charset.WHITESPACE) of the text lower-cased as
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from bigmodel_core.data.hashing import mix as _mix
 
-BINS = 128  # kernels.text_scan picks a bin with a shingle hash's top 7 bits
+BINS = 128  # kernels.scan.text_scan picks a bin with a shingle hash's top 7 bits
 _MUL = [
     np.uint64(0x9E3779B97F4A7C15),
     np.uint64(0xC2B2AE3D27D4EB4F),
@@ -60,7 +60,7 @@ def scan(
 
 @dataclass
 class Scan:
-    """What Scanner.scan finds per text (see kernels.text_scan)."""
+    """What Scanner.scan finds per text (see kernels.scan.text_scan)."""
 
     sig: np.ndarray  # (n, BINS) signatures of the wanted texts (uint32, or uint8 with low_bits), 0 elsewhere
     words: np.ndarray  # int64 word counts
@@ -71,7 +71,7 @@ class Scan:
 
 
 class Scanner:
-    """kernels.text_scan over a text column given in parts (record batches): per part the signatures, word
+    """kernels.scan.text_scan over a text column given in parts (record batches): per part the signatures, word
     counts, keys and text facts; the distinct words of the wanted texts and their counts (vocab) are kept
     from part to part and read at the end (vocabulary()), so no per-part word lists are summed."""
 
