@@ -91,6 +91,12 @@ class Source(_Section):
 
 
 class DataParams(_Section):
+    modality: Literal["text"] = Field(
+        default="text",
+        description="What the rows hold and the model classifies: text (a string per row). It picks the content "
+        "columns, reader, cleaning, data-quality rules, profile and the served model's input (bigmodel_core/"
+        "modalities/).",
+    )
     sources: list[Source] = Field(min_length=1, description="Where the rows come from; all sources are concatenated.")
     labels: list[str] | None = Field(
         default=None,

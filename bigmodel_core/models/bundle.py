@@ -1,6 +1,7 @@
 """A trained model as a directory: weights, text encoder, label list and cleaning rules.
 
-    model.json       format, kind, labels, the model/tokenizer/clean params it was built with, and
+    model.json       format, kind, modality (data.modality: what it scores and what a request holds), labels,
+                     the model/tokenizer/clean params it was built with, and
                      input_rules: the settings of the validate rules that judge a text on its own
                      (config.TEXT_ROW_RULES) it was trained under; serving refuses what they set aside
     model.pt         weights (bag, transformer)
@@ -10,7 +11,8 @@
 
 The same Predictor is used by the evaluate stage and by the MLflow pyfunc, so what was evaluated is
 exactly what is served (cleaning included). Bundles of format 1 (bigmodel 0.1) still load; bundles without
-input_rules (written before they were kept) load with input_rules None: nothing is refused by the rules.
+input_rules (written before they were kept) load with input_rules None: nothing is refused by the rules; bundles
+without a modality (written before there was a choice) are text.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def save_bundle(
     tok_p: TokenizerParams,
     clean_p: CleanParams,
     validate_p: ValidateParams | None = None,
+    modality: str = "text",
 ) -> None:
     import torch
 
@@ -56,6 +59,7 @@ def save_bundle(
     meta = {
         "format": FORMAT,
         "kind": model_p.kind,
+        "modality": modality,
         "labels": labels,
         "model": model_p.model_dump(mode="json"),
         "tokenizer": tok_p.model_dump(mode="json"),
@@ -114,6 +118,8 @@ class Predictor:
         directory = Path(directory)
         meta = read_meta(directory)
         self.labels: list[str] = meta["labels"]
+        #: what it scores (data.modality when it was trained; bundles from before the choice are text)
+        self.modality: str = meta.get("modality", "text")
         self.clean_p = CleanParams(**meta["clean"])
         #: the text rules it was trained under (a ValidateParams whose other rules are defaults), None if not kept
         self.input_rules = ValidateParams(rules=meta["input_rules"]) if meta.get("input_rules") else None

@@ -15,8 +15,9 @@ import os
 import subprocess
 from pathlib import Path
 
+from bigmodel_core import modalities
 from bigmodel_core.config import Params
-from bigmodel_core.data import schemas
+from bigmodel_core.data.schemas import SPLITS
 from bigmodel_core.errors import GateFailed
 from bigmodel_core.evaluation.gate import verdict_of
 from bigmodel_core.io import read_json, read_table, sha256_file, write_json
@@ -92,7 +93,7 @@ def experiment_reason(root) -> str | None:
 SPEC = StageSpec(
     code=("bigmodel_core/tracking/pyfunc_entry.py",),  # MLflow runs it as the served model's code
     inputs=("model", "evaluation", "eval_metrics", "quality_report"),
-    params=("deploy", "tracking"),
+    params=("deploy", "tracking", "data.modality"),
     outs=(
         Out(
             "deployment",
@@ -115,14 +116,15 @@ def run(params: Params, paths: Paths) -> dict:
     quality = read_json(paths.quality_report)
     train_metrics = read_json(paths.train_metrics)
     history = train_metrics.get("history", [])
-    test = read_table(paths.split / "test.parquet", schemas.SPLIT)
+    modality = modalities.get(params.data.modality)
+    test = read_table(paths.split / "test.parquet", modality.schemas.SPLIT)
     params_text = (paths.root / "params.yaml").read_bytes() if (paths.root / "params.yaml").exists() else b""
     tags = {
         "bigmodel.git_commit": _git_commit(paths.root),
         "bigmodel.params_sha256": hashlib.sha256(params_text).hexdigest(),
         "bigmodel.flow_run_id": os.environ.get("BIGMODEL_FLOW_RUN_ID", "none"),
     }
-    for s in schemas.SPLITS:
+    for s in SPLITS:
         tags[f"bigmodel.data.{s}_sha256"] = sha256_file(paths.split / f"{s}.parquet")
     artifacts = [
         paths.root / "params.yaml",
@@ -176,7 +178,7 @@ def run(params: Params, paths: Paths) -> dict:
         quality=quality,
         artifacts=artifacts,
         tags=tags,
-        example_texts=test["text"].head(3).tolist(),
+        example_texts=modality.values(test.head(3)),
         train_run_id=train_metrics.get("mlflow_run_id"),
         promote=why_not is None,
         experiment=experiment,

@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
+from bigmodel_core import modalities
 from bigmodel_core.config import Params
-from bigmodel_core.data import schemas
 from bigmodel_core.evaluation import baseline as tfidf_baseline
 from bigmodel_core.evaluation.gate import decide
 from bigmodel_core.evaluation.metrics import calibration, classification_metrics, pr_curve, roc_curve, thin
@@ -46,7 +46,7 @@ def score(
 
 SPEC = StageSpec(
     inputs=("model", "split", "train_metrics", "champion_ref"),
-    params=("evaluate", "deploy.model_name", "deploy.champion_alias", "tracking.uri"),
+    params=("evaluate", "data.modality", "deploy.model_name", "deploy.champion_alias", "tracking.uri"),
     bookkeeping=("tracking.experiment", "tracking.artifact_root"),
     outs=(
         Out("evaluation"),
@@ -81,9 +81,10 @@ def run(params: Params, paths: Paths) -> dict:
     from bigmodel_core.tracking.store import champion_bundle
 
     p = params.evaluate
-    test = read_table(paths.split / "test.parquet", schemas.SPLIT)
+    modality = modalities.get(params.data.modality)
+    test = read_table(paths.split / "test.parquet", modality.schemas.SPLIT)
     check_columns(test, p.slice_columns)  # a typo in params stops the stage before any work
-    texts, y_true = test["text"].tolist(), test["label"].tolist()
+    texts, y_true = modality.values(test), test["label"].tolist()
     predictor = Predictor(paths.model)
     labels = predictor.labels
     t0 = time.perf_counter()
@@ -107,7 +108,7 @@ def run(params: Params, paths: Paths) -> dict:
         else:
             other_labels = {"version": version, "labels": list(champ.labels)}  # no like-for-like comparison
     slices = slice_metrics(slice_groups(test, p.slice_columns), y, pred, len(labels), champion_pred)
-    base = _baseline(paths, texts, y, labels) if p.baseline else None
+    base = _baseline(paths, modality, texts, y, labels) if p.baseline else None
     decision = decide(
         metrics,
         champion,
@@ -260,12 +261,12 @@ def _runtime(predictor, paths: Paths, texts: list[str], scoring_seconds: float, 
     }
 
 
-def _baseline(paths: Paths, texts: list[str], y: np.ndarray, labels: list[str]) -> dict:
+def _baseline(paths: Paths, modality: modalities.Modality, texts: list, y: np.ndarray, labels: list[str]) -> dict:
     """TF-IDF + LR trained on the train split's original rows, scored on the same test rows."""
-    train = read_table(paths.split / "train.parquet", schemas.SPLIT)
+    train = read_table(paths.split / "train.parquet", modality.schemas.SPLIT)
     train = train[~train["is_augmented"]]
     try:
-        pred, info = tfidf_baseline.fit_predict(train["text"].tolist(), train["label"].tolist(), texts)
+        pred, info = tfidf_baseline.fit_predict(modality.values(train), train["label"].tolist(), texts)
     except ValueError as e:
         print(f"evaluate: baseline not scored: {e}", flush=True)
         return {"model": tfidf_baseline.DESCRIPTION, "error": str(e)}

@@ -87,6 +87,7 @@ SPEC = StageSpec(
     # the text rules of validate go into the bundle (what serving refuses), so their settings are read here too
     params=(
         "data.labels",
+        "data.modality",
         "clean",
         "tokenizer",
         "model",
@@ -223,7 +224,17 @@ def _train(params: Params, paths: Paths, key: str, dist) -> dict:
         # a failure from here on (models/ not writable, a full disk) leaves the checkpoint of the finished training
         # (train.checkpoint_every > 0): the next attempt writes the model from it without training again
         with atomic_dir(paths.model) as out:
-            save_bundle(out, model, encoder, labels, params.model, params.tokenizer, params.clean, params.validate)
+            save_bundle(
+                out,
+                model,
+                encoder,
+                labels,
+                params.model,
+                params.tokenizer,
+                params.clean,
+                params.validate,
+                modality=params.data.modality,
+            )
             copy_profile(paths, out)  # what the next run's data is compared with
     metrics = {
         **loop_metrics(result, len(data.train), model, encoder, pad_eff, dist.world),

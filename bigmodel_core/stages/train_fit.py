@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from bigmodel_core import modalities
 from bigmodel_core.config import (
     KIND_KEYS,
     Params,
 )
-from bigmodel_core.data import schemas
 from bigmodel_core.io import atomic_dir, atomic_path, read_table, shown
 from bigmodel_core.models.registry import kind_of
 from bigmodel_core.paths import Paths
@@ -44,6 +44,7 @@ def copy_profile(paths: Paths, bundle: Path) -> None:
 
 def read_train_val(params: Params, paths: Paths):
     """The train and validation splits and the label list (the test split is not read here)."""
+    schemas = modalities.get(params.data.modality).schemas
     train = read_table(paths.split / "train.parquet", schemas.SPLIT)
     val = read_table(paths.split / "val.parquet", schemas.SPLIT)
     labels = class_labels(params, train["label"])
@@ -75,11 +76,12 @@ def prepare(params: Params, paths: Paths | None, key: str, target: Path | None =
     if not uses_augmented(params.model):
         train = train[~train["is_augmented"]]
     index = {lab: i for i, lab in enumerate(labels)}
-    encoder = build_encoder(params.model, params.tokenizer, train["text"].tolist())
+    modality = modalities.get(params.data.modality)
+    encoder = build_encoder(params.model, params.tokenizer, modality.values(train))
     with atomic_dir(target) as out:
         encoder.save(out)
-        encoder.encode(train["text"].tolist()).save(out / "train.npz")
-        encoder.encode(val["text"].tolist()).save(out / "val.npz")
+        encoder.encode(modality.values(train)).save(out / "train.npz")
+        encoder.encode(modality.values(val)).save(out / "val.npz")
         np.save(out / "train_y.npy", train["label"].map(index).to_numpy(dtype=np.int64))
         np.save(out / "val_y.npy", val["label"].map(index).to_numpy(dtype=np.int64))
         (out / "labels.json").write_text(json.dumps(labels) + "\n")
@@ -190,6 +192,7 @@ def fit_one(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) 
     from bigmodel_core.models.bundle import save_bundle
 
     train, val, labels = splits
+    modality = modalities.get(p.data.modality)
     index = {lab: i for i, lab in enumerate(labels)}
     val_y = val["label"].map(index).to_numpy(dtype=np.int64)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -197,8 +200,8 @@ def fit_one(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) 
     kind = kind_of(p.model.kind)
     if kind.fit is not None:  # fitted in one call (linear), not by the torch loop
         rows = train if uses_augmented_rows(p) else train[~train["is_augmented"]]
-        linear = kind.fit(p, rows["text"].tolist(), rows["label"].tolist())
-        save_bundle(workdir / "bundle", linear, None, labels, p.model, p.tokenizer, p.clean)
+        linear = kind.fit(p, modality.values(rows), rows["label"].tolist())
+        save_bundle(workdir / "bundle", linear, None, labels, p.model, p.tokenizer, p.clean, modality=modality.name)
         metrics: dict[str, Any] = {
             "best_epoch": None,
             "epochs_run": 0,
@@ -240,7 +243,7 @@ def fit_one(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) 
             checkpoints=checkpoints,
             max_length=p.tokenizer.max_length if sequence else None,
         )
-        save_bundle(workdir / "bundle", model, encoder, labels, p.model, p.tokenizer, p.clean)
+        save_bundle(workdir / "bundle", model, encoder, labels, p.model, p.tokenizer, p.clean, modality=modality.name)
         if checkpoints is not None:
             checkpoints.clear()
         shutil.rmtree(prepared, ignore_errors=True)
@@ -250,7 +253,7 @@ def fit_one(p: Params, splits, workdir: Path, key: str, live, checkpoint: bool) 
     from bigmodel_core.models.bundle import Predictor
     from bigmodel_core.training.select import val_scores
 
-    probs = Predictor(workdir / "bundle").predict_proba(val["text"].tolist(), clean=False)  # split text is clean
+    probs = Predictor(workdir / "bundle").predict_proba(modality.values(val), clean=False)  # split rows are clean
     val_m = val_scores(val_y, probs, len(labels))
     return {
         "val_accuracy": val_m["accuracy"],

@@ -15,11 +15,12 @@ import time
 import pandas as pd
 import pyarrow.parquet as pq
 
+from bigmodel_core import modalities
 from bigmodel_core.config import Params
-from bigmodel_core.data import quality, schemas
-from bigmodel_core.data.profile import compare
+from bigmodel_core.data import quality
 from bigmodel_core.errors import GateFailed
 from bigmodel_core.io import TableWriter, atomic_dir, iter_frames, shown, write_json
+from bigmodel_core.modalities.checks import CHECKS
 from bigmodel_core.paths import Paths
 from bigmodel_core.stages.spec import Out, StageSpec, metric
 
@@ -29,6 +30,7 @@ SPEC = StageSpec(
     params=(
         "validate",
         "data.labels",
+        "data.modality",
         "tokenizer.max_length",
         "deploy.model_name",
         "deploy.champion_alias",
@@ -46,18 +48,15 @@ SPEC = StageSpec(
 
 
 def run(params: Params, paths: Paths) -> dict:
+    modality = modalities.get(params.data.modality)
+    checks, schemas = CHECKS(modality), modality.schemas
     source = paths.clean / "rows.parquet"
     reference, version, why = (
         (None, None, "validate.drift.policy is off")
         if params.validate.drift.policy == "off"
         else _champion_profile(params, paths)
     )
-    checker = quality.Checker(
-        params.validate,
-        params.data.labels,
-        max_tokens=params.tokenizer.max_length,
-        reference_vocab=reference["vocab"] if reference else None,
-    )
+    checker = checks.checker(params, reference)
     rows = pq.read_metadata(source).num_rows if source.exists() else None  # the per-row arrays, allocated once
     passes: list[int] = []
 
@@ -91,11 +90,9 @@ def run(params: Params, paths: Paths) -> dict:
             )
         result.quarantined = pd.concat(sample, ignore_index=True) if sample else checker.empty_quarantine()
         current = checker.profiler.result()
-        result.report["profile"] = {
-            k: current[k] for k in ("rows", "label_priors", "length_bins", "length_hist", "words")
-        }
-        result.report["profile"]["top_words"] = dict(list(current["vocab"].items())[:20])
-        _drift(params, result, current, reference, version, why, checker.profiler.oov_rate())
+        result.report["profile"] = checks.report_profile(current)
+        measure = lambda: checks.drift(checker, current, reference, params, version)  # noqa: E731
+        _drift(params, result, current, reference, version, why, measure)
         if not result.ok:
             # The previous good outputs stay (this directory is dropped); the full report of this failure is
             # kept aside, as JSON and as a page.
@@ -135,7 +132,7 @@ def _drift(
     reference: dict | None,
     version: str | None,
     why: str,
-    oov: float,
+    measure,
 ) -> None:
     """Compare the passing rows with the champion's data profile; a drift beyond the thresholds closes the
     gate (policy fail) or is reported (warn). Without a champion, or one made before profiles, it is skipped
@@ -147,7 +144,7 @@ def _drift(
     if not current["rows"]:  # the gate is closed already; an empty profile against the champion's says nothing
         result.report["drift"] = {"checked": False, "reason": "no row passed the rules: nothing to compare"}
         return
-    drift = compare(None, current, reference, p, version, oov=oov)
+    drift = measure()  # the modality's drift of `current` against `reference` (modalities/checks.py)
     result.report["drift"] = drift
     if not drift["passed"]:
         line = f"drift vs champion v{version} ({p.policy}): " + "; ".join(drift["findings"])

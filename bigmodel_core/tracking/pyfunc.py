@@ -1,4 +1,5 @@
-"""MLflow pyfunc wrapper: a DataFrame with a `text` column of raw texts in; label and probabilities out.
+"""MLflow pyfunc wrapper: a DataFrame with a `text` column of raw texts in (the column of the bundle's modality;
+modalities/served.py checks it and makes it model input); label and probabilities out.
 
 Input that cannot be scored raises MlflowException(INVALID_PARAMETER_VALUE), which MLflow's scoring
 server answers with 400 and the message (any other exception would become a 400 with a generic one):
@@ -15,13 +16,10 @@ from __future__ import annotations
 import os
 import warnings
 
-import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-
-from bigmodel_core.tracking.scoring import text_problem
 
 # Limits of one served request, set by `bigmodel serve` from its options (export them to get the same
 # under `mlflow models serve`). Without them (in-process, `mlflow models predict`) there is no limit
@@ -34,7 +32,8 @@ warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` me
 
 
 class TextClassifierModel(PythonModel):
-    """Carries cleaning, tokenizer, weights and label map in one artifact (the bundle directory)."""
+    """Carries cleaning, tokenizer, weights and label map in one artifact (the bundle directory). What a request
+    must hold and how it becomes model input is the served input of the bundle's modality (modalities/served)."""
 
     def load_context(self, context) -> None:
         from bigmodel_core.models.bundle import Predictor
@@ -42,66 +41,40 @@ class TextClassifierModel(PythonModel):
         self.predictor = Predictor(context.artifacts["bundle"])
         self.refusal(["warm up"])  # the rules' compiled scan is loaded (or compiled, once) now, not on a request
 
+    @property
+    def served(self):
+        """The served input of the predictor's modality (a bundle without one is text)."""
+        from bigmodel_core import modalities
+        from bigmodel_core.modalities.served import served_input
+
+        cached = self.__dict__.get("_served")
+        if cached is None or cached[0] is not self.predictor:
+            cached = self.__dict__["_served"] = (self.predictor, served_input(modalities.get(self.predictor.modality)))
+        return cached[1]
+
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        texts = input_texts(model_input)
+        from bigmodel_core.modalities.served import InputProblem
+
+        try:
+            values = self.served.values(model_input)
+        except InputProblem as e:
+            raise _invalid(str(e)) from None
         limits = serving_limits()
-        problem = text_problem(texts, "text", allow_empty=limits is None, **(limits or {}))
+        problem = self.served.problem(values, allow_empty=limits is None, **(limits or {}))
         if problem:
             raise _invalid(problem)
-        cleaned = self.predictor.clean(texts)
-        refused = refusal(self.predictor, texts, cleaned)
+        inputs, refused = self.served.prepare(self.predictor, values)
         if refused:
-            raise _invalid(f"text[{refused[0]}] {refused[1]}")
-        return output_frame(self.predictor.labels, self.predictor.predict_proba(cleaned, clean=False))
+            raise _invalid(f"{self.served.column}[{refused[0]}] {refused[1]}")
+        return output_frame(self.predictor.labels, self.predictor.predict_proba(inputs, clean=False))
 
-    def refusal(self, texts: list) -> tuple[int, str] | None:
-        """(row, why) of the first text this model refuses by its training's input rules, or None."""
-        return refusal(self.predictor, texts, self.predictor.clean(texts))
-
-
-def refusal(predictor, texts: list, cleaned: list[str]) -> tuple[int, str] | None:
-    """(row, why) of the first text whose cleaned form breaks an input rule the model was trained under with
-    policy quarantine or fail; None when every text passes, or the bundle keeps no rules (older models)."""
-    rules = predictor.input_rules
-    if rules is None:
-        return None
-    from bigmodel_core.data.quality import text_verdicts
-
-    for i, verdict in enumerate(text_verdicts(cleaned, rules)):
-        if verdict is not None:
-            rule, reason = verdict
-            policy = rules.rules[rule].policy
-            changed = "" if cleaned[i] == texts[i] else " (after the model's cleaning)"
-            done = "set such texts aside" if policy == "quarantine" else "stopped at such texts"
-            return i, (
-                f"breaks input rule {rule}: {reason}{changed}; this model's training {done} "
-                f"(validate.rules.{rule}.policy {policy}), so it does not score it"
-            )
-    return None
+    def refusal(self, values: list) -> tuple[int, str] | None:
+        """(row, why) of the first value this model refuses by its training's input rules, or None."""
+        return self.served.prepare(self.predictor, values)[1]
 
 
 def _invalid(message: str) -> MlflowException:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
-
-
-def input_texts(model_input) -> list:
-    """The values of the `text` column, whatever shape MLflow hands over (frame, dict, series, array, list)."""
-    if isinstance(model_input, pd.DataFrame):
-        if "text" not in model_input.columns:
-            raise _invalid(f"input needs a 'text' column, got columns {[str(c) for c in model_input.columns]}")
-        return model_input["text"].tolist()
-    if isinstance(model_input, dict):
-        if "text" not in model_input:
-            raise _invalid(f"input needs a 'text' field, got fields {[str(k) for k in model_input]}")
-        value = model_input["text"]
-        return [value] if isinstance(value, str) else np.asarray(value, dtype=object).ravel().tolist()
-    if isinstance(model_input, pd.Series):
-        return model_input.tolist()
-    if isinstance(model_input, str):
-        return [model_input]
-    if isinstance(model_input, np.ndarray):
-        return model_input.astype(object).ravel().tolist()
-    return list(model_input)
 
 
 def serving_limits() -> dict | None:
