@@ -312,6 +312,7 @@ MODULE_TIER = {
     "test_mlflow_ui": "stage",
     "test_model_registry": "unit",
     "test_model_selection": "unit",
+    "test_modalities": "unit",
     "test_notify": "stage",
     "test_orchestration": "unit",
     "test_plots_page": "unit",

@@ -1,7 +1,7 @@
 """The served model's input, by modality: how a request's values are found, checked and made model input.
 
 A served input (built for its modality: `served_input(modality)`) has
-- `column`: the field or column a request names (the modality's content column);
+- `column`: the field or column a request names (the modality's content column), `noun`: what its values are;
 - `values(model_input)`: the values of that column in whatever shape MLflow hands over (frame, dict, series,
   array, list); a missing column raises InputProblem, whose message the server answers with 400;
 - `problem(values, allow_empty=..., max_rows=..., max_chars=...)`: why the values cannot be scored, or None;
@@ -31,6 +31,7 @@ class InputProblem(ValueError):
 
 class ServedInput(Protocol):
     column: str
+    noun: str
 
     def values(self, model_input: Any) -> list: ...
 
@@ -41,7 +42,7 @@ class ServedInput(Protocol):
 
 class TextInput:
     def __init__(self, modality: Modality) -> None:
-        self.column = modality.column
+        self.column, self.noun = modality.column, modality.noun
 
     def values(self, model_input: Any) -> list:
         c = self.column

@@ -79,9 +79,9 @@ def _json_error(status: int, code: str, message: str) -> tuple[int, bytes]:
     return status, json.dumps({"error_code": code, "message": message}).encode()
 
 
-def _texts_in(body: Any) -> tuple[list | None, str | None]:
-    """(texts, problem) found in a JSON request in one of MLflow's four layouts. (None, None) when the
-    layout is not one we recognise: MLflow's own parsing then answers."""
+def _texts_in(body: Any, column: str) -> tuple[list | None, str | None]:
+    """(values, problem) of `column` (the served modality's) found in a JSON request in one of MLflow's four
+    layouts. (None, None) when the layout is not one we recognise: MLflow's own parsing then answers."""
     if not isinstance(body, dict):
         return None, None
     keys = [k for k in _FORMATS if k in body]
@@ -96,17 +96,17 @@ def _texts_in(body: Any) -> tuple[list | None, str | None]:
             or not isinstance(data.get("data"), list)
         ):
             return None, None
-        if "text" not in data["columns"]:
-            return None, f"dataframe_split has no 'text' column (columns: {data['columns']})"
-        j = data["columns"].index("text")
+        if column not in data["columns"]:
+            return None, f"dataframe_split has no '{column}' column (columns: {data['columns']})"
+        j = data["columns"].index(column)
         rows = data["data"]
         if not all(isinstance(r, list) and len(r) > j for r in rows):
             return None, None
         return [r[j] for r in rows], None
     if isinstance(data, dict):  # {"inputs": {"text": [...]}} and the like: one column by name
-        if "text" not in data:
-            return None, f"{key} has no 'text' field (fields: {list(data)})"
-        value = data["text"]
+        if column not in data:
+            return None, f"{key} has no '{column}' field (fields: {list(data)})"
+        value = data[column]
         return (value if isinstance(value, list) else [value]), None
     if isinstance(data, str):
         return [data], None
@@ -116,9 +116,9 @@ def _texts_in(body: Any) -> tuple[list | None, str | None]:
         if not all(isinstance(r, dict) for r in data):
             return None, None
         for i, r in enumerate(data):
-            if "text" not in r:
-                return None, f"{key}[{i}] has no 'text' field (fields: {list(r)})"
-        return [r["text"] for r in data], None
+            if column not in r:
+                return None, f"{key}[{i}] has no '{column}' field (fields: {list(r)})"
+        return [r[column] for r in data], None
     return data, None  # {"inputs": ["a", "b"]}: a bare list is the one input column
 
 
@@ -136,26 +136,40 @@ def table_columns(body: bytes, mime: str) -> list[str] | None:
         return None
 
 
-def check_request(body: bytes, limits: dict) -> str | None:
-    """Why a JSON request body cannot be scored, or None (including: not for us to say, MLflow will)."""
+def check_request(body: bytes, limits: dict, served=None) -> str | None:
+    """Why a JSON request body cannot be scored, or None (including: not for us to say, MLflow will). `served`: the
+    served model's input (modalities/served.py; default: text's)."""
+    served = served or text_input()
     try:
         parsed = json.loads(body)
     except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, or nested past Python's limit
-        return f'the request body is not valid JSON ({e}); send e.g. {{"dataframe_records": [{{"text": "..."}}]}}'
-    texts, problem = _texts_in(parsed)
-    if problem or texts is None:
+        return f"the request body is not valid JSON ({e}); send e.g. {example(served)}"
+    values, problem = _texts_in(parsed, served.column)
+    if problem or values is None:
         return problem
-    from bigmodel_core.tracking.scoring import text_problem
+    return served.problem(values, allow_empty=False, **limits)
 
-    return text_problem(texts, "text", allow_empty=False, **limits)
+
+def text_input():
+    """The text modality's served input: what a model without one of its own (not a bigmodel pyfunc) is sent."""
+    from bigmodel_core import modalities
+    from bigmodel_core.modalities.served import served_input
+
+    return served_input(modalities.get("text"))
+
+
+def example(served) -> str:
+    """A request body of the served input's layout, for messages."""
+    return json.dumps({"dataframe_records": [{served.column: "..."}]})
 
 
 class RequestGuard:
     """ASGI middleware in front of MLflow's app: body size limit, JSON text checks, X-Model header."""
 
-    def __init__(self, app, *, max_body_bytes: int, limits: dict, served: str) -> None:
+    def __init__(self, app, *, max_body_bytes: int, limits: dict, served: str, served_input=None) -> None:
         self.app, self.max_body, self.limits = app, max_body_bytes, limits
         self.served = served.encode("ascii", "replace")
+        self.input = served_input or text_input()  # what a request must hold (modalities/served.py)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -200,30 +214,31 @@ class RequestGuard:
                     415,
                     "BAD_REQUEST",
                     "the request has no Content-Type header; send one of "
-                    f"{', '.join(CONTENT_TYPES)}, e.g. -H 'Content-Type: application/json' with "
-                    '{"dataframe_records": [{"text": "..."}]}',
+                    f"{', '.join(CONTENT_TYPES)}, e.g. -H 'Content-Type: application/json' with " + example(self.input),
                 ),
             )
         if mime in ("text/csv", "application/vnd.apache.parquet") and body:
             names = table_columns(bytes(body), mime)
-            if names is not None and "text" not in names:
+            column = self.input.column
+            if names is not None and column not in names:
                 kind = "CSV" if mime == "text/csv" else "Parquet"
                 return await self._answer(
                     send_tagged,
                     *_json_error(
                         400,
                         "INVALID_PARAMETER_VALUE",
-                        f"the {kind} body has no 'text' column (columns: "
-                        f"{', '.join(map(repr, names)) or 'none'}); the texts to classify go in a column named text",
+                        f"the {kind} body has no '{column}' column (columns: "
+                        f"{', '.join(map(repr, names)) or 'none'}); the {self.input.noun} to classify go in a column "
+                        f"named {column}",
                     ),
                 )
         if mime == "application/json":
             data = bytes(body)
             # a large body is parsed off the event loop, so /ping and other requests keep being answered
             problem = (
-                check_request(data, self.limits)
+                check_request(data, self.limits, self.input)
                 if len(data) < 65536
-                else await asyncio.to_thread(check_request, data, self.limits)
+                else await asyncio.to_thread(check_request, data, self.limits, self.input)
             )
             if problem:
                 return await self._answer(send_tagged, *_json_error(400, "INVALID_PARAMETER_VALUE", problem))
@@ -302,7 +317,17 @@ def build_app(model, *, served: str, max_body_bytes: int, max_rows: int, max_tex
 
     os.environ[MAX_ROWS_ENV], os.environ[MAX_CHARS_ENV] = str(max_rows), str(max_text_chars)
     limits = {"max_rows": max_rows, "max_chars": max_text_chars}
-    return RequestGuard(scoring_server.init(model), max_body_bytes=max_body_bytes, limits=limits, served=served)
+    served_input = getattr(_python_model(model), "served", None)  # a bigmodel model's: its bundle's modality's
+    app = scoring_server.init(model)
+    return RequestGuard(app, max_body_bytes=max_body_bytes, limits=limits, served=served, served_input=served_input)
+
+
+def _python_model(model):
+    """The PythonModel inside a loaded pyfunc, or None (a model of another flavor: it is sent texts)."""
+    try:
+        return model.unwrap_python_model()
+    except Exception:
+        return None
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
