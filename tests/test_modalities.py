@@ -75,8 +75,10 @@ class ToyCleaner:
         rows = batch.column(at).to_pylist()
         clipped = [None if r is None else [min(max(x, 0.0), 1.0) for x in r] for r in rows]
         changed = sum(a != b for a, b in zip(rows, clipped, strict=True))
-        columns = [pa_.array(clipped, type=batch.schema.field(at).type) if i == at else batch.column(i)
-                   for i in range(batch.num_columns)]
+        columns = [
+            pa_.array(clipped, type=batch.schema.field(at).type) if i == at else batch.column(i)
+            for i in range(batch.num_columns)
+        ]
         return pa_.RecordBatch.from_arrays(columns, schema=batch.schema), {"clipped": changed}
 
 
@@ -165,13 +167,19 @@ def test_the_clean_stage_runs_the_cleaner_of_the_configured_modality(tmp_path):
     with _toy() as toy:
         toy_params = params.model_copy(update={"data": params.data.model_copy(update={"modality": "toy"})})
         paths.raw.mkdir(parents=True)
-        write_table(_toy_raw([[0.5, 2.0, -1.0], [0.1, 0.2, 0.3], None, [1.5, 0.0, 0.0]]),
-                    paths.raw / "rows.parquet", toy.schemas.RAW)
+        write_table(
+            _toy_raw([[0.5, 2.0, -1.0], [0.1, 0.2, 0.3], None, [1.5, 0.0, 0.0]]),
+            paths.raw / "rows.parquet",
+            toy.schemas.RAW,
+        )
         report = clean.run(toy_params, paths)
         assert report == {"rows": 4, "clipped": 2}  # the toy's counters, not text's
         out = read_table(paths.clean / "rows.parquet", toy.schemas.CLEAN)
         assert [None if v is None else list(v) for v in out["features"]] == [
-            [0.5, 1.0, 0.0], [0.1, 0.2, 0.3], None, [1.0, 0.0, 0.0]
+            [0.5, 1.0, 0.0],
+            [0.1, 0.2, 0.3],
+            None,
+            [1.0, 0.0, 0.0],
         ]
         # the text modality's clean stage refuses the same table: it has no text column
         with pytest.raises(DataError, match="breaks schema raw: column text is missing"):
