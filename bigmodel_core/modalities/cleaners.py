@@ -27,7 +27,7 @@ class Cleaner(Protocol):
 class TextCleaner:
     """params.clean on the `text` column: changed (texts cleaning altered), truncated_to_max_chars."""
 
-    counters = ("changed", "truncated_to_max_chars")
+    counters: tuple[str, ...] = ("changed", "truncated_to_max_chars")
 
     def __init__(self, column: str = "text") -> None:
         self.column = column

@@ -91,7 +91,7 @@ def run(params: Params, paths: Paths) -> dict:
         result.quarantined = pd.concat(sample, ignore_index=True) if sample else checker.empty_quarantine()
         current = checker.profiler.result()
         result.report["profile"] = checks.report_profile(current)
-        measure = lambda: checks.drift(checker, current, reference, params, version)  # noqa: E731
+        measure = lambda ref: checks.drift(checker, current, ref, params, version)  # noqa: E731
         _drift(params, result, current, reference, version, why, measure)
         if not result.ok:
             # The previous good outputs stay (this directory is dropped); the full report of this failure is
@@ -144,7 +144,7 @@ def _drift(
     if not current["rows"]:  # the gate is closed already; an empty profile against the champion's says nothing
         result.report["drift"] = {"checked": False, "reason": "no row passed the rules: nothing to compare"}
         return
-    drift = measure()  # the modality's drift of `current` against `reference` (modalities/checks.py)
+    drift = measure(reference)  # the modality's drift of `current` against it (modalities/checks.py)
     result.report["drift"] = drift
     if not drift["passed"]:
         line = f"drift vs champion v{version} ({p.policy}): " + "; ".join(drift["findings"])

@@ -135,6 +135,7 @@ def log_and_register(
     from mlflow.models import infer_signature
 
     import bigmodel_core
+    from bigmodel_core import modalities
     from bigmodel_core.models.bundle import Predictor, read_meta
     from bigmodel_core.tracking import pipeline_run
     from bigmodel_core.tracking.pyfunc import output_frame
@@ -199,7 +200,8 @@ def log_and_register(
     with mlflow.start_run(run_id=run_id):
         _log_evaluation(mlflow, client, run_id, **evaluation)
         predictor = Predictor(bundle_dir)
-        example = pd.DataFrame({"text": example_texts[:3]})
+        column = modalities.get(predictor.modality).column  # what a request names (the signature's input column)
+        example = pd.DataFrame({column: example_texts[:3]})
         signature = infer_signature(example, output_frame(predictor.labels, predictor.predict_proba(example_texts[:3])))
         info = mlflow.pyfunc.log_model(
             name="model",
