@@ -8,6 +8,11 @@ carries them and a served model scales exactly as training did.
 Two classes can use one output unit (`binary_head=True`, the seed's `Dense(1, sigmoid)`): its logit z is
 returned as the pair (0, z), whose softmax is (1 - sigmoid(z), sigmoid(z)); cross-entropy on that pair is the
 binary cross-entropy of sigmoid(z), so the training loop and metrics stay the same for every head.
+
+On CPU with one OpenMP thread (OMP_NUM_THREADS=1), torch 2.13's oneDNN corrupts the heap in the ResNet's backward
+(glibc: "double free or corruption"; the process aborts); with oneDNN off (torch.backends.mkldnn) it does not.
+tests/test_vision_models.py trains with oneDNN off on CPU for that reason; a stage that trains these modules must
+settle it first.
 """
 
 from __future__ import annotations
@@ -78,11 +83,11 @@ class MLPClassifier(_Scaled):
 
 
 def _pixels(module: _Scaled, images: torch.Tensor) -> torch.Tensor:
-    """uint8 (batch, height, width, channels) to scaled float (batch, channels, height, width), channels-last
-    in memory (the layout convolutions run fastest in on CUDA with bf16)."""
+    """uint8 (batch, height, width, channels) to scaled float (batch, channels, height, width); on CUDA
+    channels-last in memory, the layout its convolutions run fastest in with bf16."""
     x = images.permute(0, 3, 1, 2).float() / 255.0
     x = (x - module.mean.view(1, -1, 1, 1)) / module.std.view(1, -1, 1, 1)
-    return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last if x.is_cuda else torch.contiguous_format)
 
 
 class LeNetClassifier(_Scaled):
