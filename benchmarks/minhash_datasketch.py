@@ -1,7 +1,7 @@
 """validate's MinHash signatures over a column of real texts: the compiled scan (minhash.Scanner, what validate uses;
 it also counts the words, keys the texts and collects the vocabulary) against datasketch's MinHash (128
 permutations, the same word 3-shingles of the lower-cased text, `update_batch`), which is what it would be without
-the compiled code. Prints CPU seconds (best of --repeat) and the ratio.
+the compiled code. Prints the median CPU seconds of --repeat alternating runs and the ratio.
 
     .venv/bin/python benchmarks/minhash_datasketch.py --rows 20000
 
@@ -11,10 +11,27 @@ Texts: IMDb, AG News and SMS Spam from ../shared/datasets (via the examples' par
 from __future__ import annotations
 
 import argparse
-import time
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
-from clean_layout import real_texts
+from timing import cpu_medians
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_texts(rows: int) -> pa.Array:
+    import pandas as pd
+
+    from bigmodel_core.config import load_params
+    from bigmodel_core.data.formats import read_source
+
+    texts: list[str] = []
+    for name in ("imdb", "ag_news", "sms_spam"):
+        params = load_params(REPO / "examples" / f"{name}-transformer.yaml")
+        df = pd.concat([read_source(s, REPO) for s in params.data.sources], ignore_index=True)
+        texts += df["text"].dropna().astype(str).tolist()
+    return pa.array([texts[i % len(texts)] for i in range(rows)], type=pa.large_string())
 
 
 def with_datasketch(texts: list[str], k: int) -> None:
@@ -44,18 +61,13 @@ def main() -> None:
     lowered = pc.utf8_lower(arr).to_pylist()
     with_scan(arr.slice(0, 10), 3)  # compiles (cached on disk) before timing
     print(f"{len(arr)} texts, {pc.sum(pc.binary_length(arr)).as_py() / 1e6:.0f} MB")
-    best = {}
-    for name, fn in (
-        ("compiled (kernels.scan)", lambda: with_scan(arr, 3)),
-        ("datasketch", lambda: with_datasketch(lowered, 3)),
-    ):
-        times = []
-        for _ in range(args.repeat):
-            t0 = time.process_time()
-            fn()
-            times.append(time.process_time() - t0)
-        best[name] = min(times)
-        print(f"{name:28s} {best[name]:.3f} CPU s (best of {args.repeat})")
+    best = cpu_medians(
+        {
+            "compiled (kernels.scan)": lambda: with_scan(arr, 3),
+            "datasketch": lambda: with_datasketch(lowered, 3),
+        },
+        args.repeat,
+    )
     a, b = best.values()
     print(f"datasketch / compiled: {b / a:.0f}x")
 
