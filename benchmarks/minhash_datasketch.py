@@ -11,27 +11,10 @@ Texts: IMDb, AG News and SMS Spam from ../shared/datasets (via the examples' par
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
+from clean_layout import real_texts
 from timing import cpu_medians
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def real_texts(rows: int) -> pa.Array:
-    import pandas as pd
-
-    from bigmodel_core.config import load_params
-    from bigmodel_core.data.formats import read_source
-
-    texts: list[str] = []
-    for name in ("imdb", "ag_news", "sms_spam"):
-        params = load_params(REPO / "examples" / f"{name}-transformer.yaml")
-        df = pd.concat([read_source(s, REPO) for s in params.data.sources], ignore_index=True)
-        texts += df["text"].dropna().astype(str).tolist()
-    return pa.array([texts[i % len(texts)] for i in range(rows)], type=pa.large_string())
 
 
 def with_datasketch(texts: list[str], k: int) -> None:
